@@ -1,0 +1,32 @@
+"""UID rules (PS3.5 9.1): digits and dots, no leading zeros in components, at most 64 chars."""
+
+import re
+
+from imaging_hub.errors import InvalidUidError
+
+# The contract in ARCHITECTURE.md: ``^[0-9]+(\.[0-9]+)*$``, at most 64 characters.
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+UID_MAX_LENGTH = 64
+
+
+def is_valid_uid(value: object) -> bool:
+    """Whether *value* is a string usable as a UID in object keys and paths."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= UID_MAX_LENGTH
+        and UID_PATTERN.fullmatch(value) is not None
+    )
+
+
+def validate_uid(value: object, *, name: str = "UID") -> str:
+    """Return *value* if it is a valid UID, else raise :class:`InvalidUidError`.
+
+    *name* is the attribute keyword used in the error message (e.g. ``"StudyInstanceUID"``).
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidUidError(f"{name} is missing.")
+    if len(value) > UID_MAX_LENGTH:
+        raise InvalidUidError(f"{name} is longer than {UID_MAX_LENGTH} characters.")
+    if UID_PATTERN.fullmatch(value) is None:
+        raise InvalidUidError(f"{name} must contain only digits separated by single dots.")
+    return value

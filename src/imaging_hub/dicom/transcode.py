@@ -1,0 +1,365 @@
+"""Lossless transcoding of DICOM instances for the clinic-to-hub WAN link.
+
+The clinic gateway may re-encode native (uncompressed) Pixel Data with a lossless codec
+before forwarding, to save bandwidth on a weak link: JPEG-LS Lossless (PS3.5 8.2.3, the
+default; fast and about as small as JPEG 2000 for radiographs) or JPEG 2000 Lossless
+(PS3.5 8.2.4). The guarantee in ARCHITECTURE.md is that pixels stay identical, so every
+result is decoded again and compared with the original pixel array before it is used.
+Anything we cannot transcode safely is returned untouched, with a reason.
+
+What changes on transcoding, and nothing else (checked on every call):
+
+- group 0002 (File Meta Information, PS3.10 7.1): *Transfer Syntax UID* is set to the new
+  syntax, *File Meta Information Group Length* is recomputed, and pydicom adds
+  *Implementation Class UID* / *Version Name* only where they were missing;
+- (7FE0,0010) *Pixel Data*: encapsulated (PS3.5 A.4), VR OB, undefined length;
+- (0028,0006) *Planar Configuration*: set to 0 (colour-by-pixel) for colour images, because
+  the encoder is given interleaved samples; PS3.5 8.2.3/8.2.4 make its value irrelevant for
+  JPEG-LS and JPEG 2000 codestreams;
+- (7FE0,0001)/(7FE0,0002) *Extended Offset Table (Lengths)*: pydicom adds them only when the
+  encapsulated frames exceed the 4 GiB Basic Offset Table limit.
+
+The *SOP Instance UID* is kept (the hub is idempotent by it), and so is every other element:
+the value of each element outside the list above is compared between input and output.
+Input in Explicit VR Little Endian or Implicit VR Little Endian is re-encoded as Explicit VR
+Little Endian (the encapsulated syntaxes require it); values are unchanged by that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
+from pydicom.pixels.utils import iter_pixels
+from pydicom.pixels.utils import pixel_array as pydicom_pixel_array
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+)
+
+from imaging_hub.errors import InvalidDicomError
+
+__all__ = [
+    "JPEG2000_LOSSLESS",
+    "JPEG_LS_LOSSLESS",
+    "WAN_SYNTAXES",
+    "TranscodeResult",
+    "decode_frame",
+    "pixels_equal",
+    "read_part10",
+    "tolerant_reading",
+    "transcode_for_wan",
+]
+
+logger = logging.getLogger(__name__)
+
+#: JPEG-LS Lossless Image Compression (PS3.5 8.2.3), encoded by pyjpegls (CharLS).
+JPEG_LS_LOSSLESS: UID = JPEGLSLossless
+#: JPEG 2000 Image Compression (Lossless Only) (PS3.5 8.2.4), encoded by pylibjpeg-openjpeg.
+JPEG2000_LOSSLESS: UID = JPEG2000Lossless
+
+#: The syntaxes we transcode to, with the pydicom encoding plugin used for each.
+WAN_SYNTAXES: dict[UID, str] = {
+    JPEG_LS_LOSSLESS: "pyjpegls",
+    JPEG2000_LOSSLESS: "pylibjpeg",
+}
+
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
+FLOAT_PIXEL_DATA = Tag(0x7FE0, 0x0008)
+DOUBLE_FLOAT_PIXEL_DATA = Tag(0x7FE0, 0x0009)
+PLANAR_CONFIGURATION = Tag(0x0028, 0x0006)
+EXTENDED_OFFSET_TABLE = Tag(0x7FE0, 0x0001)
+EXTENDED_OFFSET_TABLE_LENGTHS = Tag(0x7FE0, 0x0002)
+
+#: Data set elements (outside group 0002) that transcoding may legitimately change.
+CHANGED_BY_TRANSCODING: frozenset[BaseTag] = frozenset(
+    {PIXEL_DATA, PLANAR_CONFIGURATION, EXTENDED_OFFSET_TABLE, EXTENDED_OFFSET_TABLE_LENGTHS}
+)
+
+# VRs whose values pydicom does not byte-swap when a data set changes endianness.
+_ENDIAN_SENSITIVE_VRS = frozenset({"OW", "OF", "OD", "OL", "OV", "UN"})
+
+
+@dataclass(frozen=True, slots=True)
+class TranscodeResult:
+    """The outcome of :func:`transcode_for_wan`.
+
+    ``data`` is the Part-10 file to send: the transcoded one if ``transcoded`` is true,
+    otherwise the original bytes unchanged, with ``reason`` saying why.
+    """
+
+    data: bytes
+    transfer_syntax_uid: UID
+    transcoded: bool
+    original_size: int
+    size: int
+    reason: str | None = None
+
+    @property
+    def ratio(self) -> float:
+        """Original size divided by result size (1.0 when untouched)."""
+        return self.original_size / self.size if self.size else 1.0
+
+
+@contextlib.contextmanager
+def tolerant_reading() -> Iterator[None]:
+    """Read what modalities send without turning pydicom's warnings into failures.
+
+    pydicom warns about many harmless real-world quirks (invalid VR values, odd lengths,
+    unknown character sets). Reading is tolerant by design (STYLE.md 12), so inside this
+    block those warnings are recorded and logged at debug level instead of propagating.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for item in caught:
+        logger.debug("pydicom warning while reading: %s", item.message)
+
+
+def read_part10(data: bytes) -> FileDataset:
+    """Parse Part-10 bytes (PS3.10 7.1) into a dataset, tolerantly.
+
+    Raises :class:`~imaging_hub.errors.InvalidDicomError` when the bytes are not a DICOM
+    file pydicom can parse.
+    """
+    try:
+        with tolerant_reading():
+            ds = pydicom.dcmread(io.BytesIO(data))
+    except PydicomInvalidDicomError as exc:
+        raise InvalidDicomError("The data is not a DICOM Part-10 file.") from exc
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        raise InvalidDicomError(
+            f"The DICOM file could not be parsed ({type(exc).__name__})."
+        ) from exc
+    return ds
+
+
+def _untouched(data: bytes, ts: UID, reason: str) -> TranscodeResult:
+    logger.debug("Not transcoding: %s", reason)
+    return TranscodeResult(
+        data=data,
+        transfer_syntax_uid=ts,
+        transcoded=False,
+        original_size=len(data),
+        size=len(data),
+        reason=reason,
+    )
+
+
+def _has_endian_sensitive_elements(ds: Dataset) -> bool:
+    """Whether any element besides Pixel Data has a VR pydicom would not byte-swap."""
+    return any(elem.tag != PIXEL_DATA and elem.VR in _ENDIAN_SENSITIVE_VRS for elem in ds.iterall())
+
+
+def _codec_limitation(ds: Dataset, syntax: UID) -> str | None:
+    """A whole-sentence reason why *syntax* cannot encode this image, or ``None``."""
+    bits_allocated = int(ds.get("BitsAllocated", 0))
+    bits_stored = int(ds.get("BitsStored", 0))
+    samples = int(ds.get("SamplesPerPixel", 1))
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    name = syntax.name
+    if bits_allocated not in (8, 16):
+        return f"{name} transcoding supports Bits Allocated 8 or 16, not {bits_allocated}."
+    if not 2 <= bits_stored <= bits_allocated:
+        return f"{name} transcoding does not support Bits Stored {bits_stored}."
+    if samples not in (1, 3):
+        return f"{name} transcoding does not support Samples per Pixel {samples}."
+    allowed = {
+        JPEG_LS_LOSSLESS: {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL"},
+        JPEG2000_LOSSLESS: {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB"},
+    }[syntax]
+    if photometric not in allowed:
+        return f"{name} cannot carry Photometric Interpretation {photometric or '(none)'}."
+    if samples == 3 and signed:
+        return f"{name} transcoding does not support signed colour pixels."
+    if syntax == JPEG_LS_LOSSLESS and photometric == "YBR_FULL" and bits_allocated != 8:
+        return f"{name} carries YBR_FULL only with 8-bit samples."
+    return None
+
+
+def _compared(tag: BaseTag) -> bool:
+    """Whether verification compares this data set element between input and output.
+
+    Group length elements (gggg,0000) outside group 0002 are retired (PS3.5 7.2) and
+    pydicom drops them when writing, so they are not compared either.
+    """
+    return tag not in CHANGED_BY_TRANSCODING and tag.element != 0x0000
+
+
+def _non_pixel_differences(before: Dataset, after: Dataset) -> list[str]:
+    """Keywords (or tags) of data set elements whose value differs, outside the allowed set."""
+    # Dataset iterates over elements, not tags, hence .keys()
+    keys_before = {t for t in before.keys() if _compared(t)}  # noqa: SIM118
+    keys_after = {t for t in after.keys() if _compared(t)}  # noqa: SIM118
+    differences = [str(Tag(t)) for t in keys_before ^ keys_after]
+    for tag in sorted(keys_before & keys_after):
+        if before[tag].value != after[tag].value:
+            differences.append(before[tag].keyword or str(before[tag].tag))
+    return differences
+
+
+def _frames_equal(expected: np.ndarray[Any, Any], ds: Dataset) -> bool:
+    """Whether the decoded pixels of *ds* equal *expected* (all frames, raw samples)."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    expected_frames = expected[np.newaxis, ...] if frames == 1 else expected
+    count = 0
+    for index, frame in enumerate(iter_pixels(ds, raw=True)):
+        if index >= len(expected_frames) or not np.array_equal(frame, expected_frames[index]):
+            return False
+        count += 1
+    return count == len(expected_frames)
+
+
+def transcode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> TranscodeResult:
+    """Re-encode native Pixel Data losslessly for the WAN, verified pixel for pixel.
+
+    *syntax* is :data:`JPEG_LS_LOSSLESS` (default) or :data:`JPEG2000_LOSSLESS`. Instances
+    that are already encapsulated (any compressed syntax, PS3.5 A.4), have no Pixel Data, or
+    that the codec cannot represent exactly are returned untouched with a reason. The
+    transcoded result is decoded again and must equal the original pixel array
+    (``np.array_equal``) and keep every other element's value (see the module docstring),
+    or the original is returned with the reason "verification failed".
+
+    Raises :class:`~imaging_hub.errors.InvalidDicomError` if *data* is not a DICOM
+    Part-10 file, and :class:`ValueError` for an unsupported *syntax*.
+    """
+    target = UID(syntax)
+    if target not in WAN_SYNTAXES:
+        raise ValueError(f"Transcoding to {target} is not supported; use JPEG-LS or JPEG 2000.")
+    ds = read_part10(data)
+    ts_value = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if not ts_value:
+        return _untouched(data, UID(""), "The file has no Transfer Syntax UID in its File Meta.")
+    ts = UID(str(ts_value))
+    if not ts.is_transfer_syntax:
+        return _untouched(data, ts, f"The transfer syntax {ts} is not one pydicom knows.")
+    if ts.is_compressed:
+        return _untouched(data, ts, f"The pixel data is already encapsulated ({ts.name}).")
+    if ts == DeflatedExplicitVRLittleEndian:
+        return _untouched(data, ts, "The data set is deflated; it is left as it is.")
+    if FLOAT_PIXEL_DATA in ds or DOUBLE_FLOAT_PIXEL_DATA in ds:
+        return _untouched(data, ts, "Float pixel data cannot be encoded with a lossless codec.")
+    if PIXEL_DATA not in ds:
+        return _untouched(data, ts, "The instance has no Pixel Data.")
+    limitation = _codec_limitation(ds, target)
+    if limitation is not None:
+        return _untouched(data, ts, limitation)
+    if ts == ExplicitVRBigEndian and _has_endian_sensitive_elements(ds):
+        return _untouched(
+            data,
+            ts,
+            "The big endian data set has OW/OF/UN elements besides Pixel Data, "
+            "which cannot be converted to little endian safely.",
+        )
+
+    try:
+        with tolerant_reading():
+            original = pydicom_pixel_array(ds, raw=True)
+    except Exception as exc:
+        return _untouched(data, ts, f"The native Pixel Data could not be decoded ({exc}).")
+
+    reference = read_part10(data)  # an unmodified copy to compare non-pixel elements against
+    buffer = io.BytesIO()
+    try:
+        with tolerant_reading():  # writing converts raw elements, which may warn
+            if int(ds.get("SamplesPerPixel", 1)) == 3:
+                ds.PlanarConfiguration = 0  # the encoder is given interleaved samples
+            ds.compress(
+                target,
+                original,
+                encoding_plugin=WAN_SYNTAXES[target],
+                generate_instance_uid=False,
+            )
+            # dcmwrite, not save_as: save_as refuses a big endian data set written as little
+            # endian; _has_endian_sensitive_elements() made sure no value needs byte-swapping.
+            pydicom.dcmwrite(
+                buffer, ds, implicit_vr=False, little_endian=True, enforce_file_format=True
+            )
+    except Exception as exc:  # codecs raise many types; the original is always a safe answer
+        return _untouched(data, ts, f"The {target.name} encoder refused the image ({exc}).")
+    encoded = buffer.getvalue()
+
+    # Verification: the result must re-read, decode to the same pixels and keep the rest.
+    try:
+        result = read_part10(encoded)
+        with tolerant_reading():
+            same_pixels = _frames_equal(original, result)
+    except Exception as exc:
+        return _untouched(data, ts, f"Verification failed: the result does not decode ({exc}).")
+    if len(encoded) >= len(data):
+        return _untouched(data, ts, "The transcoded file would not be smaller than the original.")
+    if not same_pixels:
+        return _untouched(data, ts, "Verification failed: the decoded pixels differ.")
+    try:
+        with tolerant_reading():
+            differences = _non_pixel_differences(reference, result)
+    except Exception as exc:
+        return _untouched(data, ts, f"Verification failed: elements cannot be compared ({exc}).")
+    if differences:
+        return _untouched(
+            data, ts, f"Verification failed: elements changed: {', '.join(differences[:5])}."
+        )
+    if result.file_meta.TransferSyntaxUID != target:
+        return _untouched(data, ts, "Verification failed: the Transfer Syntax UID is wrong.")
+    return TranscodeResult(
+        data=encoded,
+        transfer_syntax_uid=target,
+        transcoded=True,
+        original_size=len(data),
+        size=len(encoded),
+    )
+
+
+def decode_frame(data: bytes | Dataset, frame: int = 0) -> np.ndarray[Any, Any]:
+    """Decode one frame of Part-10 bytes (or a dataset) to raw samples (no colour conversion).
+
+    Raises :class:`~imaging_hub.errors.InvalidDicomError` for unreadable data, missing Pixel
+    Data or an out-of-range frame.
+    """
+    ds = read_part10(data) if isinstance(data, bytes | bytearray) else data
+    if PIXEL_DATA not in ds:
+        raise InvalidDicomError("The instance has no Pixel Data.")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 0 <= frame < frames:
+        raise InvalidDicomError(f"Frame {frame} is out of range; the instance has {frames}.")
+    try:
+        with tolerant_reading():
+            return pydicom_pixel_array(ds, index=frame, raw=True)
+    except Exception as exc:
+        raise InvalidDicomError(f"The Pixel Data could not be decoded ({exc}).") from exc
+
+
+def pixels_equal(a: bytes, b: bytes) -> bool:
+    """Whether two Part-10 files decode to identical pixel arrays, frame by frame.
+
+    Samples are compared raw (no colour-space conversion), so a file and its lossless
+    transcode compare equal. Raises :class:`~imaging_hub.errors.InvalidDicomError` if either
+    cannot be read.
+    """
+    ds_a, ds_b = read_part10(a), read_part10(b)
+    if PIXEL_DATA not in ds_a or PIXEL_DATA not in ds_b:
+        return PIXEL_DATA not in ds_a and PIXEL_DATA not in ds_b
+    frames_a = int(ds_a.get("NumberOfFrames", 1) or 1)
+    frames_b = int(ds_b.get("NumberOfFrames", 1) or 1)
+    if frames_a != frames_b:
+        return False
+    try:
+        with tolerant_reading():
+            pairs = zip(iter_pixels(ds_a, raw=True), iter_pixels(ds_b, raw=True), strict=True)
+            return all(np.array_equal(x, y) for x, y in pairs)
+    except Exception as exc:
+        raise InvalidDicomError(f"The Pixel Data could not be decoded ({exc}).") from exc

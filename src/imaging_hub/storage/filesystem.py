@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from imaging_hub.errors import ObjectNotFound, StorageError
 
-__all__ = ["FilesystemStore"]
+__all__ = ["FilesystemStore", "validate_key", "validate_prefix"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def validate_key(key: object) -> str:
     return key
 
 
-def _validate_prefix(prefix: object) -> str:
+def validate_prefix(prefix: object) -> str:
     """A listing prefix: like a key, but may be empty, end with ``/`` or end mid-segment."""
     if not isinstance(prefix, str):
         raise StorageError("A listing prefix must be a string.")
@@ -271,7 +271,7 @@ class FilesystemStore:
 
         Only the directory named by the complete segments of *prefix* is walked.
         """
-        _validate_prefix(prefix)
+        validate_prefix(prefix)
         base_parts = prefix.split("/")[:-1]
         base = self._root.joinpath(*base_parts)
         if not base.is_dir() or not self._inside_root(base):

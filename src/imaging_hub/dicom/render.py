@@ -191,6 +191,28 @@ def render_frame(
         raise ValueError("The window width must be greater than zero.")
     if isinstance(ds, bytes | bytearray):
         ds = read_part10(bytes(ds))
+    # Rendering reads what modalities sent: their quirks are logged, not raised (STYLE.md 12).
+    with tolerant_reading():
+        image = _render_image(ds, frame, window_center, window_width)
+
+    if size is not None:
+        scale = min(size[0] / image.width, size[1] / image.height, 1.0)
+        if scale < 1.0:
+            target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        image.save(out, format="JPEG", quality=quality)
+    else:
+        image.save(out, format="PNG", compress_level=6)
+    return out.getvalue()
+
+
+def _render_image(
+    ds: Dataset, frame: int, window_center: float | None, window_width: float | None
+) -> Image.Image:
+    """Decode *frame* of *ds* and map it to an 8-bit L or RGB image."""
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise InvalidDicomError("The instance has no Pixel Data to render.")
     try:
@@ -208,12 +230,27 @@ def render_frame(
         )
 
     arr = _decode(ds, frame)
+    try:
+        return _to_image(arr, ds, frame, window_center, window_width)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise InvalidDicomError(
+            f"The image attributes do not allow rendering ({type(exc).__name__})."
+        ) from exc
+
+
+def _to_image(
+    arr: np.ndarray[Any, Any],
+    ds: Dataset,
+    frame: int,
+    window_center: float | None,
+    window_width: float | None,
+) -> Image.Image:
+    """Map decoded samples to an 8-bit L or RGB image (PS3.4 N.2)."""
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     bits_stored = int(ds.get("BitsStored", 8) or 8)
     if photometric == "PALETTE COLOR":
-        with tolerant_reading():
-            rgb = apply_color_lut(arr, ds)
+        rgb = apply_color_lut(arr, ds)
         lut_bits = 16 if rgb.dtype.itemsize > 1 else 8
         image = Image.fromarray(_to_uint8(rgb, lut_bits), mode="RGB")
     elif samples == 3 and arr.ndim == 3:
@@ -227,15 +264,4 @@ def render_frame(
             "per pixel cannot be rendered."
         )
 
-    if size is not None:
-        scale = min(size[0] / image.width, size[1] / image.height, 1.0)
-        if scale < 1.0:
-            target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            image = image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-
-    out = io.BytesIO()
-    if fmt == "jpeg":
-        image.save(out, format="JPEG", quality=quality)
-    else:
-        image.save(out, format="PNG", compress_level=6)
-    return out.getvalue()
+    return image

@@ -255,10 +255,15 @@ def transcode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> Transco
         return _untouched(data, ts, "Float pixel data cannot be encoded with a lossless codec.")
     if PIXEL_DATA not in ds:
         return _untouched(data, ts, "The instance has no Pixel Data.")
-    limitation = _codec_limitation(ds, target)
+    try:
+        with tolerant_reading():
+            limitation = _codec_limitation(ds, target)
+            endian_trouble = ts == ExplicitVRBigEndian and _has_endian_sensitive_elements(ds)
+    except Exception as exc:  # invalid values in the Image Pixel module of a real file
+        return _untouched(data, ts, f"The Image Pixel attributes are invalid ({exc}).")
     if limitation is not None:
         return _untouched(data, ts, limitation)
-    if ts == ExplicitVRBigEndian and _has_endian_sensitive_elements(ds):
+    if endian_trouble:
         return _untouched(
             data,
             ts,

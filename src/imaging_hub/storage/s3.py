@@ -137,6 +137,11 @@ class S3Store:
         self._http.clear()
 
     @property
+    def endpoint(self) -> str:
+        """The S3 server's ``host:port``."""
+        return self._endpoint
+
+    @property
     def bucket(self) -> str:
         """The bucket holding every object of this store."""
         return self._bucket

@@ -10,7 +10,7 @@ class ImagingHubError(Exception):
 
 
 class InvalidDicomError(ImagingHubError):
-    """The bytes are not a DICOM dataset we can accept (unreadable, missing or invalid UIDs, ...)."""
+    """The bytes are not a DICOM dataset we can accept (unreadable, bad UIDs, ...)."""
 
 
 class InvalidUidError(InvalidDicomError):

@@ -1,0 +1,160 @@
+"""Settings: one typed class per deployable (pydantic-settings: TOML file + IMAGING_HUB_* vars).
+
+Priority, highest first: values passed in code (the CLI, the demo), environment variables,
+the TOML file named by ``IMAGING_HUB_CONFIG`` (or ``--config``), then the defaults below.
+The hub reads variables ``IMAGING_HUB_<FIELD>``; the gateway ``IMAGING_HUB_GATEWAY_<FIELD>``.
+"""
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "IMAGING_HUB_CONFIG"
+
+
+class _TomlSettings(BaseSettings):
+    """Adds the TOML file (section ``[<toml_section>]``) as a settings source."""
+
+    toml_section: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_ENV)
+        if path:
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=Path(path))
+            sources.append(_SectionSource(settings_cls, toml, cls.toml_section))
+        return tuple(sources)
+
+
+class _SectionSource(PydanticBaseSettingsSource):
+    """Takes one ``[section]`` of a TOML source."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource, section: str
+    ) -> None:
+        super().__init__(settings_cls)
+        self._inner = inner
+        self._section = section
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._inner()
+        section = data.get(self._section, {})
+        return dict(section) if isinstance(section, dict) else {}
+
+
+class HubSettings(_TomlSettings):
+    """Settings of the hub service (``imaging-hub hub serve``)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGING_HUB_", extra="ignore")
+    toml_section: ClassVar[str] = "hub"
+
+    data_dir: Path = Field(
+        default=Path("var/hub"),
+        description="Directory for the embedded database, object store and keys.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: SQLite file hub.sqlite3 in data_dir. "
+        "PostgreSQL: postgresql+psycopg://user:pw@host/db.",
+    )
+    object_store: Literal["filesystem", "s3"] = Field(
+        default="filesystem", description="Object store backend for DICOM files and reports."
+    )
+    object_store_dir: Path | None = Field(
+        default=None, description="Root of the filesystem object store; default data_dir/objects."
+    )
+    s3_endpoint: str = Field(default="127.0.0.1:9000", description="S3 endpoint host:port.")
+    s3_access_key: SecretStr = Field(default=SecretStr(""), description="S3 access key.")
+    s3_secret_key: SecretStr = Field(default=SecretStr(""), description="S3 secret key.")
+    s3_bucket: str = Field(default="imaging-hub", description="S3 bucket holding all objects.")
+    s3_secure: bool = Field(default=False, description="Use HTTPS to reach the S3 endpoint.")
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(default=8000, description="Port the HTTP server binds.")
+    public_url: str | None = Field(
+        default=None, description="URL the hub is reached at, shown in links; default from host."
+    )
+    ae_title: str = Field(default="HUB", description="The hub's DICOM AE title.")
+    access_token_minutes: int = Field(
+        default=480, description="Lifetime of a user's bearer token, in minutes."
+    )
+    max_instance_bytes: int = Field(
+        default=2 * 1024**3, description="Largest DICOM instance accepted from a gateway."
+    )
+    sla_stat_minutes: int = Field(default=30, description="Reading SLA for STAT studies.")
+    sla_urgent_minutes: int = Field(default=120, description="Reading SLA for urgent studies.")
+    sla_routine_minutes: int = Field(default=24 * 60, description="Reading SLA for routine.")
+    claim_lease_seconds: int = Field(
+        default=600, description="A claim expires this long after its last heartbeat."
+    )
+    gateway_silence_alarm_seconds: int = Field(
+        default=300, description="A gateway silent this long raises an alarm in the admin view."
+    )
+    workers: int = Field(default=1, description="Number of uvicorn worker processes.")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hub.sqlite3').resolve()}"
+
+    def resolved_object_store_dir(self) -> Path:
+        return self.object_store_dir or self.data_dir / "objects"
+
+
+class GatewaySettings(_TomlSettings):
+    """Settings of a clinic gateway (``imaging-hub gateway serve``)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGING_HUB_GATEWAY_", extra="ignore")
+    toml_section: ClassVar[str] = "gateway"
+
+    clinic: str = Field(default="clinic-a", description="Code of the clinic this gateway serves.")
+    ae_title: str = Field(default="CLINIC_A", description="AE title of the gateway's SCP.")
+    host: str = Field(default="0.0.0.0", description="Address the DICOM SCP binds.")
+    dicom_port: int = Field(default=11112, description="Port of the DICOM SCP.")
+    allowed_calling_aes: list[str] = Field(
+        default_factory=list,
+        description="If not empty, only these calling AE titles may associate.",
+    )
+    spool_dir: Path = Field(default=Path("var/gateway/spool"), description="Spool directory.")
+    hub_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of the hub.")
+    hub_token: SecretStr = Field(
+        default=SecretStr(""), description="This gateway's clinic token, issued by the hub."
+    )
+    hub_ca_file: Path | None = Field(
+        default=None, description="CA certificate to verify the hub's TLS certificate."
+    )
+    stability_seconds: float = Field(
+        default=10.0,
+        description="A study is complete once no instance arrived for this long after release.",
+    )
+    upload_concurrency: int = Field(default=4, description="Parallel uploads to the hub.")
+    retry_initial_seconds: float = Field(default=1.0, description="First retry delay.")
+    retry_max_seconds: float = Field(default=300.0, description="Longest retry delay.")
+    max_instance_bytes: int = Field(
+        default=2 * 1024**3, description="Largest instance the SCP accepts."
+    )
+    transcode: Literal["none", "jpeg-ls", "jpeg2000"] = Field(
+        default="jpeg-ls", description="Lossless transcoding of native pixel data for the WAN."
+    )
+    bandwidth_limit_bytes_per_second: int | None = Field(
+        default=None, description="Optional uplink cap."
+    )
+    heartbeat_seconds: float = Field(default=30.0, description="Interval of hub heartbeats.")

@@ -1,0 +1,183 @@
+"""Attribute extraction: the patient/study/series/instance facts both sides of the link need.
+
+Reading is tolerant (modalities send odd data), but the identifying UIDs are strict: an instance
+whose Study, Series or SOP Instance UID is missing or invalid is refused (PS3.5 9.1), because those
+UIDs become object keys and database keys.
+"""
+
+import contextlib
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
+from pydicom.valuerep import PersonName
+
+from imaging_hub.dicom.uids import validate_uid
+from imaging_hub.errors import InvalidDicomError
+
+# Character sets tried, in order, when a dataset declares none but carries non-ASCII bytes.
+# Chinese machines often send GB18030 bytes without (0008,0005); UTF-8 is tried first because
+# valid UTF-8 is very unlikely to be accidental.
+FALLBACK_CHARSETS = ("ISO_IR 192", "GB18030")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """What the hub records about one instance (values decoded to Python text)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+    accession_number: str
+    study_date: str
+    study_time: str
+    study_description: str
+    referring_physician_name: str
+    institution_name: str
+    modality: str
+    body_part_examined: str
+    series_number: int | None
+    series_description: str
+    instance_number: int | None
+    rows: int | None
+    columns: int | None
+    number_of_frames: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 256) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, PersonName):
+        text = str(value)
+    elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.strip().replace("\x00", "")[:limit]
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _declares_charset(ds: Dataset) -> bool:
+    return bool(ds.get("SpecificCharacterSet"))
+
+
+def read_dataset(data: bytes, *, stop_before_pixels: bool = True) -> Dataset:
+    """Parse Part-10 bytes (or a bare dataset) tolerantly; raise InvalidDicomError if unreadable."""
+    if len(data) < 8:
+        raise InvalidDicomError("The data is too short to be a DICOM dataset.")
+    try:
+        with warnings.catch_warnings():
+            # Tolerant reading of what modalities send: pydicom warns about odd but readable data.
+            warnings.simplefilter("ignore")
+            ds = dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels, force=True)
+            if len(ds) == 0 and not ds.file_meta:
+                raise InvalidDicomError("The data does not contain any DICOM elements.")
+            # Touch every element so that parse errors surface here, not later.
+            for _elem in ds:
+                pass
+    except InvalidDicomError:
+        raise
+    except (PydicomInvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
+        raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
+    except Exception as exc:  # pydicom raises many kinds of errors on hostile bytes
+        raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
+    return ds
+
+
+def _decode_names(ds: Dataset) -> None:
+    """Decode text elements, guessing the character set when the dataset declares none."""
+    if _declares_charset(ds):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.decode()
+        return
+    raw = ds.get_item("PatientName")
+    raw_bytes = getattr(raw, "value", None)
+    if isinstance(raw_bytes, bytes):
+        try:
+            raw_bytes.decode("ascii")
+        except UnicodeDecodeError:
+            for charset in FALLBACK_CHARSETS:
+                try:
+                    raw_bytes.decode("utf-8" if charset == "ISO_IR 192" else "gb18030")
+                except UnicodeDecodeError:
+                    continue
+                ds.SpecificCharacterSet = charset
+                break
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.decode()
+
+
+def extract_instance_info(ds: Dataset) -> InstanceInfo:
+    """Extract :class:`InstanceInfo`; raise InvalidDicomError when identifying UIDs are bad."""
+    sop_class_uid = validate_uid(
+        str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID") or ""),
+        name="SOPClassUID",
+    )
+    sop_instance_uid = validate_uid(
+        str(ds.get("SOPInstanceUID") or ""),
+        name="SOPInstanceUID",
+    )
+    study_instance_uid = validate_uid(
+        str(ds.get("StudyInstanceUID") or ""), name="StudyInstanceUID"
+    )
+    series_instance_uid = validate_uid(
+        str(ds.get("SeriesInstanceUID") or ""), name="SeriesInstanceUID"
+    )
+    # Undecodable text is kept as pydicom's best effort, never fatal.
+    with contextlib.suppress(Exception):
+        _decode_names(ds)
+    ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta else None
+    return InstanceInfo(
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        study_instance_uid=study_instance_uid,
+        series_instance_uid=series_instance_uid,
+        transfer_syntax_uid=str(ts or ""),
+        patient_id=_text(ds, "PatientID", 64),
+        patient_name=_text(ds, "PatientName", 324),
+        patient_birth_date=_text(ds, "PatientBirthDate", 8),
+        patient_sex=_text(ds, "PatientSex", 16),
+        accession_number=_text(ds, "AccessionNumber", 16),
+        study_date=_text(ds, "StudyDate", 8),
+        study_time=_text(ds, "StudyTime", 16),
+        study_description=_text(ds, "StudyDescription", 64),
+        referring_physician_name=_text(ds, "ReferringPhysicianName", 324),
+        institution_name=_text(ds, "InstitutionName", 64),
+        modality=_text(ds, "Modality", 16).upper(),
+        body_part_examined=_text(ds, "BodyPartExamined", 16).upper(),
+        series_number=_int(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription", 64),
+        instance_number=_int(ds, "InstanceNumber"),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        number_of_frames=_int(ds, "NumberOfFrames"),
+    )
+
+
+def parse_instance(data: bytes) -> InstanceInfo:
+    """Parse Part-10 bytes and extract :class:`InstanceInfo` (header only, pixels not read)."""
+    return extract_instance_info(read_dataset(data, stop_before_pixels=True))

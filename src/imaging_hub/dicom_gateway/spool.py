@@ -1,0 +1,404 @@
+"""The gateway's durable spool: instance files on disk plus an index in SQLite (WAL mode).
+
+``put`` returns only once the instance file and its directory entry are fsync'd and the index
+row is committed, so C-STORE Success is answered only for instances that survive a crash or a
+power cut. Forwarding leases instances (``lease``), then acknowledges (``ack``) or backs off
+(``nack``); a lease not acknowledged in time (crash) becomes available again.
+
+States of an instance: ``pending`` (waiting or leased for upload), ``sent`` (hub holds it),
+``failed`` (parked with a reason after a permanent error). A study is ``open`` while instances
+may still come, ``stable`` once its quiet period passed, ``done`` when the hub confirmed it.
+"""
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from imaging_hub.dicom.uids import validate_uid
+from imaging_hub.errors import SpoolError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    transfer_syntax_uid TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 2,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    received_at REAL NOT NULL,
+    sent_at REAL,
+    sent_bytes INTEGER
+);
+CREATE INDEX IF NOT EXISTS ix_instances_queue ON instances (state, priority, not_before);
+CREATE INDEX IF NOT EXISTS ix_instances_study ON instances (study_instance_uid);
+CREATE TABLE IF NOT EXISTS studies (
+    study_instance_uid TEXT PRIMARY KEY,
+    calling_ae TEXT NOT NULL DEFAULT '',
+    priority INTEGER NOT NULL DEFAULT 2,
+    state TEXT NOT NULL DEFAULT 'open',
+    open_associations INTEGER NOT NULL DEFAULT 0,
+    last_received_at REAL NOT NULL,
+    completed_at REAL,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class SpooledInstance:
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: Path
+    size: int
+    sha256: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    pending: int
+    pending_bytes: int
+    sent: int
+    failed: int
+    open_studies: int
+    last_sent_at: float | None
+    last_error: str
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """One spool directory: ``objects/`` for files, ``index.sqlite3`` for the queue."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        self.tmp = root / "tmp"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            root / "index.sqlite3", check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._clean_tmp()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _clean_tmp(self) -> None:
+        """Partial files of a crash before acknowledgement are garbage: nothing was promised."""
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _path_for(self, study_uid: str, sop_uid: str) -> Path:
+        validate_uid(study_uid, name="StudyInstanceUID")
+        validate_uid(sop_uid, name="SOPInstanceUID")
+        return self.objects / study_uid / f"{sop_uid}.dcm"
+
+    def put(
+        self,
+        data: bytes,
+        *,
+        sop_instance_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_class_uid: str,
+        transfer_syntax_uid: str,
+        sha256: str,
+        calling_ae: str = "",
+        priority: int = 2,
+    ) -> bool:
+        """Durably store one instance; returns False if it replaced an identical one.
+
+        A re-sent instance (same SOP Instance UID) replaces the stored file and is queued again
+        unless it is byte-identical to one already queued or sent.
+        """
+        validate_uid(series_instance_uid, name="SeriesInstanceUID")
+        final = self._path_for(study_instance_uid, sop_instance_uid)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256, state FROM instances WHERE sop_instance_uid = ?",
+                (sop_instance_uid,),
+            ).fetchone()
+        if row is not None and row[0] == sha256 and row[1] in ("pending", "sent"):
+            self._touch_study(study_instance_uid, calling_ae, priority)
+            return False
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final.parent.mkdir(exist_ok=True)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            _fsync_dir(self.objects)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SpoolError("The spool could not durably store the instance.") from exc
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO instances (sop_instance_uid, study_instance_uid,
+                       series_instance_uid, sop_class_uid, transfer_syntax_uid, path, size,
+                       sha256, priority, state, attempts, not_before, lease_until, last_error,
+                       received_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, '', ?)
+                   ON CONFLICT (sop_instance_uid) DO UPDATE SET
+                       study_instance_uid = excluded.study_instance_uid,
+                       series_instance_uid = excluded.series_instance_uid,
+                       sop_class_uid = excluded.sop_class_uid,
+                       transfer_syntax_uid = excluded.transfer_syntax_uid,
+                       path = excluded.path, size = excluded.size, sha256 = excluded.sha256,
+                       priority = excluded.priority, state = 'pending', attempts = 0,
+                       not_before = 0, lease_until = 0, last_error = '',
+                       received_at = excluded.received_at""",
+                (
+                    sop_instance_uid,
+                    study_instance_uid,
+                    series_instance_uid,
+                    sop_class_uid,
+                    transfer_syntax_uid,
+                    str(final.relative_to(self.root)),
+                    len(data),
+                    sha256,
+                    priority,
+                    now,
+                ),
+            )
+            self._upsert_study(db, study_instance_uid, calling_ae, priority, now)
+        return True
+
+    def _upsert_study(
+        self, db: sqlite3.Connection, study_uid: str, calling_ae: str, priority: int, now: float
+    ) -> None:
+        db.execute(
+            """INSERT INTO studies (study_instance_uid, calling_ae, priority, state,
+                   last_received_at)
+               VALUES (?, ?, ?, 'open', ?)
+               ON CONFLICT (study_instance_uid) DO UPDATE SET
+                   state = 'open', last_received_at = excluded.last_received_at,
+                   priority = MIN(studies.priority, excluded.priority)""",
+            (study_uid, calling_ae, priority, now),
+        )
+
+    def _touch_study(self, study_uid: str, calling_ae: str, priority: int) -> None:
+        with self._tx() as db:
+            self._upsert_study(db, study_uid, calling_ae, priority, time.time())
+
+    # --- associations and study stability -------------------------------------------------
+
+    def association_started(self, study_uids: list[str]) -> None:
+        """Not used for stability: studies are known only once an instance arrives."""
+
+    def association_released(self, study_uids: set[str]) -> None:
+        """Restart the quiet period of the studies an association touched."""
+        now = time.time()
+        with self._tx() as db:
+            for uid in study_uids:
+                db.execute(
+                    "UPDATE studies SET last_received_at = ? WHERE study_instance_uid = ?",
+                    (now, uid),
+                )
+
+    def stable_studies(self, stability_seconds: float) -> list[str]:
+        """Studies with no new instance for *stability_seconds* and none left pending."""
+        cutoff = time.time() - stability_seconds
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT s.study_instance_uid FROM studies s
+                   WHERE s.state = 'open' AND s.last_received_at <= ?
+                     AND NOT EXISTS (SELECT 1 FROM instances i
+                                     WHERE i.study_instance_uid = s.study_instance_uid
+                                       AND i.state = 'pending')
+                   ORDER BY s.priority, s.last_received_at""",
+                (cutoff,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def study_instances(self, study_uid: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sop_instance_uid FROM instances WHERE study_instance_uid = ? "
+                "AND state = 'sent' ORDER BY sop_instance_uid",
+                (study_uid,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_study_done(self, study_uid: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE studies SET state = 'done', completed_at = ?, last_error = '' "
+                "WHERE study_instance_uid = ? AND state = 'open'",
+                (time.time(), study_uid),
+            )
+
+    def mark_study_error(self, study_uid: str, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE studies SET last_error = ? WHERE study_instance_uid = ?",
+                (error[:500], study_uid),
+            )
+
+    # --- the forward queue -------------------------------------------------------------------
+
+    def lease(self, n: int, lease_seconds: float = 300.0) -> list[SpooledInstance]:
+        """Take up to *n* pending instances (STAT first) for upload."""
+        now = time.time()
+        with self._tx() as db:
+            rows = db.execute(
+                """SELECT sop_instance_uid, study_instance_uid, series_instance_uid,
+                          sop_class_uid, transfer_syntax_uid, path, size, sha256, attempts
+                   FROM instances
+                   WHERE state = 'pending' AND not_before <= ? AND lease_until <= ?
+                   ORDER BY priority, received_at LIMIT ?""",
+                (now, now, n),
+            ).fetchall()
+            for row in rows:
+                db.execute(
+                    "UPDATE instances SET lease_until = ? WHERE sop_instance_uid = ?",
+                    (now + lease_seconds, row[0]),
+                )
+        return [
+            SpooledInstance(
+                sop_instance_uid=r[0],
+                study_instance_uid=r[1],
+                series_instance_uid=r[2],
+                sop_class_uid=r[3],
+                transfer_syntax_uid=r[4],
+                path=self.root / r[5],
+                size=r[6],
+                sha256=r[7],
+                attempts=r[8],
+            )
+            for r in rows
+        ]
+
+    def ack(self, sop_instance_uid: str, *, sha256: str, sent_bytes: int) -> None:
+        """The hub holds the instance. Only the lease holder's version is acknowledged."""
+        with self._tx() as db:
+            db.execute(
+                """UPDATE instances SET state = 'sent', sent_at = ?, sent_bytes = ?,
+                       lease_until = 0, last_error = ''
+                   WHERE sop_instance_uid = ? AND sha256 = ? AND state = 'pending'""",
+                (time.time(), sent_bytes, sop_instance_uid, sha256),
+            )
+
+    def nack(self, sop_instance_uid: str, *, delay: float, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                """UPDATE instances SET attempts = attempts + 1, not_before = ?,
+                       lease_until = 0, last_error = ?
+                   WHERE sop_instance_uid = ? AND state = 'pending'""",
+                (time.time() + delay, error[:500], sop_instance_uid),
+            )
+
+    def park(self, sop_instance_uid: str, *, error: str) -> None:
+        """A permanent failure: keep the file, stop retrying, show the reason."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE instances SET state = 'failed', lease_until = 0, last_error = ? "
+                "WHERE sop_instance_uid = ?",
+                (error[:500], sop_instance_uid),
+            )
+
+    def read(self, item: SpooledInstance) -> bytes:
+        return item.path.read_bytes()
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            pending, pending_bytes = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM instances WHERE state = 'pending'"
+            ).fetchone()
+            sent = self._db.execute(
+                "SELECT COUNT(*) FROM instances WHERE state = 'sent'"
+            ).fetchone()[0]
+            failed = self._db.execute(
+                "SELECT COUNT(*) FROM instances WHERE state = 'failed'"
+            ).fetchone()[0]
+            open_studies = self._db.execute(
+                "SELECT COUNT(*) FROM studies WHERE state = 'open'"
+            ).fetchone()[0]
+            last_sent = self._db.execute("SELECT MAX(sent_at) FROM instances").fetchone()[0]
+            err = self._db.execute(
+                "SELECT last_error FROM instances WHERE last_error != '' "
+                "ORDER BY not_before DESC LIMIT 1"
+            ).fetchone()
+        return SpoolStats(
+            pending=pending,
+            pending_bytes=pending_bytes,
+            sent=sent,
+            failed=failed,
+            open_studies=open_studies,
+            last_sent_at=last_sent,
+            last_error=err[0] if err else "",
+        )
+
+    def study_progress(self) -> list[dict[str, object]]:
+        """Per-study progress for ``gateway status``."""
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT s.study_instance_uid, s.state, s.last_error,
+                          SUM(i.state = 'sent'), COUNT(i.sop_instance_uid),
+                          SUM(CASE WHEN i.state = 'pending' THEN i.size ELSE 0 END),
+                          SUM(i.state = 'failed')
+                   FROM studies s LEFT JOIN instances i
+                        ON i.study_instance_uid = s.study_instance_uid
+                   GROUP BY s.study_instance_uid ORDER BY s.last_received_at DESC LIMIT 50"""
+            ).fetchall()
+        return [
+            {
+                "study_instance_uid": r[0],
+                "state": r[1],
+                "last_error": r[2],
+                "sent": r[3] or 0,
+                "total": r[4] or 0,
+                "pending_bytes": r[5] or 0,
+                "failed": r[6] or 0,
+            }
+            for r in rows
+        ]

@@ -1,0 +1,50 @@
+"""A DICOM sender (C-STORE SCU) used by the demo to play the part of an X-ray machine."""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pynetdicom import AE, StoragePresentationContexts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    sent: int
+    failed: int
+
+
+def send_files(
+    files: Iterable[Path], *, host: str, port: int, called_ae: str, calling_ae: str = "MODALITY"
+) -> SendResult:
+    """Send *files* on one association, proposing each file's own transfer syntax."""
+    datasets = [dcmread(f) for f in files]
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    ae.network_timeout = 60
+    proposed: set[tuple[str, str]] = set()
+    for ds in datasets:
+        pair = (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+        if pair not in proposed:
+            proposed.add(pair)
+            ae.add_requested_context(pair[0], pair[1])
+    if not proposed:
+        ae.requested_contexts = StoragePresentationContexts[:1]
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise ConnectionError(f"Association with {called_ae} at {host}:{port} failed.")
+    sent = failed = 0
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            if status and status.Status == 0x0000:
+                sent += 1
+            else:
+                failed += 1
+    finally:
+        assoc.release()
+    return SendResult(sent=sent, failed=failed)

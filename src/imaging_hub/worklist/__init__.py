@@ -1,0 +1,1 @@
+"""The hub service: FastAPI app, database, assignment, reports, auth, audit, DICOMweb."""

@@ -1,0 +1,1 @@
+"""HTTP edge of the hub: thin routers that parse, call the domain, and map errors."""

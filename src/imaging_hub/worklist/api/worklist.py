@@ -1,0 +1,73 @@
+"""``GET /api/v1/worklist``: the reading worklist with filters and sorting."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from imaging_hub.worklist.api.deps import ReadingUser, SessionDep
+from imaging_hub.worklist.models import Priority, StudyStatus
+from imaging_hub.worklist.queries import SortKey, WorklistFilter, list_worklist
+
+router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
+
+
+class WorklistItemOut(BaseModel):
+    study_instance_uid: str
+    patient_name: str
+    patient_id: str
+    patient_sex: str
+    patient_birth_date: str
+    modalities: str
+    body_part_examined: str
+    study_date: str
+    study_description: str
+    accession_number: str
+    clinic: str
+    clinic_name: str
+    num_series: int
+    num_instances: int
+    status: StudyStatus
+    priority: Priority
+    due_at: datetime | None
+    received_at: datetime
+    completed_at: datetime | None
+    assigned_to: str | None
+
+
+class WorklistOut(BaseModel):
+    items: list[WorklistItemOut]
+    limit: int
+    offset: int
+
+
+@router.get("", response_model=WorklistOut)
+def get_worklist(
+    session: SessionDep,
+    user: ReadingUser,
+    status: Annotated[list[StudyStatus] | None, Query()] = None,
+    priority: Annotated[list[Priority] | None, Query()] = None,
+    clinic: Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9-]+$")] = None,
+    modality: Annotated[str | None, Query(max_length=16, pattern=r"^[A-Za-z]{1,16}$")] = None,
+    patient: Annotated[str | None, Query(max_length=64)] = None,
+    sort: SortKey = "priority",
+    descending: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> WorklistOut:
+    f = WorklistFilter(
+        status=status,
+        priority=priority,
+        clinic=clinic,
+        modality=modality,
+        patient=patient,
+        sort=sort,
+        descending=descending,
+        limit=limit,
+        offset=offset,
+    )
+    items = [
+        WorklistItemOut.model_validate(i, from_attributes=True) for i in list_worklist(session, f)
+    ]
+    return WorklistOut(items=items, limit=limit, offset=offset)

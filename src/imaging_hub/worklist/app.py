@@ -1,0 +1,154 @@
+"""The hub's FastAPI application, built by :func:`create_app` from settings."""
+
+import logging
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imaging_hub import __version__
+from imaging_hub.config import HubSettings
+from imaging_hub.errors import (
+    Conflict,
+    Forbidden,
+    ImagingHubError,
+    InvalidDicomError,
+    NotFound,
+    StorageError,
+)
+from imaging_hub.storage import ObjectStore
+from imaging_hub.storage.filesystem import FilesystemStore
+from imaging_hub.worklist.accounts import AuthenticationFailed
+from imaging_hub.worklist.api import auth, ingest, worklist
+from imaging_hub.worklist.api.deps import HubState, Unauthenticated
+from imaging_hub.worklist.db import make_engine, make_session_factory
+from imaging_hub.worklist.ingest import SlaPolicy
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    """An RFC 9457 problem document."""
+    return JSONResponse(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def make_store(settings: HubSettings) -> ObjectStore:
+    if settings.object_store == "s3":
+        from imaging_hub.storage.s3 import S3Store
+
+        return S3Store(
+            endpoint=settings.s3_endpoint,
+            access_key=settings.s3_access_key.get_secret_value(),
+            secret_key=settings.s3_secret_key.get_secret_value(),
+            bucket=settings.s3_bucket,
+            secure=settings.s3_secure,
+            create_bucket=True,
+        )
+    root = settings.resolved_object_store_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    return FilesystemStore(root)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    mapping: list[tuple[type[Exception], int, str]] = [
+        (Unauthenticated, 401, "Unauthorized"),
+        (AuthenticationFailed, 401, "Unauthorized"),
+        (Forbidden, 403, "Forbidden"),
+        (NotFound, 404, "Not Found"),
+        (Conflict, 409, "Conflict"),
+        (InvalidDicomError, 422, "Invalid DICOM"),
+        (StorageError, 503, "Storage Unavailable"),
+    ]
+    for exc_type, status, title in mapping:
+
+        def handler(
+            request: Request, exc: Exception, status: int = status, title: str = title
+        ) -> Response:
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            if status == 503:
+                log.error("storage failure on %s: %s", request.url.path, exc)
+            return problem(status, title, str(exc), headers)
+
+        app.add_exception_handler(exc_type, handler)
+
+    def generic(request: Request, exc: Exception) -> Response:
+        log.error("unhandled domain error on %s: %s", request.url.path, exc)
+        return problem(400, "Bad Request", str(exc))
+
+    app.add_exception_handler(ImagingHubError, generic)
+
+    def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), exc.headers)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+    def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        parts = []
+        for err in exc.errors()[:10]:
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return problem(422, "Unprocessable Content", "; ".join(parts) or "Invalid request.")
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("imaging_hub") / "viewer_static"))
+
+
+def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> FastAPI:
+    """Build the hub app. The database must already be migrated (``imaging-hub db upgrade``)."""
+    engine = make_engine(settings.resolved_database_url())
+    state = HubState(
+        settings=settings,
+        sessions=make_session_factory(engine),
+        store=store or make_store(settings),
+        sla=SlaPolicy(
+            stat=timedelta(minutes=settings.sla_stat_minutes),
+            urgent=timedelta(minutes=settings.sla_urgent_minutes),
+            routine=timedelta(minutes=settings.sla_routine_minutes),
+        ),
+    )
+    app = FastAPI(
+        title="imaging-hub",
+        version=__version__,
+        description="District imaging hub: worklist, reports, DICOMweb.",
+    )
+    app.state.hub = state
+    _install_error_handlers(app)
+
+    @app.get("/healthz", tags=["system"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["system"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(auth.router)
+    app.include_router(worklist.router)
+    app.include_router(ingest.router)
+    app.mount("/", StaticFiles(directory=static_dir(), html=True), name="viewer")
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` with several workers: settings from env and TOML."""
+    return create_app(HubSettings())

@@ -164,6 +164,27 @@ def _has_endian_sensitive_elements(ds: Dataset) -> bool:
     return any(elem.tag != PIXEL_DATA and elem.VR in _ENDIAN_SENSITIVE_VRS for elem in ds.iterall())
 
 
+def _stray_high_bits(ds: Dataset, ts: UID) -> bool:
+    """Whether native Pixel Data has bits set above Bits Stored (PS3.5 8.1.1).
+
+    pydicom masks (or sign-extends) those bits away when decoding, so the decoded arrays
+    would compare equal although the codec drops them; refuse rather than lose them.
+    """
+    bits_allocated = int(ds.BitsAllocated)
+    bits_stored = int(ds.BitsStored)
+    if bits_stored >= bits_allocated:
+        return False
+    order = "<" if ts.is_little_endian else ">"
+    raw = np.frombuffer(ds.PixelData, dtype=f"{order}u{bits_allocated // 8}")
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    high = raw >> (bits_stored - 1 if signed else bits_stored)
+    if not signed:
+        return bool(high.any())
+    # signed: the bits from the sign bit up must be all zeros or all ones
+    all_ones = (1 << (bits_allocated - bits_stored + 1)) - 1
+    return bool(((high != 0) & (high != all_ones)).any())
+
+
 def _codec_limitation(ds: Dataset, syntax: UID) -> str | None:
     """A whole-sentence reason why *syntax* cannot encode this image, or ``None``."""
     bits_allocated = int(ds.get("BitsAllocated", 0))
@@ -259,10 +280,15 @@ def transcode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> Transco
         with tolerant_reading():
             limitation = _codec_limitation(ds, target)
             endian_trouble = ts == ExplicitVRBigEndian and _has_endian_sensitive_elements(ds)
+            stray_bits = limitation is None and _stray_high_bits(ds, ts)
     except Exception as exc:  # invalid values in the Image Pixel module of a real file
         return _untouched(data, ts, f"The Image Pixel attributes are invalid ({exc}).")
     if limitation is not None:
         return _untouched(data, ts, limitation)
+    if stray_bits:
+        return _untouched(
+            data, ts, "The Pixel Data has bits set above Bits Stored, which the codec would drop."
+        )
     if endian_trouble:
         return _untouched(
             data,

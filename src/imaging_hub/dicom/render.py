@@ -113,6 +113,17 @@ def _stretch(values: np.ndarray[Any, Any], low: float, high: float) -> np.ndarra
     return result
 
 
+def _overlaps(values: np.ndarray[Any, Any], window: tuple[float, float, str]) -> bool:
+    """Whether the window covers any of the frame's values.
+
+    Real files carry windows that miss their pixels entirely (e.g. a J2K plate decoded
+    with an offset); such a window would render a blank image, so the frame's min/max
+    is used instead.
+    """
+    center, width, _ = window
+    return center - width / 2 <= float(values.max()) and center + width / 2 >= float(values.min())
+
+
 def _grayscale(
     arr: np.ndarray[Any, Any],
     ds: Dataset,
@@ -123,7 +134,7 @@ def _grayscale(
     values = _modality_lut(arr, ds, frame)
     if window_center is not None and window_width is not None:
         out = _apply_window(values, window_center, window_width)
-    elif (window := _window(ds, frame)) is not None:
+    elif (window := _window(ds, frame)) is not None and _overlaps(values, window):
         out = _apply_window(values, *window)
     elif "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
         lut_values = apply_voi_lut(values, ds)
@@ -172,7 +183,8 @@ def render_frame(
 
     *window_center* / *window_width* (in Modality LUT output units, e.g. HU) override the
     dataset's window when both are given; without them the dataset's first Window Center /
-    Width is used, then its VOI LUT Sequence, then the frame's min/max. *size* is the
+    Width is used (unless it misses every value of the frame), then its VOI LUT Sequence,
+    then the frame's min/max. *size* is the
     maximum (width, height): the image is shrunk to fit, keeping its aspect ratio, and never
     enlarged; the result is ``(max(1, round(w * s)), max(1, round(h * s)))`` with
     ``s = min(max_w / w, max_h / h, 1)``. *quality* applies to JPEG.

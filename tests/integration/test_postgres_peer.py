@@ -4,13 +4,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.peers import postgres as postgres_peer
 from tests.peers.postgres import PostgresServer
-
-# Until tests/conftest.py declares ``pytest_plugins = ["tests.peers.s3", "tests.peers.postgres"]``;
-# delete these two lines then.
-postgres_server = postgres_peer.postgres_server
-postgres_url = postgres_peer.postgres_url
 
 pytestmark = pytest.mark.postgres
 

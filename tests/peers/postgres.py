@@ -30,7 +30,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.peers.s3 import free_port
+from tests.peers.net import free_port
 
 PG_BIN = Path(os.environ.get("IMAGING_HUB_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_OS_USER = "postgres"

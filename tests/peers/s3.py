@@ -11,7 +11,6 @@ Fixtures:
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import urllib3
 from minio import Minio
 
 from imaging_hub.storage.s3 import S3Store
+from tests.peers.net import free_port
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -67,13 +67,6 @@ class S3Server:
             region=self.region,
             create_bucket=create_bucket,
         )
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(url: str) -> bool:

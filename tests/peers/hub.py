@@ -1,0 +1,231 @@
+"""The hub and clinic gateways as real processes on loopback.
+
+- ``hub`` (function scope): a migrated SQLite database with the demo network, then
+  ``imaging-hub hub serve`` on a free port. Yields :class:`HubProcess` (URL, passwords, gateway
+  tokens, a ``token(user)`` helper and direct database access for assertions).
+- ``start_gateway`` (function scope): a factory that runs ``imaging-hub gateway serve`` for a
+  clinic against a hub and yields :class:`GatewayProcess`; every gateway stops at teardown.
+"""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from imaging_hub.worklist.db import make_engine, make_session_factory, session_scope
+from imaging_hub.worklist.migrate import upgrade
+from imaging_hub.worklist.seed import create_demo_network
+from tests.peers.net import free_port, wait_for_port
+
+CLI = [sys.executable, "-m", "imaging_hub"]
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+@dataclass
+class HubProcess:
+    url: str
+    port: int
+    data_dir: Path
+    database_url: str
+    passwords: dict[str, str]
+    gateway_tokens: dict[str, str]
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    sessions: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = make_session_factory(make_engine(self.database_url))
+
+    def token(self, username: str) -> str:
+        response = httpx.post(
+            f"{self.url}/api/v1/auth/token",
+            data={"username": username, "password": self.passwords[username]},
+            timeout=10,
+        )
+        response.raise_for_status()
+        token: str = response.json()["access_token"]
+        return token
+
+    def client(self, username: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.token(username)}"},
+            timeout=30,
+        )
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*CLI, "hub", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        try:
+            wait_for_port(self.port, timeout=30)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("The hub did not start:\n" + self.log_path.read_text()) from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def start_hub_process(
+    data_dir: Path, *, database_url: str | None = None, extra_env: dict[str, str] | None = None
+) -> HubProcess:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = database_url or f"sqlite:///{data_dir / 'hub.sqlite3'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    password = secrets.token_urlsafe(12)
+    with session_scope(make_session_factory(engine)) as session:
+        network = create_demo_network(session, password=password)
+    engine.dispose()
+    port = free_port()
+    env = dict(
+        os.environ,
+        IMAGING_HUB_DATA_DIR=str(data_dir),
+        IMAGING_HUB_DATABASE_URL=url,
+        IMAGING_HUB_HOST="127.0.0.1",
+        IMAGING_HUB_PORT=str(port),
+        **(extra_env or {}),
+    )
+    hub = HubProcess(
+        url=f"http://127.0.0.1:{port}",
+        port=port,
+        data_dir=data_dir,
+        database_url=url,
+        passwords=network.passwords,
+        gateway_tokens=network.gateway_tokens,
+        log_path=data_dir / "hub.log",
+        env=env,
+    )
+    hub.start()
+    return hub
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubProcess]:
+    process = start_hub_process(tmp_path / "hub")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@dataclass
+class GatewayProcess:
+    clinic: str
+    ae_title: str
+    port: int
+    spool_dir: Path
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*CLI, "gateway", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        try:
+            wait_for_port(self.port, timeout=30)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("The gateway did not start:\n" + self.log_path.read_text()) from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def status(self) -> str:
+        out = subprocess.run(
+            [*CLI, "gateway", "status"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return out.stdout + out.stderr
+
+
+GatewayFactory = Callable[..., GatewayProcess]
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+    started: list[GatewayProcess] = []
+
+    def factory(
+        hub: HubProcess, clinic: str = "clinic-a", ae_title: str = "CLINIC_A", **settings: Any
+    ) -> GatewayProcess:
+        port = free_port()
+        spool = tmp_path / f"gateway-{clinic}-{len(started)}" / "spool"
+        env = dict(
+            os.environ,
+            IMAGING_HUB_GATEWAY_CLINIC=clinic,
+            IMAGING_HUB_GATEWAY_AE_TITLE=ae_title,
+            IMAGING_HUB_GATEWAY_HOST="127.0.0.1",
+            IMAGING_HUB_GATEWAY_DICOM_PORT=str(port),
+            IMAGING_HUB_GATEWAY_SPOOL_DIR=str(spool),
+            IMAGING_HUB_GATEWAY_HUB_URL=hub.url,
+            IMAGING_HUB_GATEWAY_HUB_TOKEN=hub.gateway_tokens[clinic],
+            IMAGING_HUB_GATEWAY_STABILITY_SECONDS="1",
+            IMAGING_HUB_GATEWAY_RETRY_INITIAL_SECONDS="0.2",
+            IMAGING_HUB_GATEWAY_RETRY_MAX_SECONDS="2",
+        )
+        for key, value in settings.items():
+            env[f"IMAGING_HUB_GATEWAY_{key.upper()}"] = str(value)
+        gateway = GatewayProcess(
+            clinic=clinic,
+            ae_title=ae_title,
+            port=port,
+            spool_dir=spool,
+            log_path=spool.parent / "gateway.log",
+            env=env,
+        )
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        gateway.start()
+        started.append(gateway)
+        return gateway
+
+    try:
+        yield factory
+    finally:
+        for gateway in started:
+            gateway.stop()

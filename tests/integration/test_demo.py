@@ -1,4 +1,4 @@
-"""Issue 2: `imaging-hub demo` then the worklist with rad1's token lists the demo studies in 30 s."""
+"""Issue 2: `imaging-hub demo`, then rad1's worklist lists the demo studies within 30 s."""
 
 import signal
 import subprocess

@@ -77,7 +77,7 @@ class StoreHandler:
             )
             self.rejected += 1
             return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
-        affected = str(event.request.AffectedSOPInstanceUID or "")
+        affected = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
         if affected and affected != info.sop_instance_uid:
             log.warning("C-STORE from %s refused: SOP Instance UID mismatch", calling)
             self.rejected += 1
@@ -132,6 +132,7 @@ def make_ae(ae_title: str, *, allowed_calling_aes: list[str] | None = None) -> A
     ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None
         ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     if allowed_calling_aes:
         ae.require_calling_aet = list(allowed_calling_aes)
@@ -139,13 +140,12 @@ def make_ae(ae_title: str, *, allowed_calling_aes: list[str] | None = None) -> A
 
 
 def start_scp(ae: AE, handler: StoreHandler, host: str, port: int) -> ThreadedAssociationServer:
-    handlers = [
+    handlers: list[Any] = [
         (evt.EVT_C_ECHO, handler.handle_echo),
         (evt.EVT_C_STORE, handler.handle_store),
         (evt.EVT_RELEASED, handler.handle_closed),
         (evt.EVT_ABORTED, handler.handle_closed),
     ]
-    server: ThreadedAssociationServer = ae.start_server(
-        (host, port), block=False, evt_handlers=handlers
-    )
+    server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+    assert server is not None  # block=False always returns the server
     return server

@@ -94,7 +94,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), headers)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
 

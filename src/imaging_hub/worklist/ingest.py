@@ -47,7 +47,8 @@ class SlaPolicy:
     routine: timedelta = timedelta(hours=24)
 
     def due(self, priority: Priority, start: datetime) -> datetime:
-        return start + getattr(self, priority.value)
+        delay: timedelta = getattr(self, priority.value)
+        return start + delay
 
 
 @dataclass(frozen=True)

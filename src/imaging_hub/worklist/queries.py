@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload
@@ -49,7 +49,7 @@ class WorklistItem:
     assigned_to: str | None
 
 
-def _apply_filter(stmt: Select[tuple[Study]], f: WorklistFilter) -> Select[tuple[Study]]:
+def _apply_filter(stmt: Select[Any], f: WorklistFilter) -> Select[Any]:
     if f.status:
         stmt = stmt.where(Study.status.in_(f.status))
     if f.priority:
@@ -64,14 +64,14 @@ def _apply_filter(stmt: Select[tuple[Study]], f: WorklistFilter) -> Select[tuple
             Patient.patient_name.ilike(f"%{needle}%", escape="\\")
             | Patient.patient_id.ilike(f"%{needle}%", escape="\\")
         )
-    order = {
+    order: list[Any] = {
         "priority": [Study.priority_rank, Study.due_at, Study.received_at],
         "due_at": [Study.due_at, Study.priority_rank],
         "received_at": [Study.received_at],
         "study_date": [Study.study_date, Study.study_time],
         "patient_name": [Patient.patient_name],
         "clinic": [Institution.code, Study.received_at],
-    }[f.sort]
+    }[f.sort]  # type: ignore[assignment]
     if f.descending:
         stmt = stmt.order_by(*[c.desc() for c in order], Study.id.desc())
     else:
@@ -86,7 +86,7 @@ def list_worklist(session: Session, f: WorklistFilter) -> list[WorklistItem]:
         .join(Institution, Study.clinic_id == Institution.id)
         .options(joinedload(Study.patient), joinedload(Study.clinic), joinedload(Study.assigned_to))
     )
-    studies = session.scalars(_apply_filter(stmt, f)).unique().all()
+    studies: list[Study] = list(session.scalars(_apply_filter(stmt, f)).unique().all())
     return [
         WorklistItem(
             study_instance_uid=s.study_instance_uid,

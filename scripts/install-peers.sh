@@ -4,8 +4,9 @@
 #   postgresql   the production database path (binaries in /usr/lib/postgresql/15/bin)
 #   chromium     the browser for the Playwright end-to-end tests
 #   fonts-wqy-microhei  a CJK font: Chinese in screenshots and in reportlab PDFs
+#   docker-compose      validates docker/compose.yml (no Docker engine runs here)
 set -euo pipefail
-packages=(dcmtk postgresql chromium fonts-wqy-microhei iproute2)
+packages=(dcmtk postgresql chromium fonts-wqy-microhei iproute2 docker-compose)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

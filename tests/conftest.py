@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.peers.s3", "tests.peers.postgres", "tests.peers.hub"]
+pytest_plugins = [
+    "tests.peers.s3",
+    "tests.peers.postgres",
+    "tests.peers.hub",
+    "tests.peers.browser",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "dicom-samples"

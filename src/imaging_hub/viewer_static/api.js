@@ -1,0 +1,187 @@
+// The one place that talks HTTP to the hub and the one place that knows how the browser is
+// authenticated. Today: an OAuth2 bearer token kept in sessionStorage (gone when the tab closes).
+// Moving to an HttpOnly session cookie + CSRF header changes only this file: replace
+// authHeaders(), login() and logout(); callers use apiGet/apiPost/apiBlob and never see the token.
+
+import { t } from "./i18n.js";
+
+const TOKEN_KEY = "imaging-hub.token";
+
+/** An HTTP or network failure with a message already in the user's language (error.message). */
+export class ApiError extends Error {
+  constructor({ status, title, detail, message }) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status; // 0 for a network failure
+    this.title = title || "";
+    this.detail = detail || "";
+  }
+}
+
+function getToken() {
+  try {
+    return window.sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function setToken(token) {
+  if (token) window.sessionStorage.setItem(TOKEN_KEY, token);
+  else window.sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** True when the browser holds credentials (they may still have expired on the server). */
+export function isLoggedIn() {
+  return Boolean(getToken());
+}
+
+function authHeaders() {
+  const token = getToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+const unauthorizedHandlers = new Set();
+
+/** Call fn() when the hub answers 401 to an authenticated request (the session is over). */
+export function onUnauthorized(fn) {
+  unauthorizedHandlers.add(fn);
+  return () => unauthorizedHandlers.delete(fn);
+}
+
+/** Query string from an object; arrays repeat the key, null/undefined/"" are left out. */
+export function buildQuery(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params || {})) {
+    if (value === undefined || value === null || value === "") continue;
+    if (Array.isArray(value)) {
+      for (const v of value) search.append(key, String(v));
+    } else {
+      search.append(key, String(value));
+    }
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}
+
+function localMessage(status, detail) {
+  if (status === 401) return t("error.session");
+  if (status === 403) return detail ? `${t("error.forbidden")} (${detail})` : t("error.forbidden");
+  if (status === 404) return t("error.notFound");
+  if (status === 422) return t("error.validation", { detail });
+  if (status >= 500) return t("error.server");
+  return t("error.generic", { status, detail });
+}
+
+async function errorFrom(response) {
+  let title = response.statusText;
+  let detail = "";
+  const type = response.headers.get("content-type") || "";
+  if (type.includes("json")) {
+    try {
+      const body = await response.json();
+      title = typeof body.title === "string" ? body.title : title;
+      if (typeof body.detail === "string") detail = body.detail;
+      else if (body.detail !== undefined) detail = JSON.stringify(body.detail);
+    } catch {
+      // A broken error body: keep the status line.
+    }
+  }
+  return new ApiError({
+    status: response.status,
+    title,
+    detail,
+    message: localMessage(response.status, detail || title),
+  });
+}
+
+/**
+ * fetch() with the caller's credentials. Throws ApiError for a network failure or a non-2xx
+ * answer; a 401 also ends the session (handlers registered with onUnauthorized run).
+ * options: { method, params, body (FormData | URLSearchParams | object -> JSON), headers, signal,
+ *            auth (default true) }
+ */
+export async function request(path, options = {}) {
+  const { method = "GET", params, body, headers = {}, signal, auth = true } = options;
+  const init = { method, headers: { ...headers }, signal, credentials: "same-origin" };
+  if (auth) Object.assign(init.headers, authHeaders());
+  if (body !== undefined) {
+    if (body instanceof FormData || body instanceof URLSearchParams || body instanceof Blob) {
+      init.body = body;
+    } else {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+  }
+  let response;
+  try {
+    response = await fetch(path + buildQuery(params), init);
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError({ status: 0, message: t("error.network") });
+  }
+  if (!response.ok) {
+    const error = await errorFrom(response);
+    if (response.status === 401 && auth && getToken()) {
+      setToken(null);
+      for (const fn of unauthorizedHandlers) fn(error);
+    }
+    throw error;
+  }
+  return response;
+}
+
+/** GET path and parse JSON (params: query object). */
+export async function apiGet(path, params, options = {}) {
+  const response = await request(path, { ...options, params });
+  return response.status === 204 ? null : response.json();
+}
+
+/** POST a JSON body (or FormData) and parse the JSON answer, if any. */
+export async function apiPost(path, body, options = {}) {
+  const response = await request(path, { ...options, method: "POST", body });
+  const type = response.headers.get("content-type") || "";
+  return type.includes("json") ? response.json() : null;
+}
+
+/** GET a binary resource (an image) as a Blob: <img src> cannot carry an Authorization header. */
+export async function apiBlob(path, params, options = {}) {
+  const response = await request(path, { ...options, params });
+  return response.blob();
+}
+
+/** Log in with the OAuth2 password form; throws ApiError with a localised message. */
+export async function login(username, password) {
+  const form = new URLSearchParams({ username, password });
+  let response;
+  try {
+    response = await fetch("/api/v1/auth/token", {
+      method: "POST",
+      body: form,
+      credentials: "same-origin",
+    });
+  } catch {
+    throw new ApiError({ status: 0, message: t("error.network") });
+  }
+  if (!response.ok) {
+    const error = await errorFrom(response);
+    if (response.status === 401) error.message = t("login.failed");
+    else if (response.status === 423 || response.status === 429) {
+      error.message = t("login.locked");
+    }
+    if (error.detail && response.status !== 422) error.message += ` (${error.detail})`;
+    throw error;
+  }
+  const body = await response.json();
+  setToken(body.access_token);
+}
+
+/** Forget the credentials. The hub has no revoke endpoint yet; the token expires on its own. */
+export async function logout() {
+  setToken(null);
+}
+
+/** The logged-in user: { username, display_name, role, institution, institution_name }. */
+export function fetchMe() {
+  return apiGet("/api/v1/auth/me");
+}

@@ -1,0 +1,430 @@
+// Worklist page (#/worklist): GET /api/v1/worklist with filters, sorting and paging kept in the
+// hash query, refreshed every 15 s while the tab is visible.
+
+import { addStrings, formatDateTime, formatDicomDate, minutesUntil, t } from "../i18n.js";
+import { apiGet } from "../api.js";
+import { clear, h, messageBox, replaceChildren } from "../dom.js";
+import { formatNumber, formatPersonName, formatSexAge, priorityLabel, statusLabel } from "../format.js";
+import { registerRoute, setQuery } from "../router.js";
+
+addStrings({
+  "zh-CN": {
+    "worklist.title": "工作列表",
+    "worklist.filters": "筛选",
+    "worklist.status": "状态",
+    "worklist.priority": "优先级",
+    "worklist.clinic": "卫生院",
+    "worklist.modality": "检查类型",
+    "worklist.patient": "患者姓名或 ID",
+    "worklist.any": "全部",
+    "worklist.open": "未完成（待阅片、阅片中、会诊中）",
+    "worklist.clear": "清除筛选",
+    "worklist.refresh": "刷新",
+    "worklist.updated": "更新于 {time}",
+    "worklist.empty": "没有符合条件的检查。",
+    "worklist.col.patient": "患者姓名",
+    "worklist.col.patientId": "患者 ID",
+    "worklist.col.sexAge": "性别/年龄",
+    "worklist.col.modality": "类型",
+    "worklist.col.bodyPart": "部位",
+    "worklist.col.studyDate": "检查日期",
+    "worklist.col.clinic": "卫生院",
+    "worklist.col.images": "图像",
+    "worklist.col.priority": "优先级",
+    "worklist.col.status": "状态",
+    "worklist.col.received": "接收时间",
+    "worklist.col.due": "截止时间",
+    "worklist.col.assigned": "阅片医生",
+    "worklist.overdue": "已超时 {n} 分钟",
+    "worklist.dueIn": "剩余 {n} 分钟",
+    "worklist.page": "第 {n} 页",
+    "worklist.prev": "上一页",
+    "worklist.next": "下一页",
+    "worklist.pageSize": "每页",
+    "worklist.images": "{series} 序列 / {images} 图像",
+    "worklist.sortBy": "按此列排序",
+  },
+  en: {
+    "worklist.title": "Worklist",
+    "worklist.filters": "Filters",
+    "worklist.status": "Status",
+    "worklist.priority": "Priority",
+    "worklist.clinic": "Clinic",
+    "worklist.modality": "Modality",
+    "worklist.patient": "Patient name or ID",
+    "worklist.any": "All",
+    "worklist.open": "Open (unread, in progress, escalated)",
+    "worklist.clear": "Clear filters",
+    "worklist.refresh": "Refresh",
+    "worklist.updated": "Updated {time}",
+    "worklist.empty": "No studies match these filters.",
+    "worklist.col.patient": "Patient name",
+    "worklist.col.patientId": "Patient ID",
+    "worklist.col.sexAge": "Sex/age",
+    "worklist.col.modality": "Modality",
+    "worklist.col.bodyPart": "Body part",
+    "worklist.col.studyDate": "Study date",
+    "worklist.col.clinic": "Clinic",
+    "worklist.col.images": "Images",
+    "worklist.col.priority": "Priority",
+    "worklist.col.status": "Status",
+    "worklist.col.received": "Received",
+    "worklist.col.due": "Due",
+    "worklist.col.assigned": "Assigned to",
+    "worklist.overdue": "Overdue by {n} min",
+    "worklist.dueIn": "{n} min left",
+    "worklist.page": "Page {n}",
+    "worklist.prev": "Previous",
+    "worklist.next": "Next",
+    "worklist.pageSize": "Per page",
+    "worklist.images": "{series} series / {images} images",
+    "worklist.sortBy": "Sort by this column",
+  },
+});
+
+export const REFRESH_MS = 15000;
+const STATUSES = ["receiving", "unread", "in_progress", "escalated", "signed", "delivered", "cancelled"];
+const OPEN = ["unread", "in_progress", "escalated"];
+const PRIORITIES = ["stat", "urgent", "routine"];
+const MODALITIES = ["CR", "DX", "CT", "MR", "US", "MG", "XA", "RF", "NM", "PT", "ES", "OT"];
+const PAGE_SIZES = [25, 50, 100, 200];
+const ACTIVE = new Set(["receiving", "unread", "in_progress", "escalated"]);
+
+// Columns: key, i18n label, API sort key (or null), cell builder.
+const COLUMNS = [
+  ["patient", "worklist.col.patient", "patient_name", patientCell],
+  ["patientId", "worklist.col.patientId", null, (i) => i.patient_id],
+  ["sexAge", "worklist.col.sexAge", null, (i) =>
+    formatSexAge(i.patient_sex, i.patient_birth_date, i.study_date)],
+  ["modality", "worklist.col.modality", null, (i) => i.modalities],
+  ["bodyPart", "worklist.col.bodyPart", null, (i) => i.body_part_examined],
+  ["studyDate", "worklist.col.studyDate", "study_date", (i) => formatDicomDate(i.study_date)],
+  ["clinic", "worklist.col.clinic", "clinic", (i) =>
+    h("span", { title: i.clinic }, i.clinic_name || i.clinic)],
+  ["images", "worklist.col.images", null, (i) =>
+    h("span", { title: t("worklist.images", { series: i.num_series, images: i.num_instances }) },
+      formatNumber(i.num_instances))],
+  ["priority", "worklist.col.priority", "priority", (i) =>
+    h("span", { class: ["chip", `priority-${i.priority}`] }, priorityLabel(i.priority))],
+  ["status", "worklist.col.status", null, (i) =>
+    h("span", { class: ["chip", `status-${i.status}`] }, statusLabel(i.status))],
+  ["received", "worklist.col.received", "received_at", (i) => formatDateTime(i.received_at)],
+  ["due", "worklist.col.due", "due_at", dueCell],
+  ["assigned", "worklist.col.assigned", null, (i) => i.assigned_to || ""],
+];
+
+function patientCell(item) {
+  return h(
+    "a",
+    {
+      href: `#/study/${encodeURIComponent(item.study_instance_uid)}`,
+      class: "patient-link",
+      title: item.patient_name,
+    },
+    formatPersonName(item.patient_name) || "—",
+  );
+}
+
+function dueCell(item) {
+  if (!item.due_at) return "";
+  const minutes = minutesUntil(item.due_at);
+  const overdue = minutes !== null && minutes < 0 && ACTIVE.has(item.status);
+  const hint = overdue
+    ? t("worklist.overdue", { n: -minutes })
+    : ACTIVE.has(item.status) && minutes !== null
+      ? t("worklist.dueIn", { n: minutes })
+      : "";
+  return h(
+    "span",
+    { class: overdue ? "overdue" : null, title: hint || null },
+    formatDateTime(item.due_at),
+    overdue ? h("span", { class: "overdue-badge" }, t("worklist.overdue", { n: -minutes })) : null,
+  );
+}
+
+/** Filter state from the hash query (tolerant: unknown values are dropped). */
+export function stateFromQuery(query) {
+  const pick = (value, allowed, fallback) => (allowed.includes(value) ? value : fallback);
+  const limit = Number(query.get("limit"));
+  const offset = Number(query.get("offset"));
+  return {
+    status: pick(query.get("status"), ["open", "", ...STATUSES], "open"),
+    priority: pick(query.get("priority"), PRIORITIES, ""),
+    clinic: /^[a-z0-9-]{1,63}$/.test(query.get("clinic") || "") ? query.get("clinic") : "",
+    modality: pick(query.get("modality"), MODALITIES, ""),
+    patient: (query.get("patient") || "").slice(0, 64),
+    sort: pick(query.get("sort"), COLUMNS.map((c) => c[2]).filter(Boolean), "priority"),
+    descending: query.get("descending") === "true",
+    limit: PAGE_SIZES.includes(limit) ? limit : 50,
+    offset: Number.isInteger(offset) && offset > 0 ? offset : 0,
+  };
+}
+
+/** Query parameters for GET /api/v1/worklist. */
+export function apiParams(state) {
+  return {
+    status: state.status === "open" ? OPEN : state.status || undefined,
+    priority: state.priority || undefined,
+    clinic: state.clinic || undefined,
+    modality: state.modality || undefined,
+    patient: state.patient.trim() || undefined,
+    sort: state.sort,
+    descending: state.descending ? "true" : undefined,
+    limit: state.limit,
+    offset: state.offset || undefined,
+  };
+}
+
+function select(id, label, value, options, onChange) {
+  const el = h(
+    "select",
+    { id, name: id },
+    options.map(([v, text]) => h("option", { value: v, selected: v === value }, text)),
+  );
+  el.addEventListener("change", () => onChange(el.value));
+  return h("div", { class: "field" }, h("label", { for: id }, label), el);
+}
+
+function renderWorklist({ root, query, signal }) {
+  const state = stateFromQuery(query);
+  let timer = null;
+  let inFlight = null;
+  let clinicsSeen = new Set();
+
+  const status = h("div", { class: "worklist-status", "aria-live": "polite" });
+  const updated = h("span", { class: "updated", id: "worklist-updated" });
+  const tableWrap = h("div", { class: "table-wrap" });
+  const pager = h("div", { class: "pager" });
+  const clinicList = h("datalist", { id: "worklist-clinics" });
+
+  function changed(patch) {
+    Object.assign(state, patch);
+    if (!("offset" in patch)) state.offset = 0;
+    setQuery({
+      status: state.status === "open" ? undefined : state.status || "all",
+      priority: state.priority,
+      clinic: state.clinic,
+      modality: state.modality,
+      patient: state.patient,
+      sort: state.sort === "priority" ? undefined : state.sort,
+      descending: state.descending ? "true" : undefined,
+      limit: state.limit === 50 ? undefined : state.limit,
+      offset: state.offset || undefined,
+    });
+    load();
+  }
+
+  const clinicInput = h("input", {
+    id: "filter-clinic",
+    name: "clinic",
+    value: state.clinic,
+    list: "worklist-clinics",
+    autocomplete: "off",
+    spellcheck: "false",
+    pattern: "[a-z0-9-]+",
+    maxlength: "63",
+  });
+  clinicInput.addEventListener("change", () => {
+    const value = clinicInput.value.trim().toLowerCase();
+    clinicInput.value = value;
+    if (value === "" || /^[a-z0-9-]{1,63}$/.test(value)) changed({ clinic: value });
+  });
+
+  const patientInput = h("input", {
+    id: "filter-patient",
+    name: "patient",
+    type: "search",
+    value: state.patient,
+    maxlength: "64",
+    autocomplete: "off",
+  });
+  let debounce = null;
+  patientInput.addEventListener("input", () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => changed({ patient: patientInput.value }), 300);
+  });
+
+  const statusValue = query.get("status") === "all" ? "" : state.status;
+  state.status = statusValue;
+  const filters = h(
+    "form",
+    { class: "filters", id: "worklist-filters", role: "search", "aria-label": t("worklist.filters") },
+    select(
+      "filter-status",
+      t("worklist.status"),
+      state.status,
+      [["open", t("worklist.open")], ["", t("worklist.any")], ...STATUSES.map((s) => [s, statusLabel(s)])],
+      (v) => changed({ status: v }),
+    ),
+    select(
+      "filter-priority",
+      t("worklist.priority"),
+      state.priority,
+      [["", t("worklist.any")], ...PRIORITIES.map((p) => [p, priorityLabel(p)])],
+      (v) => changed({ priority: v }),
+    ),
+    h("div", { class: "field" }, h("label", { for: "filter-clinic" }, t("worklist.clinic")), clinicInput, clinicList),
+    select(
+      "filter-modality",
+      t("worklist.modality"),
+      state.modality,
+      [["", t("worklist.any")], ...MODALITIES.map((m) => [m, m])],
+      (v) => changed({ modality: v }),
+    ),
+    h("div", { class: "field field-wide" }, h("label", { for: "filter-patient" }, t("worklist.patient")), patientInput),
+    h("div", { class: "field field-buttons" },
+      h("button", {
+        type: "button",
+        id: "filter-clear",
+        on: {
+          click: () => {
+            patientInput.value = "";
+            clinicInput.value = "";
+            for (const id of ["filter-status", "filter-priority", "filter-modality"]) {
+              filters.querySelector(`#${id}`).value = id === "filter-status" ? "open" : "";
+            }
+            changed({ status: "open", priority: "", clinic: "", modality: "", patient: "" });
+          },
+        },
+      }, t("worklist.clear")),
+      h("button", { type: "button", id: "worklist-refresh", on: { click: () => load() } }, t("worklist.refresh")),
+    ),
+  );
+  filters.addEventListener("submit", (e) => e.preventDefault());
+
+  function headerCell([key, label, sortKey]) {
+    if (!sortKey) return h("th", { scope: "col", class: `col-${key}` }, t(label));
+    const sorted = state.sort === sortKey;
+    const button = h(
+      "button",
+      {
+        type: "button",
+        class: "sort",
+        dataset: { sort: sortKey },
+        title: t("worklist.sortBy"),
+        on: {
+          click: () => changed({ sort: sortKey, descending: sorted ? !state.descending : false }),
+        },
+      },
+      t(label),
+      sorted ? h("span", { class: "sort-mark", "aria-hidden": "true" }, state.descending ? " ▼" : " ▲") : null,
+    );
+    return h(
+      "th",
+      {
+        scope: "col",
+        class: `col-${key}`,
+        "aria-sort": sorted ? (state.descending ? "descending" : "ascending") : null,
+      },
+      button,
+    );
+  }
+
+  function renderTable(items) {
+    for (const i of items) clinicsSeen.add(i.clinic);
+    replaceChildren(clinicList, [...clinicsSeen].sort().map((c) => h("option", { value: c })));
+    const head = h("thead", {}, h("tr", {}, COLUMNS.map(headerCell)));
+    const body = h(
+      "tbody",
+      {},
+      items.map((item) => {
+        const minutes = minutesUntil(item.due_at);
+        const overdue = minutes !== null && minutes < 0 && ACTIVE.has(item.status);
+        return h(
+          "tr",
+          {
+            class: [`row-${item.priority}`, overdue ? "row-overdue" : null],
+            dataset: { uid: item.study_instance_uid },
+          },
+          COLUMNS.map(([key, , , cell]) => h("td", { class: `col-${key}` }, cell(item))),
+        );
+      }),
+    );
+    const table = h("table", { class: "worklist", id: "worklist-table" }, head, body);
+    replaceChildren(tableWrap, table);
+    if (items.length === 0) tableWrap.appendChild(h("p", { class: "empty", id: "worklist-empty" }, t("worklist.empty")));
+    const page = Math.floor(state.offset / state.limit) + 1;
+    replaceChildren(
+      pager,
+      h("button", {
+        type: "button",
+        id: "page-prev",
+        disabled: state.offset === 0,
+        on: { click: () => changed({ offset: Math.max(0, state.offset - state.limit) }) },
+      }, t("worklist.prev")),
+      h("span", { class: "page-number", id: "page-number" }, t("worklist.page", { n: page })),
+      h("button", {
+        type: "button",
+        id: "page-next",
+        disabled: items.length < state.limit,
+        on: { click: () => changed({ offset: state.offset + state.limit }) },
+      }, t("worklist.next")),
+      select(
+        "page-size",
+        t("worklist.pageSize"),
+        String(state.limit),
+        PAGE_SIZES.map((n) => [String(n), String(n)]),
+        (v) => changed({ limit: Number(v) }),
+      ),
+    );
+  }
+
+  async function load() {
+    if (inFlight) inFlight.abort();
+    const controller = new AbortController();
+    inFlight = controller;
+    const onLeave = () => controller.abort();
+    signal.addEventListener("abort", onLeave, { once: true });
+    try {
+      const data = await apiGet("/api/v1/worklist", apiParams(state), { signal: controller.signal });
+      if (controller.signal.aborted) return;
+      clear(status);
+      renderTable(data.items);
+      updated.textContent = t("worklist.updated", { time: formatDateTime(new Date()) });
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      replaceChildren(status, messageBox("error", err.message));
+    } finally {
+      signal.removeEventListener("abort", onLeave);
+      if (inFlight === controller) inFlight = null;
+    }
+  }
+
+  function tick() {
+    if (document.visibilityState === "visible" && !inFlight) load();
+  }
+
+  root.appendChild(
+    h(
+      "section",
+      { class: "worklist-page" },
+      h("div", { class: "page-head" }, h("h1", {}, t("worklist.title")), updated),
+      filters,
+      status,
+      tableWrap,
+      pager,
+    ),
+  );
+  load();
+  timer = setInterval(tick, REFRESH_MS);
+  const onVisible = () => {
+    if (document.visibilityState === "visible") tick();
+  };
+  document.addEventListener("visibilitychange", onVisible);
+  return () => {
+    clearInterval(timer);
+    clearTimeout(debounce);
+    document.removeEventListener("visibilitychange", onVisible);
+    clinicsSeen = new Set();
+  };
+}
+
+registerRoute({
+  path: "/worklist",
+  title: "worklist.title",
+  roles: ["radiologist", "consultant", "admin"],
+  home: ["radiologist", "consultant", "admin"],
+  nav: true,
+  order: 10,
+  render: renderWorklist,
+});

@@ -1,0 +1,320 @@
+"""The browser app in Debian chromium against a real hub process (issue: browser app shell).
+
+Studies reach the hub through the gateway ingest API with clinic gateway tokens (the same HTTP
+path a gateway uses); one hub serves the whole module and one browser the whole session, so the
+module stays within a few seconds per test. Priorities and due times are set in the database
+because nothing in the hub sets them yet (the worklist engineer's issue 4 will).
+"""
+
+import hashlib
+import io
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from playwright.sync_api import expect
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+
+from imaging_hub.worklist.ingest import PRIORITY_RANK
+from imaging_hub.worklist.models import Priority, Study
+from tests.conftest import SAMPLES
+from tests.peers.browser import BrowserPage, OpenPage
+from tests.peers.hub import HubProcess, start_hub_process
+
+pytestmark = pytest.mark.e2e
+
+BUNDLED = Path(__file__).resolve().parents[2] / "src" / "imaging_hub" / "dicom" / "samples"
+HOSTILE_NAME = "<img src=x onerror=alert(1)>"
+HOSTILE_ID = "<script>window.__xss=1</script>"
+
+
+def _study(source: Path, **attrs: object) -> bytes:
+    ds = pydicom.dcmread(source)
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def ingest(hub: HubProcess, clinic: str, data: bytes) -> str:
+    """Send one instance the way a gateway does, complete its study; returns the study UID."""
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    headers = {"Authorization": f"Bearer {hub.gateway_tokens[clinic]}"}
+    with httpx.Client(base_url=hub.url, headers=headers, timeout=30) as client:
+        put = client.put(
+            f"/api/v1/ingest/instances/{ds.SOPInstanceUID}",
+            content=data,
+            headers={
+                "Content-Type": "application/dicom",
+                "X-Content-SHA256": hashlib.sha256(data).hexdigest(),
+            },
+        )
+        assert put.status_code == 201, put.text
+        done = client.post(
+            f"/api/v1/ingest/studies/{ds.StudyInstanceUID}/complete",
+            json={"sop_instance_uids": [str(ds.SOPInstanceUID)]},
+        )
+        assert done.json() == {"complete": True, "missing": []}, done.text
+    return str(ds.StudyInstanceUID)
+
+
+def set_priority(hub: HubProcess, uid: str, priority: Priority, due_in: timedelta) -> None:
+    with hub.sessions() as session:
+        study = session.scalars(select(Study).where(Study.study_instance_uid == uid)).one()
+        study.priority = priority
+        study.priority_rank = PRIORITY_RANK[priority]
+        study.due_at = datetime.now(UTC) + due_in
+        session.commit()
+
+
+@pytest.fixture(scope="module")
+def app_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    hub = start_hub_process(tmp_path_factory.mktemp("e2e") / "hub")
+    try:
+        # A real GB18030-encoded file: PatientName "Wang^XiaoDong=王^小东".
+        gb = (BUNDLED / "chrX2_GB18030_Chinese.dcm").read_bytes()
+        assert b"\xcd\xf5" in gb  # 王 in GB18030
+        ingest(hub, "clinic-a", gb)
+        ct = _study(
+            BUNDLED / "CT_small.dcm",
+            SpecificCharacterSet="ISO_IR 192",
+            PatientName="赵^建国",
+            PatientID="CT-7",
+            PatientSex="M",
+            PatientBirthDate="19580301",
+            StudyDate="20261101",
+        )
+        ingest(hub, "clinic-a", ct)
+        mr = _study(
+            SAMPLES / "by-modality" / "MR" / "MR_small.dcm",
+            SpecificCharacterSet="ISO_IR 192",
+            PatientName="李^华",
+            PatientID="MR-9",
+        )
+        stat_uid = ingest(hub, "clinic-b", mr)
+        set_priority(hub, stat_uid, Priority.stat, timedelta(minutes=-12))
+        hostile = _study(
+            SAMPLES / "by-modality" / "CR" / "SiemensMultix.dcm",
+            SpecificCharacterSet="ISO_IR 192",
+            PatientName=HOSTILE_NAME,
+            PatientID=HOSTILE_ID,
+        )
+        hostile_uid = ingest(hub, "clinic-a", hostile)
+        set_priority(hub, hostile_uid, Priority.urgent, timedelta(minutes=90))
+        yield hub
+    finally:
+        hub.stop()
+
+
+def login(bp: BrowserPage, hub: HubProcess, username: str, *, password: str | None = None) -> None:
+    page = bp.page
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"#/login"))
+    page.fill("#login-username", username)
+    page.fill("#login-password", password or hub.passwords[username])
+    page.click("#login-submit")
+
+
+def rows(bp: BrowserPage) -> list[str]:
+    texts: list[str] = bp.page.locator("#worklist-table tbody tr td.col-patient").all_inner_texts()
+    return texts
+
+
+def wait_rows(bp: BrowserPage, count: int) -> list[str]:
+    expect(bp.page.locator("#worklist-table tbody tr")).to_have_count(count)
+    return rows(bp)
+
+
+def test_login_in_chinese_shows_worklist_with_gb18030_name(
+    app_hub: HubProcess, open_page: OpenPage, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    bp = open_page(app_hub.url)
+    page = bp.page
+    page.goto("/")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.locator(".login-form h1")).to_have_text("登录影像中心")
+    login(bp, app_hub, "rad1")
+    expect(page).to_have_url(re.compile(r"#/worklist$"))
+    names = wait_rows(bp, 4)
+    assert "王小东 (Wang, XiaoDong)" in names
+    assert "赵建国" in names and "李华" in names
+    # STAT first (default sort: priority, then due time), then urgent, then routine.
+    assert names[0] == "李华"
+    expect(page.locator("#session-user")).to_have_text("李医生 Dr. Li")
+    expect(page.locator("#session-role")).to_have_text("影像科医生")
+    expect(page.locator("#session-institution")).to_contain_text("县人民医院影像中心")
+    header = page.locator("#worklist-table thead").inner_text()
+    assert "患者姓名" in header and "截止时间" in header
+    stat_row = page.locator("#worklist-table tbody tr").first
+    expect(stat_row).to_have_class(re.compile(r"\brow-overdue\b"))
+    expect(stat_row.locator(".overdue-badge")).to_contain_text("已超时")
+    expect(stat_row.locator(".col-priority")).to_have_text("急诊")
+    expect(stat_row.locator(".col-clinic")).to_contain_text("B镇卫生院")
+    ct_row = page.locator("#worklist-table tbody tr", has_text="赵建国")
+    expect(ct_row.locator(".col-sexAge")).to_have_text("男 / 68岁")
+    expect(ct_row.locator(".col-studyDate")).to_have_text("2026/11/01")
+    # Local time: the browser runs in Asia/Shanghai; the hub stores UTC.
+    received = ct_row.locator(".col-received").inner_text()
+    assert received.startswith(datetime.now(UTC).astimezone(_shanghai()).strftime("%Y/%m/%d"))
+    shot = tmp_path_factory.mktemp("screenshots") / "worklist-1366x768.png"
+    page.screenshot(path=str(shot))
+    print(f"worklist screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
+    assert bp.problems() == []
+
+
+def _shanghai() -> object:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("Asia/Shanghai")
+
+
+def test_english_login_language_persists_and_logout(
+    app_hub: HubProcess, open_page: OpenPage
+) -> None:
+    bp = open_page(app_hub.url, locale="en-US")
+    page = bp.page
+    page.goto("/")
+    expect(page.locator(".login-form h1")).to_have_text("登录影像中心")  # zh-CN is the default
+    page.click("#lang-switch")
+    expect(page.locator(".login-form h1")).to_have_text("Log in to the Imaging Hub")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    page.fill("#login-username", "consult1")
+    page.fill("#login-password", app_hub.passwords["consult1"])
+    page.click("#login-submit")
+    wait_rows(bp, 4)
+    expect(page.locator("#session-role")).to_have_text("Consultant")
+    expect(page.locator("#nav a.active")).to_have_text("Worklist")
+    header = page.locator("#worklist-table thead").inner_text()
+    assert "Patient name" in header and "Due" in header
+    page.reload()
+    wait_rows(bp, 4)
+    expect(page.locator("#nav a.active")).to_have_text("Worklist")
+    expect(page.locator("#worklist-table tbody tr").first.locator(".col-priority")).to_have_text(
+        "STAT"
+    )
+    page.click("#lang-switch")
+    expect(page.locator("#nav a.active")).to_have_text("工作列表")
+    expect(page.locator("#worklist-table tbody tr").first.locator(".col-status")).to_have_text(
+        "待阅片"
+    )
+
+    page.click("#logout")
+    expect(page).to_have_url(re.compile(r"#/login"))
+    assert page.evaluate("window.sessionStorage.length") == 0
+    page.goto("/#/worklist")
+    expect(page.locator("#login-form")).to_be_visible()
+    expect(page.locator("#session-user")).to_have_count(0)
+    assert bp.problems() == []
+
+
+def test_filters_and_sorting_map_to_the_api(app_hub: HubProcess, open_page: OpenPage) -> None:
+    bp = open_page(app_hub.url)
+    page = bp.page
+    queries: list[str] = []
+    page.on(
+        "request",
+        lambda r: queries.append(r.url.split("?", 1)[-1]) if "/api/v1/worklist" in r.url else None,
+    )
+    login(bp, app_hub, "rad2")
+    wait_rows(bp, 4)
+
+    page.select_option("#filter-priority", "stat")
+    assert wait_rows(bp, 1) == ["李华"]
+    assert "priority=stat" in queries[-1]
+    page.select_option("#filter-priority", "")
+
+    page.select_option("#filter-modality", "CT")
+    assert wait_rows(bp, 1) == ["赵建国"]
+    page.select_option("#filter-modality", "")
+    wait_rows(bp, 4)
+
+    page.fill("#filter-clinic", "clinic-b")
+    page.press("#filter-clinic", "Enter")
+    assert wait_rows(bp, 1) == ["李华"]
+    assert "clinic=clinic-b" in queries[-1]
+    page.fill("#filter-clinic", "")
+    page.press("#filter-clinic", "Enter")
+    wait_rows(bp, 4)
+
+    page.fill("#filter-patient", "王")
+    assert wait_rows(bp, 1) == ["王小东 (Wang, XiaoDong)"]
+    # Filters live in the URL: a reload keeps them.
+    page.reload()
+    assert wait_rows(bp, 1) == ["王小东 (Wang, XiaoDong)"]
+    expect(page.locator("#filter-patient")).to_have_value("王")
+    page.click("#filter-clear")
+    wait_rows(bp, 4)
+
+    page.select_option("#filter-status", "signed")
+    wait_rows(bp, 0)
+    expect(page.locator("#worklist-empty")).to_have_text("没有符合条件的检查。")
+    page.select_option("#filter-status", "open")
+    wait_rows(bp, 4)
+
+    page.click("th.col-patient button.sort")
+    expect(page.locator("th.col-patient")).to_have_attribute("aria-sort", "ascending")
+    assert "sort=patient_name" in queries[-1] and "descending" not in queries[-1]
+    page.click("th.col-patient button.sort")
+    expect(page.locator("th.col-patient")).to_have_attribute("aria-sort", "descending")
+    assert "sort=patient_name" in queries[-1] and "descending=true" in queries[-1]
+    raw_names = page.locator("#worklist-table td.col-patient a").evaluate_all(
+        "links => links.map((a) => a.title)"
+    )
+    assert raw_names == ["赵^建国", "李^华", "Wang^XiaoDong=王^小东", HOSTILE_NAME]
+    assert bp.problems() == []
+
+
+def test_hostile_patient_name_is_rendered_as_text(app_hub: HubProcess, open_page: OpenPage) -> None:
+    bp = open_page(app_hub.url)
+    page = bp.page
+    login(bp, app_hub, "rad1")
+    names = wait_rows(bp, 4)
+    row = page.locator("#worklist-table tbody tr", has=page.locator(f'a[title="{HOSTILE_NAME}"]'))
+    expect(row).to_have_count(1)
+    # The PN's "=" separates component groups; the raw value is kept in the title.
+    assert any("<img src" in n for n in names)
+    expect(row.locator(".col-patientId")).to_have_text(HOSTILE_ID)
+    assert page.locator("#worklist-table img, #worklist-table script").count() == 0
+    page.wait_for_timeout(300)  # give an injected onerror handler the chance to fire
+    assert page.evaluate("window.__xss") is None
+    assert bp.dialogs == []
+    assert bp.problems() == []
+
+
+def test_wrong_password_expired_session_and_clinic_landing(
+    app_hub: HubProcess, open_page: OpenPage
+) -> None:
+    bp = open_page(app_hub.url)
+    page = bp.page
+    login(bp, app_hub, "rad1", password="not-the-password")
+    expect(page.locator("#login-status .message-error")).to_contain_text("用户名或密码错误")
+    expect(page.locator("#login-password")).to_have_value("")
+    assert page.evaluate("window.sessionStorage.length") == 0
+
+    # A token the hub no longer accepts: back to the login page with a clear reason.
+    page.evaluate("window.sessionStorage.setItem('imaging-hub.token', 'revoked-or-expired')")
+    page.goto("/index.html#/worklist")  # a new document load (not only a hash change)
+    expect(page.locator("#login-status .message-info")).to_contain_text("登录已过期")
+    # After logging in, the user lands where they wanted to go.
+    page.fill("#login-username", "staff-a")
+    page.fill("#login-password", app_hub.passwords["staff-a"])
+    page.click("#login-submit")
+    # Clinic staff cannot use the worklist: they get their own landing page instead.
+    expect(page.locator("#app .message-error")).to_have_text("您没有执行此操作的权限。")
+    expect(page.locator("#nav a")).to_have_text(["本院检查"])
+    page.click("#nav a")
+    expect(page.locator("#clinic-not-yet")).to_contain_text("下一个版本")
+    expect(page.locator(".clinic-page h1")).to_contain_text("A镇卫生院")
+    expect(page.locator("#session-role")).to_have_text("卫生院工作人员")
+    assert bp.problems() == []

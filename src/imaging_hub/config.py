@@ -133,6 +133,10 @@ class GatewaySettings(_TomlSettings):
         default_factory=list,
         description="If not empty, only these calling AE titles may associate.",
     )
+    extra_storage_sop_classes: list[str] = Field(
+        default_factory=list,
+        description="Private storage SOP class UIDs to accept besides every standard one.",
+    )
     spool_dir: Path = Field(default=Path("var/gateway/spool"), description="Spool directory.")
     hub_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of the hub.")
     hub_token: SecretStr = Field(
@@ -158,3 +162,7 @@ class GatewaySettings(_TomlSettings):
         default=None, description="Optional uplink cap."
     )
     heartbeat_seconds: float = Field(default=30.0, description="Interval of hub heartbeats.")
+    metrics_port: int = Field(
+        default=0,
+        description="Port of the Prometheus metrics endpoint on the gateway host; 0 disables it.",
+    )

@@ -1,32 +1,133 @@
 """The forwarder: leases spooled instances, uploads them to the hub, completes stable studies.
 
-Uploads run on a small thread pool. Retryable failures back off exponentially with full jitter;
-permanent ones are parked with their reason. Idempotent by SOP Instance UID: a crash between
-upload and ack means a re-upload, which the hub treats as the same instance.
+Uploads run on a small thread pool, STAT studies first (the spool orders by priority).
+Retryable failures back off exponentially with jitter; permanent ones are parked with their
+reason. Idempotent by SOP Instance UID: a crash between upload and ack means a re-upload, which
+the hub treats as the same instance. At start every stale lease of a crashed run is released,
+so forwarding resumes at once. When the hub reports instances missing at completion, they are
+queued again instead of leaving the study stuck. An optional token bucket caps the uplink.
 """
 
+import collections
 import hashlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
+from imaging_hub.dicom.transcode import JPEG2000_LOSSLESS, JPEG_LS_LOSSLESS, transcode_for_wan
 from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.spool import Spool, SpooledInstance
-from imaging_hub.errors import ForwardError
+from imaging_hub.errors import ForwardError, ImagingHubError
 
 log = logging.getLogger(__name__)
 
 
+UPLOAD_CHUNK_BYTES = 64 * 1024
+THROUGHPUT_WINDOW_SECONDS = 60.0
+
+
 def backoff_delay(attempts: int, *, initial: float, maximum: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2**attempts)]."""
+    """Exponential backoff with jitter: uniform in [initial/2, min(max, initial * 2**attempts)].
+
+    The floor of half the initial delay keeps a flapping hub from being hammered; the random
+    spread keeps many gateways from retrying in lockstep after a hub outage.
+    """
     ceiling = min(maximum, initial * (2 ** min(attempts, 30)))
     return random.uniform(initial / 2, max(initial / 2, ceiling))
 
 
+class TokenBucket:
+    """A byte-rate cap shared by every upload thread (tokens are bytes)."""
+
+    def __init__(self, rate: float, *, burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ValueError("The bandwidth limit must be positive.")
+        self.rate = float(rate)
+        self.capacity = float(burst if burst is not None else max(rate, UPLOAD_CHUNK_BYTES))
+        self._tokens = self.capacity
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        """Block until *n* bytes may be sent."""
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= n or self._tokens >= self.capacity:
+                    self._tokens -= n
+                    return
+                wait = (n - self._tokens) / self.rate
+            time.sleep(min(wait, 1.0))
+
+    def stream(self, data: bytes) -> Iterator[bytes]:
+        view = memoryview(data)
+        for start in range(0, len(view), UPLOAD_CHUNK_BYTES):
+            chunk = view[start : start + UPLOAD_CHUNK_BYTES]
+            self.take(len(chunk))
+            yield bytes(chunk)
+
+
+class Throughput:
+    """Uplink throughput measured over the last minute of successful uploads."""
+
+    def __init__(self, window: float = THROUGHPUT_WINDOW_SECONDS) -> None:
+        self.window = window
+        self._uploads: collections.deque[tuple[float, float, int]] = collections.deque()
+        self._lock = threading.Lock()
+
+    def record(self, started: float, ended: float, size: int) -> None:
+        with self._lock:
+            self._uploads.append((started, ended, size))
+            while self._uploads and self._uploads[0][1] < ended - self.window:
+                self._uploads.popleft()
+
+    def bytes_per_second(self) -> float:
+        """Bytes sent in the window divided by the time the uploads spanned (0 if idle)."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [u for u in self._uploads if u[1] >= now - self.window]
+        if not recent:
+            return 0.0
+        span = max(u[1] for u in recent) - min(u[0] for u in recent)
+        return sum(u[2] for u in recent) / max(span, 1e-3)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The bytes to upload for one instance and whether they were transcoded."""
+
+    data: bytes
+    transcoded: bool = False
+
+
+def wan_preparer(transcode: str) -> Callable[[bytes], Prepared] | None:
+    """The preparation step for ``GatewaySettings.transcode``: lossless, verified, or none.
+
+    ``jpeg-ls`` / ``jpeg2000`` re-encode native pixel data with
+    :func:`~imaging_hub.dicom.transcode.transcode_for_wan`, which decodes the result again
+    and keeps it only if every pixel is identical; already compressed originals are sent as
+    they are.
+    """
+    if transcode == "none":
+        return None
+    syntax = JPEG_LS_LOSSLESS if transcode == "jpeg-ls" else JPEG2000_LOSSLESS
+
+    def prepare(data: bytes) -> Prepared:
+        result = transcode_for_wan(data, syntax=syntax)
+        return Prepared(result.data, result.transcoded)
+
+    return prepare
+
+
 class Forwarder:
+    """Moves spooled instances to the hub; see the module docstring for the rules."""
+
     def __init__(
         self,
         *,
@@ -36,7 +137,9 @@ class Forwarder:
         stability_seconds: float = 10.0,
         retry_initial_seconds: float = 1.0,
         retry_max_seconds: float = 300.0,
-        prepare: Callable[[bytes], bytes] | None = None,
+        prepare: Callable[[bytes], Prepared] | None = None,
+        bandwidth_limit_bytes_per_second: int | None = None,
+        on_study_forwarded: Callable[[str, int, int, int, float], None] | None = None,
     ) -> None:
         self.spool = spool
         self.client = client
@@ -45,12 +148,27 @@ class Forwarder:
         self.retry_initial = retry_initial_seconds
         self.retry_max = retry_max_seconds
         self.prepare = prepare
+        self.bucket = (
+            TokenBucket(bandwidth_limit_bytes_per_second)
+            if bandwidth_limit_bytes_per_second
+            else None
+        )
+        self.on_study_forwarded = on_study_forwarded
+        self.throughput = Throughput()
+        self.upload_failures = 0
+        self.forwarded = 0
+        self.last_error = ""
+        self.last_error_at: float | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="forward")
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
+        self._started_at: dict[str, float] = {}
 
     def start(self) -> None:
+        released = self.spool.release_leases()
+        if released:
+            log.info("resuming: %d instances of an interrupted run queued again", released)
         self._thread.start()
 
     def wake(self) -> None:
@@ -82,19 +200,43 @@ class Forwarder:
         completed = self._complete_stable()
         return bool(items) or completed
 
+    def _error(self, message: str) -> None:
+        self.last_error = message
+        self.last_error_at = time.time()
+
+    def _payload(self, item: SpooledInstance, data: bytes) -> Prepared:
+        if self.prepare is None:
+            return Prepared(data)
+        try:
+            return self.prepare(data)
+        except Exception as exc:  # never block an instance on the optional transcoding
+            log.warning(
+                "instance %s: sent as received, transcoding failed: %s",
+                item.sop_instance_uid,
+                exc if isinstance(exc, ImagingHubError) else type(exc).__name__,
+            )
+            return Prepared(data)
+
     def _upload(self, item: SpooledInstance) -> None:
         started = time.monotonic()
+        self._started_at.setdefault(item.study_instance_uid, time.time())
         try:
             data = self.spool.read(item)
         except OSError as exc:
             self.spool.park(item.sop_instance_uid, error=f"spool file unreadable: {exc}")
             log.error("instance %s: spool file unreadable", item.sop_instance_uid)
+            self._error("A spool file was unreadable.")
             return
-        payload = self.prepare(data) if self.prepare else data
+        payload = self._payload(item, data).data
         digest = hashlib.sha256(payload).hexdigest()
+        body: bytes | Iterator[bytes] = (
+            self.bucket.stream(payload) if self.bucket is not None else payload
+        )
         try:
-            self.client.put_instance(item.sop_instance_uid, payload, digest)
+            self.client.put_instance(item.sop_instance_uid, body, digest)
         except ForwardError as exc:
+            self.upload_failures += 1
+            self._error(str(exc))
             if exc.retryable:
                 delay = backoff_delay(
                     item.attempts, initial=self.retry_initial, maximum=self.retry_max
@@ -111,11 +253,14 @@ class Forwarder:
                 log.error("instance %s: refused by the hub: %s", item.sop_instance_uid, exc)
             return
         self.spool.ack(item.sop_instance_uid, sha256=item.sha256, sent_bytes=len(payload))
+        ended = time.monotonic()
+        self.throughput.record(started, ended, len(payload))
+        self.forwarded += 1
         log.debug(
             "instance %s forwarded: %d bytes in %.3fs",
             item.sop_instance_uid,
             len(payload),
-            time.monotonic() - started,
+            ended - started,
         )
 
     def _complete_stable(self) -> bool:
@@ -126,13 +271,37 @@ class Forwarder:
                 missing = self.client.complete_study(study_uid, sop_uids)
             except ForwardError as exc:
                 self.spool.mark_study_error(study_uid, str(exc))
+                self._error(str(exc))
                 log.warning("study %s: completion failed: %s", study_uid, exc)
                 continue
             if missing:
-                self.spool.mark_study_error(study_uid, f"hub misses {len(missing)} instances")
-                log.warning("study %s: hub misses %d instances", study_uid, len(missing))
+                error = f"The hub misses {len(missing)} instances; they are sent again."
+                requeued = self.spool.requeue(missing, error=error)
+                self.spool.mark_study_error(study_uid, error)
+                self._error(error)
+                log.warning(
+                    "study %s: hub misses %d instances, %d queued again",
+                    study_uid,
+                    len(missing),
+                    requeued,
+                )
+                done = done or requeued > 0
                 continue
             self.spool.mark_study_done(study_uid)
-            log.info("study %s forwarded: %d instances", study_uid, len(sop_uids))
+            count, size, sent, first_received = self.spool.study_totals(study_uid)
+            started = self._started_at.pop(study_uid, first_received)
+            seconds = max(0.0, time.time() - started)
+            ratio = size / sent if sent else 1.0
+            log.info(
+                "study %s forwarded: %d instances, %d bytes (%d sent, ratio %.2f) in %.1fs",
+                study_uid,
+                count,
+                size,
+                sent,
+                ratio,
+                seconds,
+            )
+            if self.on_study_forwarded is not None:
+                self.on_study_forwarded(study_uid, count, size, sent, seconds)
             done = True
         return done

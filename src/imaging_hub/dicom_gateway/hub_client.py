@@ -5,6 +5,7 @@ refusals of the data itself (422, 413) are permanent and the instance is parked.
 """
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,10 @@ class HubClient:
             )
         return response
 
-    def put_instance(self, sop_instance_uid: str, data: bytes, sha256: str) -> dict[str, Any]:
+    def put_instance(
+        self, sop_instance_uid: str, data: bytes | Iterator[bytes], sha256: str
+    ) -> dict[str, Any]:
+        """Upload one instance; an iterator body is sent chunked (the bandwidth cap uses it)."""
         response = self._request(
             "PUT",
             f"/api/v1/ingest/instances/{sop_instance_uid}",

@@ -15,11 +15,23 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from imaging_hub.dicom.attributes import parse_instance
+from imaging_hub.dicom.checks import check_received_instance
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import InvalidDicomError, SpoolError
 
 log = logging.getLogger(__name__)
+
+# Retired storage SOP classes that old machines still send (PS3.6 A.1, retired entries); every
+# current one is in pynetdicom's AllStoragePresentationContexts (170 classes, incl. multi-frame
+# US/XA, secondary capture, SR and Encapsulated PDF).
+RETIRED_STORAGE_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.5",  # Nuclear Medicine Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.12.3",  # X-Ray Angiographic Bi-Plane Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.77.1",  # VL Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.77.2",  # VL Multi-frame Image Storage (Retired)
+)
 
 # DIMSE status codes (PS3.4 B.2.3, PS3.7 C).
 STATUS_SUCCESS = 0x0000
@@ -32,10 +44,18 @@ STATUS_PROCESSING_FAILURE = 0x0110
 class StoreHandler:
     """C-STORE and association events, bound to one spool (no globals)."""
 
-    def __init__(self, spool: Spool, *, max_instance_bytes: int, on_stored: Any = None) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        max_instance_bytes: int,
+        on_stored: Any = None,
+        on_refused: Any = None,
+    ) -> None:
         self.spool = spool
         self.max_instance_bytes = max_instance_bytes
         self.on_stored = on_stored
+        self.on_refused = on_refused
         self._touched: dict[int, set[str]] = {}
         self._lock = threading.Lock()
         self.received = 0
@@ -44,6 +64,12 @@ class StoreHandler:
     def handle_echo(self, event: evt.Event) -> int:
         return STATUS_SUCCESS
 
+    def _refuse(self, status: int) -> int:
+        self.rejected += 1
+        if self.on_refused is not None:
+            self.on_refused()
+        return status
+
     def handle_store(self, event: evt.Event) -> int:
         started = time.monotonic()
         calling = event.assoc.requestor.ae_title
@@ -51,8 +77,7 @@ class StoreHandler:
             data = event.encoded_dataset()
         except Exception:
             log.warning("C-STORE from %s: dataset could not be encoded", calling)
-            self.rejected += 1
-            return STATUS_CANNOT_UNDERSTAND
+            return self._refuse(STATUS_CANNOT_UNDERSTAND)
         if len(data) > self.max_instance_bytes:
             log.warning(
                 "C-STORE from %s refused: %d bytes exceed the limit of %d",
@@ -60,14 +85,18 @@ class StoreHandler:
                 len(data),
                 self.max_instance_bytes,
             )
-            self.rejected += 1
-            return STATUS_OUT_OF_RESOURCES
+            return self._refuse(STATUS_OUT_OF_RESOURCES)
         try:
-            info = parse_instance(data)
+            checked = check_received_instance(data)
         except InvalidDicomError as exc:
-            log.warning("C-STORE from %s refused: %s", calling, exc)
-            self.rejected += 1
-            return STATUS_CANNOT_UNDERSTAND
+            log.warning(
+                "C-STORE from %s refused: instance %s: %s",
+                calling,
+                _affected_uid(event),
+                exc,
+            )
+            return self._refuse(STATUS_CANNOT_UNDERSTAND)
+        info = checked.info
         if info.sop_class_uid != event.context.abstract_syntax:
             log.warning(
                 "C-STORE from %s refused: SOP class %s sent on a %s presentation context",
@@ -75,13 +104,11 @@ class StoreHandler:
                 info.sop_class_uid,
                 event.context.abstract_syntax,
             )
-            self.rejected += 1
-            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
-        affected = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
+            return self._refuse(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS)
+        affected = _affected_uid(event)
         if affected and affected != info.sop_instance_uid:
             log.warning("C-STORE from %s refused: SOP Instance UID mismatch", calling)
-            self.rejected += 1
-            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
+            return self._refuse(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS)
         try:
             self.spool.put(
                 data,
@@ -92,6 +119,7 @@ class StoreHandler:
                 transfer_syntax_uid=str(event.context.transfer_syntax),
                 sha256=hashlib.sha256(data).hexdigest(),
                 calling_ae=calling,
+                priority=checked.priority,
             )
         except (SpoolError, InvalidDicomError) as exc:
             log.error("C-STORE from %s: spool failure: %s", calling, exc)
@@ -121,9 +149,31 @@ class StoreHandler:
                 len(studies),
             )
 
+    def handle_rejected(self, event: evt.Event) -> None:
+        log.warning(
+            "association from %s (%s) rejected: calling AE title not allowed or no resources",
+            event.assoc.requestor.ae_title,
+            event.assoc.requestor.address,
+        )
 
-def make_ae(ae_title: str, *, allowed_calling_aes: list[str] | None = None) -> AE:
-    """An AE accepting Verification and every storage SOP class in every transfer syntax."""
+
+def _affected_uid(event: evt.Event) -> str:
+    """The Affected SOP Instance UID of the request (for log lines and the UID check)."""
+    return str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
+
+
+def make_ae(
+    ae_title: str,
+    *,
+    allowed_calling_aes: list[str] | None = None,
+    extra_storage_sop_classes: list[str] | None = None,
+) -> AE:
+    """An AE accepting Verification and every storage SOP class in every transfer syntax.
+
+    Every storage SOP class pynetdicom knows, the retired ones old machines still send, and
+    *extra_storage_sop_classes* (private classes such as a vendor's own). With
+    *allowed_calling_aes*, any other calling AE title is rejected at association (PS3.8 7.1.1.9).
+    """
     ae = AE(ae_title=ae_title)
     ae.maximum_associations = 32
     ae.network_timeout = 60
@@ -131,9 +181,10 @@ def make_ae(ae_title: str, *, allowed_calling_aes: list[str] | None = None) -> A
     ae.dimse_timeout = 60
     ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
-    for cx in AllStoragePresentationContexts:
-        assert cx.abstract_syntax is not None
-        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    sop_classes = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    sop_classes += [*RETIRED_STORAGE_SOP_CLASSES, *(extra_storage_sop_classes or [])]
+    for sop_class in dict.fromkeys(sop_classes):
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
     if allowed_calling_aes:
         ae.require_calling_aet = list(allowed_calling_aes)
     return ae
@@ -145,6 +196,7 @@ def start_scp(ae: AE, handler: StoreHandler, host: str, port: int) -> ThreadedAs
         (evt.EVT_C_STORE, handler.handle_store),
         (evt.EVT_RELEASED, handler.handle_closed),
         (evt.EVT_ABORTED, handler.handle_closed),
+        (evt.EVT_REJECTED, handler.handle_rejected),
     ]
     server = ae.start_server((host, port), block=False, evt_handlers=handlers)
     assert server is not None  # block=False always returns the server

@@ -346,6 +346,73 @@ class Spool:
                 (error[:500], sop_instance_uid),
             )
 
+    def release_leases(self) -> int:
+        """Make every leased instance available again; the forwarder calls it when it starts.
+
+        Leases outlive a crash (kill -9, power cut) in the index; only one forwarder runs per
+        spool, so at its start no upload is in flight and every lease is stale.
+        """
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE instances SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0"
+            )
+        return cursor.rowcount
+
+    def requeue(self, sop_instance_uids: list[str], *, error: str) -> int:
+        """Queue sent instances again (the hub reported them missing); returns how many."""
+        changed = 0
+        with self._tx() as db:
+            for uid in sop_instance_uids:
+                changed += db.execute(
+                    """UPDATE instances SET state = 'pending', attempts = 0, not_before = 0,
+                           lease_until = 0, last_error = ?, sent_at = NULL, sent_bytes = NULL
+                       WHERE sop_instance_uid = ? AND state = 'sent'""",
+                    (error[:500], uid),
+                ).rowcount
+        return changed
+
+    def study_totals(self, study_uid: str) -> tuple[int, int, int, float]:
+        """(instances, received bytes, sent bytes, first received_at) of one study."""
+        with self._lock:
+            row = self._db.execute(
+                """SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(sent_bytes), 0),
+                          COALESCE(MIN(received_at), 0)
+                   FROM instances WHERE study_instance_uid = ? AND state = 'sent'""",
+                (study_uid,),
+            ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2]), float(row[3])
+
+    def count(self, name: str, increment: int = 1) -> None:
+        """Add to a named counter kept in the index (shared by every process on the spool)."""
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO meta (key, value) VALUES (?, ?)
+                   ON CONFLICT (key) DO UPDATE SET
+                       value = CAST(CAST(meta.value AS INTEGER) + ? AS TEXT)""",
+                (f"counter:{name}", str(increment), increment),
+            )
+
+    def counter(self, name: str) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE key = ?", (f"counter:{name}",)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def totals(self) -> dict[str, int]:
+        """Counts and bytes since the spool was created, for metrics and the heartbeat."""
+        with self._lock:
+            received, received_bytes, sent_bytes = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(sent_bytes), 0) "
+                "FROM instances"
+            ).fetchone()
+        return {
+            "received": int(received),
+            "received_bytes": int(received_bytes),
+            "forwarded_bytes": int(sent_bytes),
+            "refused": self.counter("refused"),
+        }
+
     def read(self, item: SpooledInstance) -> bytes:
         return item.path.read_bytes()
 

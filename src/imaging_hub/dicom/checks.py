@@ -1,0 +1,264 @@
+"""Checks of a received instance before the gateway acknowledges it (PS3.4 B.2.3, PS3.5).
+
+The gateway's C-STORE handler calls :func:`check_received_instance` on the encoded data set it
+received. On top of :func:`~imaging_hub.dicom.attributes.extract_instance_info` (the identifying
+UIDs, PS3.5 9.1) it refuses data that would lose pixels silently once the modality deleted its
+copy:
+
+- a data set that ends before its last element does (a defined length that runs past the end,
+  or an undefined-length element whose delimiter never comes);
+- native Pixel Data shorter than Rows x Columns x Samples per Pixel x Bits Allocated / 8 x
+  Number of Frames (PS3.5 8.1.1; YBR_FULL_422 carries two samples per pixel, PS3.3 C.7.6.3.1.2);
+- encapsulated Pixel Data (PS3.5 A.4) whose items do not tile the value, that lacks its
+  Sequence Delimitation Item, that has fewer fragments than frames, or whose last JPEG /
+  JPEG-LS / JPEG 2000 codestream does not end with its End Of Image / End Of Codestream marker.
+
+It also reads the requested priority (:func:`requested_priority`) so STAT studies go first.
+Reading stays tolerant otherwise: odd but complete data sets are accepted as they are.
+"""
+
+import io
+import math
+import struct
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
+
+from imaging_hub.dicom.attributes import InstanceInfo, extract_instance_info
+from imaging_hub.errors import InvalidDicomError
+
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
+ITEM_GROUP = 0xFFFE
+UNDEFINED_LENGTH = 0xFFFFFFFF
+ITEM_TAG = b"\xfe\xff\x00\xe0"
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+EOI_MARKER = b"\xff\xd9"
+EOI_WINDOW = 64
+
+#: Transfer syntaxes whose frames are JPEG, JPEG-LS or JPEG 2000 codestreams: each frame ends
+#: with the marker 0xFFD9 (EOI, ITU-T T.81 B.2.1 and T.87; EOC, ITU-T T.800 A.4.4).
+JPEG_FAMILY_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+
+#: Priorities, most urgent first; the spool and the hub order work by this rank.
+PRIORITY_STAT = 0
+PRIORITY_URGENT = 1
+PRIORITY_ROUTINE = 2
+
+# Values of Requested Procedure Priority (0040,1003) and Study Priority ID (0032,000C),
+# PS3.3 C.4.11 / C.4.4, mapped to our three ranks.
+_PRIORITY_VALUES = {"STAT": PRIORITY_STAT, "HIGH": PRIORITY_URGENT}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedInstance:
+    """A received instance that passed every check, with what the gateway needs to queue it."""
+
+    info: InstanceInfo
+    priority: int
+
+
+def _read(data: bytes) -> tuple[Dataset, bool]:
+    """Parse tolerantly; also say whether pydicom hit the end of the data inside an element."""
+    if len(data) < 8:
+        raise InvalidDicomError("The data is too short to be a DICOM dataset.")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:  # pydicom raises many kinds of errors on hostile bytes
+        raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
+    ended_early = any("End of file" in str(w.message) for w in caught)
+    return ds, ended_early
+
+
+def _raw(ds: Dataset, tag: Any) -> RawDataElement | None:
+    item = ds.get_item(tag, keep_deferred=True)
+    return item if isinstance(item, RawDataElement) else None
+
+
+def _check_lengths(ds: Dataset, size: int) -> None:
+    for tag in list(ds.keys()):
+        raw = _raw(ds, tag)
+        if raw is None or raw.length == UNDEFINED_LENGTH:
+            continue
+        if raw.value_tell + raw.length > size:
+            raise InvalidDicomError(
+                f"The data set ends inside element {Tag(tag)}: the instance is truncated."
+            )
+
+
+def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def expected_native_length(ds: Dataset) -> int | None:
+    """Bytes native Pixel Data must hold (PS3.5 8.1.1), or None if the image module is absent."""
+    rows = _int(ds, "Rows")
+    columns = _int(ds, "Columns")
+    bits = _int(ds, "BitsAllocated")
+    if not rows or not columns or not bits:
+        return None
+    samples = _int(ds, "SamplesPerPixel", 1) or 1
+    frames = _int(ds, "NumberOfFrames", 1) or 1
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        samples = 2  # PS3.3 C.7.6.3.1.2: Cb and Cr shared by two pixels
+    return math.ceil(rows * columns * samples * bits * frames / 8)
+
+
+def _fragments(value: bytes) -> list[bytes]:
+    """Items of an encapsulated Pixel Data value (PS3.5 A.4); they must tile it exactly."""
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(value):
+        if offset + 8 > len(value) or value[offset : offset + 4] != ITEM_TAG:
+            raise InvalidDicomError("The encapsulated Pixel Data is not a sequence of items.")
+        (length,) = struct.unpack_from("<I", value, offset + 4)
+        start = offset + 8
+        if length == UNDEFINED_LENGTH or start + length > len(value):
+            raise InvalidDicomError("The encapsulated Pixel Data ends inside a fragment.")
+        items.append(value[start : start + length])
+        offset = start + length
+    return items
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    return str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
+
+
+def _check_encapsulated(ds: Dataset, raw: RawDataElement, data: bytes | None) -> None:
+    value = bytes(raw.value or b"")
+    end = raw.value_tell + len(value)
+    if data is not None and data[end : end + 8] != SEQUENCE_DELIMITER:
+        raise InvalidDicomError(
+            "The encapsulated Pixel Data has no Sequence Delimitation Item: it ends early."
+        )
+    items = _fragments(value)
+    fragments = [f for f in items[1:] if f]  # items[0] is the Basic Offset Table
+    frames = _int(ds, "NumberOfFrames", 1) or 1
+    if not fragments or len(fragments) < frames:
+        raise InvalidDicomError(
+            f"The encapsulated Pixel Data holds {len(fragments)} fragments for {frames} frames."
+        )
+    # 0xFFD9 cannot occur inside entropy-coded data of these codestreams (byte stuffing), so
+    # its absence near the end means the stream was cut. Some encoders pad or leave a few
+    # bytes after it; decoders ignore them.
+    if (
+        _transfer_syntax(ds) in JPEG_FAMILY_SYNTAXES
+        and EOI_MARKER not in fragments[-1][-EOI_WINDOW:]
+    ):
+        raise InvalidDicomError(
+            "The last compressed frame ends without its end-of-image marker: "
+            "the pixel data is truncated."
+        )
+
+
+def check_pixel_data(ds: Dataset, data: bytes | None) -> None:
+    """Raise InvalidDicomError if Pixel Data is present but incomplete (see module doc).
+
+    *data* is what *ds* was read from; None when offsets do not refer to it (Deflated).
+    """
+    raw = _raw(ds, PIXEL_DATA)
+    if raw is None:
+        if PIXEL_DATA in ds and ds[PIXEL_DATA].value is None:
+            raise InvalidDicomError("The Pixel Data element has no value.")
+        return
+    if raw.length == UNDEFINED_LENGTH:
+        _check_encapsulated(ds, raw, data)
+        return
+    expected = expected_native_length(ds)
+    actual = len(raw.value or b"")
+    if expected is not None and actual < expected:
+        raise InvalidDicomError(
+            f"The Pixel Data holds {actual} bytes but the image needs {expected}: "
+            "the pixel data is truncated."
+        )
+
+
+def _priority_values(ds: Dataset) -> list[str]:
+    values = [ds.get("RequestedProcedurePriority"), ds.get("StudyPriorityID")]
+    for item in ds.get("RequestAttributesSequence") or []:
+        values.append(item.get("RequestedProcedurePriority"))
+    return [str(v).strip().upper() for v in values if v]
+
+
+def requested_priority(ds: Dataset) -> int:
+    """The study's priority from its header: 0 STAT, 1 urgent, 2 routine.
+
+    Read from Requested Procedure Priority (0040,1003), at the top level or in the Request
+    Attributes Sequence (0040,0275) that modalities copy from the worklist, and from the
+    retired Study Priority ID (0032,000C): ``STAT`` is STAT, ``HIGH`` is urgent, anything
+    else (``ROUTINE``, ``MEDIUM``, ``LOW``, absent) is routine. The most urgent value wins.
+    """
+    try:
+        ranks = [_PRIORITY_VALUES.get(v, PRIORITY_ROUTINE) for v in _priority_values(ds)]
+    except Exception:  # a malformed optional attribute never refuses the instance
+        return PRIORITY_ROUTINE
+    return min(ranks, default=PRIORITY_ROUTINE)
+
+
+def _convert_all(ds: Dataset) -> None:
+    """Convert every element, so that parse errors surface here and not at the hub.
+
+    A stray item or delimiter tag *after* the Pixel Data (seen from real ultrasound machines)
+    is harmless and left as it is; the hub's header parse never reaches it.
+    """
+    pixels = _raw(ds, PIXEL_DATA)
+    pixels_at = pixels.value_tell if pixels is not None else None
+    for tag in list(ds.keys()):
+        if Tag(tag).group == ITEM_GROUP and pixels_at is not None:
+            raw = _raw(ds, tag)
+            if raw is not None and raw.value_tell > pixels_at:
+                continue
+        ds[tag]
+
+
+def check_received_instance(data: bytes) -> CheckedInstance:
+    """Check Part-10 bytes received by C-STORE; raise InvalidDicomError when they are unusable.
+
+    Checks, in order: readable, not truncated, identifying UIDs valid, Pixel Data complete.
+    """
+    ds, ended_early = _read(data)
+    if ended_early:
+        raise InvalidDicomError("The data set ends before its last element does: it is truncated.")
+    if len(ds) == 0:
+        raise InvalidDicomError("The data does not contain any DICOM elements.")
+    try:
+        if _transfer_syntax(ds) == DEFLATED:  # offsets refer to the inflated stream
+            check_pixel_data(ds, None)
+        else:
+            _check_lengths(ds, len(data))
+            check_pixel_data(ds, data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tolerant: odd values are the modality's business
+            _convert_all(ds)
+    except InvalidDicomError:
+        raise
+    except Exception as exc:
+        raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
+    priority = requested_priority(ds)
+    return CheckedInstance(info=extract_instance_info(ds), priority=priority)

@@ -25,7 +25,7 @@ from imaging_hub.errors import (
 from imaging_hub.storage import ObjectStore
 from imaging_hub.storage.filesystem import FilesystemStore
 from imaging_hub.worklist.accounts import AuthenticationFailed
-from imaging_hub.worklist.api import auth, ingest, worklist
+from imaging_hub.worklist.api import auth, gateways, ingest, worklist
 from imaging_hub.worklist.api.deps import HubState, Unauthenticated
 from imaging_hub.worklist.db import make_engine, make_session_factory
 from imaging_hub.worklist.ingest import SlaPolicy
@@ -146,6 +146,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(auth.router)
     app.include_router(worklist.router)
     app.include_router(ingest.router)
+    app.include_router(gateways.router)
     app.mount("/", StaticFiles(directory=static_dir(), html=True), name="viewer")
     return app
 

@@ -1,0 +1,124 @@
+"""dicom.checks: what the gateway refuses before it says Success, on real samples."""
+
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import generate_uid
+
+from imaging_hub.dicom.checks import (
+    PRIORITY_ROUTINE,
+    PRIORITY_STAT,
+    PRIORITY_URGENT,
+    check_received_instance,
+)
+from imaging_hub.errors import InvalidDicomError
+from tests.conftest import SAMPLES
+
+JLS = SAMPLES / "by-modality" / "CR" / "RG2_JLSL.dcm"
+MALFORMED = SAMPLES / "malformed"
+
+
+def _bytes(ds: pydicom.Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_truncated.dcm",  # native Pixel Data cut short (8130 of 8192 bytes)
+        "GH1339_missing_seq_delimiter.dcm",  # encapsulated, no Sequence Delimitation Item
+        "emri_small_jpeg_2k_lossless_too_short.dcm",
+        "PX-NewTom_Go_empty_pixeldata.dcm",  # Rows x Columns but an empty Pixel Data
+        "rtplan_truncated.dcm",  # a non-image data set cut in the middle
+    ],
+)
+def test_truncated_samples_are_refused(name: str) -> None:
+    with pytest.raises(InvalidDicomError, match=r"truncated|ends|holds"):
+        check_received_instance((MALFORMED / name).read_bytes())
+
+
+@pytest.mark.parametrize("cut", [3, 8, 1000])
+def test_encapsulated_stream_cut_at_the_end_is_refused(cut: int) -> None:
+    data = JLS.read_bytes()
+    check_received_instance(data)  # the whole file is fine
+    with pytest.raises(InvalidDicomError):
+        check_received_instance(data[:-cut])
+
+
+def test_codestream_without_end_marker_is_refused() -> None:
+    """Well-formed items and delimiter, but the JPEG-LS codestream itself stops early."""
+    ds = pydicom.dcmread(JLS)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[: len(frame) // 2]])
+    with pytest.raises(InvalidDicomError, match="end-of-image"):
+        check_received_instance(_bytes(ds))
+
+
+def test_fewer_fragments_than_frames_is_refused() -> None:
+    ds = pydicom.dcmread(JLS)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame])  # one fragment holding the one frame
+    check_received_instance(_bytes(ds))
+    ds.NumberOfFrames = 2
+    with pytest.raises(InvalidDicomError, match="1 fragments for 2 frames"):
+        check_received_instance(_bytes(ds))
+
+
+def test_native_short_by_one_frame_is_refused() -> None:
+    ds = pydicom.dcmread(SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm")
+    ds.NumberOfFrames = 2
+    with pytest.raises(InvalidDicomError, match="needs 16"):
+        check_received_instance(_bytes(ds))
+
+
+def test_stray_delimiter_after_pixels_is_accepted() -> None:
+    """A real US machine's file with a second delimiter after the Pixel Data is complete."""
+    path = SAMPLES / "by-modality" / "US" / "DIRW0007_US_multiframe_jpeg.dcm"
+    checked = check_received_instance(path.read_bytes())
+    assert checked.info.number_of_frames == 65
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "by-modality/CR/RG2_JLSL.dcm",
+        "by-modality/CR/Carestream_DR7500-1.dcm",
+        "malformed/MR_small_trailing_padding.dcm",
+        "malformed/dx_image_odd_length_pixeldata.dcm",
+    ],
+)
+def test_complete_instances_pass(row: str) -> None:
+    checked = check_received_instance((SAMPLES / row).read_bytes())
+    assert checked.priority == PRIORITY_ROUTINE
+    assert checked.info.sop_instance_uid
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("STAT", PRIORITY_STAT), ("HIGH", PRIORITY_URGENT), ("ROUTINE", PRIORITY_ROUTINE)],
+)
+def test_priority_from_request_attributes(value: str, expected: int, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(JLS)
+    item = pydicom.Dataset()
+    item.RequestedProcedurePriority = value
+    ds.RequestAttributesSequence = [item]
+    ds.SOPInstanceUID = generate_uid()
+    assert check_received_instance(_bytes(ds)).priority == expected
+
+
+def test_study_priority_id_stat_wins() -> None:
+    ds = pydicom.dcmread(JLS)
+    ds.RequestedProcedurePriority = "LOW"
+    ds.StudyPriorityID = "STAT"
+    assert check_received_instance(_bytes(ds)).priority == PRIORITY_STAT
+
+
+@pytest.mark.parametrize("data", [b"", b"not dicom at all, just text" * 10, bytes(range(256)) * 4])
+def test_not_dicom_is_refused(data: bytes) -> None:
+    with pytest.raises(InvalidDicomError):
+        check_received_instance(data)

@@ -29,6 +29,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from imaging_hub.dicom.attributes import InstanceInfo, extract_instance_info
+from imaging_hub.dicom.attributes import _int as int_attribute
 from imaging_hub.errors import InvalidDicomError
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
@@ -107,13 +108,8 @@ def _check_lengths(ds: Dataset, size: int) -> None:
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
+    value = int_attribute(ds, keyword)
+    return default if value is None else value
 
 
 def expected_native_length(ds: Dataset) -> int | None:

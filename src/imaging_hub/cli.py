@@ -5,8 +5,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -172,6 +174,270 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     upgrade(engine)
     engine.dispose()
     console.print("database is at the current schema")
+
+
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+user_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+gw_admin_app = typer.Typer(help="Clinic gateway credentials.", no_args_is_help=True)
+admin_app.add_typer(audit_app, name="audit")
+admin_app.add_typer(user_app, name="user")
+admin_app.add_typer(gw_admin_app, name="gateway")
+
+
+@contextmanager
+def _admin_session(config: Path | None) -> Iterator[Any]:
+    """A session on the configured hub database, committed on success (CLI admin commands)."""
+    _setup(config)
+    from imaging_hub.worklist.db import make_engine, make_session_factory, session_scope
+
+    settings = HubSettings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]{message}[/red]")
+    raise typer.Exit(code)
+
+
+def _cli_actor() -> dict[str, str]:
+    return {"via": "cli", "os_user": os.environ.get("USER", "")}
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOpt = None) -> None:
+    """Recompute the audit hash chain; exit 1 naming the first bad event if it was tampered."""
+    from imaging_hub.worklist.audit import AuditChainBroken, verify_chain
+
+    with _admin_session(config) as session:
+        try:
+            report = verify_chain(session)
+        except AuditChainBroken as exc:
+            _fail(f"audit trail BROKEN at event {exc.event_id}: {exc}")
+    console.print(
+        f"audit trail OK: {report.events} events, last id {report.last_id}, "
+        f"head hash {report.last_hash}"
+    )
+
+
+UsernameArg = Annotated[str, typer.Argument(help="Username.")]
+
+
+@user_app.command("create")
+def user_create(
+    username: UsernameArg,
+    role: Annotated[str, typer.Option("--role", help="admin|radiologist|consultant|clinic_staff")],
+    institution: Annotated[str, typer.Option("--institution", help="Institution code.")],
+    display_name: Annotated[str, typer.Option("--display-name")] = "",
+    password: Annotated[
+        str | None,
+        typer.Option("--password", help="Initial password; default: a random one, printed once."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a user account."""
+    from imaging_hub.errors import ImagingHubError
+    from imaging_hub.worklist import audit
+    from imaging_hub.worklist.accounts import create_user, get_institution
+    from imaging_hub.worklist.models import Role
+    from imaging_hub.worklist.seed import random_password
+
+    if role not in {r.value for r in Role}:
+        _fail(f"Unknown role {role!r}.", 2)
+    plain = password or random_password()
+    with _admin_session(config) as session:
+        try:
+            user = create_user(
+                session,
+                username=username,
+                password=plain,
+                role=Role(role),
+                institution=get_institution(session, institution),
+                display_name=display_name,
+            )
+        except ImagingHubError as exc:
+            _fail(str(exc))
+        audit.record(
+            session,
+            actor=None,
+            action=audit.ADMIN_USER,
+            object_type="user",
+            object_id=username,
+            detail={"op": "created", "role": role, **_cli_actor()},
+        )
+        console.print(f"created user {user.username} ({role}, {institution})")
+    if password is None:
+        console.print(f"password (shown once): {plain}")
+
+
+def _user_op(username: str, op: str, config: Path | None, **kwargs: Any) -> None:
+    from imaging_hub.errors import ImagingHubError
+    from imaging_hub.worklist import audit
+    from imaging_hub.worklist.accounts import get_user, set_active, set_password
+
+    with _admin_session(config) as session:
+        try:
+            user = get_user(session, username)
+            if op == "disabled":
+                set_active(session, user=user, active=False)
+            elif op == "enabled":
+                set_active(session, user=user, active=True)
+            else:
+                set_password(session, user=user, new_password=kwargs["password"])
+        except ImagingHubError as exc:
+            _fail(str(exc))
+        audit.record(
+            session,
+            actor=None,
+            action=audit.ADMIN_USER,
+            object_type="user",
+            object_id=username,
+            detail={"op": op, **_cli_actor()},
+        )
+    console.print(f"user {username}: {op.replace('_', ' ')}")
+
+
+@user_app.command("disable")
+def user_disable(username: UsernameArg, config: ConfigOpt = None) -> None:
+    """Disable an account: its tokens and sessions stop working at once."""
+    _user_op(username, "disabled", config)
+
+
+@user_app.command("enable")
+def user_enable(username: UsernameArg, config: ConfigOpt = None) -> None:
+    """Enable a disabled account (and clear a login lockout)."""
+    _user_op(username, "enabled", config)
+
+
+@user_app.command("reset-password")
+def user_reset_password(
+    username: UsernameArg,
+    password: Annotated[
+        str | None, typer.Option("--password", help="New password; default: random, printed.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Set a new password; every session of the account ends."""
+    from imaging_hub.worklist.seed import random_password
+
+    plain = password or random_password()
+    _user_op(username, "password_reset", config, password=plain)
+    if password is None:
+        console.print(f"new password (shown once): {plain}")
+
+
+@user_app.command("list")
+def user_list(config: ConfigOpt = None) -> None:
+    """List user accounts."""
+    from sqlalchemy import select
+
+    from imaging_hub.worklist.models import User
+
+    table = Table("username", "role", "institution", "active", "locked until")
+    with _admin_session(config) as session:
+        for user in session.scalars(select(User).order_by(User.username)):
+            table.add_row(
+                user.username,
+                user.role.value,
+                user.institution.code,
+                "yes" if user.is_active else "no",
+                str(user.locked_until or ""),
+            )
+    console.print(table)
+
+
+GatewayArg = Annotated[str, typer.Argument(help="Gateway name, e.g. gateway-clinic-a.")]
+
+
+def _gateway_audit(session: Any, name: str, op: str, **detail: str) -> None:
+    from imaging_hub.worklist import audit
+
+    audit.record(
+        session,
+        actor=None,
+        action=audit.ADMIN_GATEWAY,
+        object_type="gateway",
+        object_id=name,
+        detail={"op": op, **detail, **_cli_actor()},
+    )
+
+
+@gw_admin_app.command("create")
+def gateway_create(
+    name: GatewayArg,
+    clinic: Annotated[str, typer.Option("--clinic", help="Code of the gateway's clinic.")],
+    ae_title: Annotated[str, typer.Option("--ae-title")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Register a clinic gateway and print its token (shown once, stored hashed)."""
+    from imaging_hub.errors import ImagingHubError
+    from imaging_hub.worklist.accounts import create_gateway, get_institution
+
+    with _admin_session(config) as session:
+        try:
+            issued = create_gateway(
+                session, clinic=get_institution(session, clinic), name=name, ae_title=ae_title
+            )
+        except ImagingHubError as exc:
+            _fail(str(exc))
+        _gateway_audit(session, name, "created", clinic=clinic)
+    console.print(f"gateway {name} for {clinic} created")
+    console.print(f"token (shown once): {issued.token}")
+
+
+@gw_admin_app.command("rotate")
+def gateway_rotate(name: GatewayArg, config: ConfigOpt = None) -> None:
+    """Issue a new token; the previous one keeps working until the next rotation."""
+    from imaging_hub.errors import ImagingHubError
+    from imaging_hub.worklist.accounts import get_gateway, rotate_gateway_token
+
+    with _admin_session(config) as session:
+        try:
+            token = rotate_gateway_token(session, gateway=get_gateway(session, name))
+        except ImagingHubError as exc:
+            _fail(str(exc))
+        _gateway_audit(session, name, "rotated")
+    console.print(f"new token for {name} (shown once): {token}")
+    console.print("the previous token works until the next rotation; update the gateway now")
+
+
+@gw_admin_app.command("revoke")
+def gateway_revoke(name: GatewayArg, config: ConfigOpt = None) -> None:
+    """Revoke a gateway: both its tokens stop working at once."""
+    from imaging_hub.errors import ImagingHubError
+    from imaging_hub.worklist.accounts import get_gateway, revoke_gateway
+
+    with _admin_session(config) as session:
+        try:
+            revoke_gateway(session, gateway=get_gateway(session, name))
+        except ImagingHubError as exc:
+            _fail(str(exc))
+        _gateway_audit(session, name, "revoked")
+    console.print(f"gateway {name} revoked")
+
+
+@gw_admin_app.command("list")
+def gateway_list(config: ConfigOpt = None) -> None:
+    """List clinic gateways (never their tokens)."""
+    from sqlalchemy import select
+
+    from imaging_hub.worklist.models import Gateway
+
+    table = Table("name", "clinic", "AE title", "state", "last seen")
+    with _admin_session(config) as session:
+        for gw in session.scalars(select(Gateway).order_by(Gateway.name)):
+            table.add_row(
+                gw.name,
+                gw.institution.code,
+                gw.ae_title,
+                "revoked" if gw.revoked_at else "active",
+                str(gw.last_seen_at or "never"),
+            )
+    console.print(table)
 
 
 def main() -> None:

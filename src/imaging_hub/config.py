@@ -94,8 +94,29 @@ class HubSettings(_TomlSettings):
     )
     ae_title: str = Field(default="HUB", description="The hub's DICOM AE title.")
     access_token_minutes: int = Field(
-        default=480, description="Lifetime of a user's bearer token, in minutes."
+        default=60, description="Lifetime of a user's bearer (API) access token, in minutes."
     )
+    session_idle_minutes: int = Field(
+        default=30, description="A browser session ends after this long without requests."
+    )
+    session_max_hours: int = Field(
+        default=12, description="A browser session ends this long after sign-in, used or not."
+    )
+    session_cookie_secure: bool = Field(
+        default=True,
+        description="Mark the session cookies Secure (browsers still accept them on "
+        "http://localhost and http://127.0.0.1); turn off only for plain-HTTP demos on a LAN.",
+    )
+    login_ip_max_failures: int = Field(
+        default=20, description="Failed logins allowed per client address per window."
+    )
+    login_ip_window_seconds: int = Field(
+        default=300, description="Window of the per-address login throttle, in seconds."
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate (chain) to serve HTTPS; with tls_key_file."
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
     max_instance_bytes: int = Field(
         default=2 * 1024**3, description="Largest DICOM instance accepted from a gateway."
     )

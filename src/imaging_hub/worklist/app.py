@@ -24,8 +24,13 @@ from imaging_hub.errors import (
 )
 from imaging_hub.storage import ObjectStore
 from imaging_hub.storage.filesystem import FilesystemStore
-from imaging_hub.worklist.accounts import AuthenticationFailed
-from imaging_hub.worklist.api import auth, gateways, ingest, worklist
+from imaging_hub.worklist.accounts import (
+    AuthenticationFailed,
+    LoginThrottle,
+    TooManyAttempts,
+    WeakPassword,
+)
+from imaging_hub.worklist.api import admin, auth, gateways, ingest, worklist
 from imaging_hub.worklist.api.deps import HubState, Unauthenticated
 from imaging_hub.worklist.db import make_engine, make_session_factory
 from imaging_hub.worklist.ingest import SlaPolicy
@@ -71,6 +76,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         (Forbidden, 403, "Forbidden"),
         (NotFound, 404, "Not Found"),
         (Conflict, 409, "Conflict"),
+        (WeakPassword, 422, "Unprocessable Content"),
         (InvalidDicomError, 422, "Invalid DICOM"),
         (StorageError, 503, "Storage Unavailable"),
     ]
@@ -91,6 +97,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem(400, "Bad Request", str(exc))
 
     app.add_exception_handler(ImagingHubError, generic)
+
+    def too_many(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TooManyAttempts)
+        return problem(429, "Too Many Requests", str(exc), {"Retry-After": str(exc.retry_after)})
+
+    app.add_exception_handler(TooManyAttempts, too_many)
 
     def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -126,6 +138,10 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
             urgent=timedelta(minutes=settings.sla_urgent_minutes),
             routine=timedelta(minutes=settings.sla_routine_minutes),
         ),
+        login_throttle=LoginThrottle(
+            max_failures=settings.login_ip_max_failures,
+            window=float(settings.login_ip_window_seconds),
+        ),
     )
     app = FastAPI(
         title="imaging-hub",
@@ -147,6 +163,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(worklist.router)
     app.include_router(ingest.router)
     app.include_router(gateways.router)
+    app.include_router(admin.router)
     app.mount("/", StaticFiles(directory=static_dir(), html=True), name="viewer")
     return app
 

@@ -311,15 +311,15 @@ class UidConflict(Base):
 
 
 class AuditEvent(Base):
-    """Append-only audit trail with a hash chain (issue 6 fills in the chain verification)."""
+    """Append-only audit trail with a hash chain; written only by ``worklist.audit.record``."""
 
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     gateway_id: Mapped[int | None] = mapped_column(ForeignKey("gateways.id"))
-    action: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), index=True)
     object_type: Mapped[str] = mapped_column(String(32), default="")
     object_id: Mapped[str] = mapped_column(String(128), default="")
     study_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
@@ -327,3 +327,13 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64), default="")
     hash: Mapped[str] = mapped_column(String(64), default="")
+
+
+class AuditHead(Base):
+    """The single row (id 1) naming the newest audit event; its row lock serializes appends."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session, joinedload
 
 from imaging_hub.worklist.models import Institution, Patient, Priority, Study, StudyStatus
@@ -79,13 +79,18 @@ def _apply_filter(stmt: Select[Any], f: WorklistFilter) -> Select[Any]:
     return stmt.limit(f.limit).offset(f.offset)
 
 
-def list_worklist(session: Session, f: WorklistFilter) -> list[WorklistItem]:
+def list_worklist(
+    session: Session, f: WorklistFilter, *, scope: ColumnElement[bool] | None = None
+) -> list[WorklistItem]:
+    """The filtered worklist; *scope* (``policy.study_scope``) limits it to the caller's studies."""
     stmt = (
         select(Study)
         .join(Patient, Study.patient_pk == Patient.id)
         .join(Institution, Study.clinic_id == Institution.id)
         .options(joinedload(Study.patient), joinedload(Study.clinic), joinedload(Study.assigned_to))
     )
+    if scope is not None:
+        stmt = stmt.where(scope)
     studies: list[Study] = list(session.scalars(_apply_filter(stmt, f)).unique().all())
     return [
         WorklistItem(

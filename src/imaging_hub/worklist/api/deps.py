@@ -1,8 +1,20 @@
-"""FastAPI dependencies: settings, database session, object store, the authenticated caller."""
+"""FastAPI dependencies: settings, database session, object store, the authenticated caller.
 
+Authentication happens here (:func:`authenticated_principal`); authorization is declared per
+route with ``imaging_hub.worklist.policy.require`` and decided in that module.
+
+A caller authenticates with ``Authorization: Bearer <token>`` (API clients: a user's access
+token or a gateway's clinic token) or with the browser session cookie. Cookie-authenticated
+requests that change state must carry the session's CSRF token in the ``X-CSRF-Token`` header
+(see docs/security.md).
+"""
+
+import hashlib
+import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -11,9 +23,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from imaging_hub.config import HubSettings
 from imaging_hub.errors import Forbidden
 from imaging_hub.storage import ObjectStore
-from imaging_hub.worklist.accounts import resolve_access_token, resolve_gateway_token
+from imaging_hub.worklist import audit
+from imaging_hub.worklist.accounts import LoginThrottle, resolve_gateway_token, resolve_token
 from imaging_hub.worklist.ingest import SlaPolicy
-from imaging_hub.worklist.models import Gateway, Role, User
+from imaging_hub.worklist.models import AuditEvent, Gateway, User
+
+SESSION_COOKIE = "ih_session"
+CSRF_COOKIE = "ih_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -24,6 +42,8 @@ class HubState:
     sessions: sessionmaker[Session]
     store: ObjectStore
     sla: SlaPolicy
+    access_batcher: audit.AccessBatcher = field(default_factory=audit.AccessBatcher)
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 class Unauthenticated(Exception):
@@ -52,44 +72,129 @@ _bearer = HTTPBearer(auto_error=False)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def current_user(session: SessionDep, credentials: BearerDep) -> User:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthenticated("A bearer token is required.")
-    user = resolve_access_token(session, credentials.credentials)
-    if user is None:
-        raise Unauthenticated("The token is invalid, expired or revoked.")
-    return user
+def csrf_token_for(session_token: str) -> str:
+    """The CSRF token bound to a browser session (derived, so nothing extra is stored)."""
+    return hashlib.sha256(f"csrf:{session_token}".encode()).hexdigest()
 
 
-CurrentUser = Annotated[User, Depends(current_user)]
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
 
 
-def current_gateway(session: SessionDep, credentials: BearerDep) -> Gateway:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthenticated("A gateway token is required.")
-    gateway = resolve_gateway_token(session, credentials.credentials)
-    if gateway is None:
-        raise Unauthenticated("The gateway token is invalid or revoked.")
-    return gateway
+def authenticated_principal(
+    request: Request, session: SessionDep, state: StateDep, credentials: BearerDep
+) -> User | Gateway:
+    """The caller: a user (bearer access token or session cookie) or a clinic gateway.
+
+    Raises Unauthenticated (401) without valid credentials, Forbidden (403) for a
+    cookie-authenticated state-changing request without the matching CSRF header.
+    """
+    if credentials is not None:
+        token = credentials.credentials
+        if token.startswith("ihg_"):
+            gateway = resolve_gateway_token(session, token)
+            if gateway is None:
+                raise Unauthenticated("The gateway token is invalid or revoked.")
+            request.state.principal = gateway
+            request.state.session_key = f"gateway:{gateway.id}"
+            return gateway
+        row = resolve_token(session, token, kind="access")
+        if row is None:
+            raise Unauthenticated("The token is invalid, expired or revoked.")
+        request.state.principal = row.user
+        request.state.session_key = f"token:{row.id}"
+        request.state.token_id = row.id
+        return row.user
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise Unauthenticated("A bearer token or a session is required.")
+    row = resolve_token(session, cookie, kind="session")
+    if row is None:
+        raise Unauthenticated("Your session has ended; please sign in again.")
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), csrf_token_for(cookie).encode()):
+            raise Forbidden("The request lacks the session's CSRF token (X-CSRF-Token header).")
+    _slide_session(session, row, state.settings)
+    request.state.principal = row.user
+    request.state.session_key = f"token:{row.id}"
+    request.state.token_id = row.id
+    return row.user
 
 
-CurrentGateway = Annotated[Gateway, Depends(current_gateway)]
+def _slide_session(session: Session, row: Any, settings: HubSettings) -> None:
+    """Extend an active browser session (idle timeout), at most once a minute, within its cap."""
+    now = datetime.now(UTC)
+    idle = timedelta(minutes=settings.session_idle_minutes)
+    cap = row.created_at + timedelta(hours=settings.session_max_hours)
+    target = min(now + idle, cap)
+    if target - row.expires_at > timedelta(minutes=1):
+        row.expires_at = target
+        session.commit()
 
 
-def require_roles(*roles: Role) -> object:
-    def check(user: CurrentUser) -> User:
-        if user.role not in roles:
-            raise Forbidden("Your role does not allow this action.")
-        return user
+@dataclass
+class Auditor:
+    """The audit trail bound to one request: who (the authenticated caller), from where."""
 
-    return Depends(check)
+    session: Session
+    request: Request
+    batcher: audit.AccessBatcher
+
+    @property
+    def actor(self) -> User | Gateway | None:
+        principal: User | Gateway | None = getattr(self.request.state, "principal", None)
+        return principal
+
+    def record(
+        self,
+        action: str,
+        *,
+        object_type: str = "",
+        object_id: str = "",
+        study_uid: str = "",
+        detail: dict[str, Any] | None = None,
+        actor: User | Gateway | None = None,
+    ) -> AuditEvent:
+        """Append an event in the request's database session; the route commits."""
+        return audit.record(
+            self.session,
+            actor=actor or self.actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            study_uid=study_uid,
+            source_ip=client_ip(self.request),
+            detail=detail,
+        )
+
+    def access(
+        self,
+        action: str,
+        *,
+        study_uid: str,
+        object_type: str = "study",
+        object_id: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> AuditEvent | None:
+        """A read of patient data, recorded once per (session, action, study) per window."""
+        key = str(getattr(self.request.state, "session_key", client_ip(self.request)))
+        return audit.record_access(
+            self.session,
+            batcher=self.batcher,
+            session_key=key,
+            actor=self.actor,
+            action=action,
+            study_uid=study_uid,
+            source_ip=client_ip(self.request),
+            object_type=object_type,
+            object_id=object_id,
+            detail=detail,
+        )
 
 
-def reading_user(user: CurrentUser) -> User:
-    """Radiologists, consultants and admins use the worklist; clinic staff do not."""
-    if user.role not in (Role.radiologist, Role.consultant, Role.admin):
-        raise Forbidden("Clinic accounts cannot use the reading worklist.")
-    return user
+def get_auditor(request: Request, session: SessionDep, state: StateDep) -> Auditor:
+    return Auditor(session=session, request=request, batcher=state.access_batcher)
 
 
-ReadingUser = Annotated[User, Depends(reading_user)]
+AuditDep = Annotated[Auditor, Depends(get_auditor)]

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imaging_hub.worklist.api.deps import CurrentGateway, SessionDep, StateDep, require_roles
+from imaging_hub.worklist.api.deps import SessionDep, StateDep
 from imaging_hub.worklist.gateways import list_gateways, record_heartbeat
-from imaging_hub.worklist.models import Role
+from imaging_hub.worklist.models import Gateway
+from imaging_hub.worklist.policy import require
 
 router = APIRouter(tags=["gateways"])
 
@@ -71,7 +72,11 @@ class GatewaysOut(BaseModel):
 
 
 @router.post("/api/v1/gateways/heartbeat", status_code=204)
-def post_heartbeat(payload: HeartbeatIn, gateway: CurrentGateway, session: SessionDep) -> Response:
+def post_heartbeat(
+    payload: HeartbeatIn,
+    gateway: Annotated[Gateway, require("gateway.heartbeat")],
+    session: SessionDep,
+) -> Response:
     record_heartbeat(session, gateway=gateway, status=payload.model_dump())
     return Response(status_code=204)
 
@@ -79,7 +84,7 @@ def post_heartbeat(payload: HeartbeatIn, gateway: CurrentGateway, session: Sessi
 @router.get(
     "/api/v1/admin/gateways",
     response_model=GatewaysOut,
-    dependencies=[require_roles(Role.admin)],  # type: ignore[list-item]
+    dependencies=[require("admin.gateways")],
 )
 def get_gateways(session: SessionDep, state: StateDep) -> GatewaysOut:
     seconds = state.settings.gateway_silence_alarm_seconds

@@ -15,12 +15,15 @@ from starlette.concurrency import run_in_threadpool
 
 from imaging_hub.dicom.uids import UID_PATTERN
 from imaging_hub.errors import InvalidDicomError
-from imaging_hub.worklist.api.deps import CurrentGateway, SessionDep, StateDep
+from imaging_hub.worklist.api.deps import SessionDep, StateDep
 from imaging_hub.worklist.ingest import complete_study, register_instance
+from imaging_hub.worklist.models import Gateway
+from imaging_hub.worklist.policy import require
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 
 UidPath = Annotated[str, Path(max_length=64, pattern=UID_PATTERN.pattern)]
+IngestingGateway = Annotated[Gateway, require("gateway.ingest")]
 
 
 class StoredOut(BaseModel):
@@ -48,7 +51,7 @@ async def put_instance(
     sop_instance_uid: UidPath,
     request: Request,
     response: Response,
-    gateway: CurrentGateway,
+    gateway: IngestingGateway,
     session: SessionDep,
     state: StateDep,
     x_content_sha256: Annotated[str, Header(pattern=r"^[0-9a-fA-F]{64}$")],
@@ -99,7 +102,7 @@ async def put_instance(
 def post_complete(
     study_instance_uid: UidPath,
     payload: CompleteIn,
-    gateway: CurrentGateway,
+    gateway: IngestingGateway,
     session: SessionDep,
     state: StateDep,
 ) -> CompleteOut:

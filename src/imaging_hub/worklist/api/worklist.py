@@ -6,8 +6,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from imaging_hub.worklist.api.deps import ReadingUser, SessionDep
-from imaging_hub.worklist.models import Priority, StudyStatus
+from imaging_hub.worklist import audit
+from imaging_hub.worklist.api.deps import AuditDep, SessionDep
+from imaging_hub.worklist.models import Priority, StudyStatus, User
+from imaging_hub.worklist.policy import require, study_scope
 from imaging_hub.worklist.queries import SortKey, WorklistFilter, list_worklist
 
 router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
@@ -45,7 +47,8 @@ class WorklistOut(BaseModel):
 @router.get("", response_model=WorklistOut)
 def get_worklist(
     session: SessionDep,
-    user: ReadingUser,
+    user: Annotated[User, require("worklist.read")],
+    auditor: AuditDep,
     status: Annotated[list[StudyStatus] | None, Query()] = None,
     priority: Annotated[list[Priority] | None, Query()] = None,
     clinic: Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9-]+$")] = None,
@@ -67,7 +70,9 @@ def get_worklist(
         limit=limit,
         offset=offset,
     )
-    items = [
-        WorklistItemOut.model_validate(i, from_attributes=True) for i in list_worklist(session, f)
-    ]
+    found = list_worklist(session, f, scope=study_scope(session, user))
+    items = [WorklistItemOut.model_validate(i, from_attributes=True) for i in found]
+    if items:
+        auditor.access(audit.STUDY_LISTED, study_uid="", object_type="worklist")
+        session.commit()
     return WorklistOut(items=items, limit=limit, offset=offset)

@@ -189,11 +189,12 @@ def test_english_login_language_persists_and_logout(
     page.click("#lang-switch")
     expect(page.locator(".login-form h1")).to_have_text("Log in to the Imaging Hub")
     expect(page.locator("html")).to_have_attribute("lang", "en")
-    page.fill("#login-username", "consult1")
-    page.fill("#login-password", app_hub.passwords["consult1"])
+    # A radiologist: consultants see only studies escalated to them (policy.study_scope).
+    page.fill("#login-username", "rad2")
+    page.fill("#login-password", app_hub.passwords["rad2"])
     page.click("#login-submit")
     wait_rows(bp, 4)
-    expect(page.locator("#session-role")).to_have_text("Consultant")
+    expect(page.locator("#session-role")).to_have_text("Radiologist")
     expect(page.locator("#nav a.active")).to_have_text("Worklist")
     header = page.locator("#worklist-table thead").inner_text()
     assert "Patient name" in header and "Due" in header

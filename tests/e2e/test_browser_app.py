@@ -319,3 +319,56 @@ def test_wrong_password_expired_session_and_clinic_landing(
     expect(page.locator(".clinic-page h1")).to_contain_text("A镇卫生院")
     expect(page.locator("#session-role")).to_have_text("卫生院工作人员")
     assert bp.problems() == []
+
+
+def test_admin_gateways_view_shows_backlog_alarm_and_errors_as_text(
+    app_hub: HubProcess, open_page: OpenPage
+) -> None:
+    hostile_error = '<img src=x onerror="window.__xss=2">upload refused'
+    heartbeat = httpx.post(
+        f"{app_hub.url}/api/v1/gateways/heartbeat",
+        headers={"Authorization": f"Bearer {app_hub.gateway_tokens['clinic-a']}"},
+        json={
+            "version": "0.1.0",
+            "ae_title": "CLINIC_A",
+            "queue_depth": 17,
+            "bytes_pending": 3 * 1024 * 1024,
+            "failed": 2,
+            "last_error": hostile_error,
+            "last_error_at": datetime.now(UTC).timestamp(),
+            "uplink_bytes_per_second": 2.5 * 1024 * 1024,
+        },
+        timeout=10,
+    )
+    assert heartbeat.status_code == 204, heartbeat.text
+    bp = open_page(app_hub.url)
+    page = bp.page
+    login(bp, app_hub, "admin")
+    wait_rows(bp, 4)  # admins read the worklist too
+    page.click("#nav a[href='#/admin/gateways']")
+    expect(page.locator("#gateways-list tbody tr")).to_have_count(2)
+    # clinic-b's gateway never reported: the alarm is on.
+    expect(page.locator("#gateways-alarm")).to_contain_text("没有报告")
+    row_a = page.locator("#gateways-list tbody tr", has_text="CLINIC_A")
+    expect(row_a.locator(".col-state")).to_have_text("正常")
+    expect(row_a.locator(".col-queue")).to_have_text("17")
+    expect(row_a.locator(".col-bytes")).to_have_text("3.0 MB")
+    expect(row_a.locator(".col-uplink")).to_have_text("2.5 MB/s")
+    expect(row_a.locator(".col-lastError")).to_have_text(hostile_error)
+    row_b = page.locator("#gateways-list tbody tr", has_text="CLINIC_B")
+    expect(row_b.locator(".col-state")).to_have_text("失联")
+    expect(row_b.locator(".col-lastSeen")).to_have_text("从未报告")
+    backlog_a = page.locator("#gateways-backlog tbody tr", has_text="A镇卫生院")
+    expect(backlog_a.locator(".col-queue")).to_have_text("17")
+    expect(backlog_a.locator(".col-failed")).to_have_text("2")
+    assert page.locator("#gateways-list img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert bp.problems() == []
+
+    # Radiologists have no gateways link and get "not allowed" on the page itself.
+    rad = open_page(app_hub.url)
+    login(rad, app_hub, "rad1")
+    wait_rows(rad, 4)
+    expect(rad.page.locator("#nav a[href='#/admin/gateways']")).to_have_count(0)
+    rad.page.goto("/#/admin/gateways")
+    expect(rad.page.locator("#app .message-error")).to_have_text("您没有执行此操作的权限。")

@@ -125,9 +125,30 @@ def login(bp: BrowserPage, hub: HubProcess, username: str, *, password: str | No
     page.click("#login-submit")
 
 
+def session_cookie_value(bp: BrowserPage) -> str | None:
+    for cookie in bp.context.cookies():
+        if cookie.get("name") == "ih_session":
+            assert cookie.get("httpOnly") is True
+            assert cookie.get("sameSite") == "Strict"
+            return cookie.get("value")
+    return None
+
+
+def me_status(hub: HubProcess, session_cookie: str) -> int:
+    response = httpx.get(
+        f"{hub.url}/api/v1/auth/me", cookies={"ih_session": session_cookie}, timeout=10
+    )
+    return response.status_code
+
+
 def rows(bp: BrowserPage) -> list[str]:
     texts: list[str] = bp.page.locator("#worklist-table tbody tr td.col-patient").all_inner_texts()
     return texts
+
+
+def expect_names(bp: BrowserPage, names: list[str]) -> None:
+    """Wait until the worklist shows exactly these patients, in this order."""
+    expect(bp.page.locator("#worklist-table tbody tr td.col-patient")).to_have_text(names)
 
 
 def wait_rows(bp: BrowserPage, count: int) -> list[str]:
@@ -210,9 +231,15 @@ def test_english_login_language_persists_and_logout(
         "待阅片"
     )
 
+    # The session lives in an HttpOnly cookie that page scripts cannot read.
+    session_cookie = session_cookie_value(bp)
+    assert session_cookie and "ih_session" not in page.evaluate("document.cookie")
+    assert me_status(app_hub, session_cookie) == 200
     page.click("#logout")
     expect(page).to_have_url(re.compile(r"#/login"))
-    assert page.evaluate("window.sessionStorage.length") == 0
+    # Logout revoked the session on the hub (the DELETE carried the CSRF token) and the cookie.
+    assert me_status(app_hub, session_cookie) == 401
+    assert session_cookie_value(bp) is None
     page.goto("/#/worklist")
     expect(page.locator("#login-form")).to_be_visible()
     expect(page.locator("#session-user")).to_have_count(0)
@@ -231,28 +258,29 @@ def test_filters_and_sorting_map_to_the_api(app_hub: HubProcess, open_page: Open
     wait_rows(bp, 4)
 
     page.select_option("#filter-priority", "stat")
-    assert wait_rows(bp, 1) == ["李华"]
+    expect_names(bp, ["李华"])
     assert "priority=stat" in queries[-1]
     page.select_option("#filter-priority", "")
+    wait_rows(bp, 4)
 
     page.select_option("#filter-modality", "CT")
-    assert wait_rows(bp, 1) == ["赵建国"]
+    expect_names(bp, ["赵建国"])
     page.select_option("#filter-modality", "")
     wait_rows(bp, 4)
 
     page.fill("#filter-clinic", "clinic-b")
     page.press("#filter-clinic", "Enter")
-    assert wait_rows(bp, 1) == ["李华"]
+    expect_names(bp, ["李华"])
     assert "clinic=clinic-b" in queries[-1]
     page.fill("#filter-clinic", "")
     page.press("#filter-clinic", "Enter")
     wait_rows(bp, 4)
 
     page.fill("#filter-patient", "王")
-    assert wait_rows(bp, 1) == ["王小东 (Wang, XiaoDong)"]
+    expect_names(bp, ["王小东 (Wang, XiaoDong)"])
     # Filters live in the URL: a reload keeps them.
     page.reload()
-    assert wait_rows(bp, 1) == ["王小东 (Wang, XiaoDong)"]
+    expect_names(bp, ["王小东 (Wang, XiaoDong)"])
     expect(page.locator("#filter-patient")).to_have_value("王")
     page.click("#filter-clear")
     wait_rows(bp, 4)
@@ -301,11 +329,15 @@ def test_wrong_password_expired_session_and_clinic_landing(
     login(bp, app_hub, "rad1", password="not-the-password")
     expect(page.locator("#login-status .message-error")).to_contain_text("用户名或密码错误")
     expect(page.locator("#login-password")).to_have_value("")
-    assert page.evaluate("window.sessionStorage.length") == 0
+    assert session_cookie_value(bp) is None
 
-    # A token the hub no longer accepts: back to the login page with a clear reason.
-    page.evaluate("window.sessionStorage.setItem('imaging-hub.token', 'revoked-or-expired')")
-    page.goto("/index.html#/worklist")  # a new document load (not only a hash change)
+    # The session ends under the page (expired, revoked): the next request gets 401 and the user
+    # is back at the login page with the reason, and returns to where they were afterwards.
+    page.fill("#login-password", app_hub.passwords["rad1"])
+    page.click("#login-submit")
+    wait_rows(bp, 4)
+    bp.context.clear_cookies()
+    page.click("#worklist-refresh")
     expect(page.locator("#login-status .message-info")).to_contain_text("登录已过期")
     # After logging in, the user lands where they wanted to go.
     page.fill("#login-username", "staff-a")
@@ -318,6 +350,28 @@ def test_wrong_password_expired_session_and_clinic_landing(
     expect(page.locator("#clinic-not-yet")).to_contain_text("下一个版本")
     expect(page.locator(".clinic-page h1")).to_contain_text("A镇卫生院")
     expect(page.locator("#session-role")).to_have_text("卫生院工作人员")
+    assert bp.problems() == []
+
+
+def test_locked_account_is_explained(app_hub: HubProcess, open_page: OpenPage) -> None:
+    bp = open_page(app_hub.url, locale="en-US")
+    page = bp.page
+    page.goto("/")
+    page.click("#lang-switch")
+    expect(page.locator(".login-form h1")).to_have_text("Log in to the Imaging Hub")
+    page.fill("#login-username", "consult1")
+    for _ in range(5):
+        page.fill("#login-password", "wrong-password")
+        page.click("#login-submit")
+        expect(page.locator("#login-status .message-error")).to_have_text(
+            "Wrong user name or password."
+        )
+        page.locator("#login-status").evaluate("(el) => el.replaceChildren()")
+    # Even the right password is refused while the account is locked, and the page says why.
+    page.fill("#login-password", app_hub.passwords["consult1"])
+    page.click("#login-submit")
+    expect(page.locator("#login-status .message-error")).to_contain_text("temporarily locked")
+    assert session_cookie_value(bp) is None
     assert bp.problems() == []
 
 

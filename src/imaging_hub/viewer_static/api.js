@@ -1,11 +1,15 @@
 // The one place that talks HTTP to the hub and the one place that knows how the browser is
-// authenticated. Today: an OAuth2 bearer token kept in sessionStorage (gone when the tab closes).
-// Moving to an HttpOnly session cookie + CSRF header changes only this file: replace
-// authHeaders(), login() and logout(); callers use apiGet/apiPost/apiBlob and never see the token.
+// authenticated: a browser session (POST /api/v1/auth/session) held in an HttpOnly,
+// SameSite=Strict cookie that JavaScript never sees, plus a CSRF token kept in memory and sent in
+// the X-CSRF-Token header of every state-changing request (docs/security.md). After a reload the
+// CSRF token is fetched again from GET /api/v1/auth/session. Callers use apiGet/apiPost/apiBlob
+// and never handle credentials. Images load with the cookie too, but pages still fetch them with
+// apiBlob so that errors are handled in one place.
 
 import { t } from "./i18n.js";
 
-const TOKEN_KEY = "imaging-hub.token";
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+let csrfToken = null; // non-null while we believe a session is active
 
 /** An HTTP or network failure with a message already in the user's language (error.message). */
 export class ApiError extends Error {
@@ -18,27 +22,29 @@ export class ApiError extends Error {
   }
 }
 
-function getToken() {
-  try {
-    return window.sessionStorage.getItem(TOKEN_KEY);
-  } catch {
-    return null;
-  }
-}
-
-function setToken(token) {
-  if (token) window.sessionStorage.setItem(TOKEN_KEY, token);
-  else window.sessionStorage.removeItem(TOKEN_KEY);
-}
-
-/** True when the browser holds credentials (they may still have expired on the server). */
+/** True when this page holds a session (it may still have ended on the server). */
 export function isLoggedIn() {
-  return Boolean(getToken());
+  return csrfToken !== null;
 }
 
-function authHeaders() {
-  const token = getToken();
-  return token ? { Authorization: `Bearer ${token}` } : {};
+/**
+ * Ask the hub whether the browser has a session (after a reload); true when it has.
+ * GET /api/v1/auth/session never answers 401.
+ */
+export async function restoreSession() {
+  try {
+    const response = await fetch("/api/v1/auth/session", { credentials: "same-origin" });
+    if (!response.ok) return false;
+    const body = await response.json();
+    csrfToken = body.authenticated && body.csrf_token ? body.csrf_token : null;
+  } catch {
+    csrfToken = null;
+  }
+  return csrfToken !== null;
+}
+
+function authHeaders(method) {
+  return csrfToken && !SAFE_METHODS.has(method) ? { "X-CSRF-Token": csrfToken } : {};
 }
 
 const unauthorizedHandlers = new Set();
@@ -104,7 +110,7 @@ async function errorFrom(response) {
 export async function request(path, options = {}) {
   const { method = "GET", params, body, headers = {}, signal, auth = true } = options;
   const init = { method, headers: { ...headers }, signal, credentials: "same-origin" };
-  if (auth) Object.assign(init.headers, authHeaders());
+  if (auth) Object.assign(init.headers, authHeaders(method));
   if (body !== undefined) {
     if (body instanceof FormData || body instanceof URLSearchParams || body instanceof Blob) {
       init.body = body;
@@ -122,8 +128,8 @@ export async function request(path, options = {}) {
   }
   if (!response.ok) {
     const error = await errorFrom(response);
-    if (response.status === 401 && auth && getToken()) {
-      setToken(null);
+    if (response.status === 401 && auth && csrfToken !== null) {
+      csrfToken = null;
       for (const fn of unauthorizedHandlers) fn(error);
     }
     throw error;
@@ -150,12 +156,12 @@ export async function apiBlob(path, params, options = {}) {
   return response.blob();
 }
 
-/** Log in with the OAuth2 password form; throws ApiError with a localised message. */
+/** Start a browser session with the OAuth2 password form; throws ApiError (localised). */
 export async function login(username, password) {
   const form = new URLSearchParams({ username, password });
   let response;
   try {
-    response = await fetch("/api/v1/auth/token", {
+    response = await fetch("/api/v1/auth/session", {
       method: "POST",
       body: form,
       credentials: "same-origin",
@@ -165,20 +171,27 @@ export async function login(username, password) {
   }
   if (!response.ok) {
     const error = await errorFrom(response);
-    if (response.status === 401) error.message = t("login.failed");
-    else if (response.status === 423 || response.status === 429) {
-      error.message = t("login.locked");
-    }
-    if (error.detail && response.status !== 422) error.message += ` (${error.detail})`;
+    // The hub answers 401 for a wrong password and for a locked account (the detail says which),
+    // 429 when one address failed too often.
+    if (response.status === 401 && /locked/i.test(error.detail)) error.message = t("login.locked");
+    else if (response.status === 401) error.message = t("login.failed");
+    else if (response.status === 429) error.message = t("login.throttled");
     throw error;
   }
   const body = await response.json();
-  setToken(body.access_token);
+  csrfToken = body.csrf_token;
 }
 
-/** Forget the credentials. The hub has no revoke endpoint yet; the token expires on its own. */
+/** End the session on the hub (revokes it, clears the cookies) and forget the CSRF token. */
 export async function logout() {
-  setToken(null);
+  try {
+    await request("/api/v1/auth/session", { method: "DELETE" });
+  } catch (err) {
+    // Already ended (401) or the hub is unreachable: the page forgets the session either way.
+    console.warn(err);
+  } finally {
+    csrfToken = null;
+  }
 }
 
 /** The logged-in user: { username, display_name, role, institution, institution_name }. */

@@ -2,7 +2,7 @@
 // router. Pages register themselves (see pages/index.js and router.js).
 
 import { applyI18n, getLanguage, onLanguageChange, setLanguage, t } from "./i18n.js";
-import { fetchMe, isLoggedIn, logout, onUnauthorized } from "./api.js";
+import { fetchMe, logout, onUnauthorized, restoreSession } from "./api.js";
 import { clear, h } from "./dom.js";
 import {
   allowed,
@@ -84,7 +84,7 @@ function renderShell() {
 }
 
 async function loadUser() {
-  if (!isLoggedIn()) {
+  if (!(await restoreSession())) {
     setCurrentUser(null);
     return;
   }

@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.peers.postgres",
     "tests.peers.hub",
     "tests.peers.browser",
+    "tests.worklist_support",
 ]
 
 REPO = Path(__file__).resolve().parents[1]

@@ -126,6 +126,18 @@ class HubSettings(_TomlSettings):
     claim_lease_seconds: int = Field(
         default=600, description="A claim expires this long after its last heartbeat."
     )
+    sweep_seconds: float = Field(
+        default=15.0,
+        description="Interval of the background sweep: expired leases, overdue STAT, auto-assign.",
+    )
+    auto_assign: bool = Field(
+        default=False,
+        description="Hand unread studies to the eligible on-duty radiologist with the least "
+        "outstanding work (otherwise radiologists take studies with 'next').",
+    )
+    timezone: str = Field(
+        default="Asia/Shanghai", description="Time zone of the statistics' calendar days."
+    )
     gateway_silence_alarm_seconds: int = Field(
         default=300, description="A gateway silent this long raises an alarm in the admin view."
     )

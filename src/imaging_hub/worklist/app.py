@@ -1,6 +1,9 @@
 """The hub's FastAPI application, built by :func:`create_app` from settings."""
 
 import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -30,10 +33,22 @@ from imaging_hub.worklist.accounts import (
     TooManyAttempts,
     WeakPassword,
 )
-from imaging_hub.worklist.api import admin, auth, gateways, ingest, worklist
+from imaging_hub.worklist.api import (
+    admin,
+    auth,
+    conflicts,
+    consultations,
+    gateways,
+    ingest,
+    notifications,
+    stats,
+    studies,
+    worklist,
+)
 from imaging_hub.worklist.api.deps import HubState, Unauthenticated
+from imaging_hub.worklist.assignment import sweep
 from imaging_hub.worklist.db import make_engine, make_session_factory
-from imaging_hub.worklist.ingest import SlaPolicy
+from imaging_hub.worklist.ingest import LeasePolicy, SlaPolicy
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +157,28 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
             max_failures=settings.login_ip_max_failures,
             window=float(settings.login_ip_window_seconds),
         ),
+        lease=LeasePolicy(lease=timedelta(seconds=settings.claim_lease_seconds)),
     )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        sweeper = threading.Thread(
+            target=_sweep_loop, args=(state, stop), name="worklist-sweep", daemon=True
+        )
+        sweeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            sweeper.join(timeout=10)
+            engine.dispose()
+
     app = FastAPI(
         title="imaging-hub",
         version=__version__,
         description="District imaging hub: worklist, reports, DICOMweb.",
+        lifespan=lifespan,
     )
     app.state.hub = state
     _install_error_handlers(app)
@@ -163,9 +195,32 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(worklist.router)
     app.include_router(ingest.router)
     app.include_router(gateways.router)
+    app.include_router(studies.router)
+    app.include_router(consultations.router)
+    app.include_router(notifications.router)
+    app.include_router(stats.router)
+    app.include_router(conflicts.router)
     app.include_router(admin.router)
     app.mount("/", StaticFiles(directory=static_dir(), html=True), name="viewer")
     return app
+
+
+def _sweep_loop(state: HubState, stop: threading.Event) -> None:
+    """Expired leases, overdue STAT studies and auto-assignment, every ``sweep_seconds``.
+
+    Runs in every worker process; each step is a conditional update, so concurrent sweeps do
+    each piece of work once. Stops when the app shuts down.
+    """
+    interval = max(0.05, state.settings.sweep_seconds)
+    while not stop.wait(interval):
+        try:
+            sweep(
+                sessions=state.sessions,
+                lease=state.lease,
+                auto_assign_enabled=state.settings.auto_assign,
+            )
+        except Exception:  # keep sweeping after a database hiccup; the error is logged
+            log.exception("worklist sweep failed")
 
 
 def app_from_environment() -> FastAPI:

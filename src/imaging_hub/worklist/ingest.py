@@ -21,6 +21,7 @@ from imaging_hub.storage import ObjectStore, instance_key
 from imaging_hub.worklist.models import (
     Instance,
     Institution,
+    Order,
     Patient,
     Priority,
     Series,
@@ -49,6 +50,13 @@ class SlaPolicy:
     def due(self, priority: Priority, start: datetime) -> datetime:
         delay: timedelta = getattr(self, priority.value)
         return start + delay
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """How long a claim lives without a heartbeat (``claim_lease_seconds``)."""
+
+    lease: timedelta = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -314,6 +322,17 @@ def _refresh_study_counts(session: Session, study: Study) -> None:
     study.body_part_examined = "\\".join(body_parts)[:64]
 
 
+def _matching_order(session: Session, study: Study) -> Order | None:
+    """The clinic's order for this study: by the pre-assigned StudyInstanceUID (Modality
+    Worklist) or by accession number."""
+    match = Order.study_instance_uid == study.study_instance_uid
+    if study.accession_number:
+        match = match | (Order.accession_number == study.accession_number)
+    return session.scalar(
+        select(Order).where(Order.clinic_id == study.clinic_id, match).order_by(Order.id).limit(1)
+    )
+
+
 def complete_study(
     session: Session,
     *,
@@ -344,6 +363,10 @@ def complete_study(
         return missing
     if study.status == StudyStatus.receiving:
         at = now()
+        order = _matching_order(session, study)
+        if order is not None and order.priority != study.priority:
+            study.priority = order.priority
+            study.priority_rank = PRIORITY_RANK[order.priority]
         study.status = StudyStatus.unread
         study.completed_at = at
         study.due_at = sla.due(study.priority, at)

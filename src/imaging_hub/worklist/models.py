@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -202,6 +203,17 @@ class Study(Base):
     __table_args__ = (
         Index("ix_studies_queue", "status", "priority_rank", "due_at"),
         Index("ix_studies_clinic_received", "clinic_id", "received_at"),
+        # The claim queue: only open studies, in hand-out order (partial index, both backends).
+        Index(
+            "ix_studies_open_queue",
+            "priority_rank",
+            "due_at",
+            "id",
+            sqlite_where=text("status IN ('unread', 'in_progress')"),
+            postgresql_where=text("status IN ('unread', 'in_progress')"),
+        ),
+        Index("ix_studies_received_at", "received_at"),
+        Index("ix_studies_signed_at", "signed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -229,6 +241,7 @@ class Study(Base):
     assigned_to_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     claimed_at: Mapped[datetime | None] = mapped_column()
     lease_expires_at: Mapped[datetime | None] = mapped_column()
+    overdue_notified_at: Mapped[datetime | None] = mapped_column()
     signed_at: Mapped[datetime | None] = mapped_column()
     delivered_at: Mapped[datetime | None] = mapped_column()
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
@@ -337,3 +350,145 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     last_id: Mapped[int] = mapped_column(Integer, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Shift(Base):
+    """An on-duty shift of a radiologist: on duty while ``starts_at <= now < ends_at``.
+
+    A radiologist is on duty if the ``users.on_duty`` flag is set (manual duty, the demo) or a
+    shift covers the current instant.
+    """
+
+    __tablename__ = "shifts"
+    __table_args__ = (Index("ix_shifts_user_window", "user_id", "starts_at", "ends_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    starts_at: Mapped[datetime] = mapped_column()
+    ends_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OrderStatus(enum.StrEnum):
+    scheduled = "scheduled"
+    in_progress = "in_progress"
+    completed = "completed"
+    cancelled = "cancelled"
+
+
+class Order(Base):
+    """A clinic's exam order, shaped for the Modality Worklist (PS3.4 K.6.1.2)."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("clinic_id", "accession_number", name="uq_orders_clinic_accession"),
+        Index("ix_orders_clinic_scheduled", "clinic_id", "scheduled_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
+    accession_number: Mapped[str] = mapped_column(String(16))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
+    requested_procedure_id: Mapped[str] = mapped_column(String(16), default="")
+    requested_procedure_description: Mapped[str] = mapped_column(String(64), default="")
+    modality: Mapped[str] = mapped_column(String(16))
+    body_part_examined: Mapped[str] = mapped_column(String(16), default="")
+    scheduled_station_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    scheduled_at: Mapped[datetime] = mapped_column()
+    referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    priority: Mapped[Priority] = mapped_column(
+        _enum(Priority, "order_priority"), default=Priority.routine
+    )
+    status: Mapped[OrderStatus] = mapped_column(
+        _enum(OrderStatus, "order_status"), default=OrderStatus.scheduled
+    )
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReportStatus(enum.StrEnum):
+    draft = "draft"
+    signed = "signed"
+
+
+class ReportKind(enum.StrEnum):
+    report = "report"
+    addendum = "addendum"
+
+
+class Report(Base):
+    """A report or an addendum (with its predecessor); a signed one never changes."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    kind: Mapped[ReportKind] = mapped_column(
+        _enum(ReportKind, "report_kind"), default=ReportKind.report
+    )
+    status: Mapped[ReportStatus] = mapped_column(
+        _enum(ReportStatus, "report_status"), default=ReportStatus.draft
+    )
+    predecessor_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    findings: Mapped[str] = mapped_column(Text, default="")
+    impression: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    signed_at: Mapped[datetime | None] = mapped_column()
+    object_key: Mapped[str] = mapped_column(String(300), default="")
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ConsultationStatus(enum.StrEnum):
+    open = "open"
+    answered = "answered"
+    withdrawn = "withdrawn"
+    closed = "closed"
+
+
+class Consultation(Base):
+    """An escalation: a hub radiologist asks a city or provincial institution a question."""
+
+    __tablename__ = "consultations"
+    __table_args__ = (Index("ix_consultations_to_status", "to_institution_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    to_institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
+    question: Mapped[str] = mapped_column(Text)
+    status: Mapped[ConsultationStatus] = mapped_column(
+        _enum(ConsultationStatus, "consultation_status"), default=ConsultationStatus.open
+    )
+    opinion: Mapped[str] = mapped_column(Text, default="")
+    consultant_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column()
+    closed_at: Mapped[datetime | None] = mapped_column()
+
+    study: Mapped[Study] = relationship()
+    requested_by: Mapped[User] = relationship(foreign_keys=[requested_by_id])
+    consultant: Mapped[User | None] = relationship(foreign_keys=[consultant_id])
+    to_institution: Mapped[Institution] = relationship()
+
+
+class Notification(Base):
+    """A message pushed to one user (e.g. an overdue STAT to every on-duty radiologist)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_read", "user_id", "read_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column()
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    study: Mapped[Study | None] = relationship()

@@ -31,12 +31,19 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, exists, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from imaging_hub.errors import Forbidden, NotFound
 from imaging_hub.worklist.api.deps import authenticated_principal
-from imaging_hub.worklist.models import Gateway, Institution, Role, Study, StudyStatus, User
+from imaging_hub.worklist.models import (
+    Consultation,
+    Gateway,
+    Institution,
+    Role,
+    Study,
+    User,
+)
 
 
 class Permission(enum.StrEnum):
@@ -277,13 +284,13 @@ def study_scope(session: Session, principal: User | Gateway) -> ColumnElement[bo
     below = institution_subtree(session, principal.institution_id)
     if scope is Scope.institution:
         return Study.clinic_id.in_(below)
-    # Scope.assigned (consultants): studies escalated from below their institution, or held by
-    # them. The worklist's escalation model may narrow "escalated" to "escalated to my
-    # institution"; change it here, in this one place.
-    return or_(
-        Study.assigned_to_id == principal.id,
-        (Study.status == StudyStatus.escalated) & Study.clinic_id.in_(below),
+    # Scope.assigned (consultants): studies held by them, or on which their institution was asked
+    # for a consultation (open or answered: the opinion stays readable), from below it.
+    asked = exists().where(
+        Consultation.study_id == Study.id,
+        Consultation.to_institution_id == principal.institution_id,
     )
+    return or_(Study.assigned_to_id == principal.id, asked & Study.clinic_id.in_(below))
 
 
 def can_see_study(session: Session, principal: User | Gateway, study: Study) -> bool:

@@ -1,13 +1,34 @@
 """Read-side queries of the worklist (domain functions, no HTTP)."""
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import ColumnElement, Select, exists, or_, select
+from sqlalchemy.orm import Session, aliased, joinedload
 
-from imaging_hub.worklist.models import Institution, Patient, Priority, Study, StudyStatus
+from imaging_hub.errors import Forbidden, NotFound
+from imaging_hub.worklist.assignment import (
+    OPEN_STATUSES,
+    effective_holder,
+    effective_status,
+    get_study,
+    status_is,
+)
+from imaging_hub.worklist.models import (
+    Consultation,
+    ConsultationStatus,
+    Institution,
+    Patient,
+    Priority,
+    Role,
+    Series,
+    Study,
+    StudyEvent,
+    StudyStatus,
+    UidConflict,
+    User,
+)
 
 SortKey = Literal["priority", "due_at", "received_at", "study_date", "patient_name", "clinic"]
 
@@ -19,6 +40,11 @@ class WorklistFilter:
     clinic: str | None = None
     modality: str | None = None
     patient: str | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    overdue: bool = False
+    assigned_to_me: bool = False
+    escalated_to_me: bool = False
     sort: SortKey = "priority"
     descending: bool = False
     limit: int = 100
@@ -47,11 +73,36 @@ class WorklistItem:
     received_at: datetime
     completed_at: datetime | None
     assigned_to: str | None
+    lease_expires_at: datetime | None = None
+    overdue: bool = False
 
 
-def _apply_filter(stmt: Select[Any], f: WorklistFilter) -> Select[Any]:
+def _escalated_to(institution_id: int) -> Any:
+    return exists().where(
+        Consultation.study_id == Study.id,
+        Consultation.to_institution_id == institution_id,
+        Consultation.status == ConsultationStatus.open,
+    )
+
+
+def _apply_filter(stmt: Select[Any], f: WorklistFilter, user: User, now: datetime) -> Select[Any]:
+    if user.role == Role.consultant:
+        # Consultants see only what was escalated to their institution and awaits them.
+        stmt = stmt.where(_escalated_to(user.institution_id))
+    elif user.role not in (Role.radiologist, Role.admin):
+        raise Forbidden("Clinic accounts cannot use the reading worklist.")
+    if f.escalated_to_me:
+        stmt = stmt.where(_escalated_to(user.institution_id))
+    if f.assigned_to_me:
+        stmt = stmt.where(Study.assigned_to_id == user.id, ~status_is(StudyStatus.unread, now))
     if f.status:
-        stmt = stmt.where(Study.status.in_(f.status))
+        stmt = stmt.where(or_(*[status_is(s, now) for s in f.status]))
+    if f.due_before is not None:
+        stmt = stmt.where(Study.due_at < f.due_before)
+    if f.due_after is not None:
+        stmt = stmt.where(Study.due_at >= f.due_after)
+    if f.overdue:
+        stmt = stmt.where(Study.status.in_(OPEN_STATUSES), Study.due_at < now)
     if f.priority:
         stmt = stmt.where(Study.priority.in_(f.priority))
     if f.clinic:
@@ -80,40 +131,211 @@ def _apply_filter(stmt: Select[Any], f: WorklistFilter) -> Select[Any]:
 
 
 def list_worklist(
-    session: Session, f: WorklistFilter, *, scope: ColumnElement[bool] | None = None
+    session: Session,
+    f: WorklistFilter,
+    *,
+    user: User,
+    scope: ColumnElement[bool] | None = None,
+    now: datetime | None = None,
 ) -> list[WorklistItem]:
-    """The filtered worklist; *scope* (``policy.study_scope``) limits it to the caller's studies."""
+    """The worklist as *user* may see it, lease expiry applied (an expired claim is unread);
+    *scope* (``policy.study_scope``) limits it to the caller's studies."""
+    now = now or datetime.now(UTC)
     stmt = (
         select(Study)
         .join(Patient, Study.patient_pk == Patient.id)
         .join(Institution, Study.clinic_id == Institution.id)
         .options(joinedload(Study.patient), joinedload(Study.clinic), joinedload(Study.assigned_to))
     )
-    if scope is not None:
-        stmt = stmt.where(scope)
-    studies: list[Study] = list(session.scalars(_apply_filter(stmt, f)).unique().all())
-    return [
-        WorklistItem(
-            study_instance_uid=s.study_instance_uid,
-            patient_name=s.patient.patient_name,
-            patient_id=s.patient.patient_id,
-            patient_sex=s.patient.patient_sex,
-            patient_birth_date=s.patient.patient_birth_date,
-            modalities=s.modalities,
-            body_part_examined=s.body_part_examined,
-            study_date=s.study_date,
-            study_description=s.study_description,
-            accession_number=s.accession_number,
-            clinic=s.clinic.code,
-            clinic_name=s.clinic.name,
-            num_series=s.num_series,
-            num_instances=s.num_instances,
-            status=s.status,
-            priority=s.priority,
-            due_at=s.due_at,
-            received_at=s.received_at,
-            completed_at=s.completed_at,
-            assigned_to=s.assigned_to.username if s.assigned_to else None,
+    studies: list[Study] = list(session.scalars(_apply_filter(stmt, f, user, now)).unique().all())
+    return [worklist_item(s, now) for s in studies]
+
+
+def _username(user: User | None) -> str | None:
+    return user.username if user is not None else None
+
+
+def _overdue(study: Study, now: datetime) -> bool:
+    return study.status in OPEN_STATUSES and study.due_at is not None and study.due_at < now
+
+
+@dataclass(frozen=True)
+class SeriesItem:
+    series_instance_uid: str
+    modality: str
+    body_part_examined: str
+    series_number: int | None
+    series_description: str
+    num_instances: int
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    kind: str
+    at: datetime
+    actor: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConsultationItem:
+    id: int
+    study_instance_uid: str
+    status: ConsultationStatus
+    to_institution: str
+    question: str
+    opinion: str
+    requested_by: str
+    consultant: str | None
+    requested_at: datetime
+    answered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StudyDetail:
+    item: WorklistItem
+    series: list[SeriesItem] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    consultations: list[ConsultationItem] = field(default_factory=list)
+
+
+def consultation_item(c: Consultation) -> ConsultationItem:
+    return ConsultationItem(
+        id=c.id,
+        study_instance_uid=c.study.study_instance_uid,
+        status=c.status,
+        to_institution=c.to_institution.code,
+        question=c.question,
+        opinion=c.opinion,
+        requested_by=c.requested_by.username,
+        consultant=_username(c.consultant),
+        requested_at=c.requested_at,
+        answered_at=c.answered_at,
+    )
+
+
+def _may_see(session: Session, user: User, study: Study) -> bool:
+    if user.role in (Role.radiologist, Role.admin):
+        return True
+    if user.role == Role.consultant:
+        found = session.scalar(
+            select(Consultation.id).where(
+                Consultation.study_id == study.id,
+                Consultation.to_institution_id == user.institution_id,
+            )
         )
-        for s in studies
+        return found is not None
+    return study.clinic_id == user.institution_id  # clinic staff: their own clinic's studies
+
+
+def study_detail(
+    session: Session, *, user: User, study_instance_uid: str, now: datetime | None = None
+) -> StudyDetail:
+    """One study with its series, timeline and consultations, if *user* may see it."""
+    now = now or datetime.now(UTC)
+    study = get_study(session, study_instance_uid)
+    if not _may_see(session, user, study):
+        raise NotFound("No study with this StudyInstanceUID.")
+    item = worklist_item(study, now)
+    series = [
+        SeriesItem(
+            series_instance_uid=s.series_instance_uid,
+            modality=s.modality,
+            body_part_examined=s.body_part_examined,
+            series_number=s.series_number,
+            series_description=s.series_description,
+            num_instances=s.num_instances,
+        )
+        for s in session.scalars(
+            select(Series)
+            .where(Series.study_id == study.id)
+            .order_by(Series.series_number, Series.id)
+        )
+    ]
+    events = session.scalars(
+        select(StudyEvent)
+        .options(joinedload(StudyEvent.actor))
+        .where(StudyEvent.study_id == study.id)
+        .order_by(StudyEvent.at, StudyEvent.id)
+    )
+    timeline = [
+        TimelineEntry(kind=e.kind, at=e.at, actor=_username(e.actor), detail=dict(e.detail or {}))
+        for e in events
+    ]
+    consultations = [
+        consultation_item(c)
+        for c in session.scalars(
+            select(Consultation)
+            .where(Consultation.study_id == study.id)
+            .order_by(Consultation.requested_at, Consultation.id)
+        )
+    ]
+    return StudyDetail(item=item, series=series, timeline=timeline, consultations=consultations)
+
+
+def worklist_item(s: Study, now: datetime) -> WorklistItem:
+    return WorklistItem(
+        study_instance_uid=s.study_instance_uid,
+        patient_name=s.patient.patient_name,
+        patient_id=s.patient.patient_id,
+        patient_sex=s.patient.patient_sex,
+        patient_birth_date=s.patient.patient_birth_date,
+        modalities=s.modalities,
+        body_part_examined=s.body_part_examined,
+        study_date=s.study_date,
+        study_description=s.study_description,
+        accession_number=s.accession_number,
+        clinic=s.clinic.code,
+        clinic_name=s.clinic.name,
+        num_series=s.num_series,
+        num_instances=s.num_instances,
+        status=effective_status(s, now),
+        priority=s.priority,
+        due_at=s.due_at,
+        received_at=s.received_at,
+        completed_at=s.completed_at,
+        assigned_to=_username(effective_holder(s, now)),
+        lease_expires_at=s.lease_expires_at
+        if effective_status(s, now) == StudyStatus.in_progress
+        else None,
+        overdue=_overdue(s, now),
+    )
+
+
+@dataclass(frozen=True)
+class ConflictItem:
+    id: int
+    study_instance_uid: str
+    sop_instance_uid: str
+    existing_clinic: str
+    incoming_clinic: str
+    at: datetime
+    resolved: bool
+
+
+def list_conflicts(
+    session: Session, *, resolved: bool | None = None, limit: int = 100
+) -> list[ConflictItem]:
+    """UID conflicts recorded at registration, newest first."""
+    existing = aliased(Institution)
+    incoming = aliased(Institution)
+    stmt = (
+        select(UidConflict, existing.code, incoming.code)
+        .join(existing, UidConflict.existing_clinic_id == existing.id)
+        .join(incoming, UidConflict.incoming_clinic_id == incoming.id)
+    )
+    if resolved is not None:
+        stmt = stmt.where(UidConflict.resolved.is_(resolved))
+    stmt = stmt.order_by(UidConflict.at.desc(), UidConflict.id.desc()).limit(limit)
+    return [
+        ConflictItem(
+            id=c.id,
+            study_instance_uid=c.study_instance_uid,
+            sop_instance_uid=c.sop_instance_uid,
+            existing_clinic=ex,
+            incoming_clinic=inc,
+            at=c.at,
+            resolved=c.resolved,
+        )
+        for c, ex, inc in session.execute(stmt)
     ]

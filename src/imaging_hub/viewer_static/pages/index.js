@@ -4,3 +4,4 @@ import "./login.js";
 import "./worklist.js";
 import "./clinic.js";
 import "./gateways.js";
+import "./dashboard.js";

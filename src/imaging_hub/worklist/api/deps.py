@@ -25,7 +25,7 @@ from imaging_hub.errors import Forbidden
 from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist import audit
 from imaging_hub.worklist.accounts import LoginThrottle, resolve_gateway_token, resolve_token
-from imaging_hub.worklist.ingest import SlaPolicy
+from imaging_hub.worklist.ingest import LeasePolicy, SlaPolicy
 from imaging_hub.worklist.models import AuditEvent, Gateway, User
 
 SESSION_COOKIE = "ih_session"
@@ -42,6 +42,7 @@ class HubState:
     sessions: sessionmaker[Session]
     store: ObjectStore
     sla: SlaPolicy
+    lease: LeasePolicy
     access_batcher: audit.AccessBatcher = field(default_factory=audit.AccessBatcher)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 

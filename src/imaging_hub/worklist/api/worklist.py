@@ -1,16 +1,17 @@
-"""``GET /api/v1/worklist``: the reading worklist with filters and sorting."""
+"""``GET /api/v1/worklist`` (filters and sorting) and ``POST /api/v1/worklist/next``."""
 
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime, BaseModel
 
 from imaging_hub.worklist import audit
-from imaging_hub.worklist.api.deps import AuditDep, SessionDep
+from imaging_hub.worklist.api.deps import AuditDep, SessionDep, StateDep
+from imaging_hub.worklist.assignment import claim_next, utcnow
 from imaging_hub.worklist.models import Priority, StudyStatus, User
 from imaging_hub.worklist.policy import require, study_scope
-from imaging_hub.worklist.queries import SortKey, WorklistFilter, list_worklist
+from imaging_hub.worklist.queries import SortKey, WorklistFilter, list_worklist, worklist_item
 
 router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
 
@@ -36,6 +37,8 @@ class WorklistItemOut(BaseModel):
     received_at: datetime
     completed_at: datetime | None
     assigned_to: str | None
+    lease_expires_at: datetime | None
+    overdue: bool
 
 
 class WorklistOut(BaseModel):
@@ -54,6 +57,11 @@ def get_worklist(
     clinic: Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9-]+$")] = None,
     modality: Annotated[str | None, Query(max_length=16, pattern=r"^[A-Za-z]{1,16}$")] = None,
     patient: Annotated[str | None, Query(max_length=64)] = None,
+    due_before: AwareDatetime | None = None,
+    due_after: AwareDatetime | None = None,
+    overdue: bool = False,
+    assigned_to_me: bool = False,
+    escalated_to_me: bool = False,
     sort: SortKey = "priority",
     descending: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -65,14 +73,35 @@ def get_worklist(
         clinic=clinic,
         modality=modality,
         patient=patient,
+        due_before=due_before,
+        due_after=due_after,
+        overdue=overdue,
+        assigned_to_me=assigned_to_me,
+        escalated_to_me=escalated_to_me,
         sort=sort,
         descending=descending,
         limit=limit,
         offset=offset,
     )
-    found = list_worklist(session, f, scope=study_scope(session, user))
+    found = list_worklist(session, f, user=user, scope=study_scope(session, user))
     items = [WorklistItemOut.model_validate(i, from_attributes=True) for i in found]
     if items:
         auditor.access(audit.STUDY_LISTED, study_uid="", object_type="worklist")
         session.commit()
     return WorklistOut(items=items, limit=limit, offset=offset)
+
+
+@router.post(
+    "/next",
+    response_model=WorklistItemOut,
+    responses={204: {"description": "Nothing to read that you are eligible for."}},
+)
+def post_next(
+    session: SessionDep, user: Annotated[User, require("study.claim")], state: StateDep
+) -> WorklistItemOut | Response:
+    """Claim the highest-priority, earliest-due unread study you are eligible for."""
+    now = utcnow()
+    study = claim_next(session=session, radiologist=user, lease=state.lease, now=now)
+    if study is None:
+        return Response(status_code=204)
+    return WorklistItemOut.model_validate(worklist_item(study, now), from_attributes=True)

@@ -1,0 +1,87 @@
+"""Consultations (escalations): the consultant's list, the opinion, withdrawal."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
+
+from imaging_hub.worklist import consultations
+from imaging_hub.worklist.api.deps import SessionDep, StateDep
+from imaging_hub.worklist.models import Consultation, ConsultationStatus, User
+from imaging_hub.worklist.policy import require
+from imaging_hub.worklist.queries import consultation_item
+
+router = APIRouter(prefix="/api/v1/consultations", tags=["consultations"])
+
+IdPath = Annotated[int, Path(ge=1, le=2**62)]
+
+
+class ConsultationOut(BaseModel):
+    id: int
+    study_instance_uid: str
+    status: ConsultationStatus
+    to_institution: str
+    question: str
+    opinion: str
+    requested_by: str
+    consultant: str | None
+    requested_at: datetime
+    answered_at: datetime | None
+
+
+class OpinionIn(BaseModel):
+    opinion: str = Field(min_length=1, max_length=10_000)
+
+
+def _out(c: Consultation) -> ConsultationOut:
+    return ConsultationOut.model_validate(consultation_item(c), from_attributes=True)
+
+
+@router.get("", response_model=list[ConsultationOut])
+def get_consultations(
+    session: SessionDep,
+    user: Annotated[User, require("worklist.read")],
+    status: ConsultationStatus | None = None,
+) -> list[ConsultationOut]:
+    return [_out(c) for c in consultations.list_consultations(session, user=user, status=status)]
+
+
+@router.get("/{consultation_id}", response_model=ConsultationOut)
+def get_consultation(
+    consultation_id: IdPath, session: SessionDep, user: Annotated[User, require("worklist.read")]
+) -> ConsultationOut:
+    return _out(consultations.get_consultation(session, user=user, consultation_id=consultation_id))
+
+
+@router.post("/{consultation_id}/opinion", response_model=ConsultationOut)
+def post_opinion(
+    consultation_id: IdPath,
+    payload: OpinionIn,
+    session: SessionDep,
+    user: Annotated[User, require("study.opinion")],
+    state: StateDep,
+) -> ConsultationOut:
+    return _out(
+        consultations.give_opinion(
+            session=session,
+            consultant=user,
+            consultation_id=consultation_id,
+            opinion=payload.opinion,
+            lease=state.lease,
+        )
+    )
+
+
+@router.post("/{consultation_id}/withdraw", response_model=ConsultationOut)
+def post_withdraw(
+    consultation_id: IdPath,
+    session: SessionDep,
+    user: Annotated[User, require("study.escalate")],
+    state: StateDep,
+) -> ConsultationOut:
+    return _out(
+        consultations.withdraw(
+            session=session, user=user, consultation_id=consultation_id, lease=state.lease
+        )
+    )

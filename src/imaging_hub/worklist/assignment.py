@@ -1,0 +1,711 @@
+"""Assignment of studies to radiologists: claims as leases, release, heartbeat, reassignment.
+
+A claim is a lease: ``in_progress`` with ``lease_expires_at``. A heartbeat extends it; a lease
+that ran out is treated as ``unread`` by every query at once (lazily) and is turned back into
+``unread`` with a ``lease_expired`` timeline event by the periodic :func:`sweep` (or by the next
+claim, whichever comes first).
+
+No two radiologists can ever hold the same study:
+
+- on PostgreSQL the candidate row is locked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so
+  concurrent ``next`` callers skip each other's rows instead of waiting or colliding;
+- on every backend the claim itself is one conditional ``UPDATE ... WHERE id = ? AND <still
+  claimable>``; if another transaction won in between, zero rows change and the caller tries the
+  next candidate (SQLite serialises writers, so this alone is enough there).
+"""
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
+from imaging_hub.worklist.ingest import PRIORITY_RANK, LeasePolicy, SlaPolicy
+from imaging_hub.worklist.models import (
+    Consultation,
+    ConsultationStatus,
+    Eligibility,
+    Notification,
+    Priority,
+    Role,
+    Series,
+    Shift,
+    Study,
+    StudyEvent,
+    StudyStatus,
+    User,
+)
+from imaging_hub.worklist.policy import study_scope
+
+log = logging.getLogger(__name__)
+
+# Series of these modalities carry no images to read; eligibility ignores them.
+NON_IMAGE_MODALITIES = ("SR", "KO", "PR", "DOC", "REG", "SEG")
+# How many times `claim_next` tries another candidate when a concurrent claimer won the row.
+CLAIM_ATTEMPTS = 20
+OPEN_STATUSES = (StudyStatus.unread, StudyStatus.in_progress, StudyStatus.escalated)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- predicates ------------------------------------------------------------------------------
+
+
+def lease_expired(now: datetime) -> ColumnElement[bool]:
+    """An ``in_progress`` study whose lease ran out: it counts as ``unread`` everywhere."""
+    return and_(Study.status == StudyStatus.in_progress, Study.lease_expires_at < now)
+
+
+def claimable(now: datetime) -> ColumnElement[bool]:
+    return or_(Study.status == StudyStatus.unread, lease_expired(now))
+
+
+def status_is(wanted: StudyStatus, now: datetime) -> ColumnElement[bool]:
+    """``status == wanted`` as the caller sees it, with lease expiry applied lazily."""
+    if wanted == StudyStatus.unread:
+        return claimable(now)
+    if wanted == StudyStatus.in_progress:
+        return and_(
+            Study.status == StudyStatus.in_progress,
+            or_(Study.lease_expires_at.is_(None), Study.lease_expires_at >= now),
+        )
+    return Study.status == wanted
+
+
+def effective_status(study: Study, now: datetime) -> StudyStatus:
+    if (
+        study.status == StudyStatus.in_progress
+        and study.lease_expires_at is not None
+        and study.lease_expires_at < now
+    ):
+        return StudyStatus.unread
+    return study.status
+
+
+def effective_holder(study: Study, now: datetime) -> User | None:
+    if effective_status(study, now) == StudyStatus.unread:
+        return None
+    return study.assigned_to
+
+
+def eligible_clause(eligibility: Eligibility | None) -> ColumnElement[bool]:
+    """Studies a radiologist with *eligibility* may read; empty lists mean 'all'.
+
+    Every image series of the study must be of an allowed modality and body part (a series
+    without a body part does not match a body-part restriction), and the clinic must be covered.
+    """
+    if eligibility is None:
+        return false()
+    clauses: list[ColumnElement[bool]] = []
+    if eligibility.clinic_ids:
+        clauses.append(Study.clinic_id.in_(list(eligibility.clinic_ids)))
+    image_series = and_(
+        Series.study_id == Study.id, Series.modality.not_in(list(NON_IMAGE_MODALITIES))
+    )
+    if eligibility.modalities:
+        allowed = [m.upper() for m in eligibility.modalities]
+        clauses.append(~exists().where(image_series, Series.modality.not_in(allowed)))
+    if eligibility.body_parts:
+        parts = [p.upper() for p in eligibility.body_parts]
+        clauses.append(
+            ~exists().where(image_series, func.upper(Series.body_part_examined).not_in(parts))
+        )
+    return and_(true(), *clauses)
+
+
+# --- who is on duty --------------------------------------------------------------------------
+
+
+def on_duty_clause(now: datetime) -> ColumnElement[bool]:
+    shift = exists().where(Shift.user_id == User.id, Shift.starts_at <= now, Shift.ends_at > now)
+    return and_(User.is_active.is_(True), or_(User.on_duty.is_(True), shift))
+
+
+def is_on_duty(session: Session, *, user: User, now: datetime) -> bool:
+    """On duty: the manual ``on_duty`` flag, or a shift covering *now*."""
+    found = session.scalar(select(User.id).where(User.id == user.id, on_duty_clause(now)))
+    return found is not None
+
+
+def on_duty_radiologists(session: Session, *, now: datetime) -> list[User]:
+    return list(
+        session.scalars(
+            select(User).where(User.role == Role.radiologist, on_duty_clause(now)).order_by(User.id)
+        )
+    )
+
+
+# --- lookups ---------------------------------------------------------------------------------
+
+
+def get_study(session: Session, study_instance_uid: str) -> Study:
+    study = session.scalar(select(Study).where(Study.study_instance_uid == study_instance_uid))
+    if study is None:
+        raise NotFound("No study with this StudyInstanceUID.")
+    return study
+
+
+def _require_radiologist(session: Session, user: User, now: datetime) -> None:
+    if user.role != Role.radiologist:
+        raise Forbidden("Only radiologists claim studies.")
+    if not is_on_duty(session, user=user, now=now):
+        raise Forbidden("You are not on duty; claims are for on-duty radiologists.")
+
+
+def is_eligible(session: Session, *, user: User, study: Study) -> bool:
+    """Eligibility (modality, body part, clinic) within the user's scope (clinics below it)."""
+    clause = and_(eligible_clause(session.get(Eligibility, user.id)), study_scope(session, user))
+    return session.scalar(select(Study.id).where(Study.id == study.id, clause)) is not None
+
+
+def add_event(
+    session: Session,
+    study: Study | int,
+    kind: str,
+    *,
+    at: datetime,
+    actor: User | None = None,
+    **detail: object,
+) -> None:
+    session.add(
+        StudyEvent(
+            study_id=study if isinstance(study, int) else study.id,
+            kind=kind,
+            actor_id=actor.id if actor is not None else None,
+            at=at,
+            detail=dict(detail),
+        )
+    )
+
+
+def _take(
+    session: Session,
+    *,
+    study_id: int,
+    previous_holder: int | None,
+    user: User,
+    lease: LeasePolicy,
+    now: datetime,
+) -> bool:
+    """The one conditional UPDATE that hands a still-claimable study to *user*."""
+    holder = (
+        Study.assigned_to_id.is_(None)
+        if previous_holder is None
+        else Study.assigned_to_id == previous_holder
+    )
+    result = session.execute(
+        update(Study)
+        .where(Study.id == study_id, claimable(now), holder)
+        .values(
+            status=StudyStatus.in_progress,
+            assigned_to_id=user.id,
+            claimed_at=now,
+            lease_expires_at=now + lease.lease,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _record_claim(
+    session: Session,
+    *,
+    study_id: int,
+    previous_status: StudyStatus,
+    previous_holder: int | None,
+    actor: User | None,
+    now: datetime,
+    kind: str = "claimed",
+    **detail: object,
+) -> None:
+    if previous_status == StudyStatus.in_progress:
+        add_event(session, study_id, "lease_expired", at=now, previous_holder_id=previous_holder)
+    add_event(session, study_id, kind, at=now, actor=actor, **detail)
+
+
+# --- claims ----------------------------------------------------------------------------------
+
+
+def claim_next(
+    *, session: Session, radiologist: User, lease: LeasePolicy, now: datetime | None = None
+) -> Study | None:
+    """Claim the highest-priority, earliest-due study *radiologist* may read; None if none.
+
+    Commits the session. Raises Forbidden for a caller who is not an on-duty radiologist.
+    """
+    now = now or utcnow()
+    _require_radiologist(session, radiologist, now)
+    clause = and_(
+        eligible_clause(session.get(Eligibility, radiologist.id)),
+        study_scope(session, radiologist),
+    )
+    for _ in range(CLAIM_ATTEMPTS):
+        row = session.execute(
+            select(Study.id, Study.status, Study.assigned_to_id)
+            .where(
+                Study.status.in_([StudyStatus.unread, StudyStatus.in_progress]),
+                claimable(now),
+                clause,
+            )
+            .order_by(Study.priority_rank, Study.due_at, Study.id)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=Study)
+        ).first()
+        if row is None:
+            session.rollback()
+            return None
+        study_id, previous_status, previous_holder = row
+        if _take(
+            session,
+            study_id=study_id,
+            previous_holder=previous_holder,
+            user=radiologist,
+            lease=lease,
+            now=now,
+        ):
+            _record_claim(
+                session,
+                study_id=study_id,
+                previous_status=previous_status,
+                previous_holder=previous_holder,
+                actor=radiologist,
+                now=now,
+                via="next",
+            )
+            session.commit()
+            study = session.get(Study, study_id, populate_existing=True)
+            assert study is not None
+            return study
+        session.rollback()  # a concurrent claimer won this row (SQLite): try the next one
+    raise ClaimConflict("The worklist is too busy right now; try again.")
+
+
+def claim(
+    *,
+    session: Session,
+    radiologist: User,
+    study_instance_uid: str,
+    lease: LeasePolicy,
+    now: datetime | None = None,
+) -> Study:
+    """Claim one study explicitly; claiming a study you already hold renews the lease."""
+    now = now or utcnow()
+    _require_radiologist(session, radiologist, now)
+    study = get_study(session, study_instance_uid)
+    if not is_eligible(session, user=radiologist, study=study):
+        raise Forbidden("You are not eligible to read this study (modality, body part or clinic).")
+    status = effective_status(study, now)
+    if status == StudyStatus.in_progress and study.assigned_to_id == radiologist.id:
+        return heartbeat(
+            session=session,
+            radiologist=radiologist,
+            study_instance_uid=study_instance_uid,
+            lease=lease,
+            now=now,
+        )
+    if status == StudyStatus.in_progress:
+        raise ClaimConflict("This study is already claimed by another radiologist.")
+    if status != StudyStatus.unread:
+        raise ClaimConflict(f"A study that is {status.value} cannot be claimed.")
+    previous_status, previous_holder = study.status, study.assigned_to_id
+    locked = session.execute(
+        select(Study.id).where(Study.id == study.id).with_for_update(of=Study)
+    ).first()
+    if locked is None or not _take(
+        session,
+        study_id=study.id,
+        previous_holder=previous_holder,
+        user=radiologist,
+        lease=lease,
+        now=now,
+    ):
+        session.rollback()
+        raise ClaimConflict("This study was claimed by another radiologist a moment ago.")
+    _record_claim(
+        session,
+        study_id=study.id,
+        previous_status=previous_status,
+        previous_holder=previous_holder,
+        actor=radiologist,
+        now=now,
+        via="claim",
+    )
+    session.commit()
+    session.refresh(study)
+    return study
+
+
+def require_holder(study: Study, user: User, now: datetime) -> None:
+    status = effective_status(study, now)
+    if status == StudyStatus.unread and study.assigned_to_id == user.id:
+        raise ClaimConflict("Your claim on this study has expired; claim it again.")
+    if status != StudyStatus.in_progress:
+        raise ClaimConflict(f"This study is {status.value}, not claimed.")
+    if study.assigned_to_id != user.id:
+        raise ClaimConflict("This study is claimed by another radiologist.")
+
+
+def _conditional(
+    session: Session, study: Study, user_id: int, now: datetime, **values: object
+) -> None:
+    """Apply *values* only if *user_id* still holds an unexpired lease; else ClaimConflict."""
+    result = session.execute(
+        update(Study)
+        .where(
+            Study.id == study.id,
+            Study.assigned_to_id == user_id,
+            Study.status == StudyStatus.in_progress,
+            Study.lease_expires_at >= now,
+        )
+        .values(updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.rollback()
+        raise ClaimConflict("The claim on this study changed meanwhile; reload the worklist.")
+
+
+def heartbeat(
+    *,
+    session: Session,
+    radiologist: User,
+    study_instance_uid: str,
+    lease: LeasePolicy,
+    now: datetime | None = None,
+) -> Study:
+    """Extend the caller's lease on a study it holds."""
+    now = now or utcnow()
+    study = get_study(session, study_instance_uid)
+    require_holder(study, radiologist, now)
+    _conditional(session, study, radiologist.id, now, lease_expires_at=now + lease.lease)
+    session.commit()
+    session.refresh(study)
+    return study
+
+
+def release(
+    *, session: Session, user: User, study_instance_uid: str, now: datetime | None = None
+) -> Study:
+    """Give a claimed study back to the queue (its holder, or an admin)."""
+    now = now or utcnow()
+    study = get_study(session, study_instance_uid)
+    if user.role == Role.admin and effective_status(study, now) == StudyStatus.in_progress:
+        holder = study.assigned_to_id
+        assert holder is not None
+    else:
+        require_holder(study, user, now)
+        holder = user.id
+    _conditional(
+        session,
+        study,
+        holder,
+        now,
+        status=StudyStatus.unread,
+        assigned_to_id=None,
+        claimed_at=None,
+        lease_expires_at=None,
+    )
+    add_event(session, study, "released", at=now, actor=user, previous_holder_id=holder)
+    session.commit()
+    session.refresh(study)
+    return study
+
+
+def reassign(
+    *,
+    session: Session,
+    admin: User,
+    study_instance_uid: str,
+    to_username: str,
+    lease: LeasePolicy,
+    now: datetime | None = None,
+) -> Study:
+    """An admin hands an unread or claimed study to an eligible radiologist."""
+    now = now or utcnow()
+    if admin.role != Role.admin:
+        raise Forbidden("Only an administrator reassigns studies.")
+    study = get_study(session, study_instance_uid)
+    target = session.scalar(select(User).where(User.username == to_username))
+    if target is None or not target.is_active:
+        raise NotFound("No active user with this username.")
+    if target.role != Role.radiologist:
+        raise Conflict("Studies are assigned to radiologists only.")
+    if not is_eligible(session, user=target, study=study):
+        raise Conflict("This radiologist is not eligible for the study.")
+    status = effective_status(study, now)
+    if status not in (StudyStatus.unread, StudyStatus.in_progress):
+        raise ClaimConflict(f"A study that is {status.value} cannot be reassigned.")
+    previous = study.assigned_to_id if status == StudyStatus.in_progress else None
+    result = session.execute(
+        update(Study)
+        .where(
+            Study.id == study.id,
+            Study.status == study.status,
+            Study.assigned_to_id.is_(None)
+            if study.assigned_to_id is None
+            else Study.assigned_to_id == study.assigned_to_id,
+        )
+        .values(
+            status=StudyStatus.in_progress,
+            assigned_to_id=target.id,
+            claimed_at=now,
+            lease_expires_at=now + lease.lease,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.rollback()
+        raise ClaimConflict("The study changed meanwhile; reload and try again.")
+    add_event(
+        session,
+        study,
+        "assigned",
+        at=now,
+        actor=admin,
+        to_user_id=target.id,
+        previous_holder_id=previous,
+    )
+    session.add(Notification(user_id=target.id, kind="assigned", study_id=study.id, at=now))
+    session.commit()
+    session.refresh(study)
+    return study
+
+
+def set_priority(
+    *,
+    session: Session,
+    user: User,
+    study_instance_uid: str,
+    priority: Priority,
+    sla: SlaPolicy,
+    now: datetime | None = None,
+) -> Study:
+    """Change a study's priority (radiologist or admin); the due time is recomputed."""
+    now = now or utcnow()
+    if user.role not in (Role.radiologist, Role.admin):
+        raise Forbidden("Only radiologists and administrators change priorities.")
+    study = get_study(session, study_instance_uid)
+    if study.status not in (StudyStatus.receiving, *OPEN_STATUSES):
+        raise Conflict(f"The priority of a {study.status.value} study cannot change.")
+    if study.priority == priority:
+        return study
+    old = study.priority
+    study.priority = priority
+    study.priority_rank = PRIORITY_RANK[priority]
+    study.due_at = sla.due(priority, study.completed_at) if study.completed_at else None
+    study.overdue_notified_at = None
+    study.updated_at = now
+    add_event(
+        session, study, "priority_changed", at=now, actor=user, old=old.value, new=priority.value
+    )
+    session.commit()
+    session.refresh(study)
+    return study
+
+
+def record_signed(
+    *, session: Session, radiologist: User, study_instance_uid: str, now: datetime | None = None
+) -> Study:
+    """The study's report was signed by its holder: the read is finished.
+
+    The domain hook for the reading room (signing itself lives there). Answered consultations
+    are closed: the hub radiologist's signed report is the final word.
+    """
+    now = now or utcnow()
+    study = get_study(session, study_instance_uid)
+    require_holder(study, radiologist, now)
+    _conditional(
+        session,
+        study,
+        radiologist.id,
+        now,
+        status=StudyStatus.signed,
+        signed_at=now,
+        lease_expires_at=None,
+    )
+    for consultation in session.scalars(
+        select(Consultation).where(
+            Consultation.study_id == study.id,
+            Consultation.status == ConsultationStatus.answered,
+        )
+    ):
+        consultation.status = ConsultationStatus.closed
+        consultation.closed_at = now
+    add_event(session, study, "signed", at=now, actor=radiologist)
+    session.commit()
+    session.refresh(study)
+    return study
+
+
+# --- background work: expiry, overdue STAT, auto-assign --------------------------------------
+
+
+def expire_leases(*, session: Session, now: datetime | None = None) -> list[str]:
+    """Return abandoned studies to the queue with a ``lease_expired`` event; their UIDs."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(Study.id, Study.study_instance_uid, Study.assigned_to_id).where(lease_expired(now))
+    ).all()
+    expired: list[str] = []
+    for study_id, uid, holder in rows:
+        result = session.execute(
+            update(Study)
+            .where(Study.id == study_id, lease_expired(now), Study.assigned_to_id == holder)
+            .values(
+                status=StudyStatus.unread,
+                assigned_to_id=None,
+                claimed_at=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) == 1:
+            add_event(session, study_id, "lease_expired", at=now, previous_holder_id=holder)
+            expired.append(uid)
+    session.commit()
+    if expired:
+        log.info("returned %d abandoned studies to the queue", len(expired))
+    return expired
+
+
+def notify_overdue_stat(*, session: Session, now: datetime | None = None) -> list[str]:
+    """Push every newly overdue STAT study to every on-duty radiologist, once; their UIDs."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(Study.id, Study.study_instance_uid).where(
+            Study.status.in_(OPEN_STATUSES),
+            Study.priority_rank == PRIORITY_RANK[Priority.stat],
+            Study.due_at < now,
+            Study.overdue_notified_at.is_(None),
+        )
+    ).all()
+    notified: list[str] = []
+    if not rows:
+        session.rollback()
+        return notified
+    radiologists = on_duty_radiologists(session, now=now)
+    for study_id, uid in rows:
+        result = session.execute(
+            update(Study)
+            .where(Study.id == study_id, Study.overdue_notified_at.is_(None))
+            .values(overdue_notified_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            continue  # another worker got there first
+        add_event(session, study_id, "overdue", at=now, notified=len(radiologists))
+        for user in radiologists:
+            session.add(
+                Notification(
+                    user_id=user.id,
+                    kind="overdue_stat",
+                    study_id=study_id,
+                    at=now,
+                    detail={"study_instance_uid": uid},
+                )
+            )
+        notified.append(uid)
+    session.commit()
+    if notified:
+        log.warning("%d STAT studies overdue; on-duty radiologists notified", len(notified))
+    return notified
+
+
+def outstanding_work(session: Session, *, user_ids: list[int]) -> dict[int, int]:
+    """Studies each user holds (claimed or escalated and awaiting an opinion)."""
+    counts = {uid: 0 for uid in user_ids}
+    rows = session.execute(
+        select(Study.assigned_to_id, func.count(Study.id))
+        .where(
+            Study.assigned_to_id.in_(user_ids),
+            Study.status.in_([StudyStatus.in_progress, StudyStatus.escalated]),
+        )
+        .group_by(Study.assigned_to_id)
+    ).all()
+    for uid, n in rows:
+        if uid is not None:
+            counts[int(uid)] = int(n)
+    return counts
+
+
+def auto_assign(
+    *, session: Session, lease: LeasePolicy, now: datetime | None = None, batch: int = 50
+) -> list[tuple[str, str]]:
+    """Hand unread studies to the eligible on-duty radiologist with the least outstanding work.
+
+    Returns (StudyInstanceUID, username) pairs. An assignment is an ordinary claim with a lease:
+    if nobody works on it, it expires and comes back.
+    """
+    now = now or utcnow()
+    radiologists = on_duty_radiologists(session, now=now)
+    if not radiologists:
+        session.rollback()
+        return []
+    load = outstanding_work(session, user_ids=[r.id for r in radiologists])
+    clauses = {
+        r.id: and_(eligible_clause(session.get(Eligibility, r.id)), study_scope(session, r))
+        for r in radiologists
+    }
+    assigned: list[tuple[str, str]] = []
+    candidates = session.execute(
+        select(Study.id, Study.study_instance_uid, Study.status, Study.assigned_to_id)
+        .where(Study.status.in_([StudyStatus.unread, StudyStatus.in_progress]), claimable(now))
+        .order_by(Study.priority_rank, Study.due_at, Study.id)
+        .limit(batch)
+    ).all()
+    for study_id, uid, previous_status, previous_holder in candidates:
+        eligible = [
+            r
+            for r in radiologists
+            if session.scalar(select(Study.id).where(Study.id == study_id, clauses[r.id]))
+        ]
+        if not eligible:
+            continue
+        chosen = min(eligible, key=lambda r: (load[r.id], r.id))
+        if not _take(
+            session,
+            study_id=study_id,
+            previous_holder=previous_holder,
+            user=chosen,
+            lease=lease,
+            now=now,
+        ):
+            continue
+        _record_claim(
+            session,
+            study_id=study_id,
+            previous_status=previous_status,
+            previous_holder=previous_holder,
+            actor=None,
+            now=now,
+            kind="assigned",
+            to_user_id=chosen.id,
+            policy="least_outstanding",
+        )
+        session.add(Notification(user_id=chosen.id, kind="assigned", study_id=study_id, at=now))
+        load[chosen.id] += 1
+        assigned.append((uid, chosen.username))
+    session.commit()
+    return assigned
+
+
+def sweep(
+    *,
+    sessions: sessionmaker[Session],
+    lease: LeasePolicy,
+    auto_assign_enabled: bool,
+    now: datetime | None = None,
+) -> None:
+    """One pass of the periodic background work; safe to run in every worker at once."""
+    now = now or utcnow()
+    with sessions() as session:
+        expire_leases(session=session, now=now)
+        notify_overdue_stat(session=session, now=now)
+        if auto_assign_enabled:
+            auto_assign(session=session, lease=lease, now=now)

@@ -1,0 +1,267 @@
+"""Escalation up the five-level chain: a hub radiologist asks a city or provincial institution.
+
+The radiologist holding a study asks an ancestor institution (city or province) a question; the
+study becomes ``escalated`` (no lease runs meanwhile) and shows in that institution's consultants'
+worklist. The first consultant to answer attaches the opinion; the study returns to the asking
+radiologist (``in_progress`` with a fresh lease), who finalises it by signing. Every step is on
+the study's timeline.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
+from imaging_hub.worklist.assignment import (
+    add_event,
+    get_study,
+    require_holder,
+    utcnow,
+)
+from imaging_hub.worklist.ingest import LeasePolicy
+from imaging_hub.worklist.models import (
+    Consultation,
+    ConsultationStatus,
+    Institution,
+    InstitutionLevel,
+    Notification,
+    Role,
+    Study,
+    StudyStatus,
+    User,
+)
+
+CONSULTING_LEVELS = (InstitutionLevel.city, InstitutionLevel.province)
+MAX_TEXT = 10_000
+
+
+def ancestors(session: Session, institution: Institution) -> list[Institution]:
+    """The chain above *institution*, nearest first (bounded: five levels)."""
+    chain: list[Institution] = []
+    current = institution.parent
+    while current is not None and len(chain) < len(InstitutionLevel):
+        chain.append(current)
+        current = current.parent
+    return chain
+
+
+def escalate(
+    *,
+    session: Session,
+    radiologist: User,
+    study_instance_uid: str,
+    institution_code: str,
+    question: str,
+    now: datetime | None = None,
+) -> Consultation:
+    """Ask a city or provincial institution above the caller's for a second opinion."""
+    now = now or utcnow()
+    if radiologist.role != Role.radiologist:
+        raise Forbidden("Only radiologists escalate studies.")
+    question = question.strip()
+    if not question or len(question) > MAX_TEXT:
+        raise Conflict("A consultation needs a question of at most 10,000 characters.")
+    study = get_study(session, study_instance_uid)
+    require_holder(study, radiologist, now)
+    target = session.scalar(select(Institution).where(Institution.code == institution_code))
+    if target is None:
+        raise NotFound("No institution with this code.")
+    if target.level not in CONSULTING_LEVELS:
+        raise Conflict("Consultations go to a city or provincial institution.")
+    if target.id not in {i.id for i in ancestors(session, radiologist.institution)}:
+        raise Conflict("Consultations go up the caller's own chain of institutions.")
+    result = session.execute(
+        update(Study)
+        .where(
+            Study.id == study.id,
+            Study.status == StudyStatus.in_progress,
+            Study.assigned_to_id == radiologist.id,
+            Study.lease_expires_at >= now,
+        )
+        .values(status=StudyStatus.escalated, lease_expires_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.rollback()
+        raise ClaimConflict("The claim on this study changed meanwhile; reload the worklist.")
+    consultation = Consultation(
+        study_id=study.id,
+        requested_by_id=radiologist.id,
+        to_institution_id=target.id,
+        question=question,
+        requested_at=now,
+    )
+    session.add(consultation)
+    session.flush()
+    add_event(
+        session,
+        study,
+        "escalated",
+        at=now,
+        actor=radiologist,
+        consultation_id=consultation.id,
+        to_institution=target.code,
+        to_level=target.level.value,
+        question=question,
+    )
+    for consultant in session.scalars(
+        select(User).where(
+            User.institution_id == target.id, User.role == Role.consultant, User.is_active
+        )
+    ):
+        session.add(
+            Notification(
+                user_id=consultant.id,
+                kind="consultation",
+                study_id=study.id,
+                at=now,
+                detail={"consultation_id": consultation.id},
+            )
+        )
+    session.commit()
+    session.refresh(consultation)
+    return consultation
+
+
+def get_consultation(session: Session, *, user: User, consultation_id: int) -> Consultation:
+    """A consultation the caller may see: its consultants' institution, its asker, admins."""
+    c = session.get(Consultation, consultation_id)
+    if c is None or not (
+        user.role == Role.admin
+        or c.requested_by_id == user.id
+        or (user.role == Role.consultant and c.to_institution_id == user.institution_id)
+    ):
+        raise NotFound("No consultation with this id.")
+    return c
+
+
+def give_opinion(
+    *,
+    session: Session,
+    consultant: User,
+    consultation_id: int,
+    opinion: str,
+    lease: LeasePolicy,
+    now: datetime | None = None,
+) -> Consultation:
+    """A consultant of the asked institution answers; the study goes back to the asker."""
+    now = now or utcnow()
+    if consultant.role != Role.consultant:
+        raise Forbidden("Only consultants give opinions.")
+    opinion = opinion.strip()
+    if not opinion or len(opinion) > MAX_TEXT:
+        raise Conflict("An opinion must have between 1 and 10,000 characters.")
+    c = session.get(Consultation, consultation_id)
+    if c is None or c.to_institution_id != consultant.institution_id:
+        raise NotFound("No consultation with this id for your institution.")
+    if c.status != ConsultationStatus.open:
+        raise Conflict(f"This consultation is {c.status.value}; it takes no further opinion.")
+    result = session.execute(
+        update(Consultation)
+        .where(Consultation.id == c.id, Consultation.status == ConsultationStatus.open)
+        .values(
+            status=ConsultationStatus.answered,
+            opinion=opinion,
+            consultant_id=consultant.id,
+            answered_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.rollback()
+        raise Conflict("Another consultant answered this consultation a moment ago.")
+    _return_to_asker(session, c, lease=lease, now=now)
+    add_event(
+        session,
+        c.study_id,
+        "opinion",
+        at=now,
+        actor=consultant,
+        consultation_id=c.id,
+        institution=c.to_institution.code,
+        opinion=opinion,
+    )
+    session.add(
+        Notification(
+            user_id=c.requested_by_id,
+            kind="opinion",
+            study_id=c.study_id,
+            at=now,
+            detail={"consultation_id": c.id},
+        )
+    )
+    session.commit()
+    session.refresh(c)
+    return c
+
+
+def withdraw(
+    *,
+    session: Session,
+    user: User,
+    consultation_id: int,
+    lease: LeasePolicy,
+    now: datetime | None = None,
+) -> Consultation:
+    """The asking radiologist (or an admin) withdraws an open consultation."""
+    now = now or utcnow()
+    c = session.get(Consultation, consultation_id)
+    if c is None or not (user.role == Role.admin or c.requested_by_id == user.id):
+        raise NotFound("No consultation with this id.")
+    if c.status != ConsultationStatus.open:
+        raise Conflict(f"This consultation is {c.status.value}; only open ones can be withdrawn.")
+    result = session.execute(
+        update(Consultation)
+        .where(Consultation.id == c.id, Consultation.status == ConsultationStatus.open)
+        .values(status=ConsultationStatus.withdrawn, closed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.rollback()
+        raise Conflict("This consultation was answered a moment ago.")
+    _return_to_asker(session, c, lease=lease, now=now)
+    add_event(
+        session, c.study_id, "consultation_withdrawn", at=now, actor=user, consultation_id=c.id
+    )
+    session.commit()
+    session.refresh(c)
+    return c
+
+
+def _return_to_asker(
+    session: Session, c: Consultation, *, lease: LeasePolicy, now: datetime
+) -> None:
+    result = session.execute(
+        update(Study)
+        .where(Study.id == c.study_id, Study.status == StudyStatus.escalated)
+        .values(
+            status=StudyStatus.in_progress,
+            assigned_to_id=c.requested_by_id,
+            claimed_at=now,
+            lease_expires_at=now + lease.lease,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.rollback()
+        raise Conflict("The study is no longer escalated.")
+
+
+def list_consultations(
+    session: Session, *, user: User, status: ConsultationStatus | None = None, limit: int = 100
+) -> list[Consultation]:
+    """Consultations the caller takes part in: to its institution (consultants), asked by it
+    (radiologists), or all (admins); newest first."""
+    stmt = select(Consultation)
+    if user.role == Role.consultant:
+        stmt = stmt.where(Consultation.to_institution_id == user.institution_id)
+    elif user.role == Role.radiologist:
+        stmt = stmt.where(Consultation.requested_by_id == user.id)
+    elif user.role != Role.admin:
+        raise Forbidden("Clinic accounts take no part in consultations.")
+    if status is not None:
+        stmt = stmt.where(Consultation.status == status)
+    stmt = stmt.order_by(Consultation.requested_at.desc(), Consultation.id.desc()).limit(limit)
+    return list(session.scalars(stmt))

@@ -181,6 +181,36 @@ def add_event(
     )
 
 
+def update_study(session: Session, *conditions: ColumnElement[bool], **values: object) -> bool:
+    """One conditional ``UPDATE studies SET ... WHERE ...``; True if exactly one row changed."""
+    result = session.execute(
+        update(Study)
+        .where(*conditions)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def leased_to(user_id: int, lease: LeasePolicy, now: datetime) -> dict[str, object]:
+    """Column values of a study claimed by *user_id* with a fresh lease."""
+    return {
+        "status": StudyStatus.in_progress,
+        "assigned_to_id": user_id,
+        "claimed_at": now,
+        "lease_expires_at": now + lease.lease,
+        "updated_at": now,
+    }
+
+
+UNCLAIMED: dict[str, object] = {
+    "status": StudyStatus.unread,
+    "assigned_to_id": None,
+    "claimed_at": None,
+    "lease_expires_at": None,
+}
+
+
 def _take(
     session: Session,
     *,
@@ -196,19 +226,9 @@ def _take(
         if previous_holder is None
         else Study.assigned_to_id == previous_holder
     )
-    result = session.execute(
-        update(Study)
-        .where(Study.id == study_id, claimable(now), holder)
-        .values(
-            status=StudyStatus.in_progress,
-            assigned_to_id=user.id,
-            claimed_at=now,
-            lease_expires_at=now + lease.lease,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+    return update_study(
+        session, Study.id == study_id, claimable(now), holder, **leased_to(user.id, lease, now)
     )
-    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 def _record_claim(
@@ -353,18 +373,15 @@ def _conditional(
     session: Session, study: Study, user_id: int, now: datetime, **values: object
 ) -> None:
     """Apply *values* only if *user_id* still holds an unexpired lease; else ClaimConflict."""
-    result = session.execute(
-        update(Study)
-        .where(
-            Study.id == study.id,
-            Study.assigned_to_id == user_id,
-            Study.status == StudyStatus.in_progress,
-            Study.lease_expires_at >= now,
-        )
-        .values(updated_at=now, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
+    if not update_study(
+        session,
+        Study.id == study.id,
+        Study.assigned_to_id == user_id,
+        Study.status == StudyStatus.in_progress,
+        Study.lease_expires_at >= now,
+        updated_at=now,
+        **values,
+    ):
         session.rollback()
         raise ClaimConflict("The claim on this study changed meanwhile; reload the worklist.")
 
@@ -399,16 +416,7 @@ def release(
     else:
         require_holder(study, user, now)
         holder = user.id
-    _conditional(
-        session,
-        study,
-        holder,
-        now,
-        status=StudyStatus.unread,
-        assigned_to_id=None,
-        claimed_at=None,
-        lease_expires_at=None,
-    )
+    _conditional(session, study, holder, now, **UNCLAIMED)
     add_event(session, study, "released", at=now, actor=user, previous_holder_id=holder)
     session.commit()
     session.refresh(study)
@@ -440,25 +448,18 @@ def reassign(
     if status not in (StudyStatus.unread, StudyStatus.in_progress):
         raise ClaimConflict(f"A study that is {status.value} cannot be reassigned.")
     previous = study.assigned_to_id if status == StudyStatus.in_progress else None
-    result = session.execute(
-        update(Study)
-        .where(
-            Study.id == study.id,
-            Study.status == study.status,
-            Study.assigned_to_id.is_(None)
-            if study.assigned_to_id is None
-            else Study.assigned_to_id == study.assigned_to_id,
-        )
-        .values(
-            status=StudyStatus.in_progress,
-            assigned_to_id=target.id,
-            claimed_at=now,
-            lease_expires_at=now + lease.lease,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+    unchanged = (
+        Study.assigned_to_id.is_(None)
+        if study.assigned_to_id is None
+        else Study.assigned_to_id == study.assigned_to_id
     )
-    if getattr(result, "rowcount", 0) != 1:
+    if not update_study(
+        session,
+        Study.id == study.id,
+        Study.status == study.status,
+        unchanged,
+        **leased_to(target.id, lease, now),
+    ):
         session.rollback()
         raise ClaimConflict("The study changed meanwhile; reload and try again.")
     add_event(
@@ -553,19 +554,14 @@ def expire_leases(*, session: Session, now: datetime | None = None) -> list[str]
     ).all()
     expired: list[str] = []
     for study_id, uid, holder in rows:
-        result = session.execute(
-            update(Study)
-            .where(Study.id == study_id, lease_expired(now), Study.assigned_to_id == holder)
-            .values(
-                status=StudyStatus.unread,
-                assigned_to_id=None,
-                claimed_at=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(result, "rowcount", 0) == 1:
+        if update_study(
+            session,
+            Study.id == study_id,
+            lease_expired(now),
+            Study.assigned_to_id == holder,
+            updated_at=now,
+            **UNCLAIMED,
+        ):
             add_event(session, study_id, "lease_expired", at=now, previous_holder_id=holder)
             expired.append(uid)
     session.commit()
@@ -591,13 +587,12 @@ def notify_overdue_stat(*, session: Session, now: datetime | None = None) -> lis
         return notified
     radiologists = on_duty_radiologists(session, now=now)
     for study_id, uid in rows:
-        result = session.execute(
-            update(Study)
-            .where(Study.id == study_id, Study.overdue_notified_at.is_(None))
-            .values(overdue_notified_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(result, "rowcount", 0) != 1:
+        if not update_study(
+            session,
+            Study.id == study_id,
+            Study.overdue_notified_at.is_(None),
+            overdue_notified_at=now,
+        ):
             continue  # another worker got there first
         add_event(session, study_id, "overdue", at=now, notified=len(radiologists))
         for user in radiologists:

@@ -16,7 +16,9 @@ from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
 from imaging_hub.worklist.assignment import (
     add_event,
     get_study,
+    leased_to,
     require_holder,
+    update_study,
     utcnow,
 )
 from imaging_hub.worklist.ingest import LeasePolicy
@@ -71,18 +73,16 @@ def escalate(
         raise Conflict("Consultations go to a city or provincial institution.")
     if target.id not in {i.id for i in ancestors(session, radiologist.institution)}:
         raise Conflict("Consultations go up the caller's own chain of institutions.")
-    result = session.execute(
-        update(Study)
-        .where(
-            Study.id == study.id,
-            Study.status == StudyStatus.in_progress,
-            Study.assigned_to_id == radiologist.id,
-            Study.lease_expires_at >= now,
-        )
-        .values(status=StudyStatus.escalated, lease_expires_at=None, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
+    if not update_study(
+        session,
+        Study.id == study.id,
+        Study.status == StudyStatus.in_progress,
+        Study.assigned_to_id == radiologist.id,
+        Study.lease_expires_at >= now,
+        status=StudyStatus.escalated,
+        lease_expires_at=None,
+        updated_at=now,
+    ):
         session.rollback()
         raise ClaimConflict("The claim on this study changed meanwhile; reload the worklist.")
     consultation = Consultation(
@@ -232,19 +232,12 @@ def withdraw(
 def _return_to_asker(
     session: Session, c: Consultation, *, lease: LeasePolicy, now: datetime
 ) -> None:
-    result = session.execute(
-        update(Study)
-        .where(Study.id == c.study_id, Study.status == StudyStatus.escalated)
-        .values(
-            status=StudyStatus.in_progress,
-            assigned_to_id=c.requested_by_id,
-            claimed_at=now,
-            lease_expires_at=now + lease.lease,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
+    if not update_study(
+        session,
+        Study.id == c.study_id,
+        Study.status == StudyStatus.escalated,
+        **leased_to(c.requested_by_id, lease, now),
+    ):
         session.rollback()
         raise Conflict("The study is no longer escalated.")
 

@@ -182,6 +182,17 @@ class GatewaySettings(_TomlSettings):
         default=10.0,
         description="A study is complete once no instance arrived for this long after release.",
     )
+    scp_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="DICOM SCP worker processes sharing the listening socket and the spool; "
+        "1 receives in the main process. The forwarder always runs in the main process.",
+    )
+    forward: bool = Field(
+        default=True,
+        description="Forward to the hub; false receives and spools only (ingest benchmarks, "
+        "or holding studies while the uplink is known to be down).",
+    )
     upload_concurrency: int = Field(default=4, description="Parallel uploads to the hub.")
     retry_initial_seconds: float = Field(default=1.0, description="First retry delay.")
     retry_max_seconds: float = Field(default=300.0, description="Longest retry delay.")

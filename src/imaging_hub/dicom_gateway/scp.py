@@ -7,6 +7,7 @@ status. Success (0x0000) is answered only after the spool has the instance fsync
 
 import hashlib
 import logging
+import socket
 import threading
 import time
 from typing import Any
@@ -190,14 +191,104 @@ def make_ae(
     return ae
 
 
-def start_scp(ae: AE, handler: StoreHandler, host: str, port: int) -> ThreadedAssociationServer:
-    handlers: list[Any] = [
+def _event_handlers(handler: StoreHandler) -> list[Any]:
+    return [
         (evt.EVT_C_ECHO, handler.handle_echo),
         (evt.EVT_C_STORE, handler.handle_store),
         (evt.EVT_RELEASED, handler.handle_closed),
         (evt.EVT_ABORTED, handler.handle_closed),
         (evt.EVT_REJECTED, handler.handle_rejected),
     ]
-    server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+
+
+def start_scp(ae: AE, handler: StoreHandler, host: str, port: int) -> ThreadedAssociationServer:
+    server = ae.start_server((host, port), block=False, evt_handlers=_event_handlers(handler))
     assert server is not None  # block=False always returns the server
+    return server
+
+
+def listen_socket(host: str, port: int, *, backlog: int = 64) -> socket.socket:
+    """The listening socket the SCP worker processes share (one accept queue for all).
+
+    One shared socket rather than one SO_REUSEPORT socket per worker: the kernel hashes
+    SO_REUSEPORT connections to sockets blindly (four associations often land three on one
+    worker), and connections queued on a dead worker's socket would be reset. With one queue,
+    whichever worker is least busy accepts, and a killed worker loses nothing queued.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)  # workers race for each connection; losers get EAGAIN
+    return sock
+
+
+class SharedSocketServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server accepting on a socket shared with other worker processes.
+
+    ``loads`` holds the number of open associations of every worker; a worker busier than the
+    least busy one lets that one take the connection (for a few milliseconds at most, so a hung
+    or dead worker cannot stall accepting).
+    """
+
+    shared_socket: socket.socket
+    loads: Any  # multiprocessing.Array("i", workers), synchronized
+    index: int
+    MAX_DEFERRALS = 3
+
+    def server_bind(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+        self.socket = self.shared_socket
+        self.server_address = self.socket.getsockname()
+        self._deferrals = 0
+
+    def server_activate(self) -> None:
+        """The shared socket is listening already."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        loads = list(self.loads)
+        mine = loads[self.index]
+        others = [n for i, n in enumerate(loads) if i != self.index]
+        if others and mine > min(others) and self._deferrals < self.MAX_DEFERRALS:
+            self._deferrals += 1
+            time.sleep(0.002)
+            raise BlockingIOError("a less busy worker may accept this connection")
+        self._deferrals = 0
+        client, address = self.shared_socket.accept()  # BlockingIOError: another worker took it
+        client.setblocking(True)
+        with self.loads.get_lock():
+            self.loads[self.index] += 1  # down again when the connection closes
+        return client, address
+
+
+def start_shared_scp(
+    ae: AE,
+    handler: StoreHandler,
+    sock: socket.socket,
+    *,
+    loads: Any,
+    index: int,
+) -> ThreadedAssociationServer:
+    """Serve on *sock*, shared with other workers; ``loads[index]`` counts our associations."""
+
+    def closed(event: evt.Event) -> None:
+        with loads.get_lock():
+            loads[index] = max(0, loads[index] - 1)
+
+    server_class = type(
+        "BoundSharedSocketServer",
+        (SharedSocketServer,),
+        {"shared_socket": sock, "loads": loads, "index": index},
+    )
+    handlers = [
+        *_event_handlers(handler),
+        (evt.EVT_CONN_CLOSE, closed),
+    ]
+    host, port = sock.getsockname()[:2]
+    server = ae.make_server((host, port), evt_handlers=handlers, server_class=server_class)
+    ae._servers.append(server)  # as AE.start_server does: shutdown() removes it again
+    thread = threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True)
+    thread.start()
     return server

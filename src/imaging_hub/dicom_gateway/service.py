@@ -2,10 +2,24 @@
 
 Besides the DICOM side it runs a heartbeat to the hub (every ``heartbeat_seconds``) and, when
 ``metrics_port`` is set, a Prometheus endpoint on the gateway host.
+
+With ``scp_workers`` > 1 the DICOM SCP runs in that many worker processes (spawned, not
+forked) that share one listening socket and the one spool (SQLite WAL is multi-process safe);
+one Python process alone cannot receive four associations as fast as a C server because of the
+GIL. The forwarder, heartbeat and metrics run only in the main process. A worker that dies is
+replaced; workers die with the main process (``PR_SET_PDEATHSIG``), so a killed gateway frees
+its port.
 """
 
+import ctypes
 import logging
+import multiprocessing
+import os
+import signal
+import socket
 import threading
+import time
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -14,11 +28,74 @@ from imaging_hub.config import GatewaySettings
 from imaging_hub.dicom_gateway.forwarder import Forwarder, wan_preparer
 from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.metrics import gateway_registry, gateway_status
-from imaging_hub.dicom_gateway.scp import StoreHandler, make_ae, start_scp
+from imaging_hub.dicom_gateway.scp import (
+    StoreHandler,
+    listen_socket,
+    make_ae,
+    start_scp,
+    start_shared_scp,
+)
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import ForwardError
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+RESPAWN_MIN_SECONDS = 1.0
+
+
+def build_scp(
+    settings: GatewaySettings, spool: Spool, *, on_stored: Any = None
+) -> tuple[Any, StoreHandler]:
+    """The AE and the C-STORE handler of one SCP process (main process or worker)."""
+    handler = StoreHandler(
+        spool,
+        max_instance_bytes=settings.max_instance_bytes,
+        on_stored=on_stored,
+        on_refused=lambda: spool.count("refused"),
+    )
+    ae = make_ae(
+        settings.ae_title,
+        allowed_calling_aes=settings.allowed_calling_aes,
+        extra_storage_sop_classes=settings.extra_storage_sop_classes,
+    )
+    return ae, handler
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def scp_worker_main(
+    index: int,
+    settings: GatewaySettings,
+    sock: socket.socket,
+    loads: Any,
+    parent_pid: int,
+    log_level: int,
+) -> None:
+    """Entry point of one SCP worker process (spawned by :class:`GatewayService`)."""
+    _die_with_parent(parent_pid)
+    logging.basicConfig(
+        level=log_level,
+        format=f"%(asctime)s %(levelname)s %(name)s[scp-{index}]: %(message)s",
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    spool = Spool(settings.spool_dir, clean_tmp=False)
+    ae, handler = build_scp(settings, spool)
+    server = start_shared_scp(ae, handler, sock, loads=loads, index=index)
+    log.info("SCP worker %d (pid %d) serving", index, os.getpid())
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            break
+    server.shutdown()
+    spool.close()
 
 
 class GatewayService:
@@ -40,27 +117,33 @@ class GatewayService:
             prepare=wan_preparer(settings.transcode),
             bandwidth_limit_bytes_per_second=settings.bandwidth_limit_bytes_per_second,
         )
-        self.handler = StoreHandler(
-            self.spool,
-            max_instance_bytes=settings.max_instance_bytes,
-            on_stored=self.forwarder.wake,
-            on_refused=lambda: self.spool.count("refused"),
-        )
-        self.ae = make_ae(
-            settings.ae_title,
-            allowed_calling_aes=settings.allowed_calling_aes,
-            extra_storage_sop_classes=settings.extra_storage_sop_classes,
-        )
+        self.ae, self.handler = build_scp(settings, self.spool, on_stored=self.forwarder.wake)
         self._server: object | None = None
         self._metrics_server: Any = None
         self._stopped = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._loads: Any = None
+        self._socket: socket.socket | None = None
+        self._supervisor: threading.Thread | None = None
+        self.workers: list[BaseProcess] = []
 
     def start(self) -> None:
-        self.forwarder.start()
-        self._server = start_scp(
-            self.ae, self.handler, self.settings.host, self.settings.dicom_port
-        )
+        if self.settings.forward:
+            self.forwarder.start()
+        if self.settings.scp_workers == 1:
+            self._server = start_scp(
+                self.ae, self.handler, self.settings.host, self.settings.dicom_port
+            )
+        else:
+            self._socket = listen_socket(self.settings.host, self.settings.dicom_port)
+            self._loads = self._ctx.Array("i", self.settings.scp_workers)
+            started = threading.Event()
+            self._supervisor = threading.Thread(
+                target=self._supervise, args=(started,), name="scp-supervisor", daemon=True
+            )
+            self._supervisor.start()
+            started.wait(60)
         if self.settings.metrics_port:
             self._metrics_server, _ = start_http_server(
                 self.settings.metrics_port,
@@ -72,11 +155,13 @@ class GatewayService:
             )
         self._heartbeat.start()
         log.info(
-            "gateway %s (%s) listening on %s:%d, forwarding to %s",
+            "gateway %s (%s) listening on %s:%d with %d SCP process(es), %s %s",
             self.settings.clinic,
             self.settings.ae_title,
             self.settings.host,
             self.settings.dicom_port,
+            self.settings.scp_workers,
+            "forwarding to" if self.settings.forward else "NOT forwarding to",
             self.settings.hub_url,
         )
 
@@ -94,16 +179,66 @@ class GatewayService:
                 log.exception("heartbeat failed")
             self._stopped.wait(self.settings.heartbeat_seconds)
 
+    def _spawn(self, index: int) -> BaseProcess:
+        process = self._ctx.Process(
+            target=scp_worker_main,
+            args=(
+                index,
+                self.settings,
+                self._socket,
+                self._loads,
+                os.getpid(),
+                logging.getLogger().getEffectiveLevel(),
+            ),
+            name=f"scp-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    def _supervise(self, started: threading.Event) -> None:
+        """Spawn the workers and replace any that dies (this thread is their parent thread:
+        ``PR_SET_PDEATHSIG`` fires when the spawning thread ends, so it lives until stop)."""
+        self.workers = [self._spawn(i) for i in range(self.settings.scp_workers)]
+        started.set()
+        spawned_at = [time.monotonic()] * len(self.workers)
+        while not self._stopped.wait(0.2):
+            for i, process in enumerate(self.workers):
+                if process.is_alive() or time.monotonic() - spawned_at[i] < RESPAWN_MIN_SECONDS:
+                    continue
+                log.warning(
+                    "SCP worker %d (pid %s) exited with code %s; starting a new one",
+                    i,
+                    process.pid,
+                    process.exitcode,
+                )
+                with self._loads.get_lock():
+                    self._loads[i] = 0
+                self.workers[i] = self._spawn(i)
+                spawned_at[i] = time.monotonic()
+        for process in self.workers:
+            process.terminate()
+        for process in self.workers:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+
     def stop(self) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
         if self._server is not None:
             self._server.shutdown()  # type: ignore[attr-defined]
+        if self._supervisor is not None:
+            self._supervisor.join(30)
+        if self._socket is not None:
+            self._socket.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
-        self.forwarder.stop()
+        if self.settings.forward:
+            self.forwarder.stop()
         self._heartbeat.join(10)
         self.client.close()
         self.spool.close()

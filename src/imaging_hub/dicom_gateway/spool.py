@@ -94,7 +94,9 @@ def _fsync_dir(path: Path) -> None:
 class Spool:
     """One spool directory: ``objects/`` for files, ``index.sqlite3`` for the queue."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, clean_tmp: bool = True) -> None:
+        """Open (or create) the spool. Several processes may open one spool; only the first
+        (the gateway's main process, before its SCP workers start) cleans ``tmp/``."""
         self.root = root
         self.objects = root / "objects"
         self.tmp = root / "tmp"
@@ -107,7 +109,9 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
-        self._clean_tmp()
+        self._durable_dirs: set[str] = set()
+        if clean_tmp:
+            self._clean_tmp()
 
     def close(self) -> None:
         with self._lock:
@@ -176,7 +180,11 @@ class Spool:
             final.parent.mkdir(exist_ok=True)
             os.replace(tmp, final)
             _fsync_dir(final.parent)
-            _fsync_dir(self.objects)
+            if study_instance_uid not in self._durable_dirs:
+                # The study directory's own entry; once per study and process (another
+                # process may have created it without having fsync'd objects/ yet).
+                _fsync_dir(self.objects)
+                self._durable_dirs.add(study_instance_uid)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise SpoolError("The spool could not durably store the instance.") from exc

@@ -1,0 +1,327 @@
+"""C-STORE ingest: dcmtk storescu -> this gateway, dcmtk storescp and Orthanc, in one run.
+
+Workloads (corpus from ../shared/bench/gen_corpus.py, a fresh copy with new UIDs per timed run
+so no receiver deduplicates): the 300-slice CT on one association and on four concurrent ones
+(one per quarter), the 2-image DX study on one association and four DX studies on four
+concurrent associations. Time = from starting the storescu processes until the last one exits
+successfully. Receivers are interleaved per repetition so drift of the shared machine hits all
+alike. The gateway runs with durability on (real spool: fsync'd files, SQLite WAL index) and its
+forwarder paused (``forward = false``), so the figure is SCP ingest alone.
+
+    python -m bench.ingest [--reps 5] [--corpus DIR] [--no-write]
+"""
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import (
+    CLI,
+    dcmtk_env,
+    ensure_corpus,
+    free_port,
+    machine,
+    machine_lines,
+    median,
+    package_version,
+    stop_process,
+    tool,
+    wait_for_port,
+    write_section,
+)
+
+WORKLOADS = ("CT 300 slices, 1 association", "CT 300 slices, 4 associations")
+DX_WORKLOADS = ("DX study 30 MB, 1 association", "DX 4 studies 120 MB, 4 associations")
+
+
+@dataclass
+class Receiver:
+    name: str
+    ae_title: str
+    durable: str
+    workdir: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log = self.workdir / "receiver.log"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.port = free_port()
+        args, env = self.command()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.port, timeout=60)
+            echo = subprocess.run(
+                [tool("echoscu"), "-aec", self.ae_title, "127.0.0.1", str(self.port)],
+                env=dcmtk_env(),
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            if echo.returncode != 0:
+                raise RuntimeError(echo.stderr.decode(errors="replace"))
+        except Exception:
+            self.stop()
+            raise SystemExit(
+                f"{self.name} did not start:\n{self.log.read_text()[-3000:]}"
+            ) from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def check(self, expected: int) -> None:
+        """Raise if the receiver does not hold what it acknowledged (where it can be counted)."""
+
+
+class GatewayReceiver(Receiver):
+    def __init__(self, workdir: Path, *, workers: int) -> None:
+        super().__init__(
+            f"gateway ({workers} SCP worker{'s' if workers > 1 else ''})",
+            "GATEWAY",
+            "fsync file + dir, SQLite WAL synchronous=FULL, before Success",
+            workdir,
+        )
+        self.workers = workers
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        env = dict(
+            os.environ,
+            IMAGING_HUB_GATEWAY_AE_TITLE=self.ae_title,
+            IMAGING_HUB_GATEWAY_HOST="127.0.0.1",
+            IMAGING_HUB_GATEWAY_DICOM_PORT=str(self.port),
+            IMAGING_HUB_GATEWAY_SPOOL_DIR=str(self.workdir / "spool"),
+            IMAGING_HUB_GATEWAY_HUB_URL=f"http://127.0.0.1:{free_port()}",
+            IMAGING_HUB_GATEWAY_HUB_TOKEN="bench-not-used",
+            IMAGING_HUB_GATEWAY_FORWARD="false",
+            IMAGING_HUB_GATEWAY_SCP_WORKERS=str(self.workers),
+        )
+        env.pop("IMAGING_HUB_CONFIG", None)
+        return [*CLI, "gateway", "serve"], env
+
+    def check(self, expected: int) -> None:
+        db = sqlite3.connect(self.workdir / "spool" / "index.sqlite3")
+        try:
+            count = db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+        finally:
+            db.close()
+        if count != expected:
+            raise SystemExit(f"{self.name} spooled {count} instances, expected {expected}.")
+
+
+class StorescpReceiver(Receiver):
+    def __init__(self, workdir: Path) -> None:
+        super().__init__("dcmtk storescp", "STORESCP", "none (no fsync)", workdir)
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        out = self.workdir / "out"
+        out.mkdir(exist_ok=True)
+        args = [tool("storescp"), "--fork", "-aet", self.ae_title, "-od", str(out)]
+        return [*args, str(self.port)], dcmtk_env()
+
+
+class OrthancReceiver(Receiver):
+    def __init__(self, workdir: Path) -> None:
+        super().__init__("Orthanc", "ORTHANC", "Orthanc defaults (SQLite index)", workdir)
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        config = {
+            "Name": "imaging-hub-bench",
+            "StorageDirectory": str(self.workdir / "storage"),
+            "IndexDirectory": str(self.workdir / "index"),
+            "StorageCompression": False,
+            "HttpServerEnabled": True,
+            "HttpPort": free_port(),
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": True,
+            "RegisteredUsers": {},
+            "DicomServerEnabled": True,
+            "DicomAet": self.ae_title,
+            "DicomPort": self.port,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomCheckModalityHost": False,
+            "DicomModalities": {},
+            "UnknownSopClassAccepted": True,
+            "Plugins": [],
+        }
+        path = self.workdir / "orthanc.json"
+        path.write_text(json.dumps(config, indent=1))
+        return [tool("Orthanc"), str(path)], dcmtk_env()
+
+
+def storescu(port: int, ae_title: str, files: Sequence[Path]) -> subprocess.Popen[bytes]:
+    args = [tool("storescu"), "-aec", ae_title, "-aet", "BENCH", "127.0.0.1", str(port)]
+    return subprocess.Popen(
+        [*args, *map(str, files)],
+        env=dcmtk_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def send(receiver: Receiver, batches: Sequence[Sequence[Path]]) -> float:
+    """Send each batch on its own association, concurrently; seconds until all finished."""
+    started = time.perf_counter()
+    procs = [storescu(receiver.port, receiver.ae_title, batch) for batch in batches]
+    errors = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode != 0 or b"E:" in err:
+            errors.append(err.decode(errors="replace")[-1500:])
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"storescu into {receiver.name} failed:\n" + "\n".join(errors))
+    return elapsed
+
+
+def ct_batches(corpus: Path, copy: int, associations: int) -> list[list[Path]]:
+    quarters = [
+        sorted((corpus / "ct" / f"{copy:02d}" / f"q{q}").glob("*.dcm")) for q in range(1, 5)
+    ]
+    if associations == 1:
+        return [[f for q in quarters for f in q]]
+    return quarters
+
+
+def dx_batches(corpus: Path, first_copy: int, associations: int) -> list[list[Path]]:
+    return [
+        sorted((corpus / "cr" / f"{first_copy + i:02d}").glob("*.dcm")) for i in range(associations)
+    ]
+
+
+def run(reps: int, corpus: Path, workers: list[int], write: bool) -> None:
+    manifest = ensure_corpus(corpus, ct_copies=2 * reps, cr_copies=5 * reps)
+    info = machine()
+    peers = {
+        "dcmtk": package_version("dcmtk"),
+        "Orthanc": package_version("orthanc"),
+    }
+    with tempfile.TemporaryDirectory(prefix="imaging-hub-bench-") as tmp:
+        base = Path(tmp)
+        receivers: list[Receiver] = [
+            *(GatewayReceiver(base / f"gateway{w}", workers=w) for w in workers),
+            StorescpReceiver(base / "storescp"),
+            OrthancReceiver(base / "orthanc"),
+        ]
+        # times[receiver][workload] = [seconds per repetition]
+        times: dict[str, dict[str, list[float]]] = {r.name: {} for r in receivers}
+        sent: dict[str, int] = {r.name: 0 for r in receivers}
+        try:
+            with ThreadPoolExecutor(len(receivers)) as pool:
+                list(pool.map(lambda r: r.start(), receivers))
+            for rep in range(reps):
+                for receiver in receivers:
+                    plan = [
+                        (WORKLOADS[0], ct_batches(corpus, 2 * rep, 1)),
+                        (WORKLOADS[1], ct_batches(corpus, 2 * rep + 1, 4)),
+                        (DX_WORKLOADS[0], dx_batches(corpus, 5 * rep, 1)),
+                        (DX_WORKLOADS[1], dx_batches(corpus, 5 * rep + 1, 4)),
+                    ]
+                    for workload, batches in plan:
+                        seconds = send(receiver, batches)
+                        sent[receiver.name] += sum(map(len, batches))
+                        times[receiver.name].setdefault(workload, []).append(seconds)
+                        print(
+                            f"rep {rep + 1}/{reps} {receiver.name:28} {workload:38} {seconds:.3f} s"
+                        )
+                        time.sleep(0.5)  # let the receiver settle between workloads
+            for receiver in receivers:
+                receiver.check(sent[receiver.name])
+        finally:
+            for receiver in receivers:
+                receiver.stop()
+    lines = report(times, receivers, reps, manifest)
+    print("\n".join(lines))
+    if write:
+        write_section(
+            "ingest",
+            [*machine_lines(info, peers), "", *lines],
+            title="C-STORE ingest: gateway vs dcmtk storescp vs Orthanc",
+        )
+
+
+def report(
+    times: dict[str, dict[str, list[float]]],
+    receivers: Sequence[Receiver],
+    reps: int,
+    manifest: dict[str, int],
+) -> list[str]:
+    sizes = {
+        WORKLOADS[0]: manifest["ct_series_bytes"],
+        WORKLOADS[1]: manifest["ct_series_bytes"],
+        DX_WORKLOADS[0]: manifest["cr_study_bytes"],
+        DX_WORKLOADS[1]: 4 * manifest["cr_study_bytes"],
+    }
+    names = [r.name for r in receivers]
+    header = (
+        "| workload | "
+        + " | ".join(names)
+        + " | "
+        + " | ".join(f"{n} vs Orthanc" for n in names if n.startswith("gateway"))
+    )
+    lines = [
+        f"Sender: dcmtk storescu (TCP_NODELAY=1) on loopback. Median (min-max) seconds of {reps} "
+        'runs, each with a fresh copy of the corpus (new UIDs). "vs Orthanc" is the '
+        "throughput ratio (Orthanc time / gateway time; >= 1.00 means at least Orthanc's "
+        "throughput).",
+        "",
+        header + " |",
+        "|" + " --- |" * (1 + len(names) + sum(n.startswith("gateway") for n in names)),
+    ]
+    for workload in (*WORKLOADS, *DX_WORKLOADS):
+        cells = []
+        for name in names:
+            values = times[name][workload]
+            cells.append(f"{median(values):.3f} ({min(values):.2f}-{max(values):.2f})")
+        orthanc = median(times["Orthanc"][workload])
+        ratios = [
+            f"{orthanc / median(times[n][workload]):.2f}x" for n in names if n.startswith("gateway")
+        ]
+        mb = sizes[workload] / 1e6
+        lines.append(f"| {workload} ({mb:.0f} MB) | " + " | ".join(cells + ratios) + " |")
+    lines += ["", "Durability of each receiver when it answers Success:", ""]
+    lines += [f"- {r.name}: {r.durable}" for r in receivers]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "imaging-hub-bench"
+        / "corpus",
+    )
+    parser.add_argument(
+        "--workers",
+        default=f"1,{os.cpu_count() or 1}",
+        help="comma-separated scp_workers settings of the gateway to measure",
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    args = parser.parse_args()
+    workers = sorted({int(w) for w in args.workers.split(",")})
+    run(args.reps, args.corpus, workers, not args.no_write)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck peers unit clean
+.PHONY: demo test lint typecheck peers unit clean bench bench-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ typecheck: $(STAMP)
 
 test: $(STAMP) peers lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (not tests): bench/*.py, results into docs/benchmarks.md. Needs root for apt
+# (Orthanc) and, for bench.wan, for network namespaces.
+bench-peers: peers
+	bash scripts/install-peers.sh orthanc
+
+bench: $(STAMP) bench-peers
+	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

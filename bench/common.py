@@ -10,15 +10,16 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+
+from tests.peers.net import free_port, stop_process, wait_for_port
+
+__all__ = ["free_port", "stop_process", "wait_for_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN_CORPUS = ROOT.parent.parent / "shared" / "bench" / "gen_corpus.py"
@@ -63,33 +64,6 @@ def ensure_corpus(directory: Path, *, ct_copies: int, cr_copies: int) -> dict[st
     )
     loaded: dict[str, int] = json.loads(manifest.read_text())
     return loaded
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"Nothing listened on {host}:{port} within {timeout} s.")
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
 
 
 def tool(name: str) -> str:

@@ -6,7 +6,8 @@
 #   fonts-wqy-microhei  a CJK font: Chinese in screenshots and in reportlab PDFs
 #   docker-compose      validates docker/compose.yml (no Docker engine runs here)
 set -euo pipefail
-packages=(dcmtk postgresql chromium fonts-wqy-microhei iproute2 docker-compose)
+#   extra package names as arguments, e.g. `install-peers.sh orthanc` (make bench-peers)
+packages=(dcmtk postgresql chromium fonts-wqy-microhei iproute2 docker-compose "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

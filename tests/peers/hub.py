@@ -9,7 +9,6 @@
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -24,19 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from imaging_hub.worklist.db import make_engine, make_session_factory, session_scope
 from imaging_hub.worklist.migrate import upgrade
 from imaging_hub.worklist.seed import create_demo_network
-from tests.peers.net import free_port, wait_for_port
+from tests.peers.net import free_port, stop_process, wait_for_port
 
 CLI = [sys.executable, "-m", "imaging_hub"]
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+_stop = stop_process
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Small helpers shared by the peer fixtures: free ports, waiting for a listener."""
 
+import signal
 import socket
+import subprocess
 import time
 
 
@@ -32,3 +34,14 @@ def wait_until(predicate: "object", *, timeout: float = 30.0, interval: float = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"Condition not met within {timeout} s.")
         time.sleep(interval)
+
+
+def stop_process(proc: "subprocess.Popen[bytes]", timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it does not exit within *timeout*."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)

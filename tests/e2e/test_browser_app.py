@@ -6,66 +6,33 @@ module stays within a few seconds per test. Priorities and due times are set in 
 because nothing in the hub sets them yet (the worklist engineer's issue 4 will).
 """
 
-import hashlib
-import io
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
-import pydicom
 import pytest
 from playwright.sync_api import expect
-from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from imaging_hub.worklist.ingest import PRIORITY_RANK
 from imaging_hub.worklist.models import Priority, Study
 from tests.conftest import SAMPLES
+from tests.e2e.support import (
+    BUNDLED,
+    ingest,
+    login,
+    make_instance,
+    me_status,
+    session_cookie_value,
+)
 from tests.peers.browser import BrowserPage, OpenPage
 from tests.peers.hub import HubProcess, start_hub_process
 
 pytestmark = pytest.mark.e2e
 
-BUNDLED = Path(__file__).resolve().parents[2] / "src" / "imaging_hub" / "dicom" / "samples"
 HOSTILE_NAME = "<img src=x onerror=alert(1)>"
 HOSTILE_ID = "<script>window.__xss=1</script>"
-
-
-def _study(source: Path, **attrs: object) -> bytes:
-    ds = pydicom.dcmread(source)
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
-def ingest(hub: HubProcess, clinic: str, data: bytes) -> str:
-    """Send one instance the way a gateway does, complete its study; returns the study UID."""
-    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    headers = {"Authorization": f"Bearer {hub.gateway_tokens[clinic]}"}
-    with httpx.Client(base_url=hub.url, headers=headers, timeout=30) as client:
-        put = client.put(
-            f"/api/v1/ingest/instances/{ds.SOPInstanceUID}",
-            content=data,
-            headers={
-                "Content-Type": "application/dicom",
-                "X-Content-SHA256": hashlib.sha256(data).hexdigest(),
-            },
-        )
-        assert put.status_code == 201, put.text
-        done = client.post(
-            f"/api/v1/ingest/studies/{ds.StudyInstanceUID}/complete",
-            json={"sop_instance_uids": [str(ds.SOPInstanceUID)]},
-        )
-        assert done.json() == {"complete": True, "missing": []}, done.text
-    return str(ds.StudyInstanceUID)
 
 
 def set_priority(hub: HubProcess, uid: str, priority: Priority, due_in: timedelta) -> None:
@@ -85,7 +52,7 @@ def app_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
         gb = (BUNDLED / "chrX2_GB18030_Chinese.dcm").read_bytes()
         assert b"\xcd\xf5" in gb  # 王 in GB18030
         ingest(hub, "clinic-a", gb)
-        ct = _study(
+        ct = make_instance(
             BUNDLED / "CT_small.dcm",
             SpecificCharacterSet="ISO_IR 192",
             PatientName="赵^建国",
@@ -95,7 +62,7 @@ def app_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
             StudyDate="20261101",
         )
         ingest(hub, "clinic-a", ct)
-        mr = _study(
+        mr = make_instance(
             SAMPLES / "by-modality" / "MR" / "MR_small.dcm",
             SpecificCharacterSet="ISO_IR 192",
             PatientName="李^华",
@@ -103,7 +70,7 @@ def app_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
         )
         stat_uid = ingest(hub, "clinic-b", mr)
         set_priority(hub, stat_uid, Priority.stat, timedelta(minutes=-12))
-        hostile = _study(
+        hostile = make_instance(
             SAMPLES / "by-modality" / "CR" / "SiemensMultix.dcm",
             SpecificCharacterSet="ISO_IR 192",
             PatientName=HOSTILE_NAME,
@@ -114,31 +81,6 @@ def app_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
         yield hub
     finally:
         hub.stop()
-
-
-def login(bp: BrowserPage, hub: HubProcess, username: str, *, password: str | None = None) -> None:
-    page = bp.page
-    page.goto("/")
-    expect(page).to_have_url(re.compile(r"#/login"))
-    page.fill("#login-username", username)
-    page.fill("#login-password", password or hub.passwords[username])
-    page.click("#login-submit")
-
-
-def session_cookie_value(bp: BrowserPage) -> str | None:
-    for cookie in bp.context.cookies():
-        if cookie.get("name") == "ih_session":
-            assert cookie.get("httpOnly") is True
-            assert cookie.get("sameSite") == "Strict"
-            return cookie.get("value")
-    return None
-
-
-def me_status(hub: HubProcess, session_cookie: str) -> int:
-    response = httpx.get(
-        f"{hub.url}/api/v1/auth/me", cookies={"ih_session": session_cookie}, timeout=10
-    )
-    return response.status_code
 
 
 def rows(bp: BrowserPage) -> list[str]:
@@ -399,6 +341,7 @@ def test_admin_gateways_view_shows_backlog_alarm_and_errors_as_text(
     page = bp.page
     login(bp, app_hub, "admin")
     wait_rows(bp, 4)  # admins read the worklist too
+    expect(page.locator("#next-study")).to_have_count(0)  # administrators do not claim
     page.click("#nav a[href='#/admin/gateways']")
     expect(page.locator("#gateways-list tbody tr")).to_have_count(2)
     # clinic-b's gateway never reported: the alarm is on.
@@ -426,3 +369,46 @@ def test_admin_gateways_view_shows_backlog_alarm_and_errors_as_text(
     expect(rad.page.locator("#nav a[href='#/admin/gateways']")).to_have_count(0)
     rad.page.goto("/#/admin/gateways")
     expect(rad.page.locator("#app .message-error")).to_have_text("您没有执行此操作的权限。")
+
+
+def test_take_next_claim_release_and_conflict(app_hub: HubProcess, open_page: OpenPage) -> None:
+    """Runs last in this module: it changes claims (and puts them back)."""
+    rad2 = open_page(app_hub.url)
+    login(rad2, app_hub, "rad2")
+    wait_rows(rad2, 4)  # rad2 sees the list before rad1 claims anything
+
+    bp = open_page(app_hub.url)
+    page = bp.page
+    login(bp, app_hub, "rad1")
+    wait_rows(bp, 4)
+    # "Take next study": the STAT study comes first.
+    page.click("#next-study")
+    expect(page.locator("#worklist-notice .message-ok")).to_have_text("已领取：李华")
+    stat_row = page.locator("#worklist-table tbody tr", has_text="李华")
+    expect(stat_row.locator(".col-status")).to_have_text("阅片中")
+    expect(stat_row.locator(".col-assigned")).to_have_text("rad1")
+    expect(stat_row).to_have_class(re.compile(r"\brow-claimed\b"))
+    expect(stat_row.locator("button[data-action=release]")).to_have_text("释放")
+    ct_row = page.locator("#worklist-table tbody tr", has_text="赵建国")
+    ct_row.locator("button[data-action=claim]").click()
+    expect(page.locator("#worklist-notice .message-ok")).to_have_text("已领取：赵建国")
+    expect(ct_row.locator(".col-assigned")).to_have_text("rad1")
+
+    # rad2's page is stale: claiming the same study is refused, and the page says why.
+    stale = rad2.page.locator("#worklist-table tbody tr", has_text="赵建国")
+    stale.locator("button[data-action=claim]").click()
+    expect(rad2.page.locator("#worklist-notice .message-error")).to_contain_text(
+        "already claimed by another radiologist"
+    )
+    # After the refresh nobody else's study offers a button.
+    expect(stale.locator(".col-assigned")).to_have_text("rad1")
+    expect(stale.locator("button")).to_have_count(0)
+
+    for name in ("李华", "赵建国"):
+        page.locator("#worklist-table tbody tr", has_text=name).locator(
+            "button[data-action=release]"
+        ).click()
+        expect(page.locator("#worklist-notice .message-ok")).to_have_text(f"已释放：{name}")
+    expect(stat_row.locator(".col-status")).to_have_text("待阅片")
+    expect(page.locator("#worklist-table td.col-assigned")).to_have_text([""] * 4)
+    assert bp.problems() == [] and rad2.problems() == []

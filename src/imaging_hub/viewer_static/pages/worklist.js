@@ -2,7 +2,7 @@
 // hash query, refreshed every 15 s while the tab is visible.
 
 import { addStrings, formatDateTime, formatDicomDate, minutesUntil, t } from "../i18n.js";
-import { apiGet } from "../api.js";
+import { apiGet, apiPost } from "../api.js";
 import { clear, h, messageBox, replaceChildren } from "../dom.js";
 import { formatNumber, formatPersonName, formatSexAge, priorityLabel, statusLabel } from "../format.js";
 import { registerRoute, setQuery } from "../router.js";
@@ -43,6 +43,14 @@ addStrings({
     "worklist.pageSize": "每页",
     "worklist.images": "{series} 序列 / {images} 图像",
     "worklist.sortBy": "按此列排序",
+    "worklist.col.actions": "操作",
+    "worklist.nextStudy": "领取下一个检查",
+    "worklist.claim": "领取",
+    "worklist.release": "释放",
+    "worklist.claimed": "已领取：{patient}",
+    "worklist.released": "已释放：{patient}",
+    "worklist.nothingToClaim": "目前没有您可以领取的检查。",
+    "worklist.mine": "我的",
   },
   en: {
     "worklist.title": "Worklist",
@@ -79,6 +87,14 @@ addStrings({
     "worklist.pageSize": "Per page",
     "worklist.images": "{series} series / {images} images",
     "worklist.sortBy": "Sort by this column",
+    "worklist.col.actions": "Actions",
+    "worklist.nextStudy": "Take next study",
+    "worklist.claim": "Claim",
+    "worklist.release": "Release",
+    "worklist.claimed": "Claimed: {patient}",
+    "worklist.released": "Released: {patient}",
+    "worklist.nothingToClaim": "There is no study for you to claim right now.",
+    "worklist.mine": "Mine",
   },
 });
 
@@ -128,7 +144,7 @@ function patientCell(item) {
 function dueCell(item) {
   if (!item.due_at) return "";
   const minutes = minutesUntil(item.due_at);
-  const overdue = minutes !== null && minutes < 0 && ACTIVE.has(item.status);
+  const overdue = item.overdue || (minutes !== null && minutes < 0 && ACTIVE.has(item.status));
   const hint = overdue
     ? t("worklist.overdue", { n: -minutes })
     : ACTIVE.has(item.status) && minutes !== null
@@ -138,8 +154,13 @@ function dueCell(item) {
     "span",
     { class: overdue ? "overdue" : null, title: hint || null },
     formatDateTime(item.due_at),
-    overdue ? h("span", { class: "overdue-badge" }, t("worklist.overdue", { n: -minutes })) : null,
+    overdue && minutes < 0 ? h("span", { class: "overdue-badge" }, t("worklist.overdue", { n: -minutes })) : null,
   );
+}
+
+/** May this user claim studies? (permissions from /api/v1/auth/me) */
+export function canClaim(user) {
+  return Boolean(user && Array.isArray(user.permissions) && user.permissions.includes("study.claim"));
 }
 
 /** Filter state from the hash query (tolerant: unknown values are dropped). */
@@ -185,8 +206,50 @@ function select(id, label, value, options, onChange) {
   return h("div", { class: "field" }, h("label", { for: id }, label), el);
 }
 
-function renderWorklist({ root, query, signal }) {
+function renderWorklist({ root, query, signal, user }) {
   const state = stateFromQuery(query);
+  const claims = canClaim(user);
+  let highlight = null; // the study just taken with "next"
+  const columns = claims ? [...COLUMNS, ["actions", "worklist.col.actions", null, (i) => actionsCell(i)]] : COLUMNS;
+  const notice = h("div", { class: "worklist-notice", id: "worklist-notice", "aria-live": "polite" });
+
+  function actionsCell(item) {
+    if (item.status === "unread") {
+      return h("button", { type: "button", class: "row-action", dataset: { action: "claim" }, on: { click: () => act(item, "claim") } }, t("worklist.claim"));
+    }
+    if (item.status === "in_progress" && item.assigned_to === user.username) {
+      return h("button", { type: "button", class: "row-action", dataset: { action: "release" }, on: { click: () => act(item, "release") } }, t("worklist.release"));
+    }
+    return "";
+  }
+
+  async function act(item, action) {
+    try {
+      await apiPost(`/api/v1/studies/${encodeURIComponent(item.study_instance_uid)}/${action}`, undefined, { signal });
+      const patient = formatPersonName(item.patient_name);
+      replaceChildren(notice, messageBox("ok", t(action === "claim" ? "worklist.claimed" : "worklist.released", { patient })));
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      replaceChildren(notice, messageBox("error", err.message));
+    }
+    load();
+  }
+
+  async function takeNext() {
+    try {
+      const item = await apiPost("/api/v1/worklist/next", undefined, { signal });
+      if (!item) {
+        replaceChildren(notice, messageBox("info", t("worklist.nothingToClaim")));
+      } else {
+        replaceChildren(notice, messageBox("ok", t("worklist.claimed", { patient: formatPersonName(item.patient_name) })));
+        highlight = item.study_instance_uid;
+      }
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      replaceChildren(notice, messageBox("error", err.message));
+    }
+    load();
+  }
   let timer = null;
   let inFlight = null;
   let clinicsSeen = new Set();
@@ -323,20 +386,24 @@ function renderWorklist({ root, query, signal }) {
   function renderTable(items) {
     for (const i of items) clinicsSeen.add(i.clinic);
     replaceChildren(clinicList, [...clinicsSeen].sort().map((c) => h("option", { value: c })));
-    const head = h("thead", {}, h("tr", {}, COLUMNS.map(headerCell)));
+    const head = h("thead", {}, h("tr", {}, columns.map(headerCell)));
     const body = h(
       "tbody",
       {},
       items.map((item) => {
         const minutes = minutesUntil(item.due_at);
-        const overdue = minutes !== null && minutes < 0 && ACTIVE.has(item.status);
+        const overdue = item.overdue || (minutes !== null && minutes < 0 && ACTIVE.has(item.status));
         return h(
           "tr",
           {
-            class: [`row-${item.priority}`, overdue ? "row-overdue" : null],
+            class: [
+              `row-${item.priority}`,
+              overdue ? "row-overdue" : null,
+              item.study_instance_uid === highlight ? "row-claimed" : null,
+            ],
             dataset: { uid: item.study_instance_uid },
           },
-          COLUMNS.map(([key, , , cell]) => h("td", { class: `col-${key}` }, cell(item))),
+          columns.map(([key, , , cell]) => h("td", { class: `col-${key}` }, cell(item))),
         );
       }),
     );
@@ -398,7 +465,14 @@ function renderWorklist({ root, query, signal }) {
     h(
       "section",
       { class: "worklist-page" },
-      h("div", { class: "page-head" }, h("h1", {}, t("worklist.title")), updated),
+      h(
+        "div",
+        { class: "page-head" },
+        h("h1", {}, t("worklist.title")),
+        updated,
+        claims ? h("button", { type: "button", class: "primary next-study", id: "next-study", on: { click: takeNext } }, t("worklist.nextStudy")) : null,
+      ),
+      notice,
       filters,
       status,
       tableWrap,

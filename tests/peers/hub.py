@@ -26,6 +26,8 @@ from imaging_hub.worklist.seed import create_demo_network
 from tests.peers.net import free_port, stop_process, wait_for_port
 
 CLI = [sys.executable, "-m", "imaging_hub"]
+# Generous: several uvicorn workers importing the app on a loaded 2-core machine take a while.
+START_TIMEOUT_SECONDS = 90
 
 
 _stop = stop_process
@@ -71,7 +73,7 @@ class HubProcess:
         )
         log.close()
         try:
-            wait_for_port(self.port, timeout=30)
+            wait_for_port(self.port, timeout=START_TIMEOUT_SECONDS)
         except TimeoutError:
             self.stop()
             raise RuntimeError("The hub did not start:\n" + self.log_path.read_text()) from None
@@ -148,7 +150,7 @@ class GatewayProcess:
         )
         log.close()
         try:
-            wait_for_port(self.port, timeout=30)
+            wait_for_port(self.port, timeout=START_TIMEOUT_SECONDS)
         except TimeoutError:
             self.stop()
             raise RuntimeError("The gateway did not start:\n" + self.log_path.read_text()) from None

@@ -142,6 +142,14 @@ class HubSettings(_TomlSettings):
         default=300, description="A gateway silent this long raises an alarm in the admin view."
     )
     workers: int = Field(default=1, description="Number of uvicorn worker processes.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the hub cross-origin (CORS), e.g. an OHIF "
+        "viewer at https://viewer.example; empty: no cross-origin access.",
+    )
+    dicomweb_max_request_bytes: int = Field(
+        default=4 * 1024**3, description="Largest STOW-RS request body accepted, in bytes."
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -51,3 +51,19 @@ class Forbidden(ImagingHubError):
 
 class ClaimConflict(Conflict):
     """The study is already held by another radiologist, or not claimable in its state."""
+
+
+class InvalidRequest(ImagingHubError):
+    """The request is malformed: bad query parameters, bad multipart body, bad header values."""
+
+
+class NotAcceptable(ImagingHubError):
+    """None of the representations the client accepts can be produced (HTTP 406)."""
+
+
+class UnsupportedMediaType(ImagingHubError):
+    """The request body has a media type this endpoint does not take (HTTP 415)."""
+
+
+class PayloadTooLarge(ImagingHubError):
+    """The request body is larger than the configured limit (HTTP 413)."""

@@ -51,6 +51,8 @@ class InstanceInfo:
     rows: int | None
     columns: int | None
     number_of_frames: int | None
+    study_id: str = ""
+    bits_allocated: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +133,15 @@ def _decode_names(ds: Dataset) -> None:
         ds.decode()
 
 
+def decode_text(ds: Dataset) -> None:
+    """Decode the text elements of *ds* in place, guessing GB18030/UTF-8 when none is declared.
+
+    Undecodable text is kept as pydicom's best effort, never fatal.
+    """
+    with contextlib.suppress(Exception):
+        _decode_names(ds)
+
+
 def extract_instance_info(ds: Dataset) -> InstanceInfo:
     """Extract :class:`InstanceInfo`; raise InvalidDicomError when identifying UIDs are bad."""
     sop_class_uid = validate_uid(
@@ -175,6 +186,8 @@ def extract_instance_info(ds: Dataset) -> InstanceInfo:
         rows=_int(ds, "Rows"),
         columns=_int(ds, "Columns"),
         number_of_frames=_int(ds, "NumberOfFrames"),
+        study_id=_text(ds, "StudyID", 16),
+        bits_allocated=_int(ds, "BitsAllocated"),
     )
 
 

@@ -130,10 +130,11 @@ def _grayscale(
     frame: int,
     window_center: float | None,
     window_width: float | None,
+    window_function: str = "LINEAR",
 ) -> np.ndarray[Any, Any]:
     values = _modality_lut(arr, ds, frame)
     if window_center is not None and window_width is not None:
-        out = _apply_window(values, window_center, window_width)
+        out = _apply_window(values, window_center, window_width, window_function)
     elif (window := _window(ds, frame)) is not None and _overlaps(values, window):
         out = _apply_window(values, *window)
     elif "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
@@ -175,6 +176,7 @@ def render_frame(
     *,
     window_center: float | None = None,
     window_width: float | None = None,
+    window_function: str = "LINEAR",
     size: tuple[int, int] | None = None,
     fmt: RenderFormat = "jpeg",
     quality: int = 90,
@@ -182,7 +184,8 @@ def render_frame(
     """Render frame *frame* (0-based) of *ds* as an 8-bit JPEG or PNG.
 
     *window_center* / *window_width* (in Modality LUT output units, e.g. HU) override the
-    dataset's window when both are given; without them the dataset's first Window Center /
+    dataset's window when both are given (with *window_function* LINEAR, LINEAR_EXACT or
+    SIGMOID, PS3.3 C.11.2.1.3); without them the dataset's first Window Center /
     Width is used (unless it misses every value of the frame), then its VOI LUT Sequence,
     then the frame's min/max. *size* is the
     maximum (width, height): the image is shrunk to fit, keeping its aspect ratio, and never
@@ -201,11 +204,13 @@ def render_frame(
         raise ValueError("The maximum size must be at least 1 x 1 pixels.")
     if window_width is not None and window_width <= 0:
         raise ValueError("The window width must be greater than zero.")
+    if window_function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        raise ValueError("The window function must be LINEAR, LINEAR_EXACT or SIGMOID.")
     if isinstance(ds, bytes | bytearray):
         ds = read_part10(bytes(ds))
     # Rendering reads what modalities sent: their quirks are logged, not raised (STYLE.md 12).
     with tolerant_reading():
-        image = _render_image(ds, frame, window_center, window_width)
+        image = _render_image(ds, frame, window_center, window_width, window_function)
 
     if size is not None:
         scale = min(size[0] / image.width, size[1] / image.height, 1.0)
@@ -222,7 +227,11 @@ def render_frame(
 
 
 def _render_image(
-    ds: Dataset, frame: int, window_center: float | None, window_width: float | None
+    ds: Dataset,
+    frame: int,
+    window_center: float | None,
+    window_width: float | None,
+    window_function: str = "LINEAR",
 ) -> Image.Image:
     """Decode *frame* of *ds* and map it to an 8-bit L or RGB image."""
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
@@ -243,7 +252,7 @@ def _render_image(
 
     arr = _decode(ds, frame)
     try:
-        return _to_image(arr, ds, frame, window_center, window_width)
+        return _to_image(arr, ds, frame, window_center, window_width, window_function)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise InvalidDicomError(
             f"The image attributes do not allow rendering ({type(exc).__name__})."
@@ -256,6 +265,7 @@ def _to_image(
     frame: int,
     window_center: float | None,
     window_width: float | None,
+    window_function: str = "LINEAR",
 ) -> Image.Image:
     """Map decoded samples to an 8-bit L or RGB image (PS3.4 N.2)."""
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
@@ -268,7 +278,7 @@ def _to_image(
     elif samples == 3 and arr.ndim == 3:
         image = Image.fromarray(_to_uint8(arr, bits_stored), mode="RGB")
     elif arr.ndim == 2:
-        gray = _grayscale(arr, ds, frame, window_center, window_width)
+        gray = _grayscale(arr, ds, frame, window_center, window_width, window_function)
         image = Image.fromarray(np.ascontiguousarray(gray), mode="L")
     else:
         raise InvalidDicomError(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,11 +23,16 @@ from imaging_hub.errors import (
     Forbidden,
     ImagingHubError,
     InvalidDicomError,
+    InvalidRequest,
+    NotAcceptable,
     NotFound,
+    PayloadTooLarge,
     StorageError,
+    UnsupportedMediaType,
 )
 from imaging_hub.storage import ObjectStore
 from imaging_hub.storage.filesystem import FilesystemStore
+from imaging_hub.worklist import dicomweb
 from imaging_hub.worklist.accounts import (
     AuthenticationFailed,
     LoginThrottle,
@@ -93,6 +99,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         (Conflict, 409, "Conflict"),
         (WeakPassword, 422, "Unprocessable Content"),
         (InvalidDicomError, 422, "Invalid DICOM"),
+        (InvalidRequest, 400, "Bad Request"),
+        (NotAcceptable, 406, "Not Acceptable"),
+        (PayloadTooLarge, 413, "Content Too Large"),
+        (UnsupportedMediaType, 415, "Unsupported Media Type"),
         (StorageError, 503, "Storage Unavailable"),
     ]
     for exc_type, status, title in mapping:
@@ -201,6 +211,15 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(stats.router)
     app.include_router(conflicts.router)
     app.include_router(admin.router)
+    app.include_router(dicomweb.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Accept", "Content-Type"],
+            max_age=600,
+        )
     app.mount("/", StaticFiles(directory=static_dir(), html=True), name="viewer")
     return app
 

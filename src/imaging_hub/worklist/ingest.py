@@ -74,6 +74,10 @@ class ChecksumMismatch(InvalidDicomError):
     """The bytes received do not have the SHA-256 the sender declared."""
 
 
+class StudyMismatch(InvalidDicomError):
+    """The instance belongs to another study than the one the request names (STOW-RS)."""
+
+
 def _read_info(body: BinaryIO, size: int) -> InstanceInfo:
     body.seek(0)
     head = body.read(min(size, HEADER_PROBE_BYTES))
@@ -137,6 +141,7 @@ def register_instance(
     sha256: str,
     expected_sha256: str | None = None,
     expected_sop_instance_uid: str | None = None,
+    expected_study_instance_uid: str | None = None,
     gateway_id: int | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> StoredInstance:
@@ -150,6 +155,11 @@ def register_instance(
     info = _read_info(body, size)
     if expected_sop_instance_uid is not None and info.sop_instance_uid != expected_sop_instance_uid:
         raise InvalidDicomError("The SOP Instance UID in the data does not match the URL.")
+    if (
+        expected_study_instance_uid is not None
+        and info.study_instance_uid != expected_study_instance_uid
+    ):
+        raise StudyMismatch("The StudyInstanceUID in the data does not match the URL.")
 
     study = session.scalar(select(Study).where(Study.study_instance_uid == info.study_instance_uid))
     if study is not None and study.clinic_id != clinic.id:
@@ -210,6 +220,7 @@ def register_instance(
                 study_date=info.study_date,
                 study_time=info.study_time,
                 study_description=info.study_description,
+                study_id=info.study_id,
                 referring_physician_name=info.referring_physician_name,
                 status=StudyStatus.receiving,
                 priority=Priority.routine,
@@ -248,6 +259,7 @@ def register_instance(
                     rows=info.rows,
                     columns=info.columns,
                     number_of_frames=info.number_of_frames,
+                    bits_allocated=info.bits_allocated,
                     object_key=key,
                     size=size,
                     sha256=sha256,

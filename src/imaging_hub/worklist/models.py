@@ -224,6 +224,7 @@ class Study(Base):
     study_date: Mapped[str] = mapped_column(String(8), default="")
     study_time: Mapped[str] = mapped_column(String(16), default="")
     study_description: Mapped[str] = mapped_column(String(64), default="")
+    study_id: Mapped[str] = mapped_column(String(16), default="")  # (0020,0010), for QIDO-RS
     referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
     modalities: Mapped[str] = mapped_column(String(64), default="")
     body_part_examined: Mapped[str] = mapped_column(String(64), default="")
@@ -285,6 +286,7 @@ class Instance(Base):
     rows: Mapped[int | None] = mapped_column(Integer)
     columns: Mapped[int | None] = mapped_column(Integer)
     number_of_frames: Mapped[int | None] = mapped_column(Integer)
+    bits_allocated: Mapped[int | None] = mapped_column(Integer)  # for QIDO-RS
     object_key: Mapped[str] = mapped_column(String(300))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))

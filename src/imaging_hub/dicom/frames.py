@@ -1,0 +1,247 @@
+"""Frames, transfer syntaxes and media types for WADO-RS (PS3.18 8.7.3, Table 8.7.3-2).
+
+- :func:`read_frames` takes frames out of a stored Part-10 file: native frames are read at
+  their offset without reading the rest of the Pixel Data; encapsulated frames are returned
+  as their compressed bitstream (PS3.5 A.4) or decoded to native little endian samples.
+- :func:`convert_instance` re-encodes a whole instance in Explicit or Implicit VR Little
+  Endian (decompressing it) when a client asks for an uncompressed syntax.
+- :data:`MEDIA_TYPES` maps compressed transfer syntaxes to their single-frame media types.
+"""
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import pydicom
+from pydicom import Dataset
+from pydicom.encaps import get_frame
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import get_expected_length, pack_bits
+from pydicom.tag import Tag
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from imaging_hub.dicom.transcode import decode_frame, read_part10, tolerant_reading
+from imaging_hub.errors import InvalidDicomError, NotAcceptable
+
+__all__ = [
+    "MEDIA_TYPES",
+    "UNCOMPRESSED",
+    "FrameSet",
+    "can_convert",
+    "convert_instance",
+    "read_frames",
+    "read_header",
+]
+
+PIXEL_DATA = 0x7FE00010
+
+#: Uncompressed syntaxes: frames are read directly from the Pixel Data value.
+UNCOMPRESSED = frozenset(
+    {
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+    }
+)
+
+#: Single-frame media types of compressed syntaxes (PS3.18 Table 8.7.3-5).
+MEDIA_TYPES: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.4.110": "image/jxl",
+    "1.2.840.10008.1.2.4.111": "image/jxl",
+    "1.2.840.10008.1.2.4.112": "image/jxl",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+
+#: Syntaxes an instance can be converted to on request (by decompressing).
+CONVERTIBLE_TARGETS = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+
+
+@dataclass(frozen=True)
+class FrameSet:
+    """Frames taken from one instance, with the transfer syntax they are encoded in."""
+
+    frames: list[bytes]
+    transfer_syntax_uid: str
+
+    @property
+    def media_type(self) -> str:
+        """``application/octet-stream`` for native samples, else the compressed media type."""
+        return MEDIA_TYPES.get(self.transfer_syntax_uid, "application/octet-stream")
+
+
+def _decodable(ts: str) -> bool:
+    if ts in UNCOMPRESSED:
+        return True
+    try:
+        return bool(get_decoder(UID(ts)).is_available)
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def can_convert(stored: str, target: str) -> bool:
+    """Whether an instance stored in *stored* can be sent in *target* (same or decompressed)."""
+    return stored == target or (target in CONVERTIBLE_TARGETS and _decodable(stored))
+
+
+def convert_instance(data: bytes, target: str) -> bytes:
+    """Re-encode a Part-10 instance in *target* (Explicit/Implicit VR Little Endian).
+
+    Compressed Pixel Data is decompressed (colour YBR pixels become RGB, as pydicom's decoders
+    deliver them; Photometric Interpretation follows). Raises NotAcceptable when the instance
+    cannot be represented in *target*, InvalidDicomError when it cannot be read.
+    """
+    if target not in CONVERTIBLE_TARGETS:
+        raise NotAcceptable(f"Instances cannot be converted to transfer syntax {target}.")
+    ds = read_part10(data)
+    stored = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if stored == target:
+        return data
+    for tag in [t for t in ds.keys() if t.group == 0xFFFE]:  # noqa: SIM118
+        del ds[tag]  # stray item/delimiter tags some modalities leave after Pixel Data
+    try:
+        with tolerant_reading():
+            if "PixelData" in ds and UID(stored).is_compressed:
+                ds.decompress()
+            ds.file_meta.TransferSyntaxUID = UID(target)
+            out = io.BytesIO()
+            pydicom.dcmwrite(
+                out,
+                ds,
+                implicit_vr=target == ImplicitVRLittleEndian,
+                little_endian=True,
+                enforce_file_format=True,
+            )
+    except Exception as exc:  # decoders and writers raise many types on odd data
+        raise NotAcceptable(
+            f"The instance cannot be converted from {stored or 'its syntax'} to {target} "
+            f"({type(exc).__name__}); ask for transfer-syntax=* to get it as stored."
+        ) from exc
+    return out.getvalue()
+
+
+def _seekable(stream: BinaryIO) -> BinaryIO:
+    try:
+        if stream.seekable():
+            return stream
+    except (AttributeError, OSError):
+        pass
+    return io.BytesIO(stream.read())
+
+
+def read_header(stream: BinaryIO) -> Dataset:
+    """Parse a stored instance's header, deferring large values (Pixel Data is never read)."""
+    fp = _seekable(stream)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(fp, defer_size=4096, force=True)
+    except Exception as exc:  # hostile or damaged stored bytes
+        raise InvalidDicomError("The stored instance is not a readable DICOM file.") from exc
+    return ds
+
+
+def _frame_count(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _check_numbers(numbers: Sequence[int], count: int) -> None:
+    for number in numbers:
+        if not 1 <= number <= count:
+            raise InvalidDicomError(
+                f"Frame {number} does not exist; the instance has {count} frame(s)."
+            )
+
+
+def read_frames(stream: BinaryIO, numbers: Sequence[int], *, decode: bool) -> FrameSet:
+    """Frames *numbers* (1-based, PS3.18 8.3.5) of the Part-10 file in *stream*.
+
+    With *decode* false, compressed frames come back as stored (their bitstream) and native
+    frames as stored little endian bytes. With *decode* true every frame is native little
+    endian samples (``1.2.840.10008.1.2.1``), decoded if needed, without colour conversion.
+    Raises InvalidDicomError for missing Pixel Data, unknown frames or undecodable data.
+    """
+    fp = _seekable(stream)
+    ds = read_header(fp)
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
+    raw = ds._dict.get(Tag(PIXEL_DATA))  # the deferred element: its offset, not its value
+    if raw is None:
+        raise InvalidDicomError("The instance has no Pixel Data, so it has no frames.")
+    count = _frame_count(ds)
+    _check_numbers(numbers, count)
+    value_tell = getattr(raw, "value_tell", None)
+    compressed = ts not in UNCOMPRESSED
+    if compressed and decode:
+        if not _decodable(ts):
+            raise NotAcceptable(
+                f"Frames stored in transfer syntax {ts} cannot be decoded here; "
+                "ask for the stored syntax (transfer-syntax=*)."
+            )
+        fp.seek(0)
+        full = read_part10(fp.read())
+        return FrameSet(
+            [_native(decode_frame(full, n - 1)) for n in numbers], ExplicitVRLittleEndian
+        )
+    if compressed:
+        if value_tell is None:
+            raise InvalidDicomError("The encapsulated Pixel Data could not be located.")
+        fp.seek(value_tell)
+        value = fp.read()
+        try:
+            frames = [get_frame(value, n - 1, number_of_frames=count) for n in numbers]
+        except Exception as exc:
+            raise InvalidDicomError("The encapsulated Pixel Data is damaged.") from exc
+        return FrameSet(frames, ts)
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    if ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) and bits % 8 == 0 and value_tell:
+        try:
+            size = int(get_expected_length(ds, unit="bytes")) // count
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            raise InvalidDicomError("The image attributes do not describe the frames.") from exc
+        frames = []
+        for n in numbers:
+            fp.seek(value_tell + (n - 1) * size)
+            frame = fp.read(size)
+            if len(frame) != size:
+                raise InvalidDicomError("The Pixel Data is shorter than its attributes say.")
+            frames.append(frame)
+        return FrameSet(frames, ExplicitVRLittleEndian)
+    # big endian, deflated or 1-bit pixels: decode the whole dataset, then re-pack
+    fp.seek(0)
+    full = read_part10(fp.read())
+    out = []
+    for n in numbers:
+        arr = decode_frame(full, n - 1)
+        out.append(pack_bits(arr) if bits == 1 else _native(arr))
+    return FrameSet(out, ExplicitVRLittleEndian)
+
+
+def _native(arr: np.ndarray[Any, Any]) -> bytes:
+    """Native little endian bytes of a decoded frame."""
+    little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    return bytes(np.ascontiguousarray(little).tobytes())

@@ -1,0 +1,81 @@
+"""Shared pieces of the DICOMweb routers: the caller, path parameters, URLs, JSON responses."""
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from imaging_hub.dicom.uids import UID_PATTERN
+from imaging_hub.worklist.api.deps import AuditDep, Auditor, SessionDep
+from imaging_hub.worklist.dicomweb.search import InstanceRef, find_instances
+from imaging_hub.worklist.models import User
+from imaging_hub.worklist.policy import Permission, require
+
+PREFIX = "/dicomweb"
+DICOM_JSON = "application/dicom+json"
+
+Uid = Annotated[str, Path(max_length=64, pattern=UID_PATTERN.pattern)]
+
+
+@dataclass
+class Caller:
+    """The authenticated DICOMweb caller with the request's database session and audit trail."""
+
+    user: User
+    session: Session
+    auditor: Auditor
+
+    def audit(self, action: str, *, study_uid: str = "") -> None:
+        """Record a read of patient data (once per session, action and study per window)."""
+        if self.auditor.access(action, study_uid=study_uid, object_type="dicomweb") is not None:
+            self.session.commit()
+
+    def instances(
+        self,
+        action: str,
+        *,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[InstanceRef]:
+        """The instances in scope (NotFound otherwise), with the access audited."""
+        refs = find_instances(
+            self.session,
+            user=self.user,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+        )
+        self.audit(action, study_uid=study_uid)
+        return refs
+
+
+def _reader(
+    user: Annotated[User, require(Permission.dicomweb_read)], session: SessionDep, auditor: AuditDep
+) -> Caller:
+    return Caller(user, session, auditor)
+
+
+def _storer(
+    user: Annotated[User, require(Permission.dicomweb_store)],
+    session: SessionDep,
+    auditor: AuditDep,
+) -> Caller:
+    return Caller(user, session, auditor)
+
+
+Reader = Annotated[Caller, Depends(_reader)]
+Storer = Annotated[Caller, Depends(_storer)]
+
+
+def base_url(request: Request) -> str:
+    """The DICOMweb root URL as the client reached it (used in RetrieveURL, BulkDataURI)."""
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+def dicom_json(content: Any, status_code: int = 200) -> Response:
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(body, status_code=status_code, media_type=DICOM_JSON)

@@ -1,0 +1,139 @@
+"""QIDO-RS routes (PS3.18 10.6): search studies, series and instances as DICOM JSON."""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from imaging_hub.dicom.dicomjson import UTF8_CHARSET, attributes_to_json, dataset_to_json, tag_hex
+from imaging_hub.dicom.frames import read_header
+from imaging_hub.dicom.qido import Level, QidoQuery, parse_query
+from imaging_hub.storage import ObjectStore
+from imaging_hub.worklist import audit
+from imaging_hub.worklist.api.deps import StateDep
+from imaging_hub.worklist.dicomweb.common import PREFIX, Caller, Reader, Uid, base_url, dicom_json
+from imaging_hub.worklist.dicomweb.retrieve import instance_url
+from imaging_hub.worklist.dicomweb.search import (
+    InstanceRef,
+    search_instances,
+    search_series,
+    search_studies,
+)
+
+router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
+
+
+def _query(request: Request, level: Level) -> QidoQuery:
+    return parse_query(request.query_params.multi_items(), level=level)
+
+
+def _answer(rows: list[dict[str, Any]], retrieve_urls: list[str]) -> Response:
+    out = []
+    for values, url in zip(rows, retrieve_urls, strict=True):
+        item = attributes_to_json({**values, "SpecificCharacterSet": UTF8_CHARSET})
+        item[tag_hex("RetrieveURL")] = {"vr": "UR", "Value": [url]}
+        out.append(dict(sorted(item.items())))
+    return dicom_json(out)
+
+
+@router.get("/studies", summary="QIDO-RS: search for studies")
+def studies(request: Request, caller: Reader) -> Response:
+    rows = search_studies(caller.session, user=caller.user, query=_query(request, "study"))
+    _audit(caller, rows, None)
+    base = base_url(request)
+    return _answer(rows, [f"{base}/studies/{r['StudyInstanceUID']}" for r in rows])
+
+
+def _audit(caller: Caller, rows: list[Any], study: str | None) -> None:
+    if rows:
+        caller.audit(audit.STUDY_LISTED, study_uid=study or "")
+
+
+def _series(request: Request, caller: Caller, study: str | None) -> Response:
+    query = _query(request, "series")
+    rows = search_series(caller.session, user=caller.user, query=query, study_uid=study)
+    _audit(caller, rows, study)
+    base = base_url(request)
+    urls = [f"{base}/studies/{r['StudyInstanceUID']}/series/{r['SeriesInstanceUID']}" for r in rows]
+    return _answer(rows, urls)
+
+
+@router.get("/series", summary="QIDO-RS: search for series")
+def all_series(request: Request, caller: Reader) -> Response:
+    return _series(request, caller, None)
+
+
+@router.get("/studies/{study}/series", summary="QIDO-RS: search for series of a study")
+def study_series(study: Uid, request: Request, caller: Reader) -> Response:
+    return _series(request, caller, study)
+
+
+def _with_header(
+    store: ObjectStore, values: dict[str, Any], ref: InstanceRef, base: str, query: QidoQuery
+) -> dict[str, Any]:
+    """DB values plus attributes read from the stored header (includefield=all or others)."""
+    item = attributes_to_json({**values, "SpecificCharacterSet": UTF8_CHARSET})
+    url = instance_url(base, ref)
+    include = None
+    if not query.include_all:
+        include = {int(tag_hex(k), 16) for k in query.includefields}
+    with store.open(ref.object_key) as stream:
+        header = dataset_to_json(
+            read_header(stream), bulk_data_uri=lambda tag: f"{url}/bulkdata/{tag}", include=include
+        )
+    header.update(item)
+    return dict(sorted(header.items()))
+
+
+async def _instances(
+    request: Request, caller: Caller, state: Any, study: str | None, series: str | None
+) -> Response:
+    query = _query(request, "instance")
+    rows = await run_in_threadpool(
+        search_instances,
+        caller.session,
+        user=caller.user,
+        query=query,
+        study_uid=study,
+        series_uid=series,
+    )
+    await run_in_threadpool(_audit, caller, rows, study)
+    base = base_url(request)
+    known = {k for values, _ in rows for k in values}
+    from_header = query.include_all or bool(query.includefields - known - {"RetrieveURL"})
+    out = []
+    for values, ref in rows:
+        if from_header:
+            item = await run_in_threadpool(_with_header, state.store, values, ref, base, query)
+        else:
+            item = attributes_to_json({**values, "SpecificCharacterSet": UTF8_CHARSET})
+        item[tag_hex("RetrieveURL")] = {"vr": "UR", "Value": [instance_url(base, ref)]}
+        out.append(dict(sorted(item.items())))
+    return dicom_json(out)
+
+
+@router.get("/instances", summary="QIDO-RS: search for instances")
+async def all_instances(request: Request, caller: Reader, state: StateDep) -> Response:
+    return await _instances(request, caller, state, None, None)
+
+
+@router.get("/studies/{study}/instances", summary="QIDO-RS: search for instances of a study")
+async def study_instances(
+    study: Uid, request: Request, caller: Reader, state: StateDep
+) -> Response:
+    return await _instances(request, caller, state, study, None)
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances",
+    summary="QIDO-RS: search for instances of a series",
+)
+async def series_instances(
+    study: Uid,
+    series: Uid,
+    request: Request,
+    caller: Reader,
+    state: StateDep,
+) -> Response:
+    return await _instances(request, caller, state, study, series)

@@ -6,8 +6,10 @@ a DICOM JSON array produced instance by instance.
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from imaging_hub.errors import InvalidRequest
@@ -41,84 +43,58 @@ def _multipart(parts: Iterator[tuple[str, Iterator[bytes]]], part_type: str) -> 
     return StreamingResponse(multipart_stream(parts, boundary), media_type=media_type)
 
 
-def _retrieve(request: Request, state: StateDep, refs: list[InstanceRef]) -> Response:
+def _instances_or_metadata(request: Request, state: StateDep, refs: list[InstanceRef]) -> Response:
+    """The instances as multipart/related, or their metadata when the path ends /metadata."""
+    if request.url.path.endswith("/metadata"):
+        stream = metadata_stream(state.store, refs, base=base_url(request))
+        return StreamingResponse(stream, media_type=DICOM_JSON)
     syntaxes = choose_syntaxes(refs, parse_accept(request.headers.get("accept")))
     return _multipart(instance_parts(state.store, refs, syntaxes), "application/dicom")
 
 
-@router.get("/studies/{study}", summary="WADO-RS: retrieve a study")
-def retrieve_study(study: Uid, request: Request, caller: Reader, state: StateDep) -> Response:
-    return _retrieve(request, state, caller.instances(audit.STUDY_RETRIEVED, study_uid=study))
+def study_resource(study: Uid, request: Request, caller: Reader, state: StateDep) -> Response:
+    refs = caller.instances(audit.STUDY_RETRIEVED, study_uid=study)
+    return _instances_or_metadata(request, state, refs)
 
 
-@router.get("/studies/{study}/series/{series}", summary="WADO-RS: retrieve a series")
-def retrieve_series(
-    study: Uid,
-    series: Uid,
-    request: Request,
-    caller: Reader,
-    state: StateDep,
+def series_resource(
+    study: Uid, series: Uid, request: Request, caller: Reader, state: StateDep
 ) -> Response:
     refs = caller.instances(audit.STUDY_RETRIEVED, study_uid=study, series_uid=series)
-    return _retrieve(request, state, refs)
+    return _instances_or_metadata(request, state, refs)
 
 
-@router.get(
-    "/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS: retrieve an instance"
-)
-def retrieve_instance(
-    study: Uid,
-    series: Uid,
-    instance: Uid,
-    request: Request,
-    caller: Reader,
-    state: StateDep,
+def instance_resource(
+    study: Uid, series: Uid, instance: Uid, request: Request, caller: Reader, state: StateDep
 ) -> Response:
     refs = caller.instances(
         audit.STUDY_RETRIEVED, study_uid=study, series_uid=series, sop_uid=instance
     )
-    return _retrieve(request, state, refs)
+    return _instances_or_metadata(request, state, refs)
 
 
-def _metadata(request: Request, state: StateDep, refs: list[InstanceRef]) -> Response:
-    return StreamingResponse(
-        metadata_stream(state.store, refs, base=base_url(request)), media_type=DICOM_JSON
+STUDY = "/studies/{study}"
+SERIES = "/studies/{study}/series/{series}"
+INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
+for _level, _path, _endpoint in (
+    ("study", STUDY, study_resource),
+    ("series", SERIES, series_resource),
+    ("instance", INSTANCE, instance_resource),
+):
+    router.add_api_route(
+        _path,
+        _endpoint,
+        methods=["GET"],
+        summary=f"WADO-RS: retrieve a {_level}",
+        operation_id=f"retrieve_{_level}",
     )
-
-
-@router.get("/studies/{study}/metadata", summary="WADO-RS: study metadata")
-def study_metadata(study: Uid, request: Request, caller: Reader, state: StateDep) -> Response:
-    return _metadata(request, state, caller.instances(audit.STUDY_RETRIEVED, study_uid=study))
-
-
-@router.get("/studies/{study}/series/{series}/metadata", summary="WADO-RS: series metadata")
-def series_metadata(
-    study: Uid,
-    series: Uid,
-    request: Request,
-    caller: Reader,
-    state: StateDep,
-) -> Response:
-    refs = caller.instances(audit.STUDY_RETRIEVED, study_uid=study, series_uid=series)
-    return _metadata(request, state, refs)
-
-
-@router.get(
-    "/studies/{study}/series/{series}/instances/{instance}/metadata",
-    summary="WADO-RS: instance metadata",
-)
-def instance_metadata(
-    study: Uid,
-    series: Uid,
-    instance: Uid,
-    request: Request,
-    caller: Reader,
-    state: StateDep,
-) -> Response:
-    refs = caller.instances(
-        audit.STUDY_RETRIEVED, study_uid=study, series_uid=series, sop_uid=instance
+    router.add_api_route(
+        f"{_path}/metadata",
+        _endpoint,
+        methods=["GET"],
+        summary=f"WADO-RS: {_level} metadata",
+        operation_id=f"{_level}_metadata",
     )
-    return _metadata(request, state, refs)
 
 
 def _frames(request: Request, state: StateDep, ref: InstanceRef, numbers: list[int]) -> Response:
@@ -177,22 +153,41 @@ def instance_bulkdata(
     )
 
 
-def _render_response(
+@dataclass(frozen=True)
+class RenderQuery:
+    """The rendering query parameters of PS3.18 8.3.5.1, as sent."""
+
+    window: str | None
+    viewport: str | None
+    quality: str | None
+
+
+def _render_query(
+    window: Annotated[str | None, Query(max_length=100)] = None,
+    viewport: Annotated[str | None, Query(max_length=100)] = None,
+    quality: Annotated[str | None, Query(max_length=3)] = None,
+) -> RenderQuery:
+    return RenderQuery(window, viewport, quality)
+
+
+RenderDep = Annotated[RenderQuery, Depends(_render_query)]
+FrameNumber = Annotated[int, Path(ge=1, le=10_000_000)]
+
+
+def _rendered(
     request: Request,
     state: StateDep,
     ref: InstanceRef,
     frame: int,
+    query: RenderQuery,
     *,
-    window: str | None,
-    viewport: str | None,
-    quality: str | None,
     thumbnail: bool,
 ) -> Response:
     options: RenderOptions = parse_render_options(
         accept=parse_accept(request.headers.get("accept")),
-        window=window,
-        viewport=viewport,
-        quality=quality,
+        window=query.window,
+        viewport=query.viewport,
+        quality=query.quality,
         thumbnail=thumbnail,
     )
     try:
@@ -202,11 +197,6 @@ def _render_response(
     return Response(image, media_type=f"image/{options.fmt}")
 
 
-_WINDOW = Query(default=None, max_length=100)
-_VIEWPORT = Query(default=None, max_length=100)
-_QUALITY = Query(default=None, max_length=3)
-
-
 def _one(caller: Reader, study: str, series: str, instance: str) -> InstanceRef:
     (ref,) = caller.instances(
         audit.FRAMES_FETCHED, study_uid=study, series_uid=series, sop_uid=instance
@@ -214,154 +204,71 @@ def _one(caller: Reader, study: str, series: str, instance: str) -> InstanceRef:
     return ref
 
 
-@router.get(
-    "/studies/{study}/series/{series}/instances/{instance}/rendered",
-    summary="WADO-RS: rendered instance (first frame), image/jpeg or image/png",
-)
-def instance_rendered(
+def instance_image(
     study: Uid,
     series: Uid,
     instance: Uid,
     request: Request,
     caller: Reader,
     state: StateDep,
-    window: str | None = _WINDOW,
-    viewport: str | None = _VIEWPORT,
-    quality: str | None = _QUALITY,
+    query: RenderDep,
 ) -> Response:
+    """Rendered first frame, or its thumbnail (the path says which)."""
     ref = _one(caller, study, series, instance)
-    return _render_response(
-        request, state, ref, 1, window=window, viewport=viewport, quality=quality, thumbnail=False
+    thumbnail = request.url.path.endswith("/thumbnail")
+    return _rendered(request, state, ref, 1, query, thumbnail=thumbnail)
+
+
+def frame_image(
+    study: Uid,
+    series: Uid,
+    instance: Uid,
+    frame: FrameNumber,
+    request: Request,
+    caller: Reader,
+    state: StateDep,
+    query: RenderDep,
+) -> Response:
+    """Rendered frame, or its thumbnail (the path says which)."""
+    ref = _one(caller, study, series, instance)
+    thumbnail = request.url.path.endswith("/thumbnail")
+    return _rendered(request, state, ref, frame, query, thumbnail=thumbnail)
+
+
+for _kind in ("rendered", "thumbnail"):
+    router.add_api_route(
+        f"{INSTANCE}/{_kind}",
+        instance_image,
+        methods=["GET"],
+        summary=f"WADO-RS: {_kind} instance (first frame), image/jpeg or image/png",
+        operation_id=f"instance_{_kind}",
     )
-
-
-@router.get(
-    "/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered",
-    summary="WADO-RS: rendered frame",
-)
-def frame_rendered(
-    study: Uid,
-    series: Uid,
-    instance: Uid,
-    request: Request,
-    caller: Reader,
-    state: StateDep,
-    frame: int = Path(ge=1, le=10_000_000),
-    window: str | None = _WINDOW,
-    viewport: str | None = _VIEWPORT,
-    quality: str | None = _QUALITY,
-) -> Response:
-    ref = _one(caller, study, series, instance)
-    return _render_response(
-        request,
-        state,
-        ref,
-        frame,
-        window=window,
-        viewport=viewport,
-        quality=quality,
-        thumbnail=False,
-    )
-
-
-@router.get(
-    "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-    summary="WADO-RS: thumbnail of an instance",
-)
-def instance_thumbnail(
-    study: Uid,
-    series: Uid,
-    instance: Uid,
-    request: Request,
-    caller: Reader,
-    state: StateDep,
-    window: str | None = _WINDOW,
-    viewport: str | None = _VIEWPORT,
-    quality: str | None = _QUALITY,
-) -> Response:
-    ref = _one(caller, study, series, instance)
-    return _render_response(
-        request, state, ref, 1, window=window, viewport=viewport, quality=quality, thumbnail=True
-    )
-
-
-@router.get(
-    "/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/thumbnail",
-    summary="WADO-RS: thumbnail of a frame",
-)
-def frame_thumbnail(
-    study: Uid,
-    series: Uid,
-    instance: Uid,
-    request: Request,
-    caller: Reader,
-    state: StateDep,
-    frame: int = Path(ge=1, le=10_000_000),
-    window: str | None = _WINDOW,
-    viewport: str | None = _VIEWPORT,
-    quality: str | None = _QUALITY,
-) -> Response:
-    ref = _one(caller, study, series, instance)
-    return _render_response(
-        request,
-        state,
-        ref,
-        frame,
-        window=window,
-        viewport=viewport,
-        quality=quality,
-        thumbnail=True,
+    router.add_api_route(
+        f"{INSTANCE}/frames/{{frame}}/{_kind}",
+        frame_image,
+        methods=["GET"],
+        summary=f"WADO-RS: {_kind} frame, image/jpeg or image/png",
+        operation_id=f"frame_{_kind}",
     )
 
 
 def _representative(refs: list[InstanceRef]) -> InstanceRef:
-    """The middle image of a series (or study): what a thumbnail should show."""
+    """The middle image of a series (or study): what its thumbnail shows."""
     images = [r for r in refs if r.rows] or refs
     return images[len(images) // 2]
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: series thumbnail")
 def series_thumbnail(
-    study: Uid,
-    series: Uid,
-    request: Request,
-    caller: Reader,
-    state: StateDep,
-    window: str | None = _WINDOW,
-    viewport: str | None = _VIEWPORT,
-    quality: str | None = _QUALITY,
+    study: Uid, series: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:
-    refs = caller.instances(audit.STUDY_RETRIEVED, study_uid=study, series_uid=series)
-    return _render_response(
-        request,
-        state,
-        _representative(refs),
-        1,
-        window=window,
-        viewport=viewport,
-        quality=quality,
-        thumbnail=True,
-    )
+    refs = caller.instances(audit.FRAMES_FETCHED, study_uid=study, series_uid=series)
+    return _rendered(request, state, _representative(refs), 1, query, thumbnail=True)
 
 
 @router.get("/studies/{study}/thumbnail", summary="WADO-RS: study thumbnail")
 def study_thumbnail(
-    study: Uid,
-    request: Request,
-    caller: Reader,
-    state: StateDep,
-    window: str | None = _WINDOW,
-    viewport: str | None = _VIEWPORT,
-    quality: str | None = _QUALITY,
+    study: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:
-    refs = caller.instances(audit.STUDY_RETRIEVED, study_uid=study)
-    return _render_response(
-        request,
-        state,
-        _representative(refs),
-        1,
-        window=window,
-        viewport=viewport,
-        quality=quality,
-        thumbnail=True,
-    )
+    refs = caller.instances(audit.FRAMES_FETCHED, study_uid=study)
+    return _rendered(request, state, _representative(refs), 1, query, thumbnail=True)

@@ -1,7 +1,7 @@
 """DICOMweb: StudyID on studies and BitsAllocated on instances, for QIDO-RS answers
 
-Revision ID: 0002_dicomweb
-Revises: 0002_sec
+Revision ID: 0004_dicomweb
+Revises: 0003
 Create Date: 2026-11-22 21:30:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_dicomweb"
-down_revision: str | None = "0002_sec"
+revision: str = "0004_dicomweb"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

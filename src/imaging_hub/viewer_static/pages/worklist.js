@@ -17,7 +17,7 @@ addStrings({
     "worklist.modality": "检查类型",
     "worklist.patient": "患者姓名或 ID",
     "worklist.any": "全部",
-    "worklist.open": "未完成（待阅片、阅片中、会诊中）",
+    "worklist.open": "未完成",
     "worklist.clear": "清除筛选",
     "worklist.refresh": "刷新",
     "worklist.updated": "更新于 {time}",
@@ -61,7 +61,7 @@ addStrings({
     "worklist.modality": "Modality",
     "worklist.patient": "Patient name or ID",
     "worklist.any": "All",
-    "worklist.open": "Open (unread, in progress, escalated)",
+    "worklist.open": "Open",
     "worklist.clear": "Clear filters",
     "worklist.refresh": "Refresh",
     "worklist.updated": "Updated {time}",
@@ -109,7 +109,7 @@ const ACTIVE = new Set(["receiving", "unread", "in_progress", "escalated"]);
 // Columns: key, i18n label, API sort key (or null), cell builder.
 const COLUMNS = [
   ["patient", "worklist.col.patient", "patient_name", patientCell],
-  ["patientId", "worklist.col.patientId", null, (i) => i.patient_id],
+  ["patientId", "worklist.col.patientId", null, (i) => h("span", { title: i.patient_id }, i.patient_id)],
   ["sexAge", "worklist.col.sexAge", null, (i) =>
     formatSexAge(i.patient_sex, i.patient_birth_date, i.study_date)],
   ["modality", "worklist.col.modality", null, (i) => i.modalities],

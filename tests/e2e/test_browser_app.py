@@ -381,13 +381,16 @@ def test_take_next_claim_release_and_conflict(app_hub: HubProcess, open_page: Op
     page = bp.page
     login(bp, app_hub, "rad1")
     wait_rows(bp, 4)
-    # "Take next study": the STAT study comes first.
+    # "Take next study" claims the STAT study first and opens it.
     page.click("#next-study")
-    expect(page.locator("#worklist-notice .message-ok")).to_have_text("已领取：李华")
+    expect(page).to_have_url(re.compile(r"#/study/[0-9.]+"))
+    expect(page.locator("#study-patient")).to_have_text("李华")
+    expect(page.locator("#study-status")).to_have_text("阅片中")
+    expect(page.locator("#study-release")).to_be_visible()
+    page.go_back()
     stat_row = page.locator("#worklist-table tbody tr", has_text="李华")
     expect(stat_row.locator(".col-status")).to_have_text("阅片中")
     expect(stat_row.locator(".col-assigned")).to_have_text("rad1")
-    expect(stat_row).to_have_class(re.compile(r"\brow-claimed\b"))
     expect(stat_row.locator("button[data-action=release]")).to_have_text("释放")
     ct_row = page.locator("#worklist-table tbody tr", has_text="赵建国")
     ct_row.locator("button[data-action=claim]").click()

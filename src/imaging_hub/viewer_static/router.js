@@ -59,6 +59,11 @@ export function onUserChange(fn) {
   return () => userListeners.delete(fn);
 }
 
+/** Does the user hold a permission ("study.claim", …; the list comes from /api/v1/auth/me)? */
+export function can(permission, who = user) {
+  return Boolean(who && Array.isArray(who.permissions) && who.permissions.includes(permission));
+}
+
 /** May the current user open this route? */
 export function allowed(route, who = user) {
   if (route.public) return true;

@@ -3,5 +3,6 @@
 import "./login.js";
 import "./worklist.js";
 import "./clinic.js";
+import "./study.js";
 import "./gateways.js";
 import "./dashboard.js";

@@ -5,7 +5,7 @@ import { addStrings, formatDateTime, formatDicomDate, minutesUntil, t } from "..
 import { apiGet, apiPost } from "../api.js";
 import { clear, h, messageBox, replaceChildren } from "../dom.js";
 import { formatNumber, formatPersonName, formatSexAge, priorityLabel, statusLabel } from "../format.js";
-import { registerRoute, setQuery } from "../router.js";
+import { can, navigate, registerRoute, setQuery } from "../router.js";
 
 addStrings({
   "zh-CN": {
@@ -158,11 +158,6 @@ function dueCell(item) {
   );
 }
 
-/** May this user claim studies? (permissions from /api/v1/auth/me) */
-export function canClaim(user) {
-  return Boolean(user && Array.isArray(user.permissions) && user.permissions.includes("study.claim"));
-}
-
 /** Filter state from the hash query (tolerant: unknown values are dropped). */
 export function stateFromQuery(query) {
   const pick = (value, allowed, fallback) => (allowed.includes(value) ? value : fallback);
@@ -208,8 +203,7 @@ function select(id, label, value, options, onChange) {
 
 function renderWorklist({ root, query, signal, user }) {
   const state = stateFromQuery(query);
-  const claims = canClaim(user);
-  let highlight = null; // the study just taken with "next"
+  const claims = can("study.claim", user);
   const columns = claims ? [...COLUMNS, ["actions", "worklist.col.actions", null, (i) => actionsCell(i)]] : COLUMNS;
   const notice = h("div", { class: "worklist-notice", id: "worklist-notice", "aria-live": "polite" });
 
@@ -241,8 +235,8 @@ function renderWorklist({ root, query, signal, user }) {
       if (!item) {
         replaceChildren(notice, messageBox("info", t("worklist.nothingToClaim")));
       } else {
-        replaceChildren(notice, messageBox("ok", t("worklist.claimed", { patient: formatPersonName(item.patient_name) })));
-        highlight = item.study_instance_uid;
+        navigate(`/study/${encodeURIComponent(item.study_instance_uid)}`);
+        return;
       }
     } catch (err) {
       if (err.name === "AbortError") return;
@@ -399,7 +393,6 @@ function renderWorklist({ root, query, signal, user }) {
             class: [
               `row-${item.priority}`,
               overdue ? "row-overdue" : null,
-              item.study_instance_uid === highlight ? "row-claimed" : null,
             ],
             dataset: { uid: item.study_instance_uid },
           },

@@ -228,3 +228,31 @@ def test_hostile_name_on_study_page_and_other_clinic_sees_nothing(
     expect(other.page.locator("#app .message-error")).to_have_text("未找到此检查，或您无权查看。")
     assert other.page.locator("#viewer-image").count() == 0
     assert other.problems() == []
+
+
+def test_worklist_refreshes_by_itself(
+    viewer_hub: tuple[HubProcess, dict[str, str]], open_page: OpenPage
+) -> None:
+    """Runs last in this module: it adds a study. The page's clock is driven by the test."""
+    hub, _ = viewer_hub
+    bp = open_page(hub.url)
+    page = bp.page
+    page.clock.install()
+    login(bp, hub, "rad2")
+    rows = page.locator("#worklist-table tbody tr")
+    expect(rows).to_have_count(2)
+    ingest(
+        hub,
+        "clinic-b",
+        make_instance(
+            SAMPLES / "by-modality" / "MR" / "MR_small.dcm",
+            SpecificCharacterSet="ISO_IR 192",
+            PatientName="孙^丽",
+        ),
+    )
+    page.clock.fast_forward(5_000)
+    expect(rows).to_have_count(2)  # not before the refresh interval
+    page.clock.fast_forward(11_000)
+    expect(rows).to_have_count(3)
+    expect(page.locator("#worklist-table td.col-patient", has_text="孙丽")).to_have_count(1)
+    assert bp.problems() == []

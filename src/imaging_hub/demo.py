@@ -73,6 +73,7 @@ def run_demo(
             hub_url=hub_url,
             hub_token=SecretStr(network.gateway_tokens[clinic]),
             stability_seconds=3.0,
+            scp_workers=1,  # the demo is one process; a handful of samples needs no workers
         )
         service = GatewayService(settings)
         service.start()

@@ -202,6 +202,12 @@ class GatewaySettings(_TomlSettings):
         "or holding studies while the uplink is known to be down).",
     )
     upload_concurrency: int = Field(default=4, description="Parallel uploads to the hub.")
+    transcode_processes: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=0,
+        description="Processes transcoding for the WAN ahead of the uploads; 0 transcodes in "
+        "the upload threads.",
+    )
     retry_initial_seconds: float = Field(default=1.0, description="First retry delay.")
     retry_max_seconds: float = Field(default=300.0, description="Longest retry delay.")
     max_instance_bytes: int = Field(

@@ -9,13 +9,22 @@ queued again instead of leaving the study stuck. An optional token bucket caps t
 """
 
 import collections
+import functools
 import hashlib
 import logging
+import multiprocessing
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass
 
 from imaging_hub.dicom.transcode import JPEG2000_LOSSLESS, JPEG_LS_LOSSLESS, transcode_for_wan
@@ -117,12 +126,12 @@ def wan_preparer(transcode: str) -> Callable[[bytes], Prepared] | None:
     if transcode == "none":
         return None
     syntax = JPEG_LS_LOSSLESS if transcode == "jpeg-ls" else JPEG2000_LOSSLESS
+    return functools.partial(_transcode, syntax=syntax)  # picklable: runs in worker processes
 
-    def prepare(data: bytes) -> Prepared:
-        result = transcode_for_wan(data, syntax=syntax)
-        return Prepared(result.data, result.transcoded)
 
-    return prepare
+def _transcode(data: bytes, *, syntax: str) -> Prepared:
+    result = transcode_for_wan(data, syntax=syntax)
+    return Prepared(result.data, result.transcoded)
 
 
 class Forwarder:
@@ -140,7 +149,10 @@ class Forwarder:
         prepare: Callable[[bytes], Prepared] | None = None,
         bandwidth_limit_bytes_per_second: int | None = None,
         on_study_forwarded: Callable[[str, int, int, int, float], None] | None = None,
+        prepare_processes: int = 0,
     ) -> None:
+        """*prepare_processes* > 0 runs *prepare* (transcoding) in that many processes, started
+        as soon as an instance is leased, so it overlaps the uploads in flight."""
         self.spool = spool
         self.client = client
         self.concurrency = max(1, concurrency)
@@ -162,6 +174,11 @@ class Forwarder:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="forward")
+        self._prepare_pool: Executor | None = None
+        if prepare is not None and prepare_processes > 0:
+            self._prepare_pool = ProcessPoolExecutor(
+                prepare_processes, mp_context=multiprocessing.get_context("spawn")
+            )
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._started_at: dict[str, float] = {}
 
@@ -179,6 +196,8 @@ class Forwarder:
         self._wake.set()
         self._thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._prepare_pool is not None:
+            self._prepare_pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -192,23 +211,51 @@ class Forwarder:
                 self._wake.clear()
 
     def run_once(self) -> bool:
-        """Upload one batch and complete stable studies; returns whether there was work."""
-        items = self.spool.lease(self.concurrency * 2)
-        futures: list[Future[None]] = [self._pool.submit(self._upload, item) for item in items]
-        for future in futures:
-            future.result()
+        """Forward until the queue is empty, then complete stable studies; returns whether
+        there was work.
+
+        A pipeline, not batches: up to twice ``concurrency`` instances are in it at any time
+        (``concurrency`` uploading, the next ones being prepared), and each finished upload
+        makes room for the next lease at once, so the link never idles at a batch boundary.
+        """
+        in_flight: set[Future[None]] = set()
+        worked = False
+        while True:
+            room = 0 if self._stop.is_set() else self.concurrency * 2 - len(in_flight)
+            if room > 0:
+                items = self.spool.lease(room)
+                worked = worked or bool(items)
+                for item in items:
+                    prepared = self._start_prepare(item)
+                    in_flight.add(self._pool.submit(self._upload, item, prepared))
+            if not in_flight:
+                break
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
         completed = self._complete_stable()
-        return bool(items) or completed
+        return worked or completed
+
+    def _start_prepare(self, item: SpooledInstance) -> "Future[Prepared] | None":
+        if self._prepare_pool is None or self.prepare is None:
+            return None
+        try:
+            data = self.spool.read(item)
+        except OSError:
+            return None  # the upload reads again and parks the instance
+        return self._prepare_pool.submit(self.prepare, data)
 
     def _error(self, message: str) -> None:
         self.last_error = message
         self.last_error_at = time.time()
 
-    def _payload(self, item: SpooledInstance, data: bytes) -> Prepared:
+    def _payload(
+        self, item: SpooledInstance, data: bytes, prepared: "Future[Prepared] | None"
+    ) -> Prepared:
         if self.prepare is None:
             return Prepared(data)
         try:
-            return self.prepare(data)
+            return prepared.result() if prepared is not None else self.prepare(data)
         except Exception as exc:  # never block an instance on the optional transcoding
             log.warning(
                 "instance %s: sent as received, transcoding failed: %s",
@@ -217,7 +264,7 @@ class Forwarder:
             )
             return Prepared(data)
 
-    def _upload(self, item: SpooledInstance) -> None:
+    def _upload(self, item: SpooledInstance, prepared: "Future[Prepared] | None" = None) -> None:
         started = time.monotonic()
         self._started_at.setdefault(item.study_instance_uid, time.time())
         try:
@@ -227,7 +274,7 @@ class Forwarder:
             log.error("instance %s: spool file unreadable", item.sop_instance_uid)
             self._error("A spool file was unreadable.")
             return
-        payload = self._payload(item, data).data
+        payload = self._payload(item, data, prepared).data
         digest = hashlib.sha256(payload).hexdigest()
         body: bytes | Iterator[bytes] = (
             self.bucket.stream(payload) if self.bucket is not None else payload

@@ -116,6 +116,7 @@ class GatewayService:
             retry_max_seconds=settings.retry_max_seconds,
             prepare=wan_preparer(settings.transcode),
             bandwidth_limit_bytes_per_second=settings.bandwidth_limit_bytes_per_second,
+            prepare_processes=settings.transcode_processes if settings.forward else 0,
         )
         self.ae, self.handler = build_scp(settings, self.spool, on_stored=self.forwarder.wake)
         self._server: object | None = None

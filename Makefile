@@ -38,6 +38,7 @@ bench-peers: peers
 
 bench: $(STAMP) bench-peers
 	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
+	$(BIN)/python -m bench.wan $(BENCH_WAN_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -90,17 +90,29 @@ def hub_serve(config: ConfigOpt = None) -> None:
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     engine.dispose()
+    # Our AccessLogMiddleware logs requests without query strings (they may carry names).
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "access_log": False,
+        "server_header": False,
+    }
+    if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+        console.print("[red]Set both tls_cert_file and tls_key_file to serve HTTPS.[/red]")
+        raise typer.Exit(2)
+    if settings.tls_cert_file is not None:
+        options["ssl_certfile"] = str(settings.tls_cert_file)
+        options["ssl_keyfile"] = str(settings.tls_key_file)
     if settings.workers > 1:
         uvicorn.run(
             "imaging_hub.worklist.app:app_from_environment",
             factory=True,
-            host=settings.host,
-            port=settings.port,
             workers=settings.workers,
-            log_level="info",
+            **options,
         )
     else:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(create_app(settings), **options)
 
 
 @gateway_app.command("serve")

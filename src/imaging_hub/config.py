@@ -120,6 +120,11 @@ class HubSettings(_TomlSettings):
     max_instance_bytes: int = Field(
         default=2 * 1024**3, description="Largest DICOM instance accepted from a gateway."
     )
+    max_request_body_bytes: int = Field(
+        default=1024**2,
+        description="Largest request body of the JSON/form API (ingest and STOW-RS have their "
+        "own limits); larger bodies get 413.",
+    )
     sla_stat_minutes: int = Field(default=30, description="Reading SLA for STAT studies.")
     sla_urgent_minutes: int = Field(default=120, description="Reading SLA for urgent studies.")
     sla_routine_minutes: int = Field(default=24 * 60, description="Reading SLA for routine.")
@@ -185,6 +190,16 @@ class GatewaySettings(_TomlSettings):
     )
     hub_ca_file: Path | None = Field(
         default=None, description="CA certificate to verify the hub's TLS certificate."
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate of the DICOM SCP: with tls_key_file, the SCP speaks DICOM "
+        "over TLS (PS3.15 B.9) instead of plain TCP.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="With TLS on: modalities must present a certificate signed by this CA.",
     )
     stability_seconds: float = Field(
         default=10.0,

@@ -43,9 +43,21 @@ def _run(args: Sequence[str], timeout: float) -> Run:
     )
 
 
-def echoscu(port: int, *, called_ae: str, calling_ae: str = "ECHOSCU") -> Run:
+def echoscu(
+    port: int, *, called_ae: str, calling_ae: str = "ECHOSCU", extra: Sequence[str] = ()
+) -> Run:
     return _run(
-        [_tool("echoscu"), "-aec", called_ae, "-aet", calling_ae, "127.0.0.1", str(port)], 30
+        [
+            _tool("echoscu"),
+            "-aec",
+            called_ae,
+            "-aet",
+            calling_ae,
+            *extra,
+            "127.0.0.1",
+            str(port),
+        ],
+        30,
     )
 
 

@@ -1,5 +1,6 @@
 """An in-process hub app (ASGI, no server) on a migrated SQLite database with the demo network."""
 
+import shutil
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from imaging_hub.worklist.app import create_app
 from imaging_hub.worklist.db import make_engine, make_session_factory
 from imaging_hub.worklist.migrate import upgrade
 from imaging_hub.worklist.models import User
-from imaging_hub.worklist.seed import create_demo_network
+from imaging_hub.worklist.seed import DemoNetwork, create_demo_network
 
 ROLE_USERS = {
     "admin": "admin",
@@ -54,16 +55,28 @@ class HubApp:
         return {"Authorization": f"Bearer {self.mint_token(username)}"}
 
 
+@pytest.fixture(scope="session")
+def _template_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoNetwork]:
+    """A migrated database with the demo network, made once (argon2 hashing is slow) and
+    copied for every test, so no test sees another's changes."""
+    path = tmp_path_factory.mktemp("template") / "hub.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    with make_session_factory(engine)() as session:
+        network = create_demo_network(session, password="demo-password-1")
+    engine.dispose()
+    return path, network
+
+
 @pytest.fixture
-def hub_app(tmp_path: Path) -> Iterator[HubApp]:
+def hub_app(tmp_path: Path, _template_db: tuple[Path, DemoNetwork]) -> Iterator[HubApp]:
+    template, network = _template_db
     data_dir = tmp_path / "hub"
     data_dir.mkdir()
+    shutil.copyfile(template, data_dir / "hub.sqlite3")
     url = f"sqlite:///{data_dir / 'hub.sqlite3'}"
     engine = make_engine(url)
-    upgrade(engine)
     sessions = make_session_factory(engine)
-    with sessions() as session:
-        network = create_demo_network(session, password="demo-password-1")
     settings = HubSettings(data_dir=data_dir, database_url=url)
     app = create_app(settings)
     with TestClient(app, base_url="https://testserver") as client:
@@ -71,8 +84,8 @@ def hub_app(tmp_path: Path) -> Iterator[HubApp]:
             app=app,
             client=client,
             sessions=sessions,
-            passwords=network.passwords,
-            gateway_tokens=network.gateway_tokens,
+            passwords=dict(network.passwords),
+            gateway_tokens=dict(network.gateway_tokens),
             database_url=url,
             data_dir=data_dir,
         )

@@ -13,6 +13,7 @@ import httpx
 
 from imaging_hub import __version__
 from imaging_hub.errors import ForwardError
+from imaging_hub.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ class HubClient:
         ca_file: Path | None = None,
         timeout: float = 60.0,
     ) -> None:
-        verify: Any = str(ca_file) if ca_file else True
+        # The hub's certificate is verified against ca_file (a private CA) or the system's CAs.
+        verify: Any = client_context(ca_file) if ca_file else True
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={
@@ -45,6 +47,12 @@ class HubClient:
         try:
             response = self._client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ForwardError(
+                    "The hub's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED): "
+                    "check hub_url and hub_ca_file.",
+                    retryable=True,
+                ) from exc
             raise ForwardError(
                 f"The hub could not be reached ({type(exc).__name__}).", retryable=True
             ) from exc

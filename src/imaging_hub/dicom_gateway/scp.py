@@ -8,6 +8,7 @@ status. Success (0x0000) is answered only after the spool has the instance fsync
 import hashlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -201,7 +202,58 @@ def _event_handlers(handler: StoreHandler) -> list[Any]:
     ]
 
 
-def start_scp(ae: AE, handler: StoreHandler, host: str, port: int) -> ThreadedAssociationServer:
+# A client that connects and never completes the TLS handshake holds the acceptor this long.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+def _wrap_tls(client: socket.socket, ssl_context: ssl.SSLContext | None) -> socket.socket:
+    """The accepted socket, after a TLS handshake bounded by TLS_HANDSHAKE_TIMEOUT (PS3.15 B.9).
+
+    A failed or timed-out handshake raises OSError, which the socket server treats as "no
+    request": the connection is dropped and the SCP keeps accepting.
+    """
+    if ssl_context is None:
+        return client
+    client.settimeout(TLS_HANDSHAKE_TIMEOUT)
+    try:
+        tls = ssl_context.wrap_socket(client, server_side=True)
+    except OSError as exc:
+        log.warning("DICOM TLS handshake failed: %s", exc)
+        client.close()
+        raise
+    tls.settimeout(None)
+    return tls
+
+
+class TlsAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with a bounded TLS handshake on accept."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        return _wrap_tls(client, self.ssl_context), address
+
+
+def start_scp(
+    ae: AE,
+    handler: StoreHandler,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> ThreadedAssociationServer:
+    """Serve on (host, port); with *ssl_context*, every association runs over TLS."""
+    if ssl_context is not None:
+        tls_server = ae.make_server(
+            (host, port),
+            ssl_context=ssl_context,
+            evt_handlers=_event_handlers(handler),
+            server_class=TlsAssociationServer,
+        )
+        ae._servers.append(tls_server)  # as AE.start_server does: shutdown() removes it again
+        thread = threading.Thread(target=tls_server.serve_forever, name="scp-acceptor", daemon=True)
+        thread.start()
+        return tls_server
     server = ae.start_server((host, port), block=False, evt_handlers=_event_handlers(handler))
     assert server is not None  # block=False always returns the server
     return server
@@ -258,6 +310,7 @@ class SharedSocketServer(ThreadedAssociationServer):
         self._deferrals = 0
         client, address = self.shared_socket.accept()  # BlockingIOError: another worker took it
         client.setblocking(True)
+        client = _wrap_tls(client, self.ssl_context)
         with self.loads.get_lock():
             self.loads[self.index] += 1  # down again when the connection closes
         return client, address
@@ -270,6 +323,7 @@ def start_shared_scp(
     *,
     loads: Any,
     index: int,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ThreadedAssociationServer:
     """Serve on *sock*, shared with other workers; ``loads[index]`` counts our associations."""
 
@@ -287,7 +341,9 @@ def start_shared_scp(
         (evt.EVT_CONN_CLOSE, closed),
     ]
     host, port = sock.getsockname()[:2]
-    server = ae.make_server((host, port), evt_handlers=handlers, server_class=server_class)
+    server = ae.make_server(
+        (host, port), ssl_context=ssl_context, evt_handlers=handlers, server_class=server_class
+    )
     ae._servers.append(server)  # as AE.start_server does: shutdown() removes it again
     thread = threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True)
     thread.start()

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from multiprocessing.process import BaseProcess
@@ -37,6 +38,7 @@ from imaging_hub.dicom_gateway.scp import (
 )
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import ForwardError
+from imaging_hub.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +91,26 @@ def scp_worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     spool = Spool(settings.spool_dir, clean_tmp=False)
     ae, handler = build_scp(settings, spool)
-    server = start_shared_scp(ae, handler, sock, loads=loads, index=index)
+    server = start_shared_scp(
+        ae, handler, sock, loads=loads, index=index, ssl_context=scp_tls_context(settings)
+    )
     log.info("SCP worker %d (pid %d) serving", index, os.getpid())
     while not stop.wait(1.0):
         if os.getppid() != parent_pid:
             break
     server.shutdown()
     spool.close()
+
+
+def scp_tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
+    """The DICOM SCP's TLS context, or None for plain TCP (no certificate configured)."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ValueError("DICOM TLS needs both tls_cert_file and tls_key_file.")
+    return server_context(
+        settings.tls_cert_file, settings.tls_key_file, client_ca_file=settings.tls_ca_file
+    )
 
 
 class GatewayService:
@@ -134,7 +149,11 @@ class GatewayService:
             self.forwarder.start()
         if self.settings.scp_workers == 1:
             self._server = start_scp(
-                self.ae, self.handler, self.settings.host, self.settings.dicom_port
+                self.ae,
+                self.handler,
+                self.settings.host,
+                self.settings.dicom_port,
+                ssl_context=scp_tls_context(self.settings),
             )
         else:
             self._socket = listen_socket(self.settings.host, self.settings.dicom_port)

@@ -55,6 +55,7 @@ from imaging_hub.worklist.api.deps import HubState, Unauthenticated
 from imaging_hub.worklist.assignment import sweep
 from imaging_hub.worklist.db import make_engine, make_session_factory
 from imaging_hub.worklist.ingest import LeasePolicy, SlaPolicy
+from imaging_hub.worklist.middleware import AccessLogMiddleware, SecurityHeadersMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,12 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
         version=__version__,
         description="District imaging hub: worklist, reports, DICOMweb.",
         lifespan=lifespan,
+        # Bodies above this are refused with 413 before a route reads them; routers that take
+        # DICOM (ingest, STOW-RS) raise it for themselves in include_router(max_body_size=...).
+        max_body_size=settings.max_request_body_bytes,
     )
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.tls_cert_file is not None)
+    app.add_middleware(AccessLogMiddleware)
     app.state.hub = state
     _install_error_handlers(app)
 
@@ -203,7 +209,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
 
     app.include_router(auth.router)
     app.include_router(worklist.router)
-    app.include_router(ingest.router)
+    app.include_router(ingest.router, max_body_size=settings.max_instance_bytes)
     app.include_router(gateways.router)
     app.include_router(studies.router)
     app.include_router(consultations.router)

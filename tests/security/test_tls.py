@@ -2,7 +2,9 @@
 TLS on the gateway's SCP with dcmtk's echoscu / storescu (+tls). Certificates come from a CA the
 test makes (tests/peers/tls.py)."""
 
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,9 +112,16 @@ def test_dicom_tls_on_the_gateway_scp(
         tls_cert_file=str(pki.server_cert),
         tls_key_file=str(pki.server_key),
         tls_ca_file=str(pki.ca_cert),
+        scp_workers=2,
     )
-    echo = echoscu(gateway.port, called_ae=gateway.ae_title, extra=_tls_args(pki))
-    assert echo.returncode == 0, echo.stdout + echo.stderr
+    # A client that connects and never says a word holds one worker's handshake for at most
+    # TLS_HANDSHAKE_TIMEOUT; the other worker serves the modality meanwhile.
+    with socket.create_connection(("127.0.0.1", gateway.port)):
+        time.sleep(0.2)
+        started = time.monotonic()
+        echo = echoscu(gateway.port, called_ae=gateway.ae_title, extra=_tls_args(pki))
+        assert echo.returncode == 0, echo.stdout + echo.stderr
+        assert time.monotonic() - started < 8
     # Plain TCP, and TLS without a client certificate (mutual TLS is on): both refused.
     plain = echoscu(gateway.port, called_ae=gateway.ae_title)
     assert plain.returncode != 0
@@ -135,3 +144,30 @@ def test_tls_contexts_refuse_old_protocols(pki: Pki) -> None:
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert ctx.verify_mode == ssl.CERT_REQUIRED
     assert client_context(pki.ca_cert).check_hostname
+
+
+def test_single_process_scp_over_tls_survives_silent_and_plain_clients(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """The default one-process SCP (start_scp with an SSL context), in process."""
+    from imaging_hub.dicom_gateway import scp
+    from imaging_hub.dicom_gateway.spool import Spool
+    from imaging_hub.tls import server_context
+    from tests.peers.net import free_port
+
+    spool = Spool(tmp_path / "spool")
+    handler = scp.StoreHandler(spool, max_instance_bytes=10**9)
+    ae = scp.make_ae("TLS_SCP")
+    port = free_port()
+    ctx = server_context(pki.server_cert, pki.server_key, client_ca_file=pki.ca_cert)
+    server = scp.start_scp(ae, handler, "127.0.0.1", port, ssl_context=ctx)
+    try:
+        assert echoscu(port, called_ae="TLS_SCP").returncode != 0  # plain TCP: refused
+        path, _ = _fresh(tmp_path / "cr.dcm")
+        sent = storescu(port, [path], called_ae="TLS_SCP", extra=_tls_args(pki))
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert handler.received == 1
+        assert echoscu(port, called_ae="TLS_SCP", extra=_tls_args(pki)).returncode == 0
+    finally:
+        server.shutdown()
+        spool.close()

@@ -40,6 +40,7 @@ __all__ = [
     "convert_instance",
     "read_frames",
     "read_header",
+    "read_native_frame",
 ]
 
 PIXEL_DATA = 0x7FE00010
@@ -239,6 +240,64 @@ def read_frames(stream: BinaryIO, numbers: Sequence[int], *, decode: bool) -> Fr
         arr = decode_frame(full, n - 1)
         out.append(pack_bits(arr) if bits == 1 else _native(arr))
     return FrameSet(out, ExplicitVRLittleEndian)
+
+
+def read_native_frame(stream: BinaryIO, frame: int) -> tuple[Dataset, np.ndarray[Any, Any]] | None:
+    """(header, samples) of frame *frame* (0-based) of a native little endian grayscale image.
+
+    The header is read whole but Pixel Data is not: only the frame's bytes are read, at their
+    offset, and viewed as an array (what pydicom's native decoder would return: unused high
+    bits masked, signed values sign-extended). ``None`` when the instance is not such an image
+    (compressed, big endian, colour, 1-bit, YBR_422, ...): decode it the general way then.
+    """
+    fp = _seekable(stream)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+            ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
+            rows, columns = int(ds.Rows), int(ds.Columns)
+            bits = int(ds.BitsAllocated)
+            stored = int(ds.get("BitsStored", bits) or bits)
+            signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            count = _frame_count(ds)
+    except Exception:  # anything unusual: the general path decides
+        return None
+    if (
+        ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+        or samples != 1
+        or bits not in (8, 16)
+        or not 1 <= stored <= bits
+        or not 0 <= frame < count
+    ):
+        return None
+    start = fp.tell()
+    header = fp.read(12)
+    if header[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    if ts == ImplicitVRLittleEndian:
+        length, offset = int.from_bytes(header[4:8], "little"), start + 8
+    elif header[4:6] in (b"OW", b"OB"):
+        length, offset = int.from_bytes(header[8:12], "little"), start + 12
+    else:
+        return None
+    size = rows * columns * bits // 8
+    if length == 0xFFFFFFFF or length < size * count:
+        return None
+    fp.seek(offset + frame * size)
+    data = fp.read(size)
+    if len(data) != size:
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    arr = np.frombuffer(data, dtype=dtype).reshape(rows, columns)
+    if stored < bits:
+        if signed:
+            shift = bits - stored
+            arr = (arr << shift) >> shift
+        elif int(arr.max()) >= 1 << stored:
+            arr = arr & dtype.type((1 << stored) - 1)
+    return ds, arr
 
 
 def _native(arr: np.ndarray[Any, Any]) -> bytes:

@@ -82,16 +82,36 @@ def new_boundary() -> str:
     return secrets.token_hex(16)
 
 
+#: Pieces smaller than this are gathered before they are sent (fewer, larger writes).
+COALESCE_BYTES = 1 << 20
+
+
 def multipart_stream(
     parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str
 ) -> Iterator[bytes]:
-    """A multipart/related body: each (Content-Type, chunks) part streamed as it is produced."""
+    """A multipart/related body: each (Content-Type, chunks) part streamed as it is produced.
+
+    Part headers, small chunks and delimiters are gathered into writes of about a megabyte;
+    memory holds at most one such write plus one chunk of the store.
+    """
     delimiter = f"--{boundary}".encode()
+    pending = bytearray()
     for content_type, chunks in parts:
-        yield delimiter + b"\r\nContent-Type: " + content_type.encode() + b"\r\n\r\n"
-        yield from chunks
-        yield b"\r\n"
-    yield delimiter + b"--\r\n"
+        pending += delimiter + b"\r\nContent-Type: " + content_type.encode() + b"\r\n\r\n"
+        for chunk in chunks:
+            if len(pending) + len(chunk) <= COALESCE_BYTES:
+                pending += chunk
+                continue
+            if pending:
+                yield bytes(pending)
+                pending.clear()
+            yield chunk
+        pending += b"\r\n"
+        if len(pending) >= COALESCE_BYTES:
+            yield bytes(pending)
+            pending.clear()
+    pending += delimiter + b"--\r\n"
+    yield bytes(pending)
 
 
 @dataclass

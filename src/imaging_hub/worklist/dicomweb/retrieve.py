@@ -10,7 +10,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from imaging_hub.dicom.dicomjson import dataset_to_json
 from imaging_hub.dicom.frames import (
@@ -19,6 +20,7 @@ from imaging_hub.dicom.frames import (
     can_convert,
     convert_instance,
     read_header,
+    read_native_frame,
 )
 from imaging_hub.dicom.frames import read_frames as read_stored_frames
 from imaging_hub.dicom.render import RenderFormat, render_frame
@@ -243,10 +245,15 @@ def render(store: ObjectStore, ref: InstanceRef, frame: int, options: RenderOpti
     """Render frame *frame* (1-based) of a stored instance."""
     if frame < 1:
         raise InvalidRequest("Frame numbers start at 1.")
-    data = store.get(ref.object_key)
+    native = None
+    if ref.transfer_syntax_uid in (DEFAULT_SYNTAX, str(ImplicitVRLittleEndian)):
+        with store.open(ref.object_key) as stream:
+            native = read_native_frame(stream, frame - 1)
+    source: Dataset | bytes = native[0] if native else store.get(ref.object_key)
     return render_frame(
-        data,
+        source,
         frame - 1,
+        pixels=native[1] if native else None,
         window_center=options.window_center,
         window_width=options.window_width,
         window_function=options.window_function,

@@ -1,0 +1,211 @@
+"""Domain pieces of DICOMweb, tested without HTTP: QIDO parameters, DICOM JSON, frames,
+multipart parsing and the rendering lookup-table fast path."""
+
+import io
+
+import pydicom
+import pytest
+
+from imaging_hub.dicom import render
+from imaging_hub.dicom.dicomjson import attributes_to_json, dataset_to_json, store_response
+from imaging_hub.dicom.frames import can_convert, convert_instance, read_frames
+from imaging_hub.dicom.qido import DateRange, Text, UidList, ValueList, like_pattern, parse_query
+from imaging_hub.errors import InvalidDicomError, InvalidRequest, NotAcceptable
+from imaging_hub.worklist.dicomweb.multipart import (
+    MultipartReader,
+    multipart_stream,
+    parse_accept,
+    stow_boundary,
+)
+from tests.conftest import SAMPLES, sample_rows
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_parse_query_types_every_match() -> None:
+    query = parse_query(
+        [
+            ("PatientName", "张*"),
+            ("00100020", "P1"),
+            ("StudyDate", "20240101-"),
+            ("ModalitiesInStudy", "ct,MR"),
+            ("StudyInstanceUID", "1.2.3\\1.2.4,1.2.5"),
+            ("limit", "5000"),
+            ("offset", "10"),
+            ("includefield", "all,00081030,StudyDescription"),
+            ("fuzzymatching", "true"),
+        ],
+        level="study",
+    )
+    assert query.matches["PatientName"] == Text("张*")
+    assert query.matches["PatientID"] == Text("P1")
+    assert query.matches["StudyDate"] == DateRange("20240101", None)
+    assert query.matches["ModalitiesInStudy"] == ValueList(("CT", "MR"))
+    assert query.matches["StudyInstanceUID"] == UidList(("1.2.3", "1.2.4", "1.2.5"))
+    assert (query.limit, query.offset, query.include_all) == (1000, 10, True)
+    assert query.includefields == {"StudyDescription"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [("Bogus", "1")],
+        [("SOPInstanceUID", "1.2")],  # instance key in a study search
+        [("StudyDate", "2024-01-01")],
+        [("StudyDate", "20240102-20240101")],
+        [("StudyInstanceUID", "1.2.x")],
+        [("ModalitiesInStudy", "C;T")],
+        [("limit", "ten")],
+        [("fuzzymatching", "maybe")],
+        [("includefield", "NoSuchKeyword")],
+        [("PatientID", "a"), ("PatientID", "b")],
+    ],
+)
+def test_parse_query_refuses_bad_parameters(params: list[tuple[str, str]]) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_query(params, level="study")
+
+
+def test_like_pattern_escapes_sql_wildcards() -> None:
+    assert like_pattern("a%b_c!*?") == "a!%b!_c!!%_"
+
+
+def test_attributes_to_json_uses_dicom_json_value_types() -> None:
+    out = attributes_to_json(
+        {
+            "PatientName": "Wang^XiaoDong=王^小东",
+            "ModalitiesInStudy": "CT\\SR",
+            "NumberOfStudyRelatedSeries": 2,
+            "StudyDate": "",
+        }
+    )
+    assert list(out) == ["00080020", "00080061", "00100010", "00201206"]
+    assert out["00080020"] == {"vr": "DA"}
+    assert out["00080061"]["Value"] == ["CT", "SR"]
+    assert out["00100010"]["Value"] == [{"Alphabetic": "Wang^XiaoDong", "Ideographic": "王^小东"}]
+    assert out["00201206"]["Value"] == [2]
+
+
+def test_store_response_lists_references_and_failures() -> None:
+    out = store_response(
+        retrieve_url="http://h/dicomweb/studies/1.2",
+        referenced=[("1.2.840.10008.5.1.4.1.1.2", "1.2.3", "http://h/x")],
+        failed=[("", "", 0xC000)],
+    )
+    ds = pydicom.Dataset.from_json(out)
+    assert ds.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == "1.2.3"
+    assert ds.FailedSOPSequence[0].FailureReason == 0xC000
+
+
+def test_metadata_makes_pixel_data_bulk_and_survives_stray_delimiters() -> None:
+    path = SAMPLES / "by-modality/US/DIRW0007_US_multiframe_jpeg.dcm"
+    with path.open("rb") as f:
+        from imaging_hub.dicom.frames import read_header
+
+        out = dataset_to_json(read_header(f), bulk_data_uri=lambda tag: f"bulk/{tag}")
+    assert out["7FE00010"]["BulkDataURI"] == "bulk/7FE00010"
+    assert out["00080005"]["Value"] == ["ISO_IR 192"]
+    assert "FFFEE0DD" not in out
+
+
+def test_read_frames_reads_native_frames_at_their_offset() -> None:
+    path = SAMPLES / "by-modality/NM" / "NM-MONO2-16-13x-heart.dcm"
+    if not path.is_file():
+        path = next(SAMPLES.rglob("NM*heart*.dcm"))
+    ds = pydicom.dcmread(path)
+    with path.open("rb") as f:
+        frames = read_frames(f, [13, 1], decode=False)
+    assert frames.frames[0] == ds.pixel_array[12].astype("<u2").tobytes()
+    assert frames.frames[1] == ds.pixel_array[0].astype("<u2").tobytes()
+    with path.open("rb") as f, pytest.raises(InvalidDicomError):
+        read_frames(f, [14], decode=False)
+
+
+def test_convert_instance_decompresses_and_refuses_what_it_cannot() -> None:
+    data = (SAMPLES / "by-modality/CT/CT_small.dcm").read_bytes()
+    assert convert_instance(data, "1.2.840.10008.1.2.1") == data
+    assert can_convert("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.1")
+    assert not can_convert("1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.1")
+    assert not can_convert("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.80")
+    with pytest.raises(NotAcceptable):
+        convert_instance(data, "1.2.840.10008.1.2.4.80")
+
+
+def test_accept_header_parsing() -> None:
+    ranges = parse_accept(
+        'multipart/related; type="application/dicom"; transfer-syntax=*, '
+        "multipart/related; type=application/octet-stream; q=0.5, image/png;q=0"
+    )
+    assert [(r.media_type, r.transfer_syntax, r.multipart) for r in ranges] == [
+        ("application/dicom", "*", True),
+        ("application/octet-stream", None, True),
+    ]
+    assert parse_accept(None)[0].media_type == "*/*"
+
+
+def test_multipart_round_trip_split_across_chunks() -> None:
+    parts = [("application/dicom", [b"first", b" part"]), ("text/plain", [b"--not-a-boundary"])]
+    body = b"".join(multipart_stream(iter(parts), "XyZ"))  # type: ignore[arg-type]
+    boundary, _ = stow_boundary('multipart/related; type="application/dicom"; boundary=XyZ')
+    reader = MultipartReader(boundary=boundary, max_part=1000)
+    for i in range(0, len(body), 3):
+        reader.feed(body[i : i + 3])
+    got = reader.finish()
+    assert [(p.content_type, p.body.read()) for p in got] == [
+        ("application/dicom", b"first part"),
+        ("text/plain", b"--not-a-boundary"),
+    ]
+    truncated = MultipartReader(boundary=boundary, max_part=1000)
+    truncated.feed(body[:-10])
+    with pytest.raises(InvalidRequest):
+        truncated.finish()
+
+
+def test_render_lookup_table_path_equals_per_pixel_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [
+        r
+        for r in sample_rows()
+        if r["category"] != "malformed"
+        and r["samples_per_pixel"] == "1"
+        and r["photometric_interpretation"] in ("MONOCHROME1", "MONOCHROME2")
+        and r["pixel_decode"].startswith("ok")
+        and r["bits_allocated"] in ("8", "16")
+    ]
+    assert len(rows) > 20
+    for row in rows:
+        data = (SAMPLES / row["path"]).read_bytes()
+        ds = pydicom.dcmread(io.BytesIO(data))
+        monkeypatch.setattr(render, "LUT_MIN_PIXELS", 1)
+        fast = render.render_frame(ds, 0, fmt="png")
+        fast_windowed = render.render_frame(ds, 0, window_center=100, window_width=300, fmt="png")
+        monkeypatch.setattr(render, "LUT_MIN_PIXELS", 1 << 40)
+        assert fast == render.render_frame(ds, 0, fmt="png"), row["path"]
+        slow = render.render_frame(ds, 0, window_center=100, window_width=300, fmt="png")
+        assert fast_windowed == slow, row["path"]
+
+
+def test_read_native_frame_equals_pydicom_for_every_native_grayscale_sample() -> None:
+    from imaging_hub.dicom.frames import read_native_frame
+
+    checked = 0
+    for row in sample_rows():
+        if row["category"] == "malformed" or row["has_pixel_data"] != "yes":
+            continue
+        path = SAMPLES / row["path"]
+        frames = int(row["frames"])
+        with path.open("rb") as f:
+            got = read_native_frame(f, frames - 1)
+        native = row["transfer_syntax_uid"] in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+        simple = row["samples_per_pixel"] == "1" and row["bits_allocated"] in ("8", "16")
+        if not (native and simple):
+            assert got is None, row["path"]
+            continue
+        assert got is not None, row["path"]
+        ds = pydicom.dcmread(path)
+        from pydicom.pixels.utils import pixel_array
+
+        expected = pixel_array(ds, index=frames - 1)
+        assert got[1].dtype == expected.dtype and (got[1] == expected).all(), row["path"]
+        assert "PixelData" not in got[0]
+        checked += 1
+    assert checked > 20

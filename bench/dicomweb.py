@@ -151,19 +151,30 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def timed(client: httpx.Client, url: str, headers: dict[str, str], stream: bool = False) -> float:
-    start = time.perf_counter()
-    if stream:
-        with client.stream("GET", url, headers=headers) as response:
-            response.raise_for_status()
-            for _ in response.iter_raw(1 << 20):
-                pass
-    else:
-        response = client.get(url, headers=headers)
-        response.raise_for_status()
-        if not response.content:
+#: Requests per curl process (one keep-alive connection, one timing line per transfer).
+BLOCK = 5
+
+
+def timed_block(url: str, headers: dict[str, str], count: int) -> list[float]:
+    """Times of *count* GETs of *url* by one curl process over one keep-alive connection.
+
+    curl is the client for both servers: a native client that reads as fast as the server
+    writes (Python HTTP clients stall on Orthanc's small writes and would skew the ratio).
+    """
+    command = [tool("curl"), "-sS", "--fail"]
+    for key, value in headers.items():
+        command += ["-H", f"{key}: {value}"]
+    command += ["-w", "%{time_total} %{size_download}\\n"]
+    for _ in range(count):
+        command += ["-o", "/dev/null", url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    times = []
+    for line in out.stdout.strip().splitlines():
+        seconds, size = line.split()
+        if int(size) == 0:
             raise RuntimeError(f"empty answer from {url}")
-    return time.perf_counter() - start
+        times.append(float(seconds))
+    return times
 
 
 def main() -> None:
@@ -246,41 +257,39 @@ def measure(
     out: dict[str, dict[str, object]] = {}
     auth = {"Authorization": f"Bearer {token}"}
     pid = hub.proc.pid if hub.proc else 0
-    with (
-        httpx.Client(base_url=f"{hub.url}/dicomweb", headers=auth, timeout=300) as hc,
-        httpx.Client(base_url=f"{orthanc.url}/dicom-web", timeout=300) as oc,
-    ):
-        for name, path, headers, stream, runs in cases:
-            for client in (hc, oc):  # warm-up: page cache, connections, first-call costs
-                timed(client, path, headers, stream)
-            hub_times: list[float] = []
-            orthanc_times: list[float] = []
-            peak_growth = 0
-            for _ in range(runs):
-                baseline = rss_kib(pid)
-                peak = [baseline]
-                stop = threading.Event()
+    for name, path, headers, _stream, runs in cases:
+        hub_url, orthanc_url = f"{hub.url}/dicomweb{path}", f"{orthanc.url}/dicom-web{path}"
+        hub_headers = {**headers, **auth}
+        timed_block(hub_url, hub_headers, 1)  # warm-up: page cache, first-call costs
+        timed_block(orthanc_url, headers, 1)
+        hub_times: list[float] = []
+        orthanc_times: list[float] = []
+        peak_growth = 0
+        for _ in range(max(1, runs // BLOCK)):
+            baseline = rss_kib(pid)
+            peak = [baseline]
+            stop = threading.Event()
 
-                def watch(peak: list[int] = peak, stop: threading.Event = stop) -> None:
-                    while not stop.is_set():
-                        peak[0] = max(peak[0], rss_kib(pid))
-                        time.sleep(0.01)
+            def watch(peak: list[int] = peak, stop: threading.Event = stop) -> None:
+                while not stop.is_set():
+                    peak[0] = max(peak[0], rss_kib(pid))
+                    time.sleep(0.01)
 
-                watcher = threading.Thread(target=watch)
-                watcher.start()
-                try:
-                    hub_times.append(timed(hc, path, headers, stream))
-                finally:
-                    stop.set()
-                    watcher.join()
-                peak_growth = max(peak_growth, peak[0] - baseline)
-                orthanc_times.append(timed(oc, path, headers, stream))
-            out[name] = {"hub": hub_times, "orthanc": orthanc_times, "rss_growth_kib": peak_growth}
-            print(
-                f"{name}: hub {median(hub_times) * 1000:.1f} ms, "
-                f"Orthanc {median(orthanc_times) * 1000:.1f} ms",
-                flush=True,
-            )
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                hub_times += timed_block(hub_url, hub_headers, min(BLOCK, runs))
+            finally:
+                stop.set()
+                watcher.join()
+            peak_growth = max(peak_growth, peak[0] - baseline)
+            orthanc_times += timed_block(orthanc_url, headers, min(BLOCK, runs))
+        out[name] = {"hub": hub_times, "orthanc": orthanc_times, "rss_growth_kib": peak_growth}
+        print(
+            f"{name}: hub {median(hub_times) * 1000:.1f} ms, "
+            f"Orthanc {median(orthanc_times) * 1000:.1f} ms",
+            flush=True,
+        )
     return out
 
 
@@ -294,8 +303,9 @@ def report(
         "- Corpus: ../shared/bench/gen_corpus.py, one DX study (3000x2500, 12-bit) and a "
         "300-slice 512x512 CT, native Explicit VR Little Endian, the same files loaded into both.",
         f"- {args.runs} requests per case ({args.study_runs} for the whole study) after one "
-        "warm-up, hub and Orthanc alternating request by request, one keep-alive httpx client "
-        "each, over loopback. Frames and studies with `transfer-syntax=*`.",
+        f"warm-up, hub and Orthanc alternating in blocks of {BLOCK} requests, each block one curl "
+        "process over one keep-alive connection (loopback); times are curl's per-transfer "
+        "`time_total`. Frames and studies with `transfer-syntax=*`.",
         "",
         "| case | hub median | hub p95 | Orthanc median | Orthanc p95 | Orthanc / hub | "
         "hub RSS growth |",

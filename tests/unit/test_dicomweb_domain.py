@@ -13,7 +13,7 @@ from imaging_hub.dicom.qido import DateRange, Text, UidList, ValueList, like_pat
 from imaging_hub.errors import InvalidDicomError, InvalidRequest, NotAcceptable
 from imaging_hub.worklist.dicomweb.multipart import (
     MultipartReader,
-    multipart_stream,
+    multipart_pieces,
     parse_accept,
     stow_boundary,
 )
@@ -145,7 +145,7 @@ def test_accept_header_parsing() -> None:
 
 def test_multipart_round_trip_split_across_chunks() -> None:
     parts = [("application/dicom", [b"first", b" part"]), ("text/plain", [b"--not-a-boundary"])]
-    body = b"".join(multipart_stream(iter(parts), "XyZ"))  # type: ignore[arg-type]
+    body = b"".join(multipart_pieces(iter(parts), "XyZ"))  # type: ignore[arg-type]
     boundary, _ = stow_boundary('multipart/related; type="application/dicom"; boundary=XyZ')
     reader = MultipartReader(boundary=boundary, max_part=1000)
     for i in range(0, len(body), 3):

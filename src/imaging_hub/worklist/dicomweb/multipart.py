@@ -6,12 +6,13 @@ import hashlib
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
+from starlette.concurrency import run_in_threadpool
 
 from imaging_hub.errors import InvalidRequest
 
@@ -82,36 +83,50 @@ def new_boundary() -> str:
     return secrets.token_hex(16)
 
 
-#: Pieces smaller than this are gathered before they are sent (fewer, larger writes).
-COALESCE_BYTES = 1 << 20
+#: Bytes gathered from the store per thread hop while streaming a multipart response.
+BATCH_BYTES = 1 << 20
 
 
-def multipart_stream(
+def multipart_pieces(
     parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str
 ) -> Iterator[bytes]:
-    """A multipart/related body: each (Content-Type, chunks) part streamed as it is produced.
-
-    Part headers, small chunks and delimiters are gathered into writes of about a megabyte;
-    memory holds at most one such write plus one chunk of the store.
-    """
+    """The pieces of a multipart/related body: each part's header, its chunks, delimiters."""
     delimiter = f"--{boundary}".encode()
-    pending = bytearray()
     for content_type, chunks in parts:
-        pending += delimiter + b"\r\nContent-Type: " + content_type.encode() + b"\r\n\r\n"
-        for chunk in chunks:
-            if len(pending) + len(chunk) <= COALESCE_BYTES:
-                pending += chunk
-                continue
-            if pending:
-                yield bytes(pending)
-                pending.clear()
-            yield chunk
-        pending += b"\r\n"
-        if len(pending) >= COALESCE_BYTES:
-            yield bytes(pending)
-            pending.clear()
-    pending += delimiter + b"--\r\n"
-    yield bytes(pending)
+        yield delimiter + b"\r\nContent-Type: " + content_type.encode() + b"\r\n\r\n"
+        yield from chunks
+        yield b"\r\n"
+    yield delimiter + b"--\r\n"
+
+
+def _pull(pieces: Iterator[bytes], limit: int) -> list[bytes]:
+    """The next pieces, about *limit* bytes of them (empty at the end)."""
+    batch: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= limit:
+            break
+    return batch
+
+
+async def multipart_stream(
+    parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str
+) -> AsyncIterator[bytes]:
+    """A multipart/related body streamed as the parts are read.
+
+    Reading (object store, conversions) runs in the thread pool, about a megabyte per hop,
+    and each batch of small pieces goes out as one write. Memory holds at most one batch
+    plus one store chunk, whatever the number of parts.
+    """
+    pieces = multipart_pieces(parts, boundary)
+    while batch := await run_in_threadpool(_pull, pieces, BATCH_BYTES):
+        if len(batch) > 1 and max(len(piece) for piece in batch) < BATCH_BYTES:
+            yield b"".join(batch)
+        else:  # a large piece (a whole frame): send it as it is, never copied
+            for piece in batch:
+                yield piece
 
 
 @dataclass

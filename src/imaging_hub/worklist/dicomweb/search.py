@@ -22,7 +22,7 @@ from imaging_hub.dicom.qido import (
     like_pattern,
 )
 from imaging_hub.errors import NotFound
-from imaging_hub.worklist.models import Instance, Institution, Patient, Series, Study, User
+from imaging_hub.worklist.models import Instance, Patient, Series, Study, User
 from imaging_hub.worklist.policy import study_scope
 
 ESCAPE = "!"
@@ -295,11 +295,21 @@ def find_instances(
 
     Raises NotFound when nothing matches, whether it does not exist or is out of scope.
     """
+    # Plain columns, not ORM entities: this runs before every retrieve, frame and render.
     stmt = (
-        select(Instance, Series, Study)
+        select(
+            Study.study_instance_uid,
+            Series.series_instance_uid,
+            Instance.sop_instance_uid,
+            Instance.sop_class_uid,
+            Instance.transfer_syntax_uid,
+            Instance.object_key,
+            Instance.size,
+            Instance.number_of_frames,
+            Instance.rows,
+        )
         .join(Series, Instance.series_id == Series.id)
         .join(Study, Series.study_id == Study.id)
-        .join(Institution, Study.clinic_id == Institution.id)
         .where(Study.study_instance_uid == study_uid, study_scope(session, user))
     )
     if series_uid is not None:
@@ -307,7 +317,7 @@ def find_instances(
     if sop_uid is not None:
         stmt = stmt.where(Instance.sop_instance_uid == sop_uid)
     stmt = stmt.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
-    refs = [_ref(i, se, st) for i, se, st in session.execute(stmt).all()]
+    refs = [InstanceRef(*row) for row in session.execute(stmt).all()]
     if not refs:
         what = "instance" if sop_uid else "series" if series_uid else "study"
         raise NotFound(f"No {what} with these UIDs is visible to you.")

@@ -40,6 +40,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 MAX_REQUEST = 64 << 20
 MAX_INSTANCE = 24 << 20
 EVRLE = "1.2.840.10008.1.2.1"
+VIEWER_ORIGIN = "https://viewer.example.org"
 JSON_PARTS = 'multipart/related; type="application/dicom+json"; boundary=b'
 UNCOMPRESSED = {
     "1.2.840.10008.1.2",
@@ -156,6 +157,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
         extra_env={
             "IMAGING_HUB_DICOMWEB_MAX_REQUEST_BYTES": str(MAX_REQUEST),
             "IMAGING_HUB_MAX_INSTANCE_BYTES": str(MAX_INSTANCE),
+            "IMAGING_HUB_CORS_ORIGINS": f'["{VIEWER_ORIGIN}"]',
         },
     )
     try:
@@ -739,3 +741,23 @@ def test_whole_study_retrieve_streams_with_flat_memory(loaded: Loaded) -> None:
     assert received > 300 * 512 * 512 * 2
     growth_mib = (peak[0] - baseline) / 1024
     assert growth_mib < 40, f"the hub grew by {growth_mib:.0f} MiB while streaming 157 MB"
+
+
+def test_cors_admits_the_configured_viewer_origin_only(loaded: Loaded) -> None:
+    preflight = {
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, accept",
+    }
+    with loaded.http(None) as anonymous:
+        allowed = anonymous.options("/studies", headers={"Origin": VIEWER_ORIGIN, **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == VIEWER_ORIGIN
+        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        other = anonymous.options(
+            "/studies", headers={"Origin": "https://evil.example", **preflight}
+        )
+        assert "access-control-allow-origin" not in other.headers
+    with loaded.http("staff-a") as http:
+        response = http.get("/studies", headers={"Origin": VIEWER_ORIGIN})
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == VIEWER_ORIGIN

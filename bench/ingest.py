@@ -95,7 +95,8 @@ class GatewayReceiver(Receiver):
         super().__init__(
             f"gateway ({workers} SCP worker{'s' if workers > 1 else ''})",
             "GATEWAY",
-            "fsync file + dir, SQLite WAL synchronous=FULL, before Success",
+            "file fdatasync'd + directory entry fsync'd + index row committed (SQLite WAL, "
+            "synchronous=NORMAL; files re-indexed after a power cut), before Success",
             workdir,
         )
         self.workers = workers
@@ -138,7 +139,12 @@ class StorescpReceiver(Receiver):
 
 class OrthancReceiver(Receiver):
     def __init__(self, workdir: Path) -> None:
-        super().__init__("Orthanc", "ORTHANC", "Orthanc defaults (SQLite index)", workdir)
+        super().__init__(
+            "Orthanc",
+            "ORTHANC",
+            "Orthanc 1.10 defaults: fsync of each stored file (SyncStorageArea), SQLite index",
+            workdir,
+        )
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         config = {

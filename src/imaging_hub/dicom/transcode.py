@@ -233,12 +233,19 @@ def _non_pixel_differences(before: Dataset, after: Dataset) -> list[str]:
     return differences
 
 
+#: Decoders used to verify each target syntax: CharLS (pyjpegls) decodes JPEG-LS about 5x
+#: faster than libjpeg here (0.13 s against 0.65 s for a 3000x2500 DX), which matters because
+#: verification sits on the WAN upload path; pydicom picks for JPEG 2000.
+VERIFY_DECODERS: dict[str, str] = {JPEG_LS_LOSSLESS: "pyjpegls", JPEG2000_LOSSLESS: ""}
+
+
 def _frames_equal(expected: np.ndarray[Any, Any], ds: Dataset) -> bool:
     """Whether the decoded pixels of *ds* equal *expected* (all frames, raw samples)."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     expected_frames = expected[np.newaxis, ...] if frames == 1 else expected
     count = 0
-    for index, frame in enumerate(iter_pixels(ds, raw=True)):
+    plugin = VERIFY_DECODERS.get(str(ds.file_meta.TransferSyntaxUID), "")
+    for index, frame in enumerate(iter_pixels(ds, raw=True, decoding_plugin=plugin)):
         if index >= len(expected_frames) or not np.array_equal(frame, expected_frames[index]):
             return False
         count += 1

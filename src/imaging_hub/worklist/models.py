@@ -203,15 +203,28 @@ class Study(Base):
     __table_args__ = (
         Index("ix_studies_queue", "status", "priority_rank", "due_at"),
         Index("ix_studies_clinic_received", "clinic_id", "received_at"),
-        # The claim queue: only open studies, in hand-out order (partial index, both backends).
+        # The open worklist: only open studies, in hand-out order (partial index, both
+        # backends). Queries repeat "status IN (...)" so the planner may use it.
         Index(
-            "ix_studies_open_queue",
+            "ix_studies_open",
             "priority_rank",
             "due_at",
             "id",
-            sqlite_where=text("status IN ('unread', 'in_progress')"),
-            postgresql_where=text("status IN ('unread', 'in_progress')"),
+            sqlite_where=text("status IN ('unread', 'in_progress', 'escalated')"),
+            postgresql_where=text("status IN ('unread', 'in_progress', 'escalated')"),
         ),
+        # The claim queue: unread studies in hand-out order (claimed ones leave it at once).
+        Index(
+            "ix_studies_unread",
+            "priority_rank",
+            "due_at",
+            "id",
+            sqlite_where=text("status = 'unread'"),
+            postgresql_where=text("status = 'unread'"),
+        ),
+        # The whole worklist in priority order and in due order (listing without a filter).
+        Index("ix_studies_priority_order", "priority_rank", "due_at", "id"),
+        Index("ix_studies_due_order", "due_at", "priority_rank", "id"),
         Index("ix_studies_received_at", "received_at"),
         Index("ix_studies_signed_at", "signed_at"),
     )

@@ -96,7 +96,13 @@ def _apply_filter(stmt: Select[Any], f: WorklistFilter, user: User, now: datetim
     if f.assigned_to_me:
         stmt = stmt.where(Study.assigned_to_id == user.id, ~status_is(StudyStatus.unread, now))
     if f.status:
-        stmt = stmt.where(or_(*[status_is(s, now) for s in f.status]))
+        # The stored statuses the wanted ones can come from (an expired claim reads as unread),
+        # stated plainly so the planner can use the partial index of open studies.
+        stored = {StudyStatus.in_progress} if StudyStatus.unread in f.status else set()
+        stmt = stmt.where(
+            Study.status.in_(sorted(stored | set(f.status))),
+            or_(*[status_is(s, now) for s in f.status]),
+        )
     if f.due_before is not None:
         stmt = stmt.where(Study.due_at < f.due_before)
     if f.due_after is not None:
@@ -116,7 +122,8 @@ def _apply_filter(stmt: Select[Any], f: WorklistFilter, user: User, now: datetim
             | Patient.patient_id.ilike(f"%{needle}%", escape="\\")
         )
     order: list[Any] = {
-        "priority": [Study.priority_rank, Study.due_at, Study.received_at],
+        # The order `next` hands studies out in (then Study.id, as below).
+        "priority": [Study.priority_rank, Study.due_at],
         "due_at": [Study.due_at, Study.priority_rank],
         "received_at": [Study.received_at],
         "study_date": [Study.study_date, Study.study_time],

@@ -495,8 +495,9 @@ the last column is the database's own execution time of that view's query, EXPLA
 
 Target listing p99 < 100 ms: **{list_ok}** (worst view {list_p99:.1f} ms).
 
-Claim query plan, EXPLAIN ANALYZE (the partial index `ix_studies_unread` on (priority_rank, due_at, id)
-WHERE status = 'unread' serves the queue order; claimed studies leave it):
+Claim query plan, EXPLAIN ANALYZE (the partial index `ix_studies_unread` on
+(priority_rank, due_at, id) WHERE status = 'unread' serves the queue order; claimed studies
+leave it):
 
 ```
 {plan}

@@ -40,6 +40,7 @@ bench: $(STAMP) bench-peers
 	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
 	$(BIN)/python -m bench.wan $(BENCH_WAN_ARGS)
 	$(BIN)/python -m bench.dicomweb $(BENCH_DICOMWEB_ARGS)
+	$(BIN)/python -m bench.worklist
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

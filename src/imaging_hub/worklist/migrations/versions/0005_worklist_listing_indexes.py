@@ -1,7 +1,7 @@
 """worklist: indexes for the open queue and the listing orders (found by bench/worklist.py)
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004_dicomweb
 Create Date: 2026-11-22 21:40:58.430828
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004_dicomweb"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

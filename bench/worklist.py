@@ -54,8 +54,8 @@ from imaging_hub.worklist.queries import WorklistFilter, list_worklist
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "benchmarks.md"
-START = "<!-- worklist-bench:start -->"
-END = "<!-- worklist-bench:end -->"
+START = "<!-- bench:worklist:start -->"
+END = "<!-- bench:worklist:end -->"
 MODALITIES = ["CR", "DX", "CT", "US", "MR"]
 BODY_PARTS = ["CHEST", "ABDOMEN", "HEAD", "SPINE", "KNEE"]
 NAMES = ["王^小东", "李^华", "张^伟", "刘^芳", "陈^静", "杨^洋", "赵^建国", "黄^敏"]

@@ -115,7 +115,15 @@ def test_study_page_series_images_windows_and_frames(
     expect(page.locator("#viewer-position")).to_have_text("图像 1 / 2")
     first_sop = image.get_attribute("data-sop")
     assert image_loaded(bp, "#viewer-image")
-    assert rendered_requests(requests)[0].get("window") is None
+    first_render = rendered_requests(requests)[0]
+    assert first_render.get("window") is None
+    # Rendered to fit the on-screen box (device pixels, rounded up to a multiple of 256).
+    box = page.locator("#viewport").bounding_box()
+    assert box is not None
+    width, height = (int(v) for v in first_render["viewport"][0].split(","))
+    assert width % 256 == 0 and height % 256 == 0
+    assert box["width"] <= width < box["width"] + 256
+    assert box["height"] <= height < box["height"] + 256
 
     page.click("button.preset[data-preset=lung]")
     expect(image).to_have_attribute("data-window", "-600,1500")

@@ -256,6 +256,17 @@ function headerBlock(item, claimBox) {
   );
 }
 
+/**
+ * The rendered endpoint's viewport parameter ("w,h"): the on-screen box in device pixels,
+ * rounded up to a multiple of 256 (so small layout changes reuse cached images), at most 4096.
+ * The hub only ever shrinks an image to fit, so the screen shows every pixel it can; the
+ * network carries far fewer bytes than a full-size rendering of a large radiograph.
+ */
+export function viewportSize(width, height, ratio = 1) {
+  const round = (n) => Math.min(4096, Math.max(256, Math.ceil((n * (ratio || 1)) / 256) * 256));
+  return `${round(width)},${round(height)}`;
+}
+
 /** How often to renew a claim: a third of the time left, between 5 s and 2 min. */
 export function heartbeatDelay(leaseExpiresAt, now = Date.now()) {
   const left = new Date(leaseExpiresAt).getTime() - now;
@@ -461,10 +472,11 @@ async function renderStudy({ root, params, query, signal, user }) {
   async function fetchImage(inst, frame) {
     const url = imageUrl(uid, view.series.uid, inst, frame);
     const win = view.window ? `${view.window[0]},${view.window[1]},linear` : undefined;
-    const key = `${url}|${win || ""}`;
+    const size = viewportSize(viewport.clientWidth, viewport.clientHeight, window.devicePixelRatio);
+    const key = `${url}|${win || ""}|${size}`;
     const cached = cache.get(key);
     if (cached) return cached;
-    const blob = await apiBlob(url, { window: win }, { signal, headers: IMAGE_ACCEPT });
+    const blob = await apiBlob(url, { window: win, viewport: size }, { signal, headers: IMAGE_ACCEPT });
     return cache.set(key, blob);
   }
 

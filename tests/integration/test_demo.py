@@ -1,6 +1,7 @@
 """Issue 2: `imaging-hub demo`, then rad1's worklist lists the demo studies within 30 s."""
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,21 @@ from imaging_hub.dicom.samples import sample_studies
 from tests.peers.net import free_port, wait_for_port, wait_until
 
 
+def free_port_pair() -> int:
+    """A port P such that P and P + 1 were both free a moment ago (clinic-b listens on P + 1)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("No two adjacent free ports were found on 127.0.0.1.")
+
+
 def test_demo_lists_the_sample_studies_within_30_seconds(tmp_path: Path) -> None:
-    port, dicom_port = free_port(), free_port()
+    port, dicom_port = free_port(), free_port_pair()
     log = (tmp_path / "demo.log").open("wb")
     proc = subprocess.Popen(
         [

@@ -48,10 +48,14 @@ def send_files(
     called_ae: str = "CLINIC_A",
     calling_ae: str = "GOOD_SCU",
     on_status: object = None,
+    timeout: float = 30,
 ) -> list[int | None]:
-    """Send *files* on one association; the status of each (None: no answer, association gone)."""
+    """Send *files* on one association; the status of each (None: no answer, association gone).
+
+    *timeout* bounds every wait for the peer (a killed peer costs at most that long).
+    """
     ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop_class, ts in dict.fromkeys(contexts):
         ae.add_requested_context(sop_class, ts)
     statuses: list[int | None] = []

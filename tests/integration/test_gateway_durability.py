@@ -160,7 +160,7 @@ def test_kill_9_while_forwarding(
     del gateway.env["IMAGING_HUB_GATEWAY_BANDWIDTH_LIMIT_BYTES_PER_SECOND"]
     gateway.start()
     acked = {sop_uid(p) for p in files}
-    wait_until(lambda: study_status(hub, study_uid) == ("unread", 100), timeout=60)
+    wait_until(lambda: study_status(hub, study_uid) == ("unread", 60), timeout=60)
     rows = wait_for_instances(hub, study_uid, acked)
     assert_exactly_once(rows, acked, filesystem_objects(hub, study_uid))
     # Untranscoded: the hub holds exactly the bytes that were sent.

@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import sop_class as pynetdicom_sop_class
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -164,6 +166,14 @@ def _affected_uid(event: evt.Event) -> str:
     return str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
 
 
+def _register_storage_class(uid: str) -> None:
+    """Route C-STOREs of a SOP class pynetdicom does not know to its Storage service class."""
+    if pynetdicom_sop_class.uid_to_service_class(uid) is not StorageServiceClass:
+        pynetdicom_sop_class.register_uid(
+            uid, "ImagingHubStorage_" + uid.replace(".", "_"), StorageServiceClass
+        )
+
+
 def make_ae(
     ae_title: str,
     *,
@@ -183,9 +193,12 @@ def make_ae(
     ae.dimse_timeout = 60
     ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
-    sop_classes = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
-    sop_classes += [*RETIRED_STORAGE_SOP_CLASSES, *(extra_storage_sop_classes or [])]
-    for sop_class in dict.fromkeys(sop_classes):
+    known = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    for uid in [*RETIRED_STORAGE_SOP_CLASSES, *(extra_storage_sop_classes or [])]:
+        if uid not in known:
+            _register_storage_class(uid)
+            known.append(uid)
+    for sop_class in known:
         ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
     if allowed_calling_aes:
         ae.require_calling_aet = list(allowed_calling_aes)

@@ -266,3 +266,24 @@ def test_s3_unreachable_loses_nothing(
     finally:
         http.clear()
     assert_exactly_once(hub_rows(hub, study_uid), {sop_uid(p) for p in files}, objects)
+
+
+def test_instances_the_hub_misses_at_completion_are_sent_again(
+    hub: HubProcess, start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """The hub lost instances it had acknowledged (say, its database came back from a backup):
+    at completion it names them, and the gateway sends them again instead of getting stuck."""
+    study_uid, files = make_study(tmp_path / "study", 6)
+    gateway = start_gateway(hub, stability_seconds=4, transcode="none")
+    assert set(send_files(gateway.port, files, contexts=[(CT_CLASS, EXPLICIT_LE)])) == {0}
+    acked = {sop_uid(p) for p in files}
+    wait_for_instances(hub, study_uid, acked, timeout=30)
+    lost = sorted(acked)[:2]
+    with hub.sessions() as session:  # before the study is stable, two rows disappear
+        for row in session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(lost))):
+            session.delete(row)
+        session.commit()
+    wait_until(lambda: study_status(hub, study_uid) == ("unread", 6), timeout=60)
+    assert_exactly_once(hub_rows(hub, study_uid), acked, filesystem_objects(hub, study_uid))
+    log = gateway.log_path.read_text()
+    assert "hub misses 2 instances, 2 queued again" in log

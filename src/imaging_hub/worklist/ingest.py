@@ -373,6 +373,8 @@ def complete_study(
     missing = [uid for uid in sop_instance_uids if uid not in held]
     if missing:
         return missing
+    # Counts kept by concurrent registrations of one study can be stale; recount once whole.
+    _refresh_study_counts(session, study)
     if study.status == StudyStatus.receiving:
         at = now()
         order = _matching_order(session, study)

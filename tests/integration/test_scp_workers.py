@@ -127,9 +127,10 @@ def test_concurrent_associations_spool_every_instance_exactly_once(
     assert list((gateway.spool_dir / "tmp").iterdir()) == []
     log = gateway.log_path.read_text()
     assert "Traceback" not in log
-    # both workers took associations (least busy accepts)
-    assert "[scp-0]: association from STORESCU closed" in log
-    assert "[scp-1]: association from STORESCU closed" in log
+    # Which worker accepts is up to the scheduler (the least busy one usually does, but on a
+    # loaded machine one worker may take all four), so only "served" is asserted here; that the
+    # second worker serves on its own is shown by the killed-worker test below.
+    assert "association from STORESCU closed" in log
 
 
 def test_killed_worker_is_replaced_and_the_other_keeps_serving(

@@ -68,13 +68,7 @@ def _template_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoNe
     return path, network
 
 
-@pytest.fixture
-def hub_app(tmp_path: Path, _template_db: tuple[Path, DemoNetwork]) -> Iterator[HubApp]:
-    template, network = _template_db
-    data_dir = tmp_path / "hub"
-    data_dir.mkdir()
-    shutil.copyfile(template, data_dir / "hub.sqlite3")
-    url = f"sqlite:///{data_dir / 'hub.sqlite3'}"
+def _hub_app(url: str, data_dir: Path, network: DemoNetwork) -> Iterator[HubApp]:
     engine = make_engine(url)
     sessions = make_session_factory(engine)
     settings = HubSettings(data_dir=data_dir, database_url=url)
@@ -90,3 +84,25 @@ def hub_app(tmp_path: Path, _template_db: tuple[Path, DemoNetwork]) -> Iterator[
             data_dir=data_dir,
         )
     engine.dispose()
+
+
+@pytest.fixture
+def hub_app(tmp_path: Path, _template_db: tuple[Path, DemoNetwork]) -> Iterator[HubApp]:
+    template, network = _template_db
+    data_dir = tmp_path / "hub"
+    data_dir.mkdir()
+    shutil.copyfile(template, data_dir / "hub.sqlite3")
+    yield from _hub_app(f"sqlite:///{data_dir / 'hub.sqlite3'}", data_dir, network)
+
+
+@pytest.fixture
+def pg_hub_app(tmp_path: Path, postgres_url: str) -> Iterator[HubApp]:
+    """The same app on a fresh PostgreSQL database."""
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    with make_session_factory(engine)() as session:
+        network = create_demo_network(session, password="demo-password-1")
+    engine.dispose()
+    data_dir = tmp_path / "hub"
+    data_dir.mkdir()
+    yield from _hub_app(postgres_url, data_dir, network)

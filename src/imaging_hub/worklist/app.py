@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +15,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from imaging_hub import __version__
 from imaging_hub.config import HubSettings
@@ -55,7 +58,12 @@ from imaging_hub.worklist.api.deps import HubState, Unauthenticated
 from imaging_hub.worklist.assignment import sweep
 from imaging_hub.worklist.db import make_engine, make_session_factory
 from imaging_hub.worklist.ingest import LeasePolicy, SlaPolicy
-from imaging_hub.worklist.middleware import AccessLogMiddleware, SecurityHeadersMiddleware
+from imaging_hub.worklist.middleware import (
+    AccessLogMiddleware,
+    ProblemFor413Middleware,
+    RejectNulMiddleware,
+    SecurityHeadersMiddleware,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,61 @@ def make_store(settings: HubSettings) -> ObjectStore:
     root = settings.resolved_object_store_dir()
     root.mkdir(parents=True, exist_ok=True)
     return FilesystemStore(root)
+
+
+class HubFastAPI(FastAPI):
+    """FastAPI with our outermost middleware: outside even FastAPI's own body limiter and
+    error handler, so every response (413 and 500 included) gets the security headers, a
+    problem+json body and an access-log line."""
+
+    hsts: bool = False
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner = super().build_middleware_stack()
+        return AccessLogMiddleware(
+            SecurityHeadersMiddleware(
+                RejectNulMiddleware(ProblemFor413Middleware(inner)), hsts=self.hsts
+            )
+        )
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document, with our RFC 9457 problem responses for every 4xx."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            document_problems(schema)
+            self.openapi_schema = schema
+        return self.openapi_schema
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "An RFC 9457 problem document.",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+PROBLEM_RESPONSE: dict[str, Any] = {
+    "description": "Bad input, not signed in, not allowed, not found, conflict, too large "
+    "(RFC 9457 problem document).",
+    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+
+def document_problems(schema: dict[str, Any]) -> None:
+    """Document every 4xx answer as problem+json (FastAPI documents only its own 422 shape)."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            default_422 = responses.get("422", {})
+            if "HTTPValidationError" in str(default_422):
+                del responses["422"]
+            responses.setdefault("4XX", PROBLEM_RESPONSE)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -136,6 +199,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem(exc.status_code, str(exc.detail), str(exc.detail), headers)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+    def data_error(request: Request, exc: Exception) -> Response:
+        # PostgreSQL refuses NUL characters and over-long values that SQLite would store.
+        log.warning("database refused a value on %s: %s", request.url.path, type(exc).__name__)
+        return problem(
+            422,
+            "Unprocessable Content",
+            "A value is too long or contains characters that cannot be stored (such as NUL).",
+        )
+
+    app.add_exception_handler(DataError, data_error)
 
     def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -185,7 +259,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
             sweeper.join(timeout=10)
             engine.dispose()
 
-    app = FastAPI(
+    app = HubFastAPI(
         title="imaging-hub",
         version=__version__,
         description="District imaging hub: worklist, reports, DICOMweb.",
@@ -194,8 +268,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
         # DICOM (ingest, STOW-RS) raise it for themselves in include_router(max_body_size=...).
         max_body_size=settings.max_request_body_bytes,
     )
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.tls_cert_file is not None)
-    app.add_middleware(AccessLogMiddleware)
+    app.hsts = settings.tls_cert_file is not None
     app.state.hub = state
     _install_error_handlers(app)
 

@@ -4,6 +4,7 @@ never writes query strings (they can carry patient names, e.g. ``?patient=``).
 Pure ASGI (no BaseHTTPMiddleware), so streamed responses stay streamed.
 """
 
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -106,3 +107,81 @@ class AccessLogMiddleware:
                 status or 500,
                 (time.perf_counter() - start) * 1000,
             )
+
+
+class ProblemFor413Middleware:
+    """Starlette's request body limiter answers 413 in plain text; make it problem+json."""
+
+    BODY = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Content Too Large",
+            "status": 413,
+            "detail": "The request body is larger than this endpoint accepts.",
+        }
+    ).encode()
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rewriting = False
+
+        async def rewrite(message: Message) -> None:
+            nonlocal rewriting
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                content_type = MutableHeaders(scope=message).get("content-type", "")
+                if content_type.startswith("text/plain"):
+                    rewriting = True
+                    headers = MutableHeaders(scope=message)
+                    headers["content-type"] = "application/problem+json"
+                    headers["content-length"] = str(len(self.BODY))
+            elif message["type"] == "http.response.body" and rewriting:
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": self.BODY, "more_body": False}
+            await send(message)
+
+        await self.app(scope, receive, rewrite)
+
+
+class RejectNulMiddleware:
+    """Refuses a NUL character anywhere in the path or query string (400 problem+json).
+
+    No identifier or filter of ours contains one; PostgreSQL cannot store one; and a streamed
+    answer (CSV, DICOMweb) could otherwise fail after its first bytes were sent.
+    """
+
+    BODY = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": "The URL contains a NUL character.",
+        }
+    ).encode()
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query: bytes = scope.get("query_string", b"")
+            path: str = scope.get("path", "")
+            if "\x00" in path or b"%00" in query.lower() or b"\x00" in query:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [
+                            (b"content-type", b"application/problem+json"),
+                            (b"content-length", str(len(self.BODY)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": self.BODY})
+                return
+        await self.app(scope, receive, send)

@@ -54,6 +54,7 @@ class Permission(enum.StrEnum):
     study_read_phi = "study.read_phi"  # open a study in scope: details, timeline, images
     study_claim = "study.claim"  # claim / release / heartbeat / next
     study_assign = "study.assign"  # reassign a study to a radiologist
+    study_prioritize = "study.prioritize"  # change a study's priority (and so its due time)
     study_escalate = "study.escalate"  # ask a city/province institution for an opinion
     study_opinion = "study.opinion"  # a consultant's opinion on an escalated study
     study_cancel = "study.cancel"
@@ -85,6 +86,7 @@ GRANTS: dict[str, frozenset[Permission]] = {
             P.worklist_read,
             P.study_read_phi,
             P.study_assign,
+            P.study_prioritize,
             P.study_cancel,
             P.report_read,
             P.order_read,
@@ -102,6 +104,7 @@ GRANTS: dict[str, frozenset[Permission]] = {
             P.worklist_read,
             P.study_read_phi,
             P.study_claim,
+            P.study_prioritize,
             P.study_escalate,
             P.study_cancel,
             P.report_read,

@@ -6,3 +6,4 @@ import "./clinic.js";
 import "./study.js";
 import "./gateways.js";
 import "./dashboard.js";
+import "./audit.js";

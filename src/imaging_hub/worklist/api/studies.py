@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from imaging_hub.dicom.uids import UID_PATTERN
-from imaging_hub.worklist import assignment, consultations
+from imaging_hub.worklist import assignment, audit, consultations
 from imaging_hub.worklist.api.consultations import ConsultationOut
-from imaging_hub.worklist.api.deps import SessionDep, StateDep
+from imaging_hub.worklist.api.deps import AuditDep, SessionDep, StateDep
 from imaging_hub.worklist.api.worklist import WorklistItemOut
 from imaging_hub.worklist.models import Priority, Study, User
 from imaging_hub.worklist.policy import get_study_in_scope, require
@@ -68,8 +68,11 @@ def get_study(
     study_instance_uid: UidPath,
     session: SessionDep,
     user: Annotated[User, require("study.read_phi")],
+    auditor: AuditDep,
 ) -> StudyDetailOut:
     get_study_in_scope(session, principal=user, study_instance_uid=study_instance_uid)
+    auditor.access(audit.STUDY_OPENED, study_uid=study_instance_uid)
+    session.commit()
     detail = study_detail(session, user=user, study_instance_uid=study_instance_uid)
     return StudyDetailOut.model_validate(
         {
@@ -89,6 +92,7 @@ def post_claim(
     user: Annotated[User, require("study.claim")],
     state: StateDep,
 ) -> WorklistItemOut:
+    get_study_in_scope(session, principal=user, study_instance_uid=study_instance_uid)
     return _out(
         assignment.claim(
             session=session,
@@ -106,6 +110,7 @@ def post_heartbeat(
     user: Annotated[User, require("study.claim")],
     state: StateDep,
 ) -> WorklistItemOut:
+    get_study_in_scope(session, principal=user, study_instance_uid=study_instance_uid)
     return _out(
         assignment.heartbeat(
             session=session,
@@ -134,6 +139,7 @@ def post_assign(
     state: StateDep,
 ) -> WorklistItemOut:
     """Admin reassignment to an eligible radiologist."""
+    get_study_in_scope(session, principal=user, study_instance_uid=study_instance_uid)
     return _out(
         assignment.reassign(
             session=session,
@@ -150,10 +156,11 @@ def post_priority(
     study_instance_uid: UidPath,
     payload: PriorityIn,
     session: SessionDep,
-    user: Annotated[User, require("worklist.read")],
+    user: Annotated[User, require("study.prioritize")],
     state: StateDep,
 ) -> WorklistItemOut:
     """Change the priority (radiologist or admin); the due time follows the SLA."""
+    get_study_in_scope(session, principal=user, study_instance_uid=study_instance_uid)
     return _out(
         assignment.set_priority(
             session=session,
@@ -171,8 +178,10 @@ def post_escalate(
     payload: EscalateIn,
     session: SessionDep,
     user: Annotated[User, require("study.escalate")],
+    auditor: AuditDep,
 ) -> ConsultationOut:
     """Ask a city or provincial institution for a second opinion on a study you hold."""
+    get_study_in_scope(session, principal=user, study_instance_uid=study_instance_uid)
     c = consultations.escalate(
         session=session,
         radiologist=user,
@@ -180,4 +189,12 @@ def post_escalate(
         institution_code=payload.institution,
         question=payload.question,
     )
+    auditor.record(
+        audit.STUDY_ESCALATED,
+        object_type="consultation",
+        object_id=str(c.id),
+        study_uid=study_instance_uid,
+        detail={"to": payload.institution},
+    )
+    session.commit()
     return ConsultationOut.model_validate(consultation_item(c), from_attributes=True)

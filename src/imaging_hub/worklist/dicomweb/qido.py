@@ -12,7 +12,15 @@ from imaging_hub.dicom.qido import Level, QidoQuery, parse_query
 from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist import audit
 from imaging_hub.worklist.api.deps import StateDep
-from imaging_hub.worklist.dicomweb.common import PREFIX, Caller, Reader, Uid, base_url, dicom_json
+from imaging_hub.worklist.dicomweb.common import (
+    DICOM_JSON,
+    PREFIX,
+    Caller,
+    Reader,
+    Uid,
+    base_url,
+    dicom_json,
+)
 from imaging_hub.worklist.dicomweb.retrieve import instance_url
 from imaging_hub.worklist.dicomweb.search import (
     InstanceRef,
@@ -37,7 +45,16 @@ def _answer(rows: list[dict[str, Any]], retrieve_urls: list[str]) -> Response:
     return dicom_json(out)
 
 
-@router.get("/studies", summary="QIDO-RS: search for studies")
+# Documents the real media type (PS3.18 10.6) so clients and schemathesis know what comes back.
+QIDO_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The matching attributes as DICOM JSON (PS3.18 F.2).",
+        "content": {DICOM_JSON: {"schema": {"type": "array", "items": {"type": "object"}}}},
+    }
+}
+
+
+@router.get("/studies", summary="QIDO-RS: search for studies", responses=QIDO_RESPONSES)
 def studies(request: Request, caller: Reader) -> Response:
     rows = search_studies(caller.session, user=caller.user, query=_query(request, "study"))
     _audit(caller, rows, None)
@@ -59,12 +76,16 @@ def _series(request: Request, caller: Caller, study: str | None) -> Response:
     return _answer(rows, urls)
 
 
-@router.get("/series", summary="QIDO-RS: search for series")
+@router.get("/series", summary="QIDO-RS: search for series", responses=QIDO_RESPONSES)
 def all_series(request: Request, caller: Reader) -> Response:
     return _series(request, caller, None)
 
 
-@router.get("/studies/{study}/series", summary="QIDO-RS: search for series of a study")
+@router.get(
+    "/studies/{study}/series",
+    summary="QIDO-RS: search for series of a study",
+    responses=QIDO_RESPONSES,
+)
 def study_series(study: Uid, request: Request, caller: Reader) -> Response:
     return _series(request, caller, study)
 
@@ -113,12 +134,16 @@ async def _instances(
     return dicom_json(out)
 
 
-@router.get("/instances", summary="QIDO-RS: search for instances")
+@router.get("/instances", summary="QIDO-RS: search for instances", responses=QIDO_RESPONSES)
 async def all_instances(request: Request, caller: Reader, state: StateDep) -> Response:
     return await _instances(request, caller, state, None, None)
 
 
-@router.get("/studies/{study}/instances", summary="QIDO-RS: search for instances of a study")
+@router.get(
+    "/studies/{study}/instances",
+    summary="QIDO-RS: search for instances of a study",
+    responses=QIDO_RESPONSES,
+)
 async def study_instances(
     study: Uid, request: Request, caller: Reader, state: StateDep
 ) -> Response:
@@ -128,6 +153,7 @@ async def study_instances(
 @router.get(
     "/studies/{study}/series/{series}/instances",
     summary="QIDO-RS: search for instances of a series",
+    responses=QIDO_RESPONSES,
 )
 async def series_instances(
     study: Uid,

@@ -33,6 +33,22 @@ START_TIMEOUT_SECONDS = 90
 _stop = stop_process
 
 
+def _launch(
+    service: str, *, env: dict[str, str], log_path: Path, port: int
+) -> "subprocess.Popen[bytes]":
+    """Run ``imaging-hub <service> serve`` logging to *log_path*; wait until *port* listens."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [*CLI, service, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_port(port, timeout=START_TIMEOUT_SECONDS)
+    except TimeoutError:
+        _stop(proc)
+        raise RuntimeError(f"The {service} did not start:\n" + log_path.read_text()) from None
+    return proc
+
+
 @dataclass
 class HubProcess:
     url: str
@@ -67,16 +83,7 @@ class HubProcess:
         )
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [*CLI, "hub", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        try:
-            wait_for_port(self.port, timeout=START_TIMEOUT_SECONDS)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError("The hub did not start:\n" + self.log_path.read_text()) from None
+        self.proc = _launch("hub", env=self.env, log_path=self.log_path, port=self.port)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -84,6 +91,7 @@ class HubProcess:
             self.proc = None
 
     def kill(self) -> None:
+        """kill -9, as a crash or a power cut would."""
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(10)
@@ -144,16 +152,7 @@ class GatewayProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [*CLI, "gateway", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        try:
-            wait_for_port(self.port, timeout=START_TIMEOUT_SECONDS)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError("The gateway did not start:\n" + self.log_path.read_text()) from None
+        self.proc = _launch("gateway", env=self.env, log_path=self.log_path, port=self.port)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -161,6 +160,7 @@ class GatewayProcess:
             self.proc = None
 
     def kill(self) -> None:
+        """kill -9, as a crash or a power cut would."""
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(10)

@@ -190,6 +190,20 @@ class TestObjectStoreContract:
         assert stream.closed
         assert bytes(rest) == data[128:]
 
+    def test_read_range(self, store: ObjectStore) -> None:
+        data = os.urandom(600_000)
+        key = "clinic-a/range.dcm"
+        store.put(key, data)
+        assert store.read_range(key, 0, 10) == data[:10]
+        assert store.read_range(key, 1234, 524_288) == data[1234 : 1234 + 524_288]
+        assert store.read_range(key, 599_990, 100) == data[599_990:]  # short at the end
+        assert store.read_range(key, 600_000, 10) == b""
+        assert store.read_range(key, 5, 0) == b""
+        with pytest.raises(StorageError):
+            store.read_range(key, -1, 10)
+        with pytest.raises(ObjectNotFound):
+            store.read_range("clinic-b/missing.dcm", 0, 10)
+
     def test_open_closed_early_does_not_break_the_store(self, store: ObjectStore) -> None:
         data = os.urandom(2_000_000)
         store.put("clinic-a/early.dcm", data)

@@ -9,8 +9,11 @@
 """
 
 import io
+import struct
+import threading
 import warnings
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -35,9 +38,12 @@ from imaging_hub.errors import InvalidDicomError, NotAcceptable
 __all__ = [
     "MEDIA_TYPES",
     "UNCOMPRESSED",
+    "FrameLayout",
+    "FrameLayoutCache",
     "FrameSet",
     "can_convert",
     "convert_instance",
+    "frame_layout",
     "read_frames",
     "read_header",
     "read_native_frame",
@@ -240,6 +246,126 @@ def read_frames(stream: BinaryIO, numbers: Sequence[int], *, decode: bool) -> Fr
         arr = decode_frame(full, n - 1)
         out.append(pack_bits(arr) if bits == 1 else _native(arr))
     return FrameSet(out, ExplicitVRLittleEndian)
+
+
+ITEM = 0xE000FFFE  # (FFFE,E000) read as one little endian 32-bit word: group, then element
+SEQUENCE_DELIMITER = 0xE0DDFFFE
+UNDEFINED = 0xFFFFFFFF
+#: Encapsulated Pixel Data with more items than this is read the general way, never indexed.
+MAX_INDEXED_ITEMS = 100_000
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """Where the frames of one stored Part-10 file lie, so a frame is one ranged read.
+
+    *ranges* holds (offset, length) of each frame as stored: native little endian frames
+    (Explicit or Implicit VR, 8/16/32-bit) at ``value offset + n x frame size``; encapsulated
+    frames when Pixel Data holds exactly one fragment per frame (PS3.5 A.4). ``None`` when
+    frames cannot be cut out by range (big endian, deflated, 1-bit, several fragments per
+    frame): :func:`read_frames` reads those the general way.
+    """
+
+    transfer_syntax_uid: str
+    count: int
+    ranges: tuple[tuple[int, int], ...] | None
+
+    @property
+    def native(self) -> bool:
+        return self.transfer_syntax_uid in UNCOMPRESSED
+
+    def frame_range(self, number: int) -> tuple[int, int]:
+        """(offset, length) of frame *number* (1-based); InvalidDicomError if there is none."""
+        _check_numbers([number], self.count)
+        if self.ranges is None:
+            raise InvalidDicomError("The frames of this instance cannot be read by range.")
+        return self.ranges[number - 1]
+
+
+def _native_ranges(ds: Dataset, raw: Any, count: int) -> tuple[tuple[int, int], ...] | None:
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    if bits % 8 or getattr(raw, "value_tell", None) is None or raw.length == UNDEFINED:
+        return None
+    try:
+        size = int(get_expected_length(ds, unit="bytes")) // count
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return None
+    if size <= 0 or size * count > raw.length:
+        return None
+    start = int(raw.value_tell)
+    return tuple((start + n * size, size) for n in range(count))
+
+
+def _fragment_ranges(fp: BinaryIO, start: int, count: int) -> tuple[tuple[int, int], ...] | None:
+    """(offset, length) of each fragment after the Basic Offset Table, if one per frame."""
+    fp.seek(start)
+    items: list[tuple[int, int]] = []
+    while len(items) <= MAX_INDEXED_ITEMS:
+        header = fp.read(8)
+        if len(header) < 8:
+            return None  # no Sequence Delimitation Item
+        tag, length = struct.unpack("<II", header)
+        if tag == SEQUENCE_DELIMITER:
+            break
+        if tag != ITEM or length == UNDEFINED:
+            return None
+        items.append((fp.tell(), length))
+        fp.seek(length, io.SEEK_CUR)
+    else:
+        return None
+    fragments = tuple(items[1:])  # items[0] is the Basic Offset Table, possibly empty
+    return fragments if len(fragments) == count else None
+
+
+def frame_layout(stream: BinaryIO) -> FrameLayout:
+    """Read a stored instance's header once and locate its frames (see :class:`FrameLayout`).
+
+    Raises InvalidDicomError when the file has no Pixel Data.
+    """
+    fp = _seekable(stream)
+    ds = read_header(fp)
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
+    raw = ds._dict.get(Tag(PIXEL_DATA))
+    if raw is None:
+        raise InvalidDicomError("The instance has no Pixel Data, so it has no frames.")
+    count = _frame_count(ds)
+    ranges: tuple[tuple[int, int], ...] | None = None
+    if ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        ranges = _native_ranges(ds, raw, count)
+    elif ts not in UNCOMPRESSED and getattr(raw, "value_tell", None) is not None:
+        ranges = _fragment_ranges(fp, int(raw.value_tell), count)
+    return FrameLayout(ts, count, ranges)
+
+
+class FrameLayoutCache:
+    """A bounded, thread-safe LRU of :class:`FrameLayout` per stored object version.
+
+    Keys name the object *and* its content (object key plus SHA-256), so a replaced object is
+    never read with a stale layout. One per process, built at start-up.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], FrameLayout] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, str], load: Callable[[], FrameLayout]) -> FrameLayout:
+        """The cached layout for *key*, else ``load()`` (outside the lock), remembered."""
+        with self._lock:
+            layout = self._entries.get(key)
+            if layout is not None:
+                self._entries.move_to_end(key)
+                return layout
+        layout = load()
+        with self._lock:
+            self._entries[key] = layout
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return layout
 
 
 def read_native_frame(stream: BinaryIO, frame: int) -> tuple[Dataset, np.ndarray[Any, Any]] | None:

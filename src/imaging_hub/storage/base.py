@@ -68,6 +68,9 @@ class ObjectStore(Protocol):
     def open(self, key: str) -> BinaryIO:
         """Return a readable binary stream of the object (caller closes it)."""
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to *length* bytes from *offset* (fewer at the end of the object): one ranged read."""
+
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Yield the object in chunks, for streaming HTTP responses."""
 

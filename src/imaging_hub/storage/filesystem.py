@@ -242,6 +242,15 @@ class FilesystemStore:
             except OSError as exc:
                 raise StorageError("The object could not be read.") from exc
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to *length* bytes from *offset* (fewer at the end of the object): one pread."""
+        _check_range(offset, length)
+        with self.open(key) as stream:
+            try:
+                return os.pread(stream.fileno(), length, offset)
+            except OSError as exc:
+                raise StorageError("The object could not be read.") from exc
+
     def iter_chunks(self, key: str, chunk_size: int = COPY_CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the object in chunks; a missing object raises here, not on first iteration."""
         if chunk_size <= 0:
@@ -292,6 +301,11 @@ class FilesystemStore:
                     keys.append(key)
         keys.sort()
         return iter(keys)
+
+
+def _check_range(offset: int, length: int) -> None:
+    if offset < 0 or length < 0:
+        raise StorageError("A byte range must not start or extend below zero.")
 
 
 def _chunks(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:

@@ -240,6 +240,24 @@ class S3Store:
         with self.open(key) as stream:
             return stream.read()
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to *length* bytes from *offset* (fewer at the end of the object): one ranged GET."""
+        validate_key(key)
+        if offset < 0 or length < 0:
+            raise StorageError("A byte range must not start or extend below zero.")
+        if length == 0:
+            return b""
+        try:
+            response = self._client.get_object(self._bucket, key, offset=offset, length=length)
+        except S3Error as exc:
+            if exc.code == "InvalidRange":  # the range starts at or after the end
+                return b""
+            self._fail("read", key, exc)
+        except _CLIENT_ERRORS as exc:
+            self._fail("read", key, exc)
+        with io.BufferedReader(_ResponseReader(response, key)) as stream:
+            return stream.read()
+
     def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the object in chunks; a missing object raises here, not on first iteration."""
         if chunk_size <= 0:

@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from imaging_hub.config import HubSettings
+from imaging_hub.dicom.frames import FrameLayoutCache
 from imaging_hub.errors import Forbidden
 from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist import audit
@@ -44,6 +45,7 @@ class HubState:
     sla: SlaPolicy
     lease: LeasePolicy
     access_batcher: audit.AccessBatcher = field(default_factory=audit.AccessBatcher)
+    frame_layouts: FrameLayoutCache = field(default_factory=FrameLayoutCache)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 

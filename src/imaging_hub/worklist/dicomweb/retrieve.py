@@ -16,16 +16,19 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from imaging_hub.dicom.dicomjson import dataset_to_json
 from imaging_hub.dicom.frames import (
     MEDIA_TYPES,
+    FrameLayout,
+    FrameLayoutCache,
     FrameSet,
     can_convert,
     convert_instance,
+    frame_layout,
     read_header,
     read_native_frame,
 )
 from imaging_hub.dicom.frames import read_frames as read_stored_frames
 from imaging_hub.dicom.render import RenderFormat, render_frame
 from imaging_hub.dicom.transcode import read_part10
-from imaging_hub.errors import InvalidRequest, NotAcceptable, NotFound
+from imaging_hub.errors import InvalidDicomError, InvalidRequest, NotAcceptable, NotFound
 from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist.dicomweb.multipart import MediaRange
 from imaging_hub.worklist.dicomweb.search import InstanceRef
@@ -161,9 +164,43 @@ def choose_frame_encoding(ref: InstanceRef, ranges: Sequence[MediaRange]) -> Fra
     )
 
 
+def layout_of(store: ObjectStore, ref: InstanceRef, layouts: FrameLayoutCache) -> FrameLayout:
+    """Where the frames of *ref* lie, from the cache or from its header (read once)."""
+
+    def load() -> FrameLayout:
+        with store.open(ref.object_key) as stream:
+            return frame_layout(stream)
+
+    if not ref.sha256:  # no version to key the cache by: never cache
+        return load()
+    return layouts.get((ref.object_key, ref.sha256), load)
+
+
 def read_frames(
-    store: ObjectStore, ref: InstanceRef, numbers: Sequence[int], *, decode: bool
+    store: ObjectStore,
+    ref: InstanceRef,
+    numbers: Sequence[int],
+    *,
+    decode: bool,
+    layouts: FrameLayoutCache,
 ) -> FrameSet:
+    """Frames *numbers* of a stored instance (see :func:`imaging_hub.dicom.frames.read_frames`).
+
+    When the cached layout locates them (native frames; compressed frames asked for as
+    stored, one fragment each), each frame is one ranged read of the object and the header
+    is not read again; otherwise the file is read the general way.
+    """
+    layout = layout_of(store, ref, layouts)
+    if layout.ranges is not None and (layout.native or not decode):
+        frames = []
+        for number in numbers:
+            offset, length = layout.frame_range(number)
+            frame = store.read_range(ref.object_key, offset, length)
+            if len(frame) != length:
+                raise InvalidDicomError("The stored Pixel Data is shorter than its header says.")
+            frames.append(frame)
+        syntax = DEFAULT_SYNTAX if layout.native else layout.transfer_syntax_uid
+        return FrameSet(frames, syntax)
     with store.open(ref.object_key) as stream:
         return read_stored_frames(stream, numbers, decode=decode)
 

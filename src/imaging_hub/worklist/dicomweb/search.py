@@ -229,6 +229,7 @@ class InstanceRef:
     size: int
     number_of_frames: int | None
     rows: int | None
+    sha256: str = ""  # of the stored object: names its version (frame layout cache keys)
 
 
 def search_instances(
@@ -280,6 +281,7 @@ def _ref(instance: Instance, series: Series, study: Study) -> InstanceRef:
         size=instance.size,
         number_of_frames=instance.number_of_frames,
         rows=instance.rows,
+        sha256=instance.sha256,
     )
 
 
@@ -307,6 +309,7 @@ def find_instances(
             Instance.size,
             Instance.number_of_frames,
             Instance.rows,
+            Instance.sha256,
         )
         .join(Series, Instance.series_id == Series.id)
         .join(Study, Series.study_id == Study.id)

@@ -112,7 +112,9 @@ for _level, _path, _endpoint in (
 
 def _frames(request: Request, state: StateDep, ref: InstanceRef, numbers: list[int]) -> Response:
     choice = choose_frame_encoding(ref, parse_accept(request.headers.get("accept")))
-    frames = read_frames(state.store, ref, numbers, decode=choice.decode)
+    frames = read_frames(
+        state.store, ref, numbers, decode=choice.decode, layouts=state.frame_layouts
+    )
     content_type = frame_content_type(frames)
     parts = [(content_type, frame) for frame in frames.frames]
     return _multipart_in_memory(parts, content_type.split(";")[0])

@@ -1,22 +1,29 @@
 """Domain pieces of DICOMweb, tested without HTTP: QIDO parameters, DICOM JSON, frames,
 multipart parsing and the rendering lookup-table fast path."""
 
+import hashlib
 import io
+from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 import pytest
 
 from imaging_hub.dicom import render
+from imaging_hub.dicom.attributes import InstanceInfo, parse_instance
 from imaging_hub.dicom.dicomjson import attributes_to_json, dataset_to_json, store_response
-from imaging_hub.dicom.frames import can_convert, convert_instance, read_frames
+from imaging_hub.dicom.frames import FrameLayoutCache, can_convert, convert_instance, read_frames
 from imaging_hub.dicom.qido import DateRange, Text, UidList, ValueList, like_pattern, parse_query
 from imaging_hub.errors import InvalidDicomError, InvalidRequest, NotAcceptable
+from imaging_hub.storage.filesystem import FilesystemStore
+from imaging_hub.worklist.dicomweb import retrieve
 from imaging_hub.worklist.dicomweb.multipart import (
     MultipartReader,
     multipart_pieces,
     parse_accept,
     stow_boundary,
 )
+from imaging_hub.worklist.dicomweb.search import InstanceRef
 from tests.conftest import SAMPLES, sample_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -209,3 +216,94 @@ def test_read_native_frame_equals_pydicom_for_every_native_grayscale_sample() ->
         assert "PixelData" not in got[0]
         checked += 1
     assert checked > 20
+
+
+class CountingStore(FilesystemStore):
+    """The filesystem store, counting whole-object opens and ranged reads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.opens = 0
+        self.ranged = 0
+        self._in_range = False
+
+    def open(self, key: str) -> BinaryIO:
+        self.opens += not self._in_range
+        return super().open(key)
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        self.ranged += 1
+        self._in_range = True
+        try:
+            return super().read_range(key, offset, length)
+        finally:
+            self._in_range = False
+
+
+def _ref(key: str, info: InstanceInfo, sha256: str) -> InstanceRef:
+    return InstanceRef(
+        study_instance_uid=info.study_instance_uid,
+        series_instance_uid=info.series_instance_uid,
+        sop_instance_uid=info.sop_instance_uid,
+        sop_class_uid=info.sop_class_uid,
+        transfer_syntax_uid=info.transfer_syntax_uid,
+        object_key=key,
+        size=0,
+        number_of_frames=info.number_of_frames,
+        rows=info.rows,
+        sha256=sha256,
+    )
+
+
+def test_frames_by_cached_layout_equal_the_general_read_for_every_sample(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "objects")
+    layouts = FrameLayoutCache()
+    by_range = 0
+    for n, row in enumerate(sample_rows()):
+        if row["category"] == "malformed" or row["has_pixel_data"] != "yes":
+            continue
+        data = (SAMPLES / row["path"]).read_bytes()
+        try:
+            info = parse_instance(data)
+        except InvalidDicomError:
+            continue
+        key = f"clinic-a/{n}.dcm"
+        store.put(key, data)
+        ref = _ref(key, info, hashlib.sha256(data).hexdigest())
+        count = max(1, info.number_of_frames or 1)
+        numbers = sorted({1, count, (count + 1) // 2})
+        try:
+            with store.open(key) as f:
+                expected = read_frames(f, numbers, decode=False)
+        except InvalidDicomError:
+            with pytest.raises(InvalidDicomError):
+                retrieve.read_frames(store, ref, numbers, decode=False, layouts=layouts)
+            continue
+        got = retrieve.read_frames(store, ref, numbers, decode=False, layouts=layouts)
+        assert got == expected, row["path"]
+        opens, ranged = store.opens, store.ranged
+        again = retrieve.read_frames(store, ref, numbers, decode=False, layouts=layouts)
+        assert again == expected
+        if store.opens == opens:  # answered from the cached layout: ranged reads only
+            assert store.ranged == ranged + len(numbers)
+            by_range += 1
+    assert by_range > 40  # native and one-fragment-per-frame samples
+
+
+def test_frame_layout_cache_is_bounded_and_keyed_by_content(tmp_path: Path) -> None:
+    path = SAMPLES / "by-modality/CT/CT_small.dcm"
+    data = path.read_bytes()
+    store = CountingStore(tmp_path / "objects")
+    store.put("clinic-a/ct.dcm", data)
+    info = parse_instance(data)
+    layouts = FrameLayoutCache(max_entries=2)
+    for version in ("a", "b", "c", "c"):
+        retrieve.read_frames(
+            store, _ref("clinic-a/ct.dcm", info, version), [1], decode=False, layouts=layouts
+        )
+    assert store.opens == 3  # one header read per object version, none for the repeat
+    assert len(layouts) == 2
+    with pytest.raises(InvalidDicomError):
+        retrieve.read_frames(
+            store, _ref("clinic-a/ct.dcm", info, "c"), [2], decode=False, layouts=layouts
+        )

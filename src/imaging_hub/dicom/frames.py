@@ -332,8 +332,8 @@ def frame_layout(stream: BinaryIO) -> FrameLayout:
     ranges: tuple[tuple[int, int], ...] | None = None
     if ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
         ranges = _native_ranges(ds, raw, count)
-    elif ts not in UNCOMPRESSED and getattr(raw, "value_tell", None) is not None:
-        ranges = _fragment_ranges(fp, int(raw.value_tell), count)
+    elif ts not in UNCOMPRESSED and (value_tell := getattr(raw, "value_tell", None)) is not None:
+        ranges = _fragment_ranges(fp, int(value_tell), count)
     return FrameLayout(ts, count, ranges)
 
 

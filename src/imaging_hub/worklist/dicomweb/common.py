@@ -53,13 +53,14 @@ class Caller:
         return refs
 
 
-def _reader(
+# No I/O in these two: async, so FastAPI does not hop to the thread pool for them.
+async def _reader(
     user: Annotated[User, require(Permission.dicomweb_read)], session: SessionDep, auditor: AuditDep
 ) -> Caller:
     return Caller(user, session, auditor)
 
 
-def _storer(
+async def _storer(
     user: Annotated[User, require(Permission.dicomweb_store)],
     session: SessionDep,
     auditor: AuditDep,

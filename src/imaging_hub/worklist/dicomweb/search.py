@@ -285,6 +285,24 @@ def _ref(instance: Instance, series: Series, study: Study) -> InstanceRef:
     )
 
 
+_INSTANCE_REFS = (
+    select(
+        Study.study_instance_uid,
+        Series.series_instance_uid,
+        Instance.sop_instance_uid,
+        Instance.sop_class_uid,
+        Instance.transfer_syntax_uid,
+        Instance.object_key,
+        Instance.size,
+        Instance.number_of_frames,
+        Instance.rows,
+        Instance.sha256,
+    )
+    .join(Series, Instance.series_id == Series.id)
+    .join(Study, Series.study_id == Study.id)
+)
+
+
 def find_instances(
     session: Session,
     *,
@@ -297,30 +315,16 @@ def find_instances(
 
     Raises NotFound when nothing matches, whether it does not exist or is out of scope.
     """
-    # Plain columns, not ORM entities: this runs before every retrieve, frame and render.
-    stmt = (
-        select(
-            Study.study_instance_uid,
-            Series.series_instance_uid,
-            Instance.sop_instance_uid,
-            Instance.sop_class_uid,
-            Instance.transfer_syntax_uid,
-            Instance.object_key,
-            Instance.size,
-            Instance.number_of_frames,
-            Instance.rows,
-            Instance.sha256,
-        )
-        .join(Series, Instance.series_id == Series.id)
-        .join(Study, Series.study_id == Study.id)
-        .where(Study.study_instance_uid == study_uid, study_scope(session, user))
-    )
+    # Plain columns, not ORM entities, run through Core on the session's connection: this
+    # runs before every retrieve, frame and render, and is one statement with the scope.
+    stmt = _INSTANCE_REFS.where(Study.study_instance_uid == study_uid, study_scope(session, user))
     if series_uid is not None:
         stmt = stmt.where(Series.series_instance_uid == series_uid)
     if sop_uid is not None:
         stmt = stmt.where(Instance.sop_instance_uid == sop_uid)
     stmt = stmt.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
-    refs = [InstanceRef(*row) for row in session.execute(stmt).all()]
+    rows: list[tuple[Any, ...]] = [tuple(row) for row in session.connection().execute(stmt)]
+    refs = [InstanceRef(*row) for row in rows]
     if not refs:
         what = "instance" if sop_uid else "series" if series_uid else "study"
         raise NotFound(f"No {what} with these UIDs is visible to you.")

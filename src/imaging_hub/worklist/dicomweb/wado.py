@@ -17,6 +17,7 @@ from imaging_hub.worklist import audit
 from imaging_hub.worklist.api.deps import StateDep
 from imaging_hub.worklist.dicomweb.common import DICOM_JSON, PREFIX, Reader, Uid, base_url
 from imaging_hub.worklist.dicomweb.multipart import (
+    multipart_pieces,
     multipart_stream,
     new_boundary,
     parse_accept,
@@ -47,13 +48,22 @@ def _multipart(parts: Iterator[tuple[str, Iterator[bytes]]], part_type: str) -> 
     return StreamingResponse(multipart_stream(parts, boundary), media_type=media_type)
 
 
-def _multipart_in_memory(parts: list[tuple[str, bytes]], part_type: str) -> Response:
-    """Frames and bulk data already read, streamed like everything else.
+#: Frames and bulk data up to this size go out as one plain response, larger ones stream.
+IN_MEMORY_BYTES = 4 << 20
 
-    (A plain Response with Content-Length was measured 30 ms slower per small frame here:
-    headers and body go out as separate small writes and meet delayed ACKs.)
+
+def _multipart_in_memory(parts: list[tuple[str, bytes]], part_type: str) -> Response:
+    """Frames and bulk data already read: one body with Content-Length when small.
+
+    A small body is joined and sent as a plain Response (no thread hops per chunk); a large
+    one (a 15 MB radiograph frame) streams as it is, never copied.
     """
-    return _multipart(((ct, iter([data])) for ct, data in parts), part_type)
+    if sum(len(data) for _, data in parts) > IN_MEMORY_BYTES:
+        return _multipart(((ct, iter([data])) for ct, data in parts), part_type)
+    boundary = new_boundary()
+    body = b"".join(multipart_pieces(((ct, (data,)) for ct, data in parts), boundary))
+    media_type = f'multipart/related; type="{part_type}"; boundary={boundary}'
+    return Response(body, media_type=media_type)
 
 
 def _instances_or_metadata(request: Request, state: StateDep, refs: list[InstanceRef]) -> Response:
@@ -174,7 +184,7 @@ class RenderQuery:
     quality: str | None
 
 
-def _render_query(
+async def _render_query(
     window: Annotated[str | None, Query(max_length=100)] = None,
     viewport: Annotated[str | None, Query(max_length=100)] = None,
     quality: Annotated[str | None, Query(max_length=3)] = None,

@@ -8,6 +8,7 @@ import pytest
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import generate_uid
 
+from imaging_hub.dicom.attributes import parse_instance, read_dataset
 from imaging_hub.dicom.checks import (
     PRIORITY_ROUTINE,
     PRIORITY_STAT,
@@ -81,6 +82,34 @@ def test_stray_delimiter_after_pixels_is_accepted() -> None:
     path = SAMPLES / "by-modality" / "US" / "DIRW0007_US_multiframe_jpeg.dcm"
     checked = check_received_instance(path.read_bytes())
     assert checked.info.number_of_frames == 65
+
+
+GH364 = SAMPLES / "by-transfer-syntax" / "jpeg-ls-lossless" / "GH364_US.dcm"
+STRAY_ITEM = b"\xfe\xff\x00\xe0\x84\x00\x00\x00"  # (FFFE,E000), length 132
+
+
+def test_stray_item_before_pixels_is_accepted_on_both_sides() -> None:
+    """A Philips US file whose Sequence of Ultrasound Regions item lacks its sequence header
+    (fo-dicom #364): the item has a length, so every element after it reads normally."""
+    data = GH364.read_bytes()
+    assert STRAY_ITEM in data[: data.index(b"\xe0\x7f\x10\x00")]  # before Pixel Data
+    checked = check_received_instance(data)
+    assert checked.info == parse_instance(data)
+    assert checked.info.study_instance_uid.startswith("1.2.124.113532")
+    assert (checked.info.rows, checked.info.columns) == (768, 1024)
+    ds = read_dataset(data, stop_before_pixels=False)
+    assert not [tag for tag in ds.keys() if tag.group == 0xFFFE]  # noqa: SIM118
+    assert ds.pixel_array.shape == (768, 1024)
+
+
+def test_stray_item_of_undefined_length_is_refused_on_both_sides() -> None:
+    data = GH364.read_bytes()
+    at = data.index(STRAY_ITEM)
+    broken = data[: at + 4] + b"\xff\xff\xff\xff" + data[at + 8 :]
+    with pytest.raises(InvalidDicomError, match="not a readable"):
+        check_received_instance(broken)
+    with pytest.raises(InvalidDicomError, match="not a readable"):
+        parse_instance(broken)
 
 
 @pytest.mark.parametrize(

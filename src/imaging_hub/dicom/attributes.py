@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
+from pydicom.tag import Tag
 from pydicom.valuerep import PersonName
 
 from imaging_hub.dicom.uids import validate_uid
@@ -85,8 +87,31 @@ def _declares_charset(ds: Dataset) -> bool:
     return bool(ds.get("SpecificCharacterSet"))
 
 
+ITEM_GROUP = 0xFFFE
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def is_stray_item(ds: Dataset, tag: Any) -> bool:
+    """Whether *tag* of *ds* is a stray item of defined length at the top level.
+
+    Some ultrasound machines write the items of a sequence without the sequence's own
+    header (fo-dicom issue 364: the items of Sequence of Ultrasound Regions right after
+    Processing Function). The item has a length, so a reader steps over it and every element
+    after it reads normally (pydicom, fo-dicom do). PS3.5 7.5 does not allow an item there,
+    so its content cannot be attributed; it is skipped, and the file is kept as it is.
+    Stray items of undefined length, whose end cannot be found reliably, are not.
+    """
+    if Tag(tag).group != ITEM_GROUP:
+        return False
+    raw = ds.get_item(tag, keep_deferred=True)
+    return isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH
+
+
 def read_dataset(data: bytes, *, stop_before_pixels: bool = True) -> Dataset:
-    """Parse Part-10 bytes (or a bare dataset) tolerantly; raise InvalidDicomError if unreadable."""
+    """Parse Part-10 bytes (or a bare dataset) tolerantly; raise InvalidDicomError if unreadable.
+
+    Stray items of defined length (see :func:`is_stray_item`) are dropped from the dataset.
+    """
     if len(data) < 8:
         raise InvalidDicomError("The data is too short to be a DICOM dataset.")
     try:
@@ -96,6 +121,8 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = True) -> Dataset:
             ds = dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels, force=True)
             if len(ds) == 0 and not ds.file_meta:
                 raise InvalidDicomError("The data does not contain any DICOM elements.")
+            for tag in [t for t in ds.keys() if is_stray_item(ds, t)]:  # noqa: SIM118
+                del ds[tag]
             # Touch every element so that parse errors surface here, not later.
             for _elem in ds:
                 pass

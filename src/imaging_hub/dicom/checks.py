@@ -28,12 +28,11 @@ from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from imaging_hub.dicom.attributes import InstanceInfo, extract_instance_info
+from imaging_hub.dicom.attributes import InstanceInfo, extract_instance_info, is_stray_item
 from imaging_hub.dicom.attributes import _int as int_attribute
 from imaging_hub.errors import InvalidDicomError
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
-ITEM_GROUP = 0xFFFE
 UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM_TAG = b"\xfe\xff\x00\xe0"
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
@@ -220,17 +219,13 @@ def requested_priority(ds: Dataset) -> int:
 def _convert_all(ds: Dataset) -> None:
     """Convert every element, so that parse errors surface here and not at the hub.
 
-    A stray item or delimiter tag *after* the Pixel Data (seen from real ultrasound machines)
-    is harmless and left as it is; the hub's header parse never reaches it.
+    Stray items of defined length (before or after the Pixel Data, seen from real ultrasound
+    machines, see :func:`~imaging_hub.dicom.attributes.is_stray_item`) are harmless and left
+    as they are; the hub's reader steps over them.
     """
-    pixels = _raw(ds, PIXEL_DATA)
-    pixels_at = pixels.value_tell if pixels is not None else None
     for tag in list(ds.keys()):
-        if Tag(tag).group == ITEM_GROUP and pixels_at is not None:
-            raw = _raw(ds, tag)
-            if raw is not None and raw.value_tell > pixels_at:
-                continue
-        ds[tag]
+        if not is_stray_item(ds, tag):
+            ds[tag]
 
 
 def check_received_instance(data: bytes) -> CheckedInstance:

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import psycopg
 from sqlalchemy import event, insert, select, text
+from sqlalchemy.orm import Session, sessionmaker
 from tests.peers import postgres
 from tests.peers.hub import HubProcess, start_hub_process
 from tests.worklist_support import issue_token
@@ -79,12 +80,12 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def fill(hub: HubProcess, *, studies: int, unread: int, radiologists: int) -> None:
+def fill(sessions: sessionmaker[Session], *, studies: int, unread: int, radiologists: int) -> None:
     """Bulk-insert *studies* studies (*unread* of them waiting) and the radiologists."""
     rng = random.Random(4)
     sla = SlaPolicy()
     now = datetime.now(UTC)
-    with hub.sessions() as db:
+    with sessions() as db:
         hub_inst = db.scalar(select(Institution).where(Institution.code == "hub"))
         clinics = list(db.scalars(select(Institution).where(Institution.code.like("clinic-%"))))
         assert hub_inst is not None and clinics
@@ -431,7 +432,12 @@ def main() -> None:
         )
         try:
             t0 = time.perf_counter()
-            fill(hub, studies=args.studies, unread=args.unread, radiologists=args.radiologists)
+            fill(
+                hub.sessions,
+                studies=args.studies,
+                unread=args.unread,
+                radiologists=args.radiologists,
+            )
             print(f"filled {args.studies} studies in {time.perf_counter() - t0:.1f} s")
             names = [f"bench{i:02d}" for i in range(args.radiologists)]
             tokens = [issue_token(hub.sessions, n) for n in names]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from imaging_hub.errors import Conflict, Forbidden, ImagingHubError, NotFound
 from imaging_hub.worklist.models import AccessToken, Gateway, Institution, Role, User
@@ -144,8 +144,16 @@ def issue_access_token(
 
 
 def resolve_token(session: Session, token: str, *, kind: str = "access") -> AccessToken | None:
-    """The live token row of *kind* for *token* whose user is active, else None."""
-    row = session.scalar(select(AccessToken).where(AccessToken.token_hash == hash_token(token)))
+    """The live token row of *kind* for *token* whose user is active, else None.
+
+    One indexed query (the token joined with its user), on every request: a revoked token or a
+    disabled account stops working at once, in every worker.
+    """
+    row = session.scalar(
+        select(AccessToken)
+        .options(joinedload(AccessToken.user, innerjoin=True))
+        .where(AccessToken.token_hash == hash_token(token))
+    )
     if row is None or row.kind != kind:
         return None
     if row.revoked_at is not None or row.expires_at <= datetime.now(UTC):

@@ -24,7 +24,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    # No pool_pre_ping: it costs a round trip on every checkout, i.e. every request. After a
+    # database restart the requests in flight on old connections fail once; SQLAlchemy then
+    # discards the whole pool (disconnect detection), and pool_recycle bounds a connection's age.
+    options: dict[str, Any] = {"pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
+    return create_engine(url, **{**options, **kwargs})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

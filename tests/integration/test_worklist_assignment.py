@@ -8,7 +8,10 @@ from sqlalchemy.orm import Session
 
 from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
 from imaging_hub.worklist import assignment as a
+from imaging_hub.worklist import policy
 from imaging_hub.worklist.models import (
+    Institution,
+    InstitutionLevel,
     Notification,
     Priority,
     Role,
@@ -17,7 +20,8 @@ from imaging_hub.worklist.models import (
     StudyEvent,
     StudyStatus,
 )
-from imaging_hub.worklist.queries import WorklistFilter, list_worklist
+from imaging_hub.worklist.policy import study_scope
+from imaging_hub.worklist.queries import WorklistFilter, claimed_item, list_worklist, worklist_item
 from tests.worklist_support import (
     SLA,
     add_study,
@@ -380,3 +384,65 @@ def test_auto_assign_least_outstanding_work(db: Session) -> None:
     ]
     assert a.outstanding_work(db, user_ids=[rad1.id, rad2.id]) == {rad1.id: 2, rad2.id: 2}
     assert a.auto_assign(session=db, lease=LEASE, now=T0) == []
+
+
+def test_claim_next_item_carries_the_worklist_columns_and_the_lease_expiry(db: Session) -> None:
+    """The API's claim (one statement on PostgreSQL) answers what the worklist would show."""
+    rad1, rad2 = user(db, "rad1"), user(db, "rad2")
+    first = add_study(db, priority=Priority.stat, completed_at=T0, patient_name="李^华")
+    second = add_study(db, priority=Priority.routine, completed_at=T0)
+    got = a.claim_next_item(session=db, radiologist=rad1, lease=LEASE, now=T0)
+    assert got is not None and got.study_instance_uid == first.study_instance_uid
+    db.expire_all()
+    stored = db.get(Study, first.id)
+    assert stored is not None
+    expected = worklist_item(stored, T0)
+    assert claimed_item(got, holder=rad1, now=T0) == expected
+    assert expected.status == StudyStatus.in_progress and expected.assigned_to == "rad1"
+    assert expected.patient_name == "李^华" and expected.clinic == "clinic-a"
+    assert expected.lease_expires_at == T0 + LEASE.lease
+    assert kinds(db, stored) == ["complete", "claimed"]
+    # rad1 abandons the STAT study: once its lease ran out, rad2's next claim takes it before
+    # the routine one (queue order across both candidates) and records the expiry.
+    later = T0 + LEASE.lease + timedelta(minutes=1)
+    again = a.claim_next_item(session=db, radiologist=rad2, lease=LEASE, now=later)
+    assert again is not None and again.study_instance_uid == first.study_instance_uid
+    assert kinds(db, stored) == ["complete", "claimed", "lease_expired", "claimed"]
+    last = a.claim_next_item(session=db, radiologist=rad2, lease=LEASE, now=later)
+    assert last is not None and last.study_instance_uid == second.study_instance_uid
+    assert a.claim_next_item(session=db, radiologist=rad2, lease=LEASE, now=later) is None
+
+
+def test_a_new_clinic_is_in_scope_at_once(db: Session) -> None:
+    """The scope is computed by the database on every query: no stale institution tree."""
+    rad = user(db, "rad1")
+    assert a.claim_next(session=db, radiologist=rad, lease=LEASE, now=T0) is None
+    assert list_worklist(db, WorklistFilter(), user=rad, scope=study_scope(db, rad)) == []
+    village = Institution(
+        code="village-new",
+        name="新村卫生室",
+        level=InstitutionLevel.village,
+        parent_id=institution(db, "clinic-b").id,
+    )
+    db.add(village)
+    db.commit()
+    study = add_study(db, clinic="village-new", completed_at=T0)
+    listed = list_worklist(db, WorklistFilter(), user=rad, scope=study_scope(db, rad))
+    assert [i.study_instance_uid for i in listed] == [study.study_instance_uid]
+    assert policy.institution_subtree(db, institution(db, "clinic-b").id) == {
+        institution(db, "clinic-b").id,
+        village.id,
+    }
+    got = a.claim_next(session=db, radiologist=rad, lease=LEASE, now=T0)
+    assert got is not None and got.study_instance_uid == study.study_instance_uid
+    # A study of a clinic outside the hub's subtree stays invisible.
+    outside = Institution(
+        code="clinic-elsewhere",
+        name="别处卫生院",
+        level=InstitutionLevel.township,
+        parent_id=institution(db, "city").id,
+    )
+    db.add(outside)
+    db.commit()
+    add_study(db, clinic="clinic-elsewhere", completed_at=T0)
+    assert a.claim_next(session=db, radiologist=rad, lease=LEASE, now=T0) is None

@@ -17,8 +17,20 @@ No two radiologists can ever hold the same study:
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
@@ -27,7 +39,9 @@ from imaging_hub.worklist.models import (
     Consultation,
     ConsultationStatus,
     Eligibility,
+    Institution,
     Notification,
+    Patient,
     Priority,
     Role,
     Series,
@@ -149,11 +163,23 @@ def get_study(session: Session, study_instance_uid: str) -> Study:
     return study
 
 
-def _require_radiologist(session: Session, user: User, now: datetime) -> None:
+def _require_radiologist(session: Session, user: User, now: datetime) -> Eligibility | None:
+    """Check that *user* is an on-duty radiologist; its eligibility (None: none recorded).
+
+    One query for both: the on-duty test and the eligibility row.
+    """
     if user.role != Role.radiologist:
         raise Forbidden("Only radiologists claim studies.")
-    if not is_on_duty(session, user=user, now=now):
+    row = session.execute(
+        select(on_duty_clause(now).label("on_duty"), Eligibility)
+        .select_from(User)
+        .outerjoin(Eligibility, Eligibility.user_id == User.id)
+        .where(User.id == user.id)
+    ).first()
+    if row is None or not row.on_duty:
         raise Forbidden("You are not on duty; claims are for on-duty radiologists.")
+    eligibility: Eligibility | None = row.Eligibility
+    return eligibility
 
 
 def is_eligible(session: Session, *, user: User, study: Study) -> bool:
@@ -302,12 +328,94 @@ def claim_next(
 
     Commits the session. Raises Forbidden for a caller who is not an on-duty radiologist.
     """
-    now = now or utcnow()
-    _require_radiologist(session, radiologist, now)
-    clause = and_(
-        eligible_clause(session.get(Eligibility, radiologist.id)),
-        study_scope(session, radiologist),
+    claimed = _claim_next(session=session, radiologist=radiologist, lease=lease, now=now)
+    if claimed is None:
+        return None
+    study = session.get(
+        Study,
+        claimed.id,
+        populate_existing=True,
+        options=[joinedload(Study.patient), joinedload(Study.clinic)],
     )
+    assert study is not None
+    return study
+
+
+def claim_next_item(
+    *, session: Session, radiologist: User, lease: LeasePolicy, now: datetime | None = None
+) -> "ClaimedStudy | None":
+    """:func:`claim_next` for the API: the claimed study's worklist columns, without loading
+    the ORM objects again (on PostgreSQL the claim's own ``RETURNING`` carries them)."""
+    return _claim_next(session=session, radiologist=radiologist, lease=lease, now=now)
+
+
+@dataclass(frozen=True)
+class ClaimedStudy:
+    """The worklist columns of a study just claimed (see ``queries.worklist_item``)."""
+
+    id: int
+    study_instance_uid: str
+    patient_name: str
+    patient_id: str
+    patient_sex: str
+    patient_birth_date: str
+    modalities: str
+    body_part_examined: str
+    study_date: str
+    study_description: str
+    accession_number: str
+    clinic: str
+    clinic_name: str
+    num_series: int
+    num_instances: int
+    status: StudyStatus
+    priority: Priority
+    due_at: datetime | None
+    received_at: datetime
+    completed_at: datetime | None
+    lease_expires_at: datetime | None
+
+
+def _claimed_columns() -> tuple[Any, ...]:
+    return (
+        Study.id,
+        Study.study_instance_uid,
+        Patient.patient_name,
+        Patient.patient_id,
+        Patient.patient_sex,
+        Patient.patient_birth_date,
+        Study.modalities,
+        Study.body_part_examined,
+        Study.study_date,
+        Study.study_description,
+        Study.accession_number,
+        Institution.code.label("clinic"),
+        Institution.name.label("clinic_name"),
+        Study.num_series,
+        Study.num_instances,
+        Study.status,
+        Study.priority,
+        Study.due_at,
+        Study.received_at,
+        Study.completed_at,
+        Study.lease_expires_at,
+    )
+
+
+def _claimed(row: Any) -> ClaimedStudy:
+    return ClaimedStudy(**{name: row._mapping[name] for name in ClaimedStudy.__dataclass_fields__})
+
+
+def _claim_next(
+    *, session: Session, radiologist: User, lease: LeasePolicy, now: datetime | None = None
+) -> ClaimedStudy | None:
+    now = now or utcnow()
+    eligibility = _require_radiologist(session, radiologist, now)
+    clause = and_(eligible_clause(eligibility), study_scope(session, radiologist))
+    if session.get_bind().dialect.name == "postgresql":
+        return _claim_next_locked(
+            session=session, radiologist=radiologist, clause=clause, lease=lease, now=now
+        )
     for _ in range(CLAIM_ATTEMPTS):
         row = _next_candidate(session, clause, now)
         if row is None:
@@ -332,16 +440,80 @@ def claim_next(
                 via="next",
             )
             session.commit()
-            study = session.get(
-                Study,
-                study_id,
-                populate_existing=True,
-                options=[joinedload(Study.patient), joinedload(Study.clinic)],
-            )
-            assert study is not None
-            return study
+            found = session.execute(
+                select(*_claimed_columns())
+                .join(Patient, Study.patient_pk == Patient.id)
+                .join(Institution, Study.clinic_id == Institution.id)
+                .where(Study.id == study_id)
+            ).one()
+            return _claimed(found)
         session.rollback()  # a concurrent claimer won this row (SQLite): try the next one
     raise ClaimConflict("The worklist is too busy right now; try again.")
+
+
+def _claim_next_locked(
+    *,
+    session: Session,
+    radiologist: User,
+    clause: ColumnElement[bool],
+    lease: LeasePolicy,
+    now: datetime,
+) -> ClaimedStudy | None:
+    """PostgreSQL: the whole claim in one statement and one insert, then COMMIT.
+
+    ``UPDATE studies ... FROM (the first of two row-locked candidates) RETURNING ...``: the
+    candidates are the first unread study and the first study whose lease ran out, each found
+    with ``SELECT ... FOR UPDATE SKIP LOCKED`` (concurrent claimers skip each other's rows); the
+    earlier in queue order is taken. The ``RETURNING`` clause carries the worklist columns, so
+    nothing is read again.
+    """
+    columns = (Study.id, Study.status, Study.assigned_to_id, Study.priority_rank, Study.due_at)
+
+    def candidate(condition: ColumnElement[bool], name: str) -> Any:
+        return (
+            select(*columns)
+            .where(condition, clause)
+            .order_by(*QUEUE_ORDER)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=Study)
+            .cte(name)
+        )
+
+    unread = candidate(Study.status == StudyStatus.unread, "unread_candidate")
+    expired = candidate(lease_expired(now), "expired_candidate")
+    both = union_all(select(unread), select(expired)).subquery("candidates")
+    pick = (
+        select(both).order_by(both.c.priority_rank, both.c.due_at, both.c.id).limit(1).cte("picked")
+    )
+    row = session.execute(
+        update(Study)
+        .where(
+            Study.id == pick.c.id,
+            Patient.id == Study.patient_pk,
+            Institution.id == Study.clinic_id,
+        )
+        .values(**leased_to(radiologist.id, lease, now))
+        .returning(
+            *_claimed_columns(),
+            pick.c.status.label("previous_status"),
+            pick.c.assigned_to_id.label("previous_holder"),
+        )
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        session.rollback()
+        return None
+    _record_claim(
+        session,
+        study_id=row.id,
+        previous_status=StudyStatus(row.previous_status),
+        previous_holder=row.previous_holder,
+        actor=radiologist,
+        now=now,
+        via="next",
+    )
+    session.commit()
+    return _claimed(row)
 
 
 def claim(

@@ -31,8 +31,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
-from sqlalchemy import ColumnElement, exists, false, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, exists, false, or_, select, true
+from sqlalchemy.orm import Session, aliased
 
 from imaging_hub.errors import Forbidden, NotFound
 from imaging_hub.worklist.api.deps import authenticated_principal
@@ -253,21 +253,26 @@ def scope_of(principal: User | Gateway) -> Scope:
     return SCOPES[principal_name(principal)]
 
 
+def institution_subtree_ids(institution_id: int) -> Select[tuple[int]]:
+    """A subquery: ids of the institution and every institution below it in the five-level chain.
+
+    One recursive CTE evaluated inside the query that uses it, so every request sees the
+    institutions as they are now (a new or moved institution counts at once, in every worker)
+    without a round trip of its own.
+    """
+    below = aliased(Institution)
+    tree = (
+        select(Institution.id)
+        .where(Institution.id == institution_id)
+        .cte("institution_subtree", recursive=True, nesting=True)
+    )
+    tree = tree.union_all(select(below.id).where(below.parent_id == tree.c.id))
+    return select(tree.c.id)
+
+
 def institution_subtree(session: Session, institution_id: int) -> set[int]:
     """Ids of the institution and every institution below it in the five-level chain."""
-    rows = session.execute(select(Institution.id, Institution.parent_id)).all()
-    children: dict[int, list[int]] = {}
-    for inst_id, parent_id in rows:
-        if parent_id is not None:
-            children.setdefault(parent_id, []).append(inst_id)
-    found = {institution_id}
-    todo = [institution_id]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+    return set(session.scalars(institution_subtree_ids(institution_id)))
 
 
 def study_scope(session: Session, principal: User | Gateway) -> ColumnElement[bool]:
@@ -284,7 +289,7 @@ def study_scope(session: Session, principal: User | Gateway) -> ColumnElement[bo
     assert isinstance(principal, User)
     if not principal.is_active:
         return false()
-    below = institution_subtree(session, principal.institution_id)
+    below = institution_subtree_ids(principal.institution_id)
     if scope is Scope.institution:
         return Study.clinic_id.in_(below)
     # Scope.assigned (consultants): studies held by them, or on which their institution was asked

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, aliased, joinedload
 from imaging_hub.errors import Forbidden, NotFound
 from imaging_hub.worklist.assignment import (
     OPEN_STATUSES,
+    ClaimedStudy,
     effective_holder,
     effective_status,
     get_study,
@@ -278,6 +279,34 @@ def study_detail(
         )
     ]
     return StudyDetail(item=item, series=series, timeline=timeline, consultations=consultations)
+
+
+def claimed_item(c: ClaimedStudy, *, holder: User, now: datetime) -> WorklistItem:
+    """The worklist item of a study *holder* has just claimed (``assignment.claim_next_item``)."""
+    return WorklistItem(
+        study_instance_uid=c.study_instance_uid,
+        patient_name=c.patient_name,
+        patient_id=c.patient_id,
+        patient_sex=c.patient_sex,
+        patient_birth_date=c.patient_birth_date,
+        modalities=c.modalities,
+        body_part_examined=c.body_part_examined,
+        study_date=c.study_date,
+        study_description=c.study_description,
+        accession_number=c.accession_number,
+        clinic=c.clinic,
+        clinic_name=c.clinic_name,
+        num_series=c.num_series,
+        num_instances=c.num_instances,
+        status=c.status,
+        priority=c.priority,
+        due_at=c.due_at,
+        received_at=c.received_at,
+        completed_at=c.completed_at,
+        assigned_to=holder.username,
+        lease_expires_at=c.lease_expires_at,
+        overdue=c.status in OPEN_STATUSES and c.due_at is not None and c.due_at < now,
+    )
 
 
 def worklist_item(s: Study, now: datetime) -> WorklistItem:

@@ -8,10 +8,10 @@ from pydantic import AwareDatetime, BaseModel
 
 from imaging_hub.worklist import audit
 from imaging_hub.worklist.api.deps import AuditDep, SessionDep, StateDep
-from imaging_hub.worklist.assignment import claim_next, utcnow
+from imaging_hub.worklist.assignment import claim_next_item, utcnow
 from imaging_hub.worklist.models import Priority, StudyStatus, User
 from imaging_hub.worklist.policy import require, study_scope
-from imaging_hub.worklist.queries import SortKey, WorklistFilter, list_worklist, worklist_item
+from imaging_hub.worklist.queries import SortKey, WorklistFilter, claimed_item, list_worklist
 
 router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
 
@@ -101,7 +101,9 @@ def post_next(
 ) -> WorklistItemOut | Response:
     """Claim the highest-priority, earliest-due unread study you are eligible for."""
     now = utcnow()
-    study = claim_next(session=session, radiologist=user, lease=state.lease, now=now)
-    if study is None:
+    claimed = claim_next_item(session=session, radiologist=user, lease=state.lease, now=now)
+    if claimed is None:
         return Response(status_code=204)
-    return WorklistItemOut.model_validate(worklist_item(study, now), from_attributes=True)
+    return WorklistItemOut.model_validate(
+        claimed_item(claimed, holder=user, now=now), from_attributes=True
+    )

@@ -1,17 +1,24 @@
 """``GET /api/v1/worklist`` (filters and sorting) and ``POST /api/v1/worklist/next``."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, TypeAdapter
 
 from imaging_hub.worklist import audit
 from imaging_hub.worklist.api.deps import AuditDep, SessionDep, StateDep
 from imaging_hub.worklist.assignment import claim_next_item, utcnow
 from imaging_hub.worklist.models import Priority, StudyStatus, User
 from imaging_hub.worklist.policy import require, study_scope
-from imaging_hub.worklist.queries import SortKey, WorklistFilter, claimed_item, list_worklist
+from imaging_hub.worklist.queries import (
+    SortKey,
+    WorklistFilter,
+    WorklistItem,
+    claimed_item,
+    list_worklist,
+)
 
 router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
 
@@ -47,6 +54,16 @@ class WorklistOut(BaseModel):
     offset: int
 
 
+@dataclass(frozen=True)
+class WorklistPage:
+    items: list[WorklistItem]
+    limit: int
+    offset: int
+
+
+_PAGE_JSON = TypeAdapter(WorklistPage)
+
+
 @router.get("", response_model=WorklistOut)
 def get_worklist(
     session: SessionDep,
@@ -66,7 +83,7 @@ def get_worklist(
     descending: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> WorklistOut:
+) -> Response:
     f = WorklistFilter(
         status=status,
         priority=priority,
@@ -84,11 +101,12 @@ def get_worklist(
         offset=offset,
     )
     found = list_worklist(session, f, user=user, scope=study_scope(session, user))
-    items = [WorklistItemOut.model_validate(i, from_attributes=True) for i in found]
-    if items:
+    if found:
         auditor.access(audit.STUDY_LISTED, study_uid="", object_type="worklist")
         session.commit()
-    return WorklistOut(items=items, limit=limit, offset=offset)
+    # Serialised once, straight from the query's dataclasses (the same JSON as WorklistOut).
+    page = WorklistPage(items=found, limit=limit, offset=offset)
+    return Response(_PAGE_JSON.dump_json(page), media_type="application/json")
 
 
 @router.post(

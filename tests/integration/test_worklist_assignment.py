@@ -446,3 +446,5 @@ def test_a_new_clinic_is_in_scope_at_once(db: Session) -> None:
     db.commit()
     add_study(db, clinic="clinic-elsewhere", completed_at=T0)
     assert a.claim_next(session=db, radiologist=rad, lease=LEASE, now=T0) is None
+    listed = list_worklist(db, WorklistFilter(), user=rad, scope=study_scope(db, rad))
+    assert [i.study_instance_uid for i in listed] == [study.study_instance_uid]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import psycopg
 from sqlalchemy import Engine, event
 from tests.worklist_support import issue_token
@@ -44,9 +45,21 @@ class Counter:
     statements: int = 0
     transactions: int = 0
     round_trips: int = 0
+    thread_hops: int = 0
 
     def reset(self) -> None:
-        self.statements = self.transactions = self.round_trips = 0
+        self.statements = self.transactions = self.round_trips = self.thread_hops = 0
+
+    def count_thread_hops(self) -> None:
+        """Count calls into the thread pool (FastAPI runs every plain ``def`` dependency and
+        endpoint there, through ``anyio.to_thread.run_sync``)."""
+        run_sync = anyio.to_thread.run_sync
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.thread_hops += 1
+            return await run_sync(*args, **kwargs)
+
+        anyio.to_thread.run_sync = counted  # type: ignore[assignment]
 
     def attach(self, engine: Engine) -> None:
         def on_statement(*_args: Any) -> None:
@@ -177,6 +190,7 @@ def measure(args: argparse.Namespace) -> None:
         counter = Counter()
         hub_engine: Engine = app.state.hub.sessions.kw["bind"]
         counter.attach(hub_engine)
+        counter.count_thread_hops()
         rows = []
 
         async def run() -> None:
@@ -203,6 +217,7 @@ def measure(args: argparse.Namespace) -> None:
                         label,
                         counter.statements / args.requests,
                         counter.round_trips / args.requests,
+                        counter.thread_hops / args.requests,
                         counter.transactions / args.requests,
                         cpu,
                         wall,
@@ -221,10 +236,13 @@ def measure(args: argparse.Namespace) -> None:
         hub_engine.dispose()
     backend = "SQLite" if args.sqlite else "PostgreSQL"
     print(f"\n{backend}, {args.studies} studies, {args.requests} requests each")
-    print("| request | SQL statements | round trips | commits+rollbacks | CPU ms | wall ms |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for label, stmts, trips, tx, cpu, wall in rows:
-        print(f"| {label} | {stmts:.1f} | {trips:.1f} | {tx:.1f} | {cpu:.2f} | {wall:.2f} |")
+    print("| request | SQL statements | round trips | thread hops | commits | CPU ms | wall ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, stmts, trips, hops, tx, cpu, wall in rows:
+        print(
+            f"| {label} | {stmts:.1f} | {trips:.1f} | {hops:.1f} | {tx:.1f} | {cpu:.2f} "
+            f"| {wall:.2f} |"
+        )
 
 
 def main() -> None:

@@ -193,7 +193,7 @@ def require(permission: Permission | str) -> Any:
     """
     perm = Permission(permission)
 
-    def check(principal: Any = Depends(authenticated_principal)) -> Any:
+    async def check(principal: Any = Depends(authenticated_principal)) -> Any:  # no I/O
         if not allowed(principal, perm):
             raise Forbidden(f"Your account is not allowed to do this ({perm.value}).")
         return principal

@@ -53,7 +53,11 @@ class Unauthenticated(Exception):
     """No valid credentials: answered with 401 and a WWW-Authenticate header."""
 
 
-def get_state(request: Request) -> HubState:
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in its
+# thread pool, a thread hop per dependency and request.
+
+
+async def get_state(request: Request) -> HubState:
     state: HubState = request.app.state.hub
     return state
 
@@ -196,7 +200,7 @@ class Auditor:
         )
 
 
-def get_auditor(request: Request, session: SessionDep, state: StateDep) -> Auditor:
+async def get_auditor(request: Request, session: SessionDep, state: StateDep) -> Auditor:
     return Auditor(session=session, request=request, batcher=state.access_batcher)
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    insert,
     or_,
     select,
     true,
@@ -807,15 +808,22 @@ def notify_overdue_stat(*, session: Session, now: datetime | None = None) -> lis
         ):
             continue  # another worker got there first
         add_event(session, study_id, "overdue", at=now, notified=len(radiologists))
-        for user in radiologists:
-            session.add(
-                Notification(
-                    user_id=user.id,
-                    kind="overdue_stat",
-                    study_id=study_id,
-                    at=now,
-                    detail={"study_instance_uid": uid},
-                )
+        if radiologists:
+            # One multi-row INSERT per study (no ORM objects: a backlog of overdue STAT studies
+            # times every on-duty radiologist can be thousands of rows).
+            session.execute(
+                insert(Notification),
+                [
+                    {
+                        "user_id": user.id,
+                        "kind": "overdue_stat",
+                        "study_id": study_id,
+                        "at": now,
+                        "read_at": None,
+                        "detail": {"study_instance_uid": uid},
+                    }
+                    for user in radiologists
+                ],
             )
         notified.append(uid)
     session.commit()

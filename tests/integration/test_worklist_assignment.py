@@ -392,7 +392,7 @@ def test_claim_next_item_carries_the_worklist_columns_and_the_lease_expiry(db: S
     first = add_study(db, priority=Priority.stat, completed_at=T0, patient_name="李^华")
     second = add_study(db, priority=Priority.routine, completed_at=T0)
     got = a.claim_next_item(session=db, radiologist=rad1, lease=LEASE, now=T0)
-    assert got is not None and got.study_instance_uid == first.study_instance_uid
+    assert got is not None and got["study_instance_uid"] == first.study_instance_uid
     db.expire_all()
     stored = db.get(Study, first.id)
     assert stored is not None
@@ -406,10 +406,10 @@ def test_claim_next_item_carries_the_worklist_columns_and_the_lease_expiry(db: S
     # the routine one (queue order across both candidates) and records the expiry.
     later = T0 + LEASE.lease + timedelta(minutes=1)
     again = a.claim_next_item(session=db, radiologist=rad2, lease=LEASE, now=later)
-    assert again is not None and again.study_instance_uid == first.study_instance_uid
+    assert again is not None and again["study_instance_uid"] == first.study_instance_uid
     assert kinds(db, stored) == ["complete", "claimed", "lease_expired", "claimed"]
     last = a.claim_next_item(session=db, radiologist=rad2, lease=LEASE, now=later)
-    assert last is not None and last.study_instance_uid == second.study_instance_uid
+    assert last is not None and last["study_instance_uid"] == second.study_instance_uid
     assert a.claim_next_item(session=db, radiologist=rad2, lease=LEASE, now=later) is None
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    RowMapping,
     and_,
     exists,
     false,
@@ -344,40 +345,16 @@ def claim_next(
 
 def claim_next_item(
     *, session: Session, radiologist: User, lease: LeasePolicy, now: datetime | None = None
-) -> "ClaimedStudy | None":
-    """:func:`claim_next` for the API: the claimed study's worklist columns, without loading
-    the ORM objects again (on PostgreSQL the claim's own ``RETURNING`` carries them)."""
+) -> RowMapping | None:
+    """:func:`claim_next` for the API: the claimed study's :func:`worklist_columns` (see
+    ``queries.claimed_item``), without loading ORM objects again (on PostgreSQL the claim's own
+    ``RETURNING`` carries them)."""
     return _claim_next(session=session, radiologist=radiologist, lease=lease, now=now)
 
 
-@dataclass(frozen=True)
-class ClaimedStudy:
-    """The worklist columns of a study just claimed (see ``queries.worklist_item``)."""
-
-    id: int
-    study_instance_uid: str
-    patient_name: str
-    patient_id: str
-    patient_sex: str
-    patient_birth_date: str
-    modalities: str
-    body_part_examined: str
-    study_date: str
-    study_description: str
-    accession_number: str
-    clinic: str
-    clinic_name: str
-    num_series: int
-    num_instances: int
-    status: StudyStatus
-    priority: Priority
-    due_at: datetime | None
-    received_at: datetime
-    completed_at: datetime | None
-    lease_expires_at: datetime | None
-
-
-def _claimed_columns() -> tuple[Any, ...]:
+def worklist_columns() -> tuple[Any, ...]:
+    """The columns of a worklist item (``queries.WorklistItem``), named like its fields; the
+    holder's username (``assigned_to``) and ``overdue`` are added by the caller."""
     return (
         Study.id,
         Study.study_instance_uid,
@@ -403,13 +380,9 @@ def _claimed_columns() -> tuple[Any, ...]:
     )
 
 
-def _claimed(row: Any) -> ClaimedStudy:
-    return ClaimedStudy(**{name: row._mapping[name] for name in ClaimedStudy.__dataclass_fields__})
-
-
 def _claim_next(
     *, session: Session, radiologist: User, lease: LeasePolicy, now: datetime | None = None
-) -> ClaimedStudy | None:
+) -> RowMapping | None:
     now = now or utcnow()
     eligibility = _require_radiologist(session, radiologist, now)
     clause = and_(eligible_clause(eligibility), study_scope(session, radiologist))
@@ -442,12 +415,12 @@ def _claim_next(
             )
             session.commit()
             found = session.execute(
-                select(*_claimed_columns())
+                select(*worklist_columns())
                 .join(Patient, Study.patient_pk == Patient.id)
                 .join(Institution, Study.clinic_id == Institution.id)
                 .where(Study.id == study_id)
             ).one()
-            return _claimed(found)
+            return found._mapping
         session.rollback()  # a concurrent claimer won this row (SQLite): try the next one
     raise ClaimConflict("The worklist is too busy right now; try again.")
 
@@ -459,7 +432,7 @@ def _claim_next_locked(
     clause: ColumnElement[bool],
     lease: LeasePolicy,
     now: datetime,
-) -> ClaimedStudy | None:
+) -> RowMapping | None:
     """PostgreSQL: the whole claim in one statement and one insert, then COMMIT.
 
     ``UPDATE studies ... FROM (the first of two row-locked candidates) RETURNING ...``: the
@@ -495,7 +468,7 @@ def _claim_next_locked(
         )
         .values(**leased_to(radiologist.id, lease, now))
         .returning(
-            *_claimed_columns(),
+            *worklist_columns(),
             pick.c.status.label("previous_status"),
             pick.c.assigned_to_id.label("previous_holder"),
         )
@@ -514,7 +487,7 @@ def _claim_next_locked(
         via="next",
     )
     session.commit()
-    return _claimed(row)
+    return row._mapping
 
 
 def claim(

@@ -1,5 +1,6 @@
 """Read-side queries of the worklist (domain functions, no HTTP)."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -10,11 +11,11 @@ from sqlalchemy.orm import Session, aliased, joinedload
 from imaging_hub.errors import Forbidden, NotFound
 from imaging_hub.worklist.assignment import (
     OPEN_STATUSES,
-    ClaimedStudy,
     effective_holder,
     effective_status,
     get_study,
     status_is,
+    worklist_columns,
 )
 from imaging_hub.worklist.models import (
     Consultation,
@@ -158,92 +159,44 @@ def list_worklist(
     now = now or datetime.now(UTC)
     holder = aliased(User)
     stmt: AnySelect = (
-        select(
-            Study.study_instance_uid,
-            Patient.patient_name,
-            Patient.patient_id,
-            Patient.patient_sex,
-            Patient.patient_birth_date,
-            Study.modalities,
-            Study.body_part_examined,
-            Study.study_date,
-            Study.study_description,
-            Study.accession_number,
-            Institution.code,
-            Institution.name,
-            Study.num_series,
-            Study.num_instances,
-            Study.status,
-            Study.priority,
-            Study.due_at,
-            Study.received_at,
-            Study.completed_at,
-            holder.username,
-            Study.lease_expires_at,
-        )
+        select(*worklist_columns(), holder.username.label("assigned_to"))
         .join(Patient, Study.patient_pk == Patient.id)
         .join(Institution, Study.clinic_id == Institution.id)
         .outerjoin(holder, Study.assigned_to_id == holder.id)
     )
     if scope is not None:
         stmt = stmt.where(scope)
-    items = []
-    for row in session.execute(_apply_filter(stmt, f, user, now)):
-        (
-            uid,
-            name,
-            pid,
-            sex,
-            birth,
-            modalities,
-            part,
-            date,
-            description,
-            accession,
-            code,
-            clinic_name,
-            n_series,
-            n_instances,
-            status,
-            priority,
-            due_at,
-            received_at,
-            completed_at,
-            username,
-            lease_expires_at,
-        ) = tuple(row)
-        expired = status == StudyStatus.in_progress and (
-            lease_expires_at is not None and lease_expires_at < now
-        )
-        items.append(
-            WorklistItem(
-                study_instance_uid=uid,
-                patient_name=name,
-                patient_id=pid,
-                patient_sex=sex,
-                patient_birth_date=birth,
-                modalities=modalities,
-                body_part_examined=part,
-                study_date=date,
-                study_description=description,
-                accession_number=accession,
-                clinic=code,
-                clinic_name=clinic_name,
-                num_series=n_series,
-                num_instances=n_instances,
-                status=StudyStatus.unread if expired else status,
-                priority=priority,
-                due_at=due_at,
-                received_at=received_at,
-                completed_at=completed_at,
-                assigned_to=None if expired else username,
-                lease_expires_at=lease_expires_at
-                if status == StudyStatus.in_progress and not expired
-                else None,
-                overdue=status in OPEN_STATUSES and due_at is not None and due_at < now,
-            )
-        )
-    return items
+    rows = session.execute(_apply_filter(stmt, f, user, now)).mappings()
+    return [row_item(row, now) for row in rows]
+
+
+_ROW_FIELDS = tuple(
+    name
+    for name in WorklistItem.__dataclass_fields__
+    if name not in ("status", "assigned_to", "lease_expires_at", "overdue")
+)
+
+
+def row_item(row: Mapping[Any, Any], now: datetime, *, holder: str | None = None) -> WorklistItem:
+    """A worklist item from a row of ``assignment.worklist_columns()`` (plus ``assigned_to``,
+    the holder's username, unless *holder* is given), lease expiry applied."""
+    status: StudyStatus = row["status"]
+    lease: datetime | None = row["lease_expires_at"]
+    due_at: datetime | None = row["due_at"]
+    expired = status == StudyStatus.in_progress and lease is not None and lease < now
+    held = status == StudyStatus.in_progress and not expired
+    return WorklistItem(
+        **{name: row[name] for name in _ROW_FIELDS},
+        status=StudyStatus.unread if expired else status,
+        assigned_to=None if expired else (holder if holder is not None else row["assigned_to"]),
+        lease_expires_at=lease if held else None,
+        overdue=status in OPEN_STATUSES and due_at is not None and due_at < now,
+    )
+
+
+def claimed_item(row: Mapping[Any, Any], *, holder: User, now: datetime) -> WorklistItem:
+    """The worklist item of a study *holder* has just claimed (``assignment.claim_next_item``)."""
+    return row_item(row, now, holder=holder.username)
 
 
 def _username(user: User | None) -> str | None:
@@ -366,34 +319,6 @@ def study_detail(
         )
     ]
     return StudyDetail(item=item, series=series, timeline=timeline, consultations=consultations)
-
-
-def claimed_item(c: ClaimedStudy, *, holder: User, now: datetime) -> WorklistItem:
-    """The worklist item of a study *holder* has just claimed (``assignment.claim_next_item``)."""
-    return WorklistItem(
-        study_instance_uid=c.study_instance_uid,
-        patient_name=c.patient_name,
-        patient_id=c.patient_id,
-        patient_sex=c.patient_sex,
-        patient_birth_date=c.patient_birth_date,
-        modalities=c.modalities,
-        body_part_examined=c.body_part_examined,
-        study_date=c.study_date,
-        study_description=c.study_description,
-        accession_number=c.accession_number,
-        clinic=c.clinic,
-        clinic_name=c.clinic_name,
-        num_series=c.num_series,
-        num_instances=c.num_instances,
-        status=c.status,
-        priority=c.priority,
-        due_at=c.due_at,
-        received_at=c.received_at,
-        completed_at=c.completed_at,
-        assigned_to=holder.username,
-        lease_expires_at=c.lease_expires_at,
-        overdue=c.status in OPEN_STATUSES and c.due_at is not None and c.due_at < now,
-    )
 
 
 def worklist_item(s: Study, now: datetime) -> WorklistItem:

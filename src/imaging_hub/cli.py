@@ -422,17 +422,26 @@ def user_list(config: ConfigOpt = None) -> None:
 GatewayArg = Annotated[str, typer.Argument(help="Gateway name, e.g. gateway-clinic-a.")]
 
 
-def _gateway_audit(session: Any, name: str, op: str, **detail: str) -> None:
+def _cli_audit(
+    session: Any, action: str, object_type: str, name: str, op: str, **detail: Any
+) -> None:
+    """An administration change made from the command line, in the audit trail."""
     from imaging_hub.worklist import audit
 
     audit.record(
         session,
         actor=None,
-        action=audit.ADMIN_GATEWAY,
-        object_type="gateway",
+        action=action,
+        object_type=object_type,
         object_id=name,
         detail={"op": op, **detail, **_cli_actor()},
     )
+
+
+def _gateway_audit(session: Any, name: str, op: str, **detail: str) -> None:
+    from imaging_hub.worklist import audit
+
+    _cli_audit(session, audit.ADMIN_GATEWAY, "gateway", name, op, **detail)
 
 
 @gw_admin_app.command("create")
@@ -512,14 +521,7 @@ def gateway_list(config: ConfigOpt = None) -> None:
 def _duty_audit(session: Any, username: str, op: str, **detail: Any) -> None:
     from imaging_hub.worklist import audit
 
-    audit.record(
-        session,
-        actor=None,
-        action=audit.ADMIN_USER,
-        object_type="user",
-        object_id=username,
-        detail={"op": op, **detail, **_cli_actor()},
-    )
+    _cli_audit(session, audit.ADMIN_USER, "user", username, op, **detail)
 
 
 @duty_app.command("eligibility")

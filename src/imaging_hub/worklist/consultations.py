@@ -105,20 +105,9 @@ def escalate(
         to_level=target.level.value,
         question=question,
     )
-    for consultant in session.scalars(
-        select(User).where(
-            User.institution_id == target.id, User.role == Role.consultant, User.is_active
-        )
-    ):
-        session.add(
-            Notification(
-                user_id=consultant.id,
-                kind="consultation",
-                study_id=study.id,
-                at=now,
-                detail={"consultation_id": consultation.id},
-            )
-        )
+    _notify_consultants(
+        session, target, study_id=study.id, consultation_id=consultation.id, now=now
+    )
     session.commit()
     session.refresh(consultation)
     return consultation
@@ -194,6 +183,116 @@ def give_opinion(
     session.commit()
     session.refresh(c)
     return c
+
+
+def forward(
+    *,
+    session: Session,
+    consultant: User,
+    consultation_id: int,
+    institution_code: str,
+    note: str,
+    now: datetime | None = None,
+) -> Consultation:
+    """A consultant passes an open consultation further up the chain (city -> province).
+
+    The consultation becomes ``forwarded`` (the consultant and its note recorded on it) and a new
+    open consultation with the same asker and question goes to *institution_code*, which must be
+    a consulting institution above the consultant's own. The study stays escalated; the answer
+    of the new institution returns it to the asking radiologist as usual. Returns the new one.
+    """
+    now = now or utcnow()
+    if consultant.role != Role.consultant:
+        raise Forbidden("Only consultants forward consultations.")
+    note = note.strip()
+    if not note or len(note) > MAX_TEXT:
+        raise Conflict("Forwarding needs a note of at most 10,000 characters.")
+    c = session.get(Consultation, consultation_id)
+    if c is None or c.to_institution_id != consultant.institution_id:
+        raise NotFound("No consultation with this id for your institution.")
+    if c.status != ConsultationStatus.open:
+        raise Conflict(f"This consultation is {c.status.value}; only open ones can be forwarded.")
+    target = session.scalar(select(Institution).where(Institution.code == institution_code))
+    if target is None:
+        raise NotFound("No institution with this code.")
+    if target.level not in CONSULTING_LEVELS:
+        raise Conflict("Consultations go to a city or provincial institution.")
+    if target.id not in {i.id for i in ancestors(session, consultant.institution)}:
+        raise Conflict("A consultation is forwarded up your own chain of institutions.")
+    result = session.execute(
+        update(Consultation)
+        .where(Consultation.id == c.id, Consultation.status == ConsultationStatus.open)
+        .values(
+            status=ConsultationStatus.forwarded,
+            opinion=note,
+            consultant_id=consultant.id,
+            closed_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.rollback()
+        raise Conflict("This consultation was answered or forwarded a moment ago.")
+    onward = Consultation(
+        study_id=c.study_id,
+        requested_by_id=c.requested_by_id,
+        to_institution_id=target.id,
+        question=c.question,
+        requested_at=now,
+    )
+    session.add(onward)
+    session.flush()
+    add_event(
+        session,
+        c.study_id,
+        "consultation_forwarded",
+        at=now,
+        actor=consultant,
+        consultation_id=c.id,
+        new_consultation_id=onward.id,
+        from_institution=c.to_institution.code,
+        to_institution=target.code,
+        to_level=target.level.value,
+        note=note,
+    )
+    _notify_consultants(session, target, study_id=c.study_id, consultation_id=onward.id, now=now)
+    session.add(
+        Notification(
+            user_id=c.requested_by_id,
+            kind="consultation_forwarded",
+            study_id=c.study_id,
+            at=now,
+            detail={"consultation_id": onward.id, "to_institution": target.code},
+        )
+    )
+    session.commit()
+    session.refresh(onward)
+    return onward
+
+
+def _notify_consultants(
+    session: Session,
+    institution: Institution,
+    *,
+    study_id: int,
+    consultation_id: int,
+    now: datetime,
+) -> None:
+    """Tell every active consultant of *institution* about a consultation it was asked."""
+    for consultant in session.scalars(
+        select(User).where(
+            User.institution_id == institution.id, User.role == Role.consultant, User.is_active
+        )
+    ):
+        session.add(
+            Notification(
+                user_id=consultant.id,
+                kind="consultation",
+                study_id=study_id,
+                at=now,
+                detail={"consultation_id": consultation_id},
+            )
+        )
 
 
 def withdraw(

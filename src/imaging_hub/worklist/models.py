@@ -464,6 +464,7 @@ class ConsultationStatus(enum.StrEnum):
     answered = "answered"
     withdrawn = "withdrawn"
     closed = "closed"
+    forwarded = "forwarded"  # passed further up the chain by a consultant (a new one is open)
 
 
 class Consultation(Base):

@@ -73,6 +73,31 @@ def post_opinion(
     )
 
 
+class ForwardIn(BaseModel):
+    institution: str = Field(max_length=63, pattern=r"^[a-z0-9-]+$")
+    note: str = Field(min_length=1, max_length=10_000)
+
+
+@router.post("/{consultation_id}/forward", response_model=ConsultationOut)
+def post_forward(
+    consultation_id: IdPath,
+    payload: ForwardIn,
+    session: SessionDep,
+    user: Annotated[User, require("study.opinion")],
+) -> ConsultationOut:
+    """Pass an open consultation further up the chain (e.g. city -> province): answered with
+    the new consultation; the forwarded one keeps the note."""
+    return _out(
+        consultations.forward(
+            session=session,
+            consultant=user,
+            consultation_id=consultation_id,
+            institution_code=payload.institution,
+            note=payload.note,
+        )
+    )
+
+
 @router.post("/{consultation_id}/withdraw", response_model=ConsultationOut)
 def post_withdraw(
     consultation_id: IdPath,

@@ -34,51 +34,24 @@ def test_city_forwards_to_province_and_the_answer_returns_to_the_asker(db: Sessi
     t2 = T0 + timedelta(minutes=5)
     # Bad forwards change nothing.
     before = snapshot(db)
-    with pytest.raises(Conflict, match="up your own chain"):
-        c.forward(
-            session=db,
-            consultant=city,
-            consultation_id=asked.id,
-            institution_code="city",
-            note="x",
-            now=t2,
-        )
-    with pytest.raises(Conflict, match="city or provincial"):
-        c.forward(
-            session=db,
-            consultant=city,
-            consultation_id=asked.id,
-            institution_code="hub",
-            note="x",
-            now=t2,
-        )
-    with pytest.raises(NotFound):
-        c.forward(
-            session=db,
-            consultant=province,
-            consultation_id=asked.id,
-            institution_code="province",
-            note="x",
-            now=t2,
-        )
-    with pytest.raises(Forbidden):
-        c.forward(
-            session=db,
-            consultant=rad1,
-            consultation_id=asked.id,
-            institution_code="province",
-            note="x",
-            now=t2,
-        )
-    with pytest.raises(Conflict, match="note"):
-        c.forward(
-            session=db,
-            consultant=city,
-            consultation_id=asked.id,
-            institution_code="province",
-            note="   ",
-            now=t2,
-        )
+    bad = [
+        (city, "city", "x", Conflict, "up your own chain"),
+        (city, "hub", "x", Conflict, "city or provincial"),
+        (province, "province", "x", NotFound, "your institution"),
+        (rad1, "province", "x", Forbidden, "Only consultants"),
+        (city, "province", "   ", Conflict, "note"),
+        (city, "nowhere", "x", NotFound, "institution"),
+    ]
+    for who, target, note, error, match in bad:
+        with pytest.raises(error, match=match):
+            c.forward(
+                session=db,
+                consultant=who,
+                consultation_id=asked.id,
+                institution_code=target,
+                note=note,
+                now=t2,
+            )
     assert snapshot(db) == before
     onward = c.forward(
         session=db,

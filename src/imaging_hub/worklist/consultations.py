@@ -125,6 +125,29 @@ def get_consultation(session: Session, *, user: User, consultation_id: int) -> C
     return c
 
 
+def _asked_of(session: Session, consultant: User, consultation_id: int) -> Consultation:
+    """An open consultation addressed to *consultant*'s institution (NotFound / Conflict)."""
+    c = session.get(Consultation, consultation_id)
+    if c is None or c.to_institution_id != consultant.institution_id:
+        raise NotFound("No consultation with this id for your institution.")
+    if c.status != ConsultationStatus.open:
+        raise Conflict(f"This consultation is {c.status.value}; it takes no further action.")
+    return c
+
+
+def _leave_open(
+    session: Session, c: Consultation, status: ConsultationStatus, **values: object
+) -> bool:
+    """Move *c* from open to *status* with one conditional UPDATE; False if it was not open."""
+    result = session.execute(
+        update(Consultation)
+        .where(Consultation.id == c.id, Consultation.status == ConsultationStatus.open)
+        .values(status=status, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
 def give_opinion(
     *,
     session: Session,
@@ -141,23 +164,15 @@ def give_opinion(
     opinion = opinion.strip()
     if not opinion or len(opinion) > MAX_TEXT:
         raise Conflict("An opinion must have between 1 and 10,000 characters.")
-    c = session.get(Consultation, consultation_id)
-    if c is None or c.to_institution_id != consultant.institution_id:
-        raise NotFound("No consultation with this id for your institution.")
-    if c.status != ConsultationStatus.open:
-        raise Conflict(f"This consultation is {c.status.value}; it takes no further opinion.")
-    result = session.execute(
-        update(Consultation)
-        .where(Consultation.id == c.id, Consultation.status == ConsultationStatus.open)
-        .values(
-            status=ConsultationStatus.answered,
-            opinion=opinion,
-            consultant_id=consultant.id,
-            answered_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
+    c = _asked_of(session, consultant, consultation_id)
+    if not _leave_open(
+        session,
+        c,
+        ConsultationStatus.answered,
+        opinion=opinion,
+        consultant_id=consultant.id,
+        answered_at=now,
+    ):
         session.rollback()
         raise Conflict("Another consultant answered this consultation a moment ago.")
     _return_to_asker(session, c, lease=lease, now=now)
@@ -207,11 +222,7 @@ def forward(
     note = note.strip()
     if not note or len(note) > MAX_TEXT:
         raise Conflict("Forwarding needs a note of at most 10,000 characters.")
-    c = session.get(Consultation, consultation_id)
-    if c is None or c.to_institution_id != consultant.institution_id:
-        raise NotFound("No consultation with this id for your institution.")
-    if c.status != ConsultationStatus.open:
-        raise Conflict(f"This consultation is {c.status.value}; only open ones can be forwarded.")
+    c = _asked_of(session, consultant, consultation_id)
     target = session.scalar(select(Institution).where(Institution.code == institution_code))
     if target is None:
         raise NotFound("No institution with this code.")
@@ -219,18 +230,14 @@ def forward(
         raise Conflict("Consultations go to a city or provincial institution.")
     if target.id not in {i.id for i in ancestors(session, consultant.institution)}:
         raise Conflict("A consultation is forwarded up your own chain of institutions.")
-    result = session.execute(
-        update(Consultation)
-        .where(Consultation.id == c.id, Consultation.status == ConsultationStatus.open)
-        .values(
-            status=ConsultationStatus.forwarded,
-            opinion=note,
-            consultant_id=consultant.id,
-            closed_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
+    if not _leave_open(
+        session,
+        c,
+        ConsultationStatus.forwarded,
+        opinion=note,
+        consultant_id=consultant.id,
+        closed_at=now,
+    ):
         session.rollback()
         raise Conflict("This consultation was answered or forwarded a moment ago.")
     onward = Consultation(
@@ -310,13 +317,7 @@ def withdraw(
         raise NotFound("No consultation with this id.")
     if c.status != ConsultationStatus.open:
         raise Conflict(f"This consultation is {c.status.value}; only open ones can be withdrawn.")
-    result = session.execute(
-        update(Consultation)
-        .where(Consultation.id == c.id, Consultation.status == ConsultationStatus.open)
-        .values(status=ConsultationStatus.withdrawn, closed_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
+    if not _leave_open(session, c, ConsultationStatus.withdrawn, closed_at=now):
         session.rollback()
         raise Conflict("This consultation was answered a moment ago.")
     _return_to_asker(session, c, lease=lease, now=now)

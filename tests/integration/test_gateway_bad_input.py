@@ -139,6 +139,8 @@ def assert_refused(
 ) -> None:
     assert status == expected
     assert not spooled(gateway, sop_uid)
+    # The refused instance's staged copy is gone too (it was written while being checked).
+    assert not list((gateway.spool_dir / "tmp").iterdir())
     wait_until(
         lambda: (
             ("refused" in gateway.log_path.read_text() and sop_uid in gateway.log_path.read_text())

@@ -27,6 +27,17 @@ FALLBACK_CHARSETS = ("ISO_IR 192", "GB18030")
 
 
 @dataclass(frozen=True, slots=True)
+class InstanceIdentity:
+    """The UIDs that place an instance (validated), without decoding any text."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceInfo:
     """What the hub records about one instance (values decoded to Python text)."""
 
@@ -169,32 +180,37 @@ def decode_text(ds: Dataset) -> None:
         _decode_names(ds)
 
 
+def identify_instance(ds: Dataset) -> InstanceIdentity:
+    """The validated identifying UIDs of *ds*; raise InvalidDicomError when one is bad."""
+    ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta else None
+    return InstanceIdentity(
+        sop_class_uid=validate_uid(
+            str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID") or ""),
+            name="SOPClassUID",
+        ),
+        sop_instance_uid=validate_uid(str(ds.get("SOPInstanceUID") or ""), name="SOPInstanceUID"),
+        study_instance_uid=validate_uid(
+            str(ds.get("StudyInstanceUID") or ""), name="StudyInstanceUID"
+        ),
+        series_instance_uid=validate_uid(
+            str(ds.get("SeriesInstanceUID") or ""), name="SeriesInstanceUID"
+        ),
+        transfer_syntax_uid=str(ts or ""),
+    )
+
+
 def extract_instance_info(ds: Dataset) -> InstanceInfo:
     """Extract :class:`InstanceInfo`; raise InvalidDicomError when identifying UIDs are bad."""
-    sop_class_uid = validate_uid(
-        str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID") or ""),
-        name="SOPClassUID",
-    )
-    sop_instance_uid = validate_uid(
-        str(ds.get("SOPInstanceUID") or ""),
-        name="SOPInstanceUID",
-    )
-    study_instance_uid = validate_uid(
-        str(ds.get("StudyInstanceUID") or ""), name="StudyInstanceUID"
-    )
-    series_instance_uid = validate_uid(
-        str(ds.get("SeriesInstanceUID") or ""), name="SeriesInstanceUID"
-    )
+    identity = identify_instance(ds)
     # Undecodable text is kept as pydicom's best effort, never fatal.
     with contextlib.suppress(Exception):
         _decode_names(ds)
-    ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta else None
     return InstanceInfo(
-        sop_class_uid=sop_class_uid,
-        sop_instance_uid=sop_instance_uid,
-        study_instance_uid=study_instance_uid,
-        series_instance_uid=series_instance_uid,
-        transfer_syntax_uid=str(ts or ""),
+        sop_class_uid=identity.sop_class_uid,
+        sop_instance_uid=identity.sop_instance_uid,
+        study_instance_uid=identity.study_instance_uid,
+        series_instance_uid=identity.series_instance_uid,
+        transfer_syntax_uid=identity.transfer_syntax_uid,
         patient_id=_text(ds, "PatientID", 64),
         patient_name=_text(ds, "PatientName", 324),
         patient_birth_date=_text(ds, "PatientBirthDate", 8),

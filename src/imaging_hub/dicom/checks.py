@@ -1,7 +1,7 @@
 """Checks of a received instance before the gateway acknowledges it (PS3.4 B.2.3, PS3.5).
 
 The gateway's C-STORE handler calls :func:`check_received_instance` on the encoded data set it
-received. On top of :func:`~imaging_hub.dicom.attributes.extract_instance_info` (the identifying
+received. On top of :func:`~imaging_hub.dicom.attributes.identify_instance` (the identifying
 UIDs, PS3.5 9.1) it refuses data that would lose pixels silently once the modality deleted its
 copy:
 
@@ -28,7 +28,7 @@ from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from imaging_hub.dicom.attributes import InstanceInfo, extract_instance_info, is_stray_item
+from imaging_hub.dicom.attributes import InstanceIdentity, identify_instance, is_stray_item
 from imaging_hub.dicom.attributes import _int as int_attribute
 from imaging_hub.errors import InvalidDicomError
 
@@ -72,7 +72,7 @@ _PRIORITY_VALUES = {"STAT": PRIORITY_STAT, "HIGH": PRIORITY_URGENT}
 class CheckedInstance:
     """A received instance that passed every check, with what the gateway needs to queue it."""
 
-    info: InstanceInfo
+    identity: InstanceIdentity
     priority: int
 
 
@@ -252,4 +252,4 @@ def check_received_instance(data: bytes) -> CheckedInstance:
     except Exception as exc:
         raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
     priority = requested_priority(ds)
-    return CheckedInstance(info=extract_instance_info(ds), priority=priority)
+    return CheckedInstance(identity=identify_instance(ds), priority=priority)

@@ -5,8 +5,11 @@ the domain (``dicom`` for validation, the spool for durability) and map the outc
 status. Success (0x0000) is answered only after the spool has the instance fsync'd.
 """
 
+import contextlib
 import hashlib
 import logging
+import queue
+import select
 import socket
 import ssl
 import threading
@@ -90,9 +93,17 @@ class StoreHandler:
                 self.max_instance_bytes,
             )
             return self._refuse(STATUS_OUT_OF_RESOURCES)
+        # The file is written and fdatasync'd on a spool thread while this thread checks and
+        # hashes it (both release the GIL for most of their time): Success comes sooner.
+        try:
+            staged = self.spool.stage(data)
+        except RuntimeError:  # the spool is closing: the gateway is shutting down
+            return STATUS_OUT_OF_RESOURCES
+        digest = hashlib.sha256(data).hexdigest()
         try:
             checked = check_received_instance(data)
         except InvalidDicomError as exc:
+            self.spool.discard(staged)
             log.warning(
                 "C-STORE from %s refused: instance %s: %s",
                 calling,
@@ -100,28 +111,20 @@ class StoreHandler:
                 exc,
             )
             return self._refuse(STATUS_CANNOT_UNDERSTAND)
-        info = checked.info
-        if info.sop_class_uid != event.context.abstract_syntax:
-            log.warning(
-                "C-STORE from %s refused: SOP class %s sent on a %s presentation context",
-                calling,
-                info.sop_class_uid,
-                event.context.abstract_syntax,
-            )
-            return self._refuse(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS)
-        affected = _affected_uid(event)
-        if affected and affected != info.sop_instance_uid:
-            log.warning("C-STORE from %s refused: SOP Instance UID mismatch", calling)
-            return self._refuse(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS)
+        info = checked.identity
+        refusal = self._mismatch(event, info.sop_class_uid, info.sop_instance_uid)
+        if refusal is not None:
+            self.spool.discard(staged)
+            return self._refuse(refusal)
         try:
-            self.spool.put(
-                data,
+            self.spool.commit(
+                staged,
                 sop_instance_uid=info.sop_instance_uid,
                 study_instance_uid=info.study_instance_uid,
                 series_instance_uid=info.series_instance_uid,
                 sop_class_uid=info.sop_class_uid,
                 transfer_syntax_uid=str(event.context.transfer_syntax),
-                sha256=hashlib.sha256(data).hexdigest(),
+                sha256=digest,
                 calling_ae=calling,
                 priority=checked.priority,
             )
@@ -142,6 +145,24 @@ class StoreHandler:
             self.on_stored()
         return STATUS_SUCCESS
 
+    @staticmethod
+    def _mismatch(event: evt.Event, sop_class_uid: str, sop_instance_uid: str) -> int | None:
+        """The refusal status when the data set does not match its request, else None."""
+        calling = event.assoc.requestor.ae_title
+        if sop_class_uid != event.context.abstract_syntax:
+            log.warning(
+                "C-STORE from %s refused: SOP class %s sent on a %s presentation context",
+                calling,
+                sop_class_uid,
+                event.context.abstract_syntax,
+            )
+            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
+        affected = _affected_uid(event)
+        if affected and affected != sop_instance_uid:
+            log.warning("C-STORE from %s refused: SOP Instance UID mismatch", calling)
+            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
+        return None
+
     def handle_closed(self, event: evt.Event) -> None:
         with self._lock:
             studies = self._touched.pop(id(event.assoc), set())
@@ -159,6 +180,131 @@ class StoreHandler:
             event.assoc.requestor.ae_title,
             event.assoc.requestor.address,
         )
+
+
+# Event-driven reactors. pynetdicom's two reactor threads per association poll: the DUL sleeps
+# 1 ms whenever it finds nothing to do, and the association reactor sleeps 1 ms per loop before
+# looking for a decoded DIMSE message. Each C-STORE crosses both, so every instance paid one to
+# three milliseconds of sleeping. The queues below let both threads wait for the thing they poll
+# for instead (the peer's socket, a primitive to send, a decoded message), so they wake at once
+# and sleep longer when idle. They replace attributes of pynetdicom's DULServiceProvider and
+# DIMSEServiceProvider (pynetdicom 3.0, pinned <4); `check_reactor_internals` fails start-up
+# loudly if a new pynetdicom renames them.
+IDLE_WAIT = 0.01  # s: longest an idle reactor waits before re-checking timers and flags
+
+
+class _WakingQueue(queue.Queue[Any]):
+    """A queue whose put() also wakes a thread waiting in select() on *wake*'s peer."""
+
+    def __init__(self, wake: socket.socket) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        # OSError: already signalled (buffer full) or closing; the reader wakes anyway.
+        with contextlib.suppress(OSError):
+            self._wake.send(b"\0")
+
+
+class _DulEventQueue(_WakingQueue):
+    """The DUL's event queue: an empty non-blocking get() first waits until the peer sends
+    data, another thread queues a primitive or event, or IDLE_WAIT passes."""
+
+    def __init__(self, wake: socket.socket, waiter: socket.socket, peer: socket.socket) -> None:
+        super().__init__(wake)
+        self._waiter = waiter
+        self._peer = peer
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if block:
+            return super().get(block, timeout)
+        try:
+            return super().get(False)
+        except queue.Empty:
+            pending = getattr(self._peer, "pending", None)  # TLS may hold decrypted bytes
+            if pending is None or not pending():
+                try:
+                    ready, _, _ = select.select([self._peer, self._waiter], [], [], IDLE_WAIT)
+                except (OSError, ValueError):
+                    ready = []  # the socket closed: the DUL notices on its next read
+                if self._waiter in ready:
+                    with contextlib.suppress(OSError):
+                        self._waiter.recv(4096)
+            raise
+
+
+class _DimseMessageQueue(queue.Queue[Any]):
+    """The decoded-message queue: the association reactor's non-blocking get() waits up to
+    IDLE_WAIT for a message instead of returning empty at once (it then re-checks for release
+    and abort, as before)."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if block:
+            return super().get(block, timeout)
+        return super().get(True, IDLE_WAIT)
+
+
+def check_reactor_internals() -> None:
+    """Fail at start-up, clearly, if pynetdicom no longer has what `_wake_reactors` replaces."""
+    from pynetdicom.association import Association
+    from pynetdicom.dimse import DIMSEServiceProvider
+    from pynetdicom.dul import DULServiceProvider
+
+    probe = Association(AE(), "acceptor")
+    missing = [
+        name
+        for owner, names in (
+            (probe.dul, ("event_queue", "to_provider_queue", "_run_loop_delay")),
+            (probe.dimse, ("msg_queue",)),
+        )
+        for name in names
+        if not hasattr(owner, name)
+    ]
+    if missing or not (
+        isinstance(probe.dul, DULServiceProvider) and isinstance(probe.dimse, DIMSEServiceProvider)
+    ):
+        raise RuntimeError(
+            "This pynetdicom version lacks the reactor internals the gateway tunes "
+            f"({', '.join(missing) or 'provider classes'}); install pynetdicom 3.x."
+        )
+
+
+def _wake_reactors(event: evt.Event) -> None:
+    """EVT_CONN_OPEN: swap the association's polled queues for waking ones (see above).
+
+    Runs before the association's threads start; events already queued are carried over.
+    """
+    assoc = event.assoc
+    dul = assoc.dul
+    peer = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    if peer is None:
+        return
+    waiter, wake = socket.socketpair()
+    waiter.setblocking(False)
+    wake.setblocking(False)
+    events = _DulEventQueue(wake, waiter, peer)
+    while True:
+        try:
+            events.put(dul.event_queue.get_nowait())
+        except queue.Empty:
+            break
+    outgoing = _WakingQueue(wake)
+    while True:
+        try:
+            outgoing.put(dul.to_provider_queue.get_nowait())
+        except queue.Empty:
+            break
+    dul.event_queue = events
+    dul.to_provider_queue = outgoing
+    dul._run_loop_delay = 0  # the wait happens in events.get()
+    assoc.dimse.msg_queue = _DimseMessageQueue()
+    setattr(assoc, "_imaging_hub_wake", (waiter, wake))  # noqa: B010  closed on EVT_CONN_CLOSE
+
+
+def _close_wake(event: evt.Event) -> None:
+    for sock in getattr(event.assoc, "_imaging_hub_wake", ()):
+        sock.close()
 
 
 def _affected_uid(event: evt.Event) -> str:
@@ -186,6 +332,7 @@ def make_ae(
     *extra_storage_sop_classes* (private classes such as a vendor's own). With
     *allowed_calling_aes*, any other calling AE title is rejected at association (PS3.8 7.1.1.9).
     """
+    check_reactor_internals()
     ae = AE(ae_title=ae_title)
     ae.maximum_associations = 32
     ae.network_timeout = 60
@@ -212,6 +359,8 @@ def _event_handlers(handler: StoreHandler) -> list[Any]:
         (evt.EVT_RELEASED, handler.handle_closed),
         (evt.EVT_ABORTED, handler.handle_closed),
         (evt.EVT_REJECTED, handler.handle_rejected),
+        (evt.EVT_CONN_OPEN, _wake_reactors),
+        (evt.EVT_CONN_CLOSE, _close_wake),
     ]
 
 

@@ -1,17 +1,19 @@
 """The gateway's durable spool: instance files on disk plus an index in SQLite (WAL mode).
 
-``put`` returns only once the instance file and its directory entry are fsync'd and the index
-row is committed, so C-STORE Success is answered only for instances that survive a crash or a
-power cut. The index runs with ``synchronous=NORMAL`` (one fsync less per instance): a commit
-survives a process crash, and after a power cut, opening the spool re-indexes the fsync'd files
-whose rows were lost. Forwarding leases instances (``lease``), then acknowledges (``ack``) or
-backs off (``nack``); a lease not acknowledged in time (crash) becomes available again.
+``put`` (or ``stage`` and then ``commit``) returns only once the instance file and its directory
+entry are fsync'd and the index row is committed, so C-STORE Success is answered only for
+instances that survive a crash or a power cut. The index runs with ``synchronous=NORMAL`` (one
+fsync less per instance): a commit survives a process crash, and after a power cut, opening the
+spool re-indexes the fsync'd files whose rows were lost. Forwarding leases instances
+(``lease``), then acknowledges (``ack``) or backs off (``nack``); a lease not acknowledged in
+time (crash) becomes available again.
 
 States of an instance: ``pending`` (waiting or leased for upload), ``sent`` (hub holds it),
 ``failed`` (parked with a reason after a permanent error). A study is ``open`` while instances
 may still come, ``stable`` once its quiet period passed, ``done`` when the hub confirmed it.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -20,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +93,32 @@ class SpoolStats:
     last_error: str
 
 
+@dataclass(frozen=True)
+class StagedFile:
+    """An instance being written to ``tmp/`` (see :meth:`Spool.stage`)."""
+
+    path: Path
+    done: "Future[None]"
+    size: int
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write *data* to a new file and fdatasync it (a failure removes the partial file)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -120,12 +149,15 @@ class Spool:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._durable_dirs: set[str] = set()
+        # Staged writes (see stage()): one thread per association at most needs one.
+        self._writer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-write")
         self.reindexed = 0
         if clean_tmp:
             self._clean_tmp()
             self.reindexed = self._reindex_orphans()
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         with self._lock:
             self._db.close()
 
@@ -197,9 +229,24 @@ class Spool:
         validate_uid(sop_uid, name="SOPInstanceUID")
         return self.objects / study_uid / f"{sop_uid}.dcm"
 
-    def put(
+    def stage(self, data: bytes) -> "StagedFile":
+        """Start writing *data* to ``tmp/`` and fdatasync'ing it, on a background thread.
+
+        The caller checks the instance meanwhile (the write and the sync release the GIL), then
+        calls :meth:`commit` or :meth:`discard`. Nothing is promised until commit returns.
+        """
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        return StagedFile(tmp, self._writer.submit(_write_synced, tmp, data), len(data))
+
+    def discard(self, staged: "StagedFile") -> None:
+        """Drop a staged file (the instance was refused): nothing stays in the spool."""
+        with contextlib.suppress(Exception):
+            staged.done.result()
+        staged.path.unlink(missing_ok=True)
+
+    def commit(
         self,
-        data: bytes,
+        staged: "StagedFile",
         *,
         sop_instance_uid: str,
         study_instance_uid: str,
@@ -210,46 +257,43 @@ class Spool:
         calling_ae: str = "",
         priority: int = 2,
     ) -> bool:
-        """Durably store one instance; returns False if it replaced an identical one.
+        """Durably store a staged instance; returns False if it replaced an identical one.
 
-        A re-sent instance (same SOP Instance UID) replaces the stored file and is queued again
-        unless it is byte-identical to one already queued or sent.
+        Returns once the file, its directory entry and the index row are durable. A re-sent
+        instance (same SOP Instance UID) replaces the stored file and is queued again unless it
+        is byte-identical to one already queued or sent.
         """
-        validate_uid(series_instance_uid, name="SeriesInstanceUID")
-        final = self._path_for(study_instance_uid, sop_instance_uid)
+        try:
+            validate_uid(series_instance_uid, name="SeriesInstanceUID")
+            final = self._path_for(study_instance_uid, sop_instance_uid)
+        except InvalidDicomError:
+            self.discard(staged)
+            raise
         with self._lock:
             row = self._db.execute(
                 "SELECT sha256, state FROM instances WHERE sop_instance_uid = ?",
                 (sop_instance_uid,),
             ).fetchone()
         if row is not None and row[0] == sha256 and row[1] in ("pending", "sent"):
+            self.discard(staged)
             self._touch_study(study_instance_uid, calling_ae, priority)
             return False
-        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            final.parent.mkdir(exist_ok=True)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            staged.done.result()
             if study_instance_uid not in self._durable_dirs:
+                final.parent.mkdir(exist_ok=True)
                 # The study directory's own entry; once per study and process (another
                 # process may have created it without having fsync'd objects/ yet).
                 _fsync_dir(self.objects)
                 self._durable_dirs.add(study_instance_uid)
+            os.replace(staged.path, final)
+            _fsync_dir(final.parent)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            staged.path.unlink(missing_ok=True)
             raise SpoolError("The spool could not durably store the instance.") from exc
         self._index(
             final,
-            size=len(data),
+            size=staged.size,
             sop_instance_uid=sop_instance_uid,
             study_instance_uid=study_instance_uid,
             series_instance_uid=series_instance_uid,
@@ -264,6 +308,32 @@ class Spool:
             # row is stale, so this commit is synced now.
             self._sync_index()
         return True
+
+    def put(
+        self,
+        data: bytes,
+        *,
+        sop_instance_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_class_uid: str,
+        transfer_syntax_uid: str,
+        sha256: str,
+        calling_ae: str = "",
+        priority: int = 2,
+    ) -> bool:
+        """:meth:`stage` and :meth:`commit` in one call."""
+        return self.commit(
+            self.stage(data),
+            sop_instance_uid=sop_instance_uid,
+            study_instance_uid=study_instance_uid,
+            series_instance_uid=series_instance_uid,
+            sop_class_uid=sop_class_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            sha256=sha256,
+            calling_ae=calling_ae,
+            priority=priority,
+        )
 
     def _index(
         self,

@@ -1,0 +1,93 @@
+"""The SCP's event-driven reactors (scp._wake_reactors) on pynetdicom's association threads.
+
+pynetdicom polls with 1 ms sleeps; the gateway swaps in queues that wait on the socket. These
+tests check the swap happens on every association, that an idle association does not spin, and
+that the wake-up sockets are closed with the association. dcmtk's echoscu/storescu are the peers.
+"""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from imaging_hub.dicom_gateway import scp
+from imaging_hub.dicom_gateway.spool import Spool
+from tests.conftest import SAMPLES
+from tests.peers.dcmtk import echoscu, storescu
+from tests.peers.net import free_port, wait_until
+
+SAMPLE = SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm"
+
+
+class RecordingHandler(scp.StoreHandler):
+    """Remembers the association of every C-ECHO (to look at its reactors' queues)."""
+
+    def __init__(self, spool: Spool) -> None:
+        super().__init__(spool, max_instance_bytes=10**9)
+        self.seen: list[Any] = []
+
+    def handle_echo(self, event: evt.Event) -> int:
+        self.seen.append(event.assoc)
+        return super().handle_echo(event)
+
+
+def test_reactor_internals_are_present() -> None:
+    scp.check_reactor_internals()  # raises RuntimeError if pynetdicom changed under us
+
+
+def test_every_association_gets_waking_queues_and_closes_them(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    handler = RecordingHandler(spool)
+    port = free_port()
+    server = scp.start_scp(scp.make_ae("REACTOR"), handler, "127.0.0.1", port)
+    try:
+        for _ in range(2):
+            assert echoscu(port, called_ae="REACTOR").returncode == 0
+        assert len(handler.seen) == 2
+        for assoc in handler.seen:
+            assert isinstance(assoc.dul.event_queue, scp._DulEventQueue)
+            assert isinstance(assoc.dul.to_provider_queue, scp._WakingQueue)
+            assert isinstance(assoc.dimse.msg_queue, scp._DimseMessageQueue)
+            assert assoc.dul._run_loop_delay == 0
+            wake = assoc._imaging_hub_wake
+            wait_until(lambda a=wake: all(s.fileno() == -1 for s in a) or None, timeout=5)
+        # Instances still go through, several on one association.
+        files = []
+        for index in range(3):
+            ds = pydicom.dcmread(SAMPLE)
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            files.append(tmp_path / f"{index}.dcm")
+            ds.save_as(files[-1])
+        sent = storescu(port, files, called_ae="REACTOR")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert handler.received == 3
+    finally:
+        server.shutdown()
+        spool.close()
+
+
+def test_an_idle_association_does_not_spin(tmp_path: Path) -> None:
+    """One second of an open, idle association costs the process little CPU (a poll loop
+    without its sleeps would burn a whole core)."""
+    spool = Spool(tmp_path / "spool")
+    handler = scp.StoreHandler(spool, max_instance_bytes=10**9)
+    port = free_port()
+    server = scp.start_scp(scp.make_ae("IDLE"), handler, "127.0.0.1", port)
+    requestor = AE(ae_title="IDLER")
+    requestor.add_requested_context(Verification)
+    try:
+        assoc = requestor.associate("127.0.0.1", port, ae_title="IDLE")
+        assert assoc.is_established
+        # pynetdicom's requestor side polls too (1 ms sleeps): that is part of the budget.
+        before = time.process_time()
+        time.sleep(1.0)
+        used = time.process_time() - before
+        assoc.release()
+        assert used < 0.4, f"an idle association used {used:.2f} s of CPU in 1 s"
+    finally:
+        server.shutdown()
+        spool.close()

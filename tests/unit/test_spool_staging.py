@@ -1,0 +1,90 @@
+"""The spool's two-phase write: stage (write + fdatasync in the background), then commit/discard.
+
+The C-STORE handler stages the received bytes before it checks them, so a refused instance must
+leave nothing behind, and a write that failed must fail the commit (no Success, no index row).
+"""
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from imaging_hub.dicom_gateway.spool import Spool
+from imaging_hub.errors import SpoolError
+from tests.conftest import SAMPLES
+
+SAMPLE = SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm"
+
+
+def _meta(data: bytes) -> dict[str, str]:
+    ds = pydicom.dcmread(SAMPLE, stop_before_pixels=True)
+    return {
+        "sop_instance_uid": str(ds.SOPInstanceUID),
+        "study_instance_uid": str(ds.StudyInstanceUID),
+        "series_instance_uid": str(ds.SeriesInstanceUID),
+        "sop_class_uid": str(ds.SOPClassUID),
+        "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def _rows(root: Path) -> int:
+    with sqlite3.connect(root / "index.sqlite3") as db:
+        count: int = db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+    return count
+
+
+def test_commit_makes_the_staged_bytes_the_spooled_instance(tmp_path: Path) -> None:
+    data = SAMPLE.read_bytes()
+    spool = Spool(tmp_path)
+    try:
+        meta = _meta(data)
+        assert spool.commit(spool.stage(data), **meta) is True
+        stored = tmp_path / "objects" / meta["study_instance_uid"]
+        assert (stored / f"{meta['sop_instance_uid']}.dcm").read_bytes() == data
+        assert not list((tmp_path / "tmp").iterdir())
+        assert _rows(tmp_path) == 1
+        # The same bytes again: nothing replaced, the staged copy dropped.
+        assert spool.commit(spool.stage(data), **meta) is False
+        assert not list((tmp_path / "tmp").iterdir())
+    finally:
+        spool.close()
+
+
+def test_discard_leaves_nothing(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    try:
+        spool.discard(spool.stage(b"refused bytes" * 1000))
+        assert not list((tmp_path / "tmp").iterdir())
+        assert not list((tmp_path / "objects").iterdir())
+        assert _rows(tmp_path) == 0
+    finally:
+        spool.close()
+
+
+def test_a_failed_write_fails_the_commit_and_indexes_nothing(tmp_path: Path) -> None:
+    data = SAMPLE.read_bytes()
+    spool = Spool(tmp_path)
+    try:
+        spool.tmp = tmp_path / "gone"  # the staging directory vanished: os.open fails
+        with pytest.raises(SpoolError):
+            spool.commit(spool.stage(data), **_meta(data))
+        assert _rows(tmp_path) == 0
+        assert not list((tmp_path / "objects").rglob("*.dcm"))
+    finally:
+        spool.close()
+
+
+def test_commit_with_a_hostile_uid_drops_the_staged_copy(tmp_path: Path) -> None:
+    data = SAMPLE.read_bytes()
+    spool = Spool(tmp_path)
+    try:
+        meta = {**_meta(data), "study_instance_uid": "../../etc"}
+        with pytest.raises(Exception, match="StudyInstanceUID"):
+            spool.commit(spool.stage(data), **meta)
+        assert not list((tmp_path / "tmp").iterdir())
+        assert _rows(tmp_path) == 0
+    finally:
+        spool.close()

@@ -38,6 +38,23 @@ def test_reactor_internals_are_present() -> None:
     scp.check_reactor_internals()  # raises RuntimeError if pynetdicom changed under us
 
 
+def test_presentation_contexts_copy_cheaply_and_completely() -> None:
+    """make_ae lets deepcopy share UIDs (immutable): pynetdicom copies every context per
+    association. The copies are still separate, equal contexts."""
+    import copy
+
+    ae = scp.make_ae("COPY")
+    contexts = ae.supported_contexts
+    copied = copy.deepcopy(contexts)
+    uid = contexts[0].transfer_syntax[0]
+    assert copy.deepcopy(uid) is uid
+    assert copied[0] is not contexts[0]
+    assert copied[0].transfer_syntax is not contexts[0].transfer_syntax
+    assert [(c.abstract_syntax, c.transfer_syntax) for c in copied] == [
+        (c.abstract_syntax, c.transfer_syntax) for c in contexts
+    ]
+
+
 def test_every_association_gets_waking_queues_and_closes_them(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     handler = RecordingHandler(spool)

@@ -151,3 +151,23 @@ def test_study_priority_id_stat_wins() -> None:
 def test_not_dicom_is_refused(data: bytes) -> None:
     with pytest.raises(InvalidDicomError):
         check_received_instance(data)
+
+
+@pytest.mark.parametrize(
+    ("target", "replacement"),
+    [
+        (b"\x28\x00\x10\x00US", b"\x28\x00\x10\x00U\x27"),  # Rows: a VR no one knows
+        (b"\x28\x00\x10\x00US\x02\x00", b"\x28\x00\x10\x00UL\x02\x00"),  # 2 bytes for a UL
+        (b"\x02\x00\x02\x00UI", b"\x02\x00\x02\x00U\x27"),  # the meta's SOP class, corrupt VR
+    ],
+)
+def test_corrupt_binary_or_unknown_vrs_are_refused(target: bytes, replacement: bytes) -> None:
+    """Only text elements are left unconverted by the check; anything else that cannot be
+    converted (unknown VR, a binary value that does not tile its length) is refused, also when
+    it sits in the file meta (read when the data set lacks its own SOP Class UID)."""
+    ds = pydicom.dcmread(JLS)
+    del ds.SOPClassUID
+    data = _bytes(ds)
+    assert data.count(target) == 1
+    with pytest.raises(InvalidDicomError, match="not a readable DICOM"):
+        check_received_instance(data.replace(target, replacement))

@@ -216,15 +216,49 @@ def requested_priority(ds: Dataset) -> int:
     return min(ranks, default=PRIORITY_ROUTINE)
 
 
-def _convert_all(ds: Dataset) -> None:
-    """Convert every element, so that parse errors surface here and not at the hub.
+# Text value representations (PS3.5 6.2): converting one only decodes characters, which pydicom
+# does tolerantly (warnings, never errors), so the check leaves them raw; most of a header is
+# text, and converting it was most of the check's time. Every other element is converted:
+# sequences parse their items, binary values must tile their length, an unknown VR (corrupt
+# bytes) fails, as they would at the hub.
+_TEXT_VRS = frozenset(
+    {
+        "AE",
+        "AS",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "IS",
+        "LO",
+        "LT",
+        "PN",
+        "SH",
+        "ST",
+        "TM",
+        "UC",
+        "UI",
+        "UR",
+        "UT",
+    }
+)
+
+
+def _convert_structured(ds: Dataset) -> None:
+    """Convert every element whose conversion can fail (all but defined-length text), so that
+    parse errors surface here and not at the hub.
 
     Stray items of defined length (before or after the Pixel Data, seen from real ultrasound
     machines, see :func:`~imaging_hub.dicom.attributes.is_stray_item`) are harmless and left
     as they are; the hub's reader steps over them.
     """
     for tag in list(ds.keys()):
-        if not is_stray_item(ds, tag):
+        if is_stray_item(ds, tag):
+            continue
+        raw = _raw(ds, tag)
+        if raw is None:
+            continue  # converted already
+        if raw.VR not in _TEXT_VRS or raw.length == UNDEFINED_LENGTH:
             ds[tag]
 
 
@@ -246,10 +280,9 @@ def check_received_instance(data: bytes) -> CheckedInstance:
             check_pixel_data(ds, data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tolerant: odd values are the modality's business
-            _convert_all(ds)
+            _convert_structured(ds)
+            return CheckedInstance(identity=identify_instance(ds), priority=requested_priority(ds))
     except InvalidDicomError:
         raise
     except Exception as exc:
         raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
-    priority = requested_priority(ds)
-    return CheckedInstance(identity=identify_instance(ds), priority=priority)

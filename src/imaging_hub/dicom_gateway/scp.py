@@ -19,13 +19,21 @@ import time
 from typing import Any
 
 from pydicom.uid import UID
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    AllStoragePresentationContexts,
+    evt,
+)
 from pynetdicom import sop_class as pynetdicom_sop_class
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from imaging_hub.dicom.checks import check_received_instance
+from imaging_hub.dicom.part10 import part10_bytes
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import InvalidDicomError, SpoolError
 
@@ -84,7 +92,14 @@ class StoreHandler:
         started = time.monotonic()
         calling = event.assoc.requestor.ae_title
         try:
-            data = event.encoded_dataset()
+            data = part10_bytes(
+                event.encoded_dataset(include_meta=False),
+                sop_class_uid=str(getattr(event.request, "AffectedSOPClassUID", "") or ""),
+                sop_instance_uid=_affected_uid(event),
+                transfer_syntax_uid=str(event.context.transfer_syntax),
+                implementation_uid=PYNETDICOM_IMPLEMENTATION_UID,
+                implementation_version=PYNETDICOM_IMPLEMENTATION_VERSION,
+            )
         except Exception:
             log.warning("C-STORE from %s: dataset could not be encoded", calling)
             return self._refuse(STATUS_CANNOT_UNDERSTAND)

@@ -97,3 +97,30 @@ def test_counters_and_totals(tmp_path: Path) -> None:
     totals = spool.totals()
     assert totals == {"received": 2, "received_bytes": 20, "forwarded_bytes": 0, "refused": 3}
     spool.close()
+
+
+def test_transcoding_processes_are_started_and_warm_before_forwarding(tmp_path: Path) -> None:
+    """Forwarder.start() returns once every transcoding process has started and transcoded
+    the warm-up image, so the first study does not wait for process start and codec loading.
+    The hub is an unused closed port: nothing is spooled, nothing is sent."""
+    import multiprocessing
+
+    from imaging_hub.dicom.transcode import transcode_for_wan, warm_up_instance
+    from imaging_hub.dicom_gateway.forwarder import Forwarder, wan_preparer
+    from imaging_hub.dicom_gateway.hub_client import HubClient
+
+    assert transcode_for_wan(warm_up_instance()).transcoded  # the warm-up really encodes
+    spool = Spool(tmp_path / "spool")
+    client = HubClient("http://127.0.0.1:9", "unused", timeout=1)
+    before = set(multiprocessing.active_children())
+    forwarder = Forwarder(
+        spool=spool, client=client, prepare=wan_preparer("jpeg-ls"), prepare_processes=2
+    )
+    try:
+        forwarder.start()
+        started = set(multiprocessing.active_children()) - before
+        assert len(started) == 2
+        assert all(process.is_alive() for process in started)
+    finally:
+        forwarder.stop()
+        spool.close()

@@ -62,6 +62,7 @@ __all__ = [
     "read_part10",
     "tolerant_reading",
     "transcode_for_wan",
+    "warm_up_instance",
 ]
 
 logger = logging.getLogger(__name__)
@@ -360,6 +361,34 @@ def transcode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> Transco
         original_size=len(data),
         size=len(encoded),
     )
+
+
+def warm_up_instance() -> bytes:
+    """A small native image (64x64, 16 bits, secondary capture) as Part-10 bytes.
+
+    Transcoding it once in each new worker process loads the codecs and pydicom's pixel
+    handlers there, so the first real instance does not wait for that (about a second).
+    """
+    ds = Dataset()
+    ds.SOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.Modality = "OT"
+    ds.Rows = ds.Columns = 64
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = (np.arange(64 * 64, dtype="<u2") % 64).tobytes()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 def decode_frame(data: bytes | Dataset, frame: int = 0) -> np.ndarray[Any, Any]:

@@ -27,7 +27,12 @@ from concurrent.futures import (
 )
 from dataclasses import dataclass
 
-from imaging_hub.dicom.transcode import JPEG2000_LOSSLESS, JPEG_LS_LOSSLESS, transcode_for_wan
+from imaging_hub.dicom.transcode import (
+    JPEG2000_LOSSLESS,
+    JPEG_LS_LOSSLESS,
+    transcode_for_wan,
+    warm_up_instance,
+)
 from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.spool import Spool, SpooledInstance
 from imaging_hub.errors import ForwardError, ImagingHubError
@@ -175,6 +180,7 @@ class Forwarder:
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="forward")
         self._prepare_pool: Executor | None = None
+        self._prepare_processes = prepare_processes
         if prepare is not None and prepare_processes > 0:
             self._prepare_pool = ProcessPoolExecutor(
                 prepare_processes, mp_context=multiprocessing.get_context("spawn")
@@ -183,6 +189,17 @@ class Forwarder:
         self._started_at: dict[str, float] = {}
 
     def start(self) -> None:
+        """Start forwarding; with transcoding processes, returns once each has started and
+        transcoded a small image (codecs loaded), so the first study does not wait for that."""
+        if self._prepare_pool is not None and self.prepare is not None:
+            warm_up = warm_up_instance()
+            started = [
+                self._prepare_pool.submit(self.prepare, warm_up)
+                for _ in range(self._prepare_processes)
+            ]
+            _, pending = wait(started, timeout=120)
+            if pending:
+                log.warning("transcoding processes are slow to start; forwarding anyway")
         released = self.spool.release_leases()
         if released:
             log.info("resuming: %d instances of an interrupted run queued again", released)

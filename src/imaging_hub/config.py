@@ -205,6 +205,12 @@ class GatewaySettings(_TomlSettings):
         default=10.0,
         description="A study is complete once no instance arrived for this long after release.",
     )
+    retention_hours: float = Field(
+        default=168.0,
+        ge=0,
+        description="Forwarded instances are deleted from the spool this long after the hub "
+        "confirmed their study (0: at once). Pending and failed instances are never deleted.",
+    )
     scp_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import multiprocessing
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -155,6 +156,7 @@ class Forwarder:
         bandwidth_limit_bytes_per_second: int | None = None,
         on_study_forwarded: Callable[[str, int, int, int, float], None] | None = None,
         prepare_processes: int = 0,
+        retention_seconds: float | None = None,
     ) -> None:
         """*prepare_processes* > 0 runs *prepare* (transcoding) in that many processes, started
         as soon as an instance is leased, so it overlaps the uploads in flight."""
@@ -162,6 +164,8 @@ class Forwarder:
         self.client = client
         self.concurrency = max(1, concurrency)
         self.stability_seconds = stability_seconds
+        self.retention_seconds = retention_seconds
+        self._next_purge = 0.0
         self.retry_initial = retry_initial_seconds
         self.retry_max = retry_max_seconds
         self.prepare = prepare
@@ -251,7 +255,19 @@ class Forwarder:
             for future in done:
                 future.result()
         completed = self._complete_stable()
+        self._purge()
         return worked or completed
+
+    def _purge(self) -> None:
+        """Delete forwarded copies past their retention, at most once a minute (or at once
+        after a study completed when the retention is 0)."""
+        if self.retention_seconds is None or time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + (60.0 if self.retention_seconds > 0 else 0.0)
+        try:
+            self.spool.purge_forwarded(older_than_seconds=self.retention_seconds)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("spool purge failed: %s", exc)
 
     def _start_prepare(self, item: SpooledInstance) -> "Future[Prepared] | None":
         if self._prepare_pool is None or self.prepare is None:

@@ -127,6 +127,7 @@ class GatewayService:
             client=self.client,
             concurrency=settings.upload_concurrency,
             stability_seconds=settings.stability_seconds,
+            retention_seconds=settings.retention_hours * 3600,
             retry_initial_seconds=settings.retry_initial_seconds,
             retry_max_seconds=settings.retry_max_seconds,
             prepare=wan_preparer(settings.transcode),

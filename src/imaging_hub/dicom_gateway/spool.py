@@ -445,6 +445,75 @@ class Spool:
                 (time.time(), study_uid),
             )
 
+    def purge_forwarded(self, *, older_than_seconds: float, limit: int = 500) -> tuple[int, int]:
+        """Delete forwarded copies: files and rows of sent instances of studies the hub
+        confirmed more than *older_than_seconds* ago. Returns (instances, bytes) freed.
+
+        Nothing pending or failed is touched. A file is moved aside first and deleted only if
+        it still holds the bytes that were sent (SHA-256): if the modality re-sent the instance
+        in that instant, the new file is put back and its row stays. A study whose instances
+        are all gone leaves the index too (a late instance starts it again).
+        """
+        cutoff = time.time() - older_than_seconds
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT i.sop_instance_uid, i.study_instance_uid, i.path, i.sha256, i.size
+                   FROM instances i JOIN studies s
+                        ON s.study_instance_uid = i.study_instance_uid
+                   WHERE i.state = 'sent' AND s.state = 'done' AND s.completed_at < ?
+                   LIMIT ?""",
+                (cutoff, limit),
+            ).fetchall()
+        freed = freed_bytes = 0
+        studies: set[str] = set()
+        for sop_uid, study_uid, path, sha256, size in rows:
+            with self._tx() as db:
+                deleted = db.execute(
+                    "DELETE FROM instances WHERE sop_instance_uid = ? AND sha256 = ? "
+                    "AND state = 'sent'",
+                    (sop_uid, sha256),
+                ).rowcount
+            if not deleted:
+                continue  # re-sent meanwhile: queued again, keep it
+            if self._remove_if_unchanged(self.root / path, sha256):
+                freed += 1
+                freed_bytes += size
+            studies.add(study_uid)
+        for study_uid in studies:
+            with self._tx() as db:
+                left = db.execute(
+                    "SELECT COUNT(*) FROM instances WHERE study_instance_uid = ?", (study_uid,)
+                ).fetchone()[0]
+                if left == 0:
+                    db.execute(
+                        "DELETE FROM studies WHERE study_instance_uid = ? AND state = 'done'",
+                        (study_uid,),
+                    )
+            if left == 0:
+                with contextlib.suppress(OSError):
+                    (self.objects / study_uid).rmdir()  # only if empty
+                self._durable_dirs.discard(study_uid)
+        if freed:
+            log.info("spool: deleted %d forwarded instances (%d bytes)", freed, freed_bytes)
+        return freed, freed_bytes
+
+    def _remove_if_unchanged(self, path: Path, sha256: str) -> bool:
+        """Delete *path* if it still holds the bytes hashed *sha256*; see purge_forwarded."""
+        aside = self.tmp / f"{uuid.uuid4().hex}.purge"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        if hashlib.sha256(aside.read_bytes()).hexdigest() == sha256:
+            aside.unlink()
+            return True
+        try:
+            os.link(aside, path)  # a new version arrived in that instant: put it back
+            aside.unlink()
+        except FileExistsError:
+            log.error("spool file %s changed twice while being purged; kept at %s", path, aside)
+        return False
+
     def mark_study_error(self, study_uid: str, error: str) -> None:
         with self._tx() as db:
             db.execute(

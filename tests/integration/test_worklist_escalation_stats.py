@@ -332,3 +332,45 @@ def test_statistics(db: Session) -> None:
         stats.Window.of(start=date(2026, 11, 22), end=date(2026, 11, 21), tz=tz)
     with pytest.raises(stats.InvalidWindow):
         stats.Window.of(start=date(2024, 1, 1), end=date(2026, 1, 1), tz=tz)
+
+
+def test_the_modalitys_priority_applies_without_an_order(db: Session, tmp_path: Path) -> None:
+    """Requested Procedure Priority in the header (what the gateway forwards STAT-first by)
+    sets the hub study's priority and so its due time; a more urgent later instance raises it
+    while the study is still arriving."""
+    store = FilesystemStore(tmp_path / "objects")
+    stat_uid, urgent_uid, series = generate_uid(), generate_uid(), generate_uid()
+
+    def with_priority(study: str, value: str) -> bytes:
+        ds = pydicom.dcmread(io.BytesIO(_instance(study, generate_uid(), series)))
+        ds.RequestedProcedurePriority = value
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue()
+
+    stat_data = with_priority(stat_uid, "STAT")
+    assert _register(db, store, "clinic-a", stat_data)
+    sop = str(pydicom.dcmread(io.BytesIO(stat_data)).SOPInstanceUID)
+    clinic = institution(db, "clinic-a")
+    assert (
+        complete_study(
+            db, clinic=clinic, study_instance_uid=stat_uid, sop_instance_uids=[sop], sla=SLA
+        )
+        == []
+    )
+    study = db.scalar(select(Study).where(Study.study_instance_uid == stat_uid))
+    assert study is not None and study.priority == Priority.stat
+    assert study.completed_at is not None
+    assert study.due_at == study.completed_at + timedelta(minutes=30)
+
+    routine = _instance(urgent_uid, generate_uid(), generate_uid())
+    assert _register(db, store, "clinic-a", routine)
+    other = db.scalar(select(Study).where(Study.study_instance_uid == urgent_uid))
+    assert other is not None and other.priority == Priority.routine
+    high = pydicom.dcmread(io.BytesIO(_instance(urgent_uid, generate_uid(), generate_uid())))
+    high.RequestedProcedurePriority = "HIGH"
+    out = io.BytesIO()
+    high.save_as(out, enforce_file_format=True)
+    assert _register(db, store, "clinic-a", out.getvalue())
+    db.refresh(other)
+    assert (other.priority, other.priority_rank) == (Priority.urgent, 1)

@@ -8,13 +8,14 @@ import pytest
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import generate_uid
 
-from imaging_hub.dicom.attributes import parse_instance, read_dataset
-from imaging_hub.dicom.checks import (
+from imaging_hub.dicom.attributes import (
     PRIORITY_ROUTINE,
     PRIORITY_STAT,
     PRIORITY_URGENT,
-    check_received_instance,
+    parse_instance,
+    read_dataset,
 )
+from imaging_hub.dicom.checks import check_received_instance
 from imaging_hub.errors import InvalidDicomError
 from tests.conftest import SAMPLES
 

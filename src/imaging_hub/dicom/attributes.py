@@ -26,6 +26,16 @@ from imaging_hub.errors import InvalidDicomError
 FALLBACK_CHARSETS = ("ISO_IR 192", "GB18030")
 
 
+#: Priorities, most urgent first; the spool and the hub order work by this rank.
+PRIORITY_STAT = 0
+PRIORITY_URGENT = 1
+PRIORITY_ROUTINE = 2
+
+# Values of Requested Procedure Priority (0040,1003) and Study Priority ID (0032,000C),
+# PS3.3 C.4.11 / C.4.4, mapped to our three ranks.
+_PRIORITY_VALUES = {"STAT": PRIORITY_STAT, "HIGH": PRIORITY_URGENT}
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceIdentity:
     """The UIDs that place an instance (validated), without decoding any text."""
@@ -66,6 +76,8 @@ class InstanceInfo:
     number_of_frames: int | None
     study_id: str = ""
     bits_allocated: int | None = None
+    #: From the header (see :func:`requested_priority`): 0 STAT, 1 urgent, 2 routine.
+    priority_rank: int = PRIORITY_ROUTINE
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +192,28 @@ def decode_text(ds: Dataset) -> None:
         _decode_names(ds)
 
 
+def _priority_values(ds: Dataset) -> list[str]:
+    values = [ds.get("RequestedProcedurePriority"), ds.get("StudyPriorityID")]
+    for item in ds.get("RequestAttributesSequence") or []:
+        values.append(item.get("RequestedProcedurePriority"))
+    return [str(v).strip().upper() for v in values if v]
+
+
+def requested_priority(ds: Dataset) -> int:
+    """The study's priority from its header: 0 STAT, 1 urgent, 2 routine.
+
+    Read from Requested Procedure Priority (0040,1003), at the top level or in the Request
+    Attributes Sequence (0040,0275) that modalities copy from the worklist, and from the
+    retired Study Priority ID (0032,000C): ``STAT`` is STAT, ``HIGH`` is urgent, anything
+    else (``ROUTINE``, ``MEDIUM``, ``LOW``, absent) is routine. The most urgent value wins.
+    """
+    try:
+        ranks = [_PRIORITY_VALUES.get(v, PRIORITY_ROUTINE) for v in _priority_values(ds)]
+    except Exception:  # a malformed optional attribute never refuses the instance
+        return PRIORITY_ROUTINE
+    return min(ranks, default=PRIORITY_ROUTINE)
+
+
 def identify_instance(ds: Dataset) -> InstanceIdentity:
     """The validated identifying UIDs of *ds*; raise InvalidDicomError when one is bad."""
     ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta else None
@@ -231,6 +265,7 @@ def extract_instance_info(ds: Dataset) -> InstanceInfo:
         number_of_frames=_int(ds, "NumberOfFrames"),
         study_id=_text(ds, "StudyID", 16),
         bits_allocated=_int(ds, "BitsAllocated"),
+        priority_rank=requested_priority(ds),
     )
 
 

@@ -28,7 +28,12 @@ from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from imaging_hub.dicom.attributes import InstanceIdentity, identify_instance, is_stray_item
+from imaging_hub.dicom.attributes import (
+    InstanceIdentity,
+    identify_instance,
+    is_stray_item,
+    requested_priority,
+)
 from imaging_hub.dicom.attributes import _int as int_attribute
 from imaging_hub.errors import InvalidDicomError
 
@@ -57,15 +62,6 @@ JPEG_FAMILY_SYNTAXES = frozenset(
         "1.2.840.10008.1.2.4.203",
     }
 )
-
-#: Priorities, most urgent first; the spool and the hub order work by this rank.
-PRIORITY_STAT = 0
-PRIORITY_URGENT = 1
-PRIORITY_ROUTINE = 2
-
-# Values of Requested Procedure Priority (0040,1003) and Study Priority ID (0032,000C),
-# PS3.3 C.4.11 / C.4.4, mapped to our three ranks.
-_PRIORITY_VALUES = {"STAT": PRIORITY_STAT, "HIGH": PRIORITY_URGENT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,28 +188,6 @@ def check_pixel_data(ds: Dataset, data: bytes | None) -> None:
             f"The Pixel Data holds {actual} bytes but the image needs {expected}: "
             "the pixel data is truncated."
         )
-
-
-def _priority_values(ds: Dataset) -> list[str]:
-    values = [ds.get("RequestedProcedurePriority"), ds.get("StudyPriorityID")]
-    for item in ds.get("RequestAttributesSequence") or []:
-        values.append(item.get("RequestedProcedurePriority"))
-    return [str(v).strip().upper() for v in values if v]
-
-
-def requested_priority(ds: Dataset) -> int:
-    """The study's priority from its header: 0 STAT, 1 urgent, 2 routine.
-
-    Read from Requested Procedure Priority (0040,1003), at the top level or in the Request
-    Attributes Sequence (0040,0275) that modalities copy from the worklist, and from the
-    retired Study Priority ID (0032,000C): ``STAT`` is STAT, ``HIGH`` is urgent, anything
-    else (``ROUTINE``, ``MEDIUM``, ``LOW``, absent) is routine. The most urgent value wins.
-    """
-    try:
-        ranks = [_PRIORITY_VALUES.get(v, PRIORITY_ROUTINE) for v in _priority_values(ds)]
-    except Exception:  # a malformed optional attribute never refuses the instance
-        return PRIORITY_ROUTINE
-    return min(ranks, default=PRIORITY_ROUTINE)
 
 
 # Text value representations (PS3.5 6.2): converting one only decodes characters, which pydicom

@@ -34,6 +34,8 @@ from imaging_hub.worklist.models import (
 log = logging.getLogger(__name__)
 
 PRIORITY_RANK = {Priority.stat: 0, Priority.urgent: 1, Priority.routine: 2}
+# The ranks of dicom.attributes.requested_priority (the modality's header) are the same.
+PRIORITY_OF_RANK = {rank: priority for priority, rank in PRIORITY_RANK.items()}
 # Only the DICOM header is parsed at registration; this many leading bytes always hold it for the
 # images we accept (pixel data comes last). Larger headers are read whole.
 HEADER_PROBE_BYTES = 1 << 20
@@ -223,8 +225,10 @@ def register_instance(
                 study_id=info.study_id,
                 referring_physician_name=info.referring_physician_name,
                 status=StudyStatus.receiving,
-                priority=Priority.routine,
-                priority_rank=PRIORITY_RANK[Priority.routine],
+                # The header's priority (Requested Procedure Priority), until an order's applies
+                # at completion.
+                priority=PRIORITY_OF_RANK[info.priority_rank],
+                priority_rank=info.priority_rank,
                 received_at=at,
             )
             session.add(study)
@@ -232,6 +236,9 @@ def register_instance(
             session.add(
                 StudyEvent(study_id=study.id, kind="received", gateway_id=gateway_id, at=at)
             )
+        elif study.status == StudyStatus.receiving and info.priority_rank < study.priority_rank:
+            study.priority = PRIORITY_OF_RANK[info.priority_rank]
+            study.priority_rank = info.priority_rank
         series = session.scalar(
             select(Series).where(Series.series_instance_uid == info.series_instance_uid)
         )

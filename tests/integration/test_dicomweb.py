@@ -494,6 +494,88 @@ def test_rendered_and_thumbnail_of_every_image(loaded: Loaded) -> None:
         assert http.get(f"{base}/rendered", headers={"Accept": "image/gif"}).status_code == 406
 
 
+def _parts(response: httpx.Response) -> list[tuple[str, bytes]]:
+    """(Content-Type, body) of each part of a multipart/related answer."""
+    boundary = response.headers["content-type"].split("boundary=")[1].strip('"')
+    out = []
+    for chunk in response.content.split(f"--{boundary}".encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, body = chunk.partition(b"\r\n\r\n")
+        content_type = head.decode().split("Content-Type:")[1].strip()
+        out.append((content_type, body[:-2]))  # each body ends with CRLF
+    return out
+
+
+def test_rendered_viewport_region_flips_and_bad_viewports(loaded: Loaded) -> None:
+    sample = next(s for s in loaded.stored if s.path.endswith("CT_small.dcm"))
+    base = f"/studies/{sample.study}/series/{sample.series}/instances/{sample.sop}/rendered"
+    png = {"Accept": "image/png"}
+
+    def pixels(response: httpx.Response) -> np.ndarray:
+        assert response.status_code == 200, response.text
+        return np.asarray(Image.open(io.BytesIO(response.content)))
+
+    with loaded.http("staff-a") as http:
+        full = pixels(http.get(base, headers=png))
+        assert full.shape == (128, 128)
+        region = pixels(http.get(base, headers=png, params={"viewport": "64,64,32,16,64,64"}))
+        assert np.array_equal(region, full[16:80, 32:96])
+        flipped = pixels(http.get(base, headers=png, params={"viewport": "64,64,32,16,-64,-64"}))
+        assert np.array_equal(flipped, full[16:80, 32:96][::-1, ::-1])
+        # empty sx, sy and sh take their defaults; fit inside 128x128, never enlarged
+        left = pixels(http.get(base, headers=png, params={"viewport": "128,128,,,64,"}))
+        assert np.array_equal(left, full[:, :64])
+        half = pixels(http.get(base, headers=png, params={"viewport": "32,32,0,0,64,64"}))
+        assert half.shape == (32, 32)
+        for bad in (
+            "64",
+            "1,2,3",
+            "64,64,0,0,0,10",  # empty region
+            "64,64,100,100,64,64",  # reaches outside the 128x128 image
+            "64,64,a,0,1,1",
+            "64,64,-1,0,10,10",
+            "64,64,0,0,99999999,1",
+        ):
+            response = http.get(base, params={"viewport": bad})
+            assert response.status_code == 400, bad
+            assert response.headers["content-type"] == "application/problem+json"
+            assert "viewport" in response.json()["detail"], bad
+
+
+def test_rendered_study_and_series(loaded: Loaded) -> None:
+    images: dict[str, list[Sample]] = {}
+    for s in loaded.stored:
+        if s.frames and s.path.startswith("by-modality/CT/"):
+            images.setdefault(s.study, []).append(s)
+    study, members = max(images.items(), key=lambda item: len(item[1]))
+    sample = members[0]
+    # dicomweb-client asks for a single image/jpeg: the first image of the series
+    jpeg = loaded.client("staff-a").retrieve_series_rendered(
+        sample.study, sample.series, media_types=("image/jpeg",)
+    )
+    assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
+    with loaded.http("staff-a") as http:
+        many = http.get(
+            f"/studies/{study}/rendered",
+            headers={"Accept": 'multipart/related; type="image/png"'},
+            params={"viewport": "64,64"},
+        )
+        assert many.status_code == 200
+        assert many.headers["content-type"].startswith('multipart/related; type="image/png"')
+        parts = _parts(many)
+        assert len(parts) == len(members) >= 1
+        for content_type, body in parts:
+            image = Image.open(io.BytesIO(body))
+            assert content_type == "image/png" and image.format == "PNG"
+            assert max(image.size) <= 64
+        bad = http.get(f"/studies/{study}/rendered", params={"viewport": "64,64,0,0,0,0"})
+        assert bad.status_code == 400
+    with loaded.http("staff-b") as http:  # another clinic: as if it did not exist
+        assert http.get(f"/studies/{study}/rendered").status_code == 404
+        assert http.get(f"/studies/{study}/series/{sample.series}/rendered").status_code == 404
+
+
 def test_store_instances_with_dicomweb_client(loaded: Loaded) -> None:
     client = loaded.client("staff-b")
     ds = pydicom.dcmread(SAMPLES / "by-modality/CT/CT_small.dcm")

@@ -6,8 +6,10 @@ import io
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from imaging_hub.dicom import render
 from imaging_hub.dicom.attributes import InstanceInfo, parse_instance
@@ -307,3 +309,18 @@ def test_frame_layout_cache_is_bounded_and_keyed_by_content(tmp_path: Path) -> N
         retrieve.read_frames(
             store, _ref("clinic-a/ct.dcm", info, "c"), [2], decode=False, layouts=layouts
         )
+
+
+def test_parse_viewport_and_crop() -> None:
+    assert retrieve.parse_viewport("512,256") == ((512, 256), None)
+    assert retrieve.parse_viewport("64,64,1,2,-30,40") == ((64, 64), (1, 2, -30, 40))
+    assert retrieve.parse_viewport("64,64,,,,") == ((64, 64), (None, None, None, None))
+    for bad in ("", "1", "1,2,3", "0,1", "1,1,-1,0,1,1", "1,1,0,0,0,1", "1,1,0,0,x,1"):
+        with pytest.raises(InvalidRequest, match="viewport"):
+            retrieve.parse_viewport(bad)
+    image = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    assert np.asarray(render.crop(image, (1, 1, 2, None))).tolist() == [[5, 6], [9, 10]]
+    assert np.asarray(render.crop(image, (1, 1, -2, -2))).tolist() == [[10, 9], [6, 5]]
+    for region in ((3, 0, 2, 1), (0, 0, 5, None), (0, 3, None, None)):
+        with pytest.raises(ValueError, match="not inside"):
+            render.crop(image, region)

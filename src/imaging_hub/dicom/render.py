@@ -24,9 +24,12 @@ from pydicom.pixels.utils import pixel_array as pydicom_pixel_array
 from imaging_hub.dicom.transcode import read_part10, tolerant_reading
 from imaging_hub.errors import InvalidDicomError
 
-__all__ = ["RenderFormat", "render_frame"]
+__all__ = ["Region", "RenderFormat", "crop", "render_frame"]
 
 RenderFormat = Literal["jpeg", "png"]
+
+#: A source region (sx, sy, sw, sh) of the rendered image, PS3.18 8.3.5.1.3; None = default.
+Region = tuple[int | None, int | None, int | None, int | None]
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -234,6 +237,7 @@ def render_frame(
     fmt: RenderFormat = "jpeg",
     quality: int = 90,
     pixels: np.ndarray[Any, Any] | None = None,
+    region: Region | None = None,
 ) -> bytes:
     """Render frame *frame* (0-based) of *ds* as an 8-bit JPEG or PNG.
 
@@ -246,7 +250,8 @@ def render_frame(
     *ds* may then be a header without Pixel Data. *size* is the
     maximum (width, height): the image is shrunk to fit, keeping its aspect ratio, and never
     enlarged; the result is ``(max(1, round(w * s)), max(1, round(h * s)))`` with
-    ``s = min(max_w / w, max_h / h, 1)``. *quality* applies to JPEG.
+    ``s = min(max_w / w, max_h / h, 1)``, where w x h is the *region* when one is given
+    (see :func:`crop`, applied first). *quality* applies to JPEG.
 
     Raises :class:`~imaging_hub.errors.InvalidDicomError` if the dataset has no Pixel Data,
     the frame is out of range or the pixels cannot be decoded, and :class:`ValueError` for
@@ -267,6 +272,8 @@ def render_frame(
     # Rendering reads what modalities sent: their quirks are logged, not raised (STYLE.md 12).
     with tolerant_reading():
         image = _render_image(ds, frame, window_center, window_width, window_function, pixels)
+    if region is not None:
+        image = crop(image, region)
 
     if size is not None:
         scale = min(size[0] / image.width, size[1] / image.height, 1.0)
@@ -281,6 +288,39 @@ def render_frame(
     else:
         image.save(out, format="PNG", compress_level=6)
     return out.getvalue()
+
+
+def crop(image: Image.Image, region: Region) -> Image.Image:
+    """The *region* (sx, sy, sw, sh) of *image*, the viewport's source rectangle.
+
+    *sx*, *sy* (default 0) are its top left corner in image pixels; *sw*, *sh* (default: to
+    the right / bottom edge) its width and height. A negative *sw* or *sh* takes the region
+    of that width or height from *sx*, *sy* and flips it horizontally or vertically. Raises
+    ValueError when the region is empty or reaches outside the image.
+    """
+    sx, sy, sw, sh = region
+    x = 0 if sx is None else sx
+    y = 0 if sy is None else sy
+    width = image.width - x if sw is None else abs(sw)
+    height = image.height - y if sh is None else abs(sh)
+    if (
+        x < 0
+        or y < 0
+        or width < 1
+        or height < 1
+        or x + width > image.width
+        or (y + height > image.height)
+    ):
+        raise ValueError(
+            f"The viewport's source region ({x},{y} size {width}x{height}) is not inside "
+            f"the {image.width}x{image.height} image."
+        )
+    out = image.crop((x, y, x + width, y + height))
+    if sw is not None and sw < 0:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if sh is not None and sh < 0:
+        out = out.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return out
 
 
 def _render_image(

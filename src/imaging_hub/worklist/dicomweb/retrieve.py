@@ -26,7 +26,7 @@ from imaging_hub.dicom.frames import (
     read_native_frame,
 )
 from imaging_hub.dicom.frames import read_frames as read_stored_frames
-from imaging_hub.dicom.render import RenderFormat, render_frame
+from imaging_hub.dicom.render import Region, RenderFormat, render_frame
 from imaging_hub.dicom.transcode import read_part10
 from imaging_hub.errors import InvalidDicomError, InvalidRequest, NotAcceptable, NotFound
 from imaging_hub.storage import ObjectStore
@@ -219,6 +219,7 @@ class RenderOptions:
     window_function: str = "LINEAR"
     viewport: tuple[int, int] | None = None
     quality: int = 90
+    region: Region | None = None
 
 
 def parse_render_options(
@@ -257,25 +258,82 @@ def parse_render_options(
             if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
                 raise InvalidRequest("The window function must be linear, linear-exact or sigmoid.")
     size = (128, 128) if thumbnail else None
+    region: Region | None = None
     if viewport:
-        parts = [p.strip() for p in viewport.split(",")]
-        if len(parts) != 2:
-            raise InvalidRequest(
-                "The viewport parameter is width,height (cropping is not supported)."
-            )
-        try:
-            vw, vh = int(parts[0]), int(parts[1])
-        except ValueError:
-            raise InvalidRequest("The viewport width and height must be integers.") from None
-        if not (1 <= vw <= 16384 and 1 <= vh <= 16384):
-            raise InvalidRequest("The viewport must be between 1 and 16384 pixels each way.")
-        size = (vw, vh)
+        size, region = parse_viewport(viewport)
     q = 90
     if quality:
         if not quality.isdigit() or not 1 <= int(quality) <= 100:
             raise InvalidRequest("The quality parameter must be an integer from 1 to 100.")
         q = int(quality)
-    return RenderOptions(fmt, center, width, function, size, q)
+    return RenderOptions(fmt, center, width, function, size, q, region)
+
+
+MAX_VIEWPORT = 16384
+MAX_REGION = 1 << 20
+
+
+def _viewport_int(text: str, name: str, *, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidRequest(f"The viewport's {name} must be an integer.") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"The viewport's {name} must be between {low} and {high}.")
+    return value
+
+
+def parse_viewport(text: str) -> tuple[tuple[int, int], Region | None]:
+    """``vw,vh[,sx,sy,sw,sh]`` (PS3.18 8.3.5.1.3): the size to fit and the source region.
+
+    *sx*, *sy*, *sw*, *sh* may be empty (their defaults, see
+    :func:`imaging_hub.dicom.render.crop`); a negative *sw* or *sh* flips. Raises
+    InvalidRequest for anything else.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 6):
+        raise InvalidRequest("The viewport parameter is vw,vh or vw,vh,sx,sy,sw,sh.")
+    vw = _viewport_int(parts[0], "width", low=1, high=MAX_VIEWPORT)
+    vh = _viewport_int(parts[1], "height", low=1, high=MAX_VIEWPORT)
+    if len(parts) == 2:
+        return (vw, vh), None
+    sx, sy = (
+        None if not p else _viewport_int(p, name, low=0, high=MAX_REGION)
+        for p, name in ((parts[2], "sx"), (parts[3], "sy"))
+    )
+    sw, sh = (
+        None if not p else _viewport_int(p, name, low=-MAX_REGION, high=MAX_REGION)
+        for p, name in ((parts[4], "sw"), (parts[5], "sh"))
+    )
+    if sw == 0 or sh == 0:
+        raise InvalidRequest("The viewport's source region must not be empty (sw, sh not 0).")
+    return (vw, vh), (sx, sy, sw, sh)
+
+
+def wants_multipart(ranges: Sequence[MediaRange]) -> bool:
+    """Whether the first image range of the Accept header asks for multipart/related."""
+    for r in ranges:
+        if r.media_type in ("image/jpeg", "image/png", "image/*", "*/*"):
+            return r.multipart
+    return False
+
+
+def rendered_parts(
+    store: ObjectStore, refs: Sequence[InstanceRef], options: RenderOptions
+) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """(Content-Type, image) of the first frame of each instance, rendered one at a time.
+
+    Runs while the response streams, so an instance that cannot be rendered is left out
+    (and logged): the answer has already started.
+    """
+    media_type = f"image/{options.fmt}"
+    for ref in refs:
+        try:
+            image = render(store, ref, 1, options)
+        except (InvalidDicomError, ValueError) as exc:
+            log.info("Instance %s left out of a rendered answer: %s", ref.sop_instance_uid, exc)
+            continue
+        yield media_type, iter([image])
 
 
 def render(store: ObjectStore, ref: InstanceRef, frame: int, options: RenderOptions) -> bytes:
@@ -297,6 +355,7 @@ def render(store: ObjectStore, ref: InstanceRef, frame: int, options: RenderOpti
         size=options.viewport,
         fmt=options.fmt,
         quality=options.quality,
+        region=options.region,
     )
 
 

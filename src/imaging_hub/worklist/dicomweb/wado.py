@@ -7,12 +7,13 @@ a DICOM JSON array produced instance by instance.
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from imaging_hub.errors import InvalidRequest
+from imaging_hub.errors import InvalidRequest, NotAcceptable
 from imaging_hub.worklist import audit
 from imaging_hub.worklist.api.deps import StateDep
 from imaging_hub.worklist.dicomweb.common import DICOM_JSON, PREFIX, Reader, Uid, base_url
@@ -34,6 +35,8 @@ from imaging_hub.worklist.dicomweb.retrieve import (
     read_bulkdata,
     read_frames,
     render,
+    rendered_parts,
+    wants_multipart,
 )
 from imaging_hub.worklist.dicomweb.search import InstanceRef
 
@@ -272,6 +275,49 @@ for _kind in ("rendered", "thumbnail"):
         summary=f"WADO-RS: {_kind} frame, image/jpeg or image/png",
         operation_id=f"frame_{_kind}",
     )
+
+
+def _rendered_many(
+    request: Request, state: StateDep, refs: list[InstanceRef], query: RenderQuery, what: str
+) -> Response:
+    """Rendered study or series (PS3.18 10.4.1.1.3): with ``Accept: multipart/related;
+    type="image/jpeg"`` (or png) every image's first frame, one part each, in series and
+    instance order; with a single-part Accept (``image/jpeg``, what dicomweb-client's
+    ``retrieve_series_rendered`` sends) the first image. The first image is rendered before
+    the answer starts, so bad parameters are still a 4xx.
+    """
+    ranges = parse_accept(request.headers.get("accept"))
+    options = parse_render_options(
+        accept=ranges, window=query.window, viewport=query.viewport, quality=query.quality
+    )
+    images = [ref for ref in refs if ref.rows]
+    if not images:
+        raise NotAcceptable(f"This {what} has no images to render.")
+    try:
+        first = render(state.store, images[0], 1, options)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    media_type = f"image/{options.fmt}"
+    if not wants_multipart(ranges):
+        return Response(first, media_type=media_type)
+    parts = chain([(media_type, iter([first]))], rendered_parts(state.store, images[1:], options))
+    return _multipart(parts, media_type)
+
+
+@router.get("/studies/{study}/series/{series}/rendered", summary="WADO-RS: rendered series")
+def series_rendered(
+    study: Uid, series: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
+) -> Response:
+    refs = caller.instances(audit.FRAMES_FETCHED, study_uid=study, series_uid=series)
+    return _rendered_many(request, state, refs, query, "series")
+
+
+@router.get("/studies/{study}/rendered", summary="WADO-RS: rendered study")
+def study_rendered(
+    study: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
+) -> Response:
+    refs = caller.instances(audit.FRAMES_FETCHED, study_uid=study)
+    return _rendered_many(request, state, refs, query, "study")
 
 
 def _representative(refs: list[InstanceRef]) -> InstanceRef:

@@ -249,8 +249,9 @@ def stow_boundary(content_type: str | None) -> tuple[str, str]:
     part_type = params.get("type", "application/dicom").lower()
     if part_type != "application/dicom":
         raise UnsupportedMediaType(
-            f"STOW-RS here stores application/dicom parts, not {part_type}; "
-            "metadata and bulk data uploads are not supported."
+            f"STOW-RS here stores whole instances as application/dicom parts, not {part_type}: "
+            "metadata with bulk data parts (PS3.18 10.5.1.2) is not accepted; send each "
+            "instance as a Part-10 file in an application/dicom part."
         )
     boundary = params.get("boundary", "")
     if not _BOUNDARY.fullmatch(boundary):

@@ -8,6 +8,7 @@ idempotent by SOP Instance UID; their pixel data is not touched.
 
 import hashlib
 import io
+import json
 import secrets
 import threading
 import time
@@ -841,3 +842,111 @@ def test_cors_admits_the_configured_viewer_origin_only(loaded: Loaded) -> None:
         response = http.get("/studies", headers={"Origin": VIEWER_ORIGIN})
         assert response.status_code == 200
         assert response.headers["access-control-allow-origin"] == VIEWER_ORIGIN
+
+
+def _metadata_body(
+    datasets: list[dict[str, Any]], bulk: dict[str, tuple[str, bytes]]
+) -> tuple[bytes, str]:
+    """A STOW-RS body of DICOM JSON metadata plus bulk data parts (PS3.18 10.5.1.2)."""
+    boundary = secrets.token_hex(8)
+    body = io.BytesIO()
+    body.write(f"--{boundary}\r\nContent-Type: application/dicom+json\r\n\r\n".encode())
+    body.write(json.dumps(datasets).encode() + b"\r\n")
+    for location, (content_type, data) in bulk.items():
+        head = f"--{boundary}\r\nContent-Type: {content_type}\r\nContent-Location: {location}\r\n"
+        body.write(head.encode() + b"\r\n" + data + b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    content_type = f'multipart/related; type="application/dicom+json"; boundary={boundary}'
+    return body.getvalue(), content_type
+
+
+def _with_bulk_uri(ds: pydicom.Dataset, uri: str) -> dict[str, Any]:
+    """The DICOM JSON of *ds* with its Pixel Data as a BulkDataURI (the rest inline)."""
+    out = ds.to_json_dict(bulk_data_threshold=1 << 30)
+    out["7FE00010"] = {"vr": ds["PixelData"].VR, "BulkDataURI": uri}
+    return out
+
+
+def test_store_metadata_with_bulk_data(loaded: Loaded) -> None:
+    native = pydicom.dcmread(SAMPLES / "by-modality/CT/CT_small.dcm")
+    native.SOPInstanceUID = generate_uid()
+    native.PatientName = "Zhang^San=张^三"
+    compressed = pydicom.dcmread(SAMPLES / "by-modality/CR/RG2_JLSL.dcm")
+    compressed.SOPInstanceUID = generate_uid()
+    frame = get_frame(compressed.PixelData, 0, number_of_frames=1)
+    body, content_type = _metadata_body(
+        [_with_bulk_uri(native, "bulk/ct"), _with_bulk_uri(compressed, "bulk/cr")],
+        {
+            "bulk/ct": ("application/octet-stream", native.PixelData),
+            "bulk/cr": ("image/jls; transfer-syntax=1.2.840.10008.1.2.4.80", frame),
+        },
+    )
+    with loaded.http("staff-a") as http:
+        response = http.post("/studies", content=body, headers={"Content-Type": content_type})
+        assert response.status_code == 200, response.text
+        stored = [i[REF_SOP_UID]["Value"][0] for i in _seq(response.json(), REFERENCED_SOP_SEQ)]
+        assert stored == [native.SOPInstanceUID, compressed.SOPInstanceUID]
+    client = loaded.client("staff-a")
+    (ct_frame,) = client.retrieve_instance_frames(
+        native.StudyInstanceUID, native.SeriesInstanceUID, native.SOPInstanceUID, [1]
+    )
+    assert ct_frame == native.PixelData
+    meta = client.retrieve_instance_metadata(
+        native.StudyInstanceUID, native.SeriesInstanceUID, native.SOPInstanceUID
+    )
+    assert meta["00100010"]["Value"][0]["Ideographic"] == "张^三"
+    (cr_frame,) = client.retrieve_instance_frames(
+        compressed.StudyInstanceUID,
+        compressed.SeriesInstanceUID,
+        compressed.SOPInstanceUID,
+        [1],
+        media_types=(("image/jls", "1.2.840.10008.1.2.4.80"),),
+    )
+    assert cr_frame == frame
+    (decoded,) = client.retrieve_instance_frames(
+        compressed.StudyInstanceUID,
+        compressed.SeriesInstanceUID,
+        compressed.SOPInstanceUID,
+        [1],
+        media_types=("application/octet-stream",),
+    )
+    assert decoded == compressed.pixel_array.astype("<u2").tobytes()
+
+
+def test_store_metadata_with_bulk_data_refuses_what_it_cannot_build(loaded: Loaded) -> None:
+    ds = pydicom.dcmread(SAMPLES / "by-modality/CT/CT_small.dcm")
+    ds.SOPInstanceUID = generate_uid()
+    with loaded.hub.sessions() as session:
+        from imaging_hub.worklist.models import Instance
+
+        before = session.query(Instance).count()
+    cases = [
+        {},  # the Pixel Data part is missing
+        {"bulk/ct": ("application/octet-stream", ds.PixelData[:-2])},  # short pixel data
+        {"bulk/ct": ("image/jp2", ds.PixelData)},  # a media type without a matching syntax
+    ]
+    with loaded.http("staff-a") as http:
+        for bulk in cases:
+            body, content_type = _metadata_body([_with_bulk_uri(ds, "bulk/ct")], bulk)
+            response = http.post("/studies", content=body, headers={"Content-Type": content_type})
+            assert response.status_code == 409, bulk
+            (failure,) = _seq(response.json(), FAILED_SOP_SEQ)
+            assert failure[FAILURE_REASON]["Value"] == [0xC000]
+            assert failure[REF_SOP_UID]["Value"] == [ds.SOPInstanceUID]
+        boundary = "b0"
+        not_json = (
+            f"--{boundary}\r\nContent-Type: application/dicom+json\r\n\r\nnot json\r\n"
+            f"--{boundary}--\r\n"
+        )
+        response = http.post(
+            "/studies",
+            content=not_json.encode(),
+            headers={
+                "Content-Type": f'multipart/related; type="application/dicom+json"; '
+                f"boundary={boundary}"
+            },
+        )
+        assert response.status_code == 400
+        assert response.headers["content-type"] == "application/problem+json"
+    with loaded.hub.sessions() as session:
+        assert session.query(Instance).count() == before

@@ -15,6 +15,7 @@ from imaging_hub.dicom import render
 from imaging_hub.dicom.attributes import InstanceInfo, parse_instance
 from imaging_hub.dicom.dicomjson import attributes_to_json, dataset_to_json, store_response
 from imaging_hub.dicom.frames import FrameLayoutCache, can_convert, convert_instance, read_frames
+from imaging_hub.dicom.from_json import BulkData, part10_from_json
 from imaging_hub.dicom.qido import DateRange, Text, UidList, ValueList, like_pattern, parse_query
 from imaging_hub.errors import InvalidDicomError, InvalidRequest, NotAcceptable
 from imaging_hub.storage.filesystem import FilesystemStore
@@ -324,3 +325,30 @@ def test_parse_viewport_and_crop() -> None:
     for region in ((3, 0, 2, 1), (0, 0, 5, None), (0, 3, None, None)):
         with pytest.raises(ValueError, match="not inside"):
             render.crop(image, region)
+
+
+def test_part10_from_json_round_trips_and_refuses_what_it_cannot_encode() -> None:
+    ds = pydicom.dcmread(SAMPLES / "by-modality/CT/CT_small.dcm")
+    ds.PatientName = "Wang^XiaoDong=王^小东"
+    item = ds.to_json_dict(bulk_data_threshold=1 << 30)
+    item["7FE00010"] = {"vr": "OW", "BulkDataURI": "px"}
+    data = part10_from_json(
+        item, bulk_data={"px": BulkData(ds.PixelData, "application/octet-stream")}
+    )
+    back = pydicom.dcmread(io.BytesIO(data))
+    assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert back.SpecificCharacterSet == "ISO_IR 192"
+    assert str(back.PatientName) == "Wang^XiaoDong=王^小东"
+    assert back.PixelData == ds.PixelData
+    for bulk, match in (
+        ({}, "names no part"),
+        ({"px": BulkData(b"\0\0", "application/octet-stream", "1.2.840.10008.1.2")}, "Explicit"),
+        ({"px": BulkData(b"\0\0", "image/gif")}, "does not match"),
+    ):
+        with pytest.raises(InvalidDicomError, match=match):
+            part10_from_json(item, bulk_data=bulk)
+    item["00280008"] = {"vr": "IS", "Value": [2]}
+    with pytest.raises(InvalidDicomError, match="single-frame"):
+        part10_from_json(item, bulk_data={"px": BulkData(b"\xff\xd8", "image/jpeg")})
+    with pytest.raises(InvalidDicomError, match="not a valid DICOM JSON"):
+        part10_from_json({"00100010": {"vr": "PN", "Value": 5}}, bulk_data={})

@@ -138,6 +138,7 @@ class ReceivedPart:
     size: int = 0
     sha256: str = ""
     too_large: bool = False
+    content_location: str = ""  # names a bulk data part (STOW-RS metadata + bulk data)
 
 
 @dataclass
@@ -187,7 +188,11 @@ class MultipartReader:
     def _headers_finished(self) -> None:
         content_type = self._headers.get("content-type", "")
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
-        self._current = ReceivedPart(content_type=content_type, body=body)
+        self._current = ReceivedPart(
+            content_type=content_type,
+            body=body,
+            content_location=self._headers.get("content-location", ""),
+        )
         self.parts.append(self._current)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -237,6 +242,10 @@ class MultipartReader:
 _BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")
 
 
+#: The ``type`` of a STOW-RS body: Part-10 instances, or DICOM JSON plus bulk data parts.
+STOW_PART_TYPES = ("application/dicom", "application/dicom+json")
+
+
 def stow_boundary(content_type: str | None) -> tuple[str, str]:
     """The boundary and the ``type`` of a STOW-RS request's multipart/related Content-Type."""
     from imaging_hub.errors import UnsupportedMediaType
@@ -244,14 +253,14 @@ def stow_boundary(content_type: str | None) -> tuple[str, str]:
     media_type, params = parse_media_type(content_type or "")
     if media_type != "multipart/related":
         raise UnsupportedMediaType(
-            'STOW-RS takes multipart/related; type="application/dicom" request bodies.'
+            'STOW-RS takes multipart/related; type="application/dicom" (or '
+            'type="application/dicom+json" with bulk data parts) request bodies.'
         )
     part_type = params.get("type", "application/dicom").lower()
-    if part_type != "application/dicom":
+    if part_type not in STOW_PART_TYPES:
         raise UnsupportedMediaType(
-            f"STOW-RS here stores whole instances as application/dicom parts, not {part_type}: "
-            "metadata with bulk data parts (PS3.18 10.5.1.2) is not accepted; send each "
-            "instance as a Part-10 file in an application/dicom part."
+            f"STOW-RS takes application/dicom parts (whole instances) or "
+            f"application/dicom+json metadata with bulk data parts, not {part_type}."
         )
     boundary = params.get("boundary", "")
     if not _BOUNDARY.fullmatch(boundary):

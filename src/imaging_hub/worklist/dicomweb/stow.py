@@ -1,4 +1,5 @@
-"""STOW-RS routes (PS3.18 10.5): store instances sent as multipart/related application/dicom.
+"""STOW-RS routes (PS3.18 10.5): store instances sent as multipart/related application/dicom,
+or as application/dicom+json metadata with bulk data parts (PS3.18 10.5.1.2).
 
 Only clinic staff store, always under their own clinic (like a clinic's gateway); the body is
 parsed as it arrives and each part spooled to a temporary file with its size capped.
@@ -14,14 +15,14 @@ from imaging_hub.worklist import audit
 from imaging_hub.worklist.api.deps import StateDep
 from imaging_hub.worklist.dicomweb.common import PREFIX, Caller, Storer, Uid, base_url, dicom_json
 from imaging_hub.worklist.dicomweb.multipart import MultipartReader, stow_boundary
-from imaging_hub.worklist.dicomweb.storing import store_parts
+from imaging_hub.worklist.dicomweb.storing import DICOM_JSON, store_json_parts, store_parts
 
 router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
 
 
 async def _store(request: Request, caller: Caller, state: StateDep, study: str | None) -> Response:
     """Store for the caller's own clinic (the policy grants dicomweb.store to clinic staff)."""
-    boundary, _ = stow_boundary(request.headers.get("content-type"))
+    boundary, part_type = stow_boundary(request.headers.get("content-type"))
     limit = state.settings.dicomweb_max_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -38,7 +39,7 @@ async def _store(request: Request, caller: Caller, state: StateDep, study: str |
         if not parts:
             raise InvalidRequest("The multipart body has no parts.")
         result = await run_in_threadpool(
-            store_parts,
+            store_json_parts if part_type == DICOM_JSON else store_parts,
             caller.session,
             store=state.store,
             clinic=caller.user.institution,

@@ -28,7 +28,7 @@ from imaging_hub.dicom.dicomjson import UTF8_CHARSET
 from imaging_hub.dicom.frames import MEDIA_TYPES
 from imaging_hub.errors import InvalidDicomError
 
-__all__ = ["BulkData", "part10_from_json"]
+__all__ = ["BulkData", "json_sop_uids", "part10_from_json"]
 
 PIXEL_DATA = "7FE00010"
 OCTET_STREAM = "application/octet-stream"
@@ -66,6 +66,18 @@ def _pixel_syntax(bulk: BulkData) -> str:
             "does not match any compressed transfer syntax."
         )
     return syntax
+
+
+def json_sop_uids(item: Mapping[str, Any]) -> tuple[str, str]:
+    """(SOP Class UID, SOP Instance UID) of a DICOM JSON object, best effort, for responses."""
+
+    def first(tag: str) -> str:
+        try:
+            return str(item[tag]["Value"][0])[:64]
+        except (KeyError, IndexError, TypeError):
+            return ""
+
+    return first("00080016"), first("00080018")
 
 
 def part10_from_json(item: Mapping[str, Any], *, bulk_data: Mapping[str, BulkData]) -> bytes:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from imaging_hub.dicom.attributes import read_dataset
 from imaging_hub.dicom.checks import check_received_instance
-from imaging_hub.dicom.from_json import BulkData, part10_from_json
+from imaging_hub.dicom.from_json import BulkData, json_sop_uids, part10_from_json
 from imaging_hub.errors import Conflict, InvalidDicomError, InvalidRequest, StorageError
 from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist.dicomweb.multipart import ReceivedPart, parse_media_type
@@ -33,8 +33,6 @@ DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 
 DICOM_JSON = "application/dicom+json"
-SOP_CLASS_UID = "00080016"
-SOP_INSTANCE_UID = "00080018"
 
 
 @dataclass
@@ -148,13 +146,6 @@ def _register(
         )
 
 
-def _json_uid(item: Any, tag: str) -> str:
-    try:
-        return str(item[tag]["Value"][0])[:64]
-    except (KeyError, IndexError, TypeError):
-        return ""
-
-
 def _metadata(part: ReceivedPart) -> list[Any]:
     """The DICOM JSON array of a metadata part; InvalidRequest if it is not one."""
     if part.too_large:
@@ -209,8 +200,7 @@ def store_json_parts(
                 bulk[part.content_location] = content
     result = StowResult()
     for index, item in enumerate(items):
-        sop_class = _json_uid(item, SOP_CLASS_UID)
-        sop_uid = _json_uid(item, SOP_INSTANCE_UID)
+        sop_class, sop_uid = json_sop_uids(item)
         try:
             data = part10_from_json(item, bulk_data=bulk)
             check_received_instance(data)  # the gateway's checks: complete pixel data, UIDs

@@ -42,7 +42,7 @@ MAX_REQUEST = 64 << 20
 MAX_INSTANCE = 24 << 20
 EVRLE = "1.2.840.10008.1.2.1"
 VIEWER_ORIGIN = "https://viewer.example.org"
-JSON_PARTS = 'multipart/related; type="application/dicom+json"; boundary=b'
+PDF_PARTS = 'multipart/related; type="application/pdf"; boundary=b'
 UNCOMPRESSED = {
     "1.2.840.10008.1.2",
     "1.2.840.10008.1.2.1",
@@ -661,8 +661,8 @@ def test_bad_input_gets_4xx_problems_and_stores_nothing(loaded: Loaded) -> None:
             from imaging_hub.worklist.models import Instance
 
             before = session.query(Instance).count()
-        json_parts = http.post("/studies", content=b"x", headers={"Content-Type": JSON_PARTS})
-        assert "application/dicom part" in json_parts.json()["detail"]
+        pdf_parts = http.post("/studies", content=b"x", headers={"Content-Type": PDF_PARTS})
+        assert "application/dicom parts" in pdf_parts.json()["detail"]
         checks: list[tuple[httpx.Response, int]] = [
             (http.get("/studies", params={"Nonsense": "1"}), 400),
             (http.get("/studies", params={"StudyDate": "2020-13"}), 400),
@@ -683,7 +683,7 @@ def test_bad_input_gets_4xx_problems_and_stores_nothing(loaded: Loaded) -> None:
                 http.post("/studies", content=b"x", headers={"Content-Type": "application/json"}),
                 415,
             ),
-            (json_parts, 415),
+            (pdf_parts, 415),
             (
                 http.post(
                     "/studies",

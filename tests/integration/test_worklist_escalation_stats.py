@@ -2,6 +2,8 @@
 
 import hashlib
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
 from imaging_hub.storage.filesystem import FilesystemStore
@@ -374,3 +376,49 @@ def test_the_modalitys_priority_applies_without_an_order(db: Session, tmp_path: 
     assert _register(db, store, "clinic-a", out.getvalue())
     db.refresh(other)
     assert (other.priority, other.priority_rank) == (Priority.urgent, 1)
+
+
+def test_parallel_first_instances_of_a_new_study_both_register(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A gateway uploads a new study's instances in parallel: both registrations find no
+    study and both create one; the loser of that race runs again and joins the winner's study
+    (it used to answer 409 and make the gateway wait for a retry)."""
+    store = FilesystemStore(tmp_path / "objects")
+    study_uid = generate_uid()
+    datas = [_instance(study_uid, generate_uid(), generate_uid()) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    waited: set[int] = set()
+
+    def together() -> datetime:
+        # Called right before the study row is created: both threads get there, then go on.
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            barrier.wait(timeout=20)
+        return datetime.now(UTC)
+
+    def register(data: bytes) -> bool:
+        with sessions() as session:
+            return register_instance(
+                session,
+                store=store,
+                clinic=institution(session, "clinic-a"),
+                body=io.BytesIO(data),
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                now=together,
+            ).created
+
+    with ThreadPoolExecutor(2) as pool:
+        created = list(pool.map(register, datas))
+    assert created == [True, True]
+    with sessions() as session:
+        study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+        assert study is not None
+        assert (study.num_series, study.num_instances) == (2, 2)
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Study).where(Study.study_instance_uid == study_uid)
+            )
+            == 1
+        )

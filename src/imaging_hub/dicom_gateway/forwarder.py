@@ -13,6 +13,7 @@ import functools
 import hashlib
 import logging
 import multiprocessing
+import os
 import random
 import sqlite3
 import threading
@@ -135,6 +136,20 @@ def wan_preparer(transcode: str) -> Callable[[bytes], Prepared] | None:
     return functools.partial(_transcode, syntax=syntax)  # picklable: runs in worker processes
 
 
+def _warm_up_worker(prepare: Callable[[bytes], Prepared]) -> None:
+    """Initializer of a transcoding process: load the codecs by transcoding a small image."""
+    try:
+        prepare(warm_up_instance())
+    except Exception:  # a failed warm-up costs only time; real instances report errors
+        log.exception("warming up a transcoding process failed")
+
+
+def _worker_pid(pause: float) -> int:
+    """A probe of Forwarder._wait_for_warm_workers."""
+    time.sleep(pause)
+    return os.getpid()
+
+
 def _transcode(data: bytes, *, syntax: str) -> Prepared:
     result = transcode_for_wan(data, syntax=syntax)
     return Prepared(result.data, result.transcoded)
@@ -187,27 +202,37 @@ class Forwarder:
         self._prepare_processes = prepare_processes
         if prepare is not None and prepare_processes > 0:
             self._prepare_pool = ProcessPoolExecutor(
-                prepare_processes, mp_context=multiprocessing.get_context("spawn")
+                prepare_processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_warm_up_worker,
+                initargs=(prepare,),
             )
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._started_at: dict[str, float] = {}
 
     def start(self) -> None:
-        """Start forwarding; with transcoding processes, returns once each has started and
-        transcoded a small image (codecs loaded), so the first study does not wait for that."""
-        if self._prepare_pool is not None and self.prepare is not None:
-            warm_up = warm_up_instance()
-            started = [
-                self._prepare_pool.submit(self.prepare, warm_up)
-                for _ in range(self._prepare_processes)
-            ]
-            _, pending = wait(started, timeout=120)
-            if pending:
-                log.warning("transcoding processes are slow to start; forwarding anyway")
+        """Start forwarding; with transcoding processes, returns once every one of them has
+        started and transcoded a small image (codecs loaded: about a second each), so the
+        first study does not wait for that."""
+        if self._prepare_pool is not None:
+            self._wait_for_warm_workers(self._prepare_pool)
         released = self.spool.release_leases()
         if released:
             log.info("resuming: %d instances of an interrupted run queued again", released)
         self._thread.start()
+
+    def _wait_for_warm_workers(self, pool: Executor, timeout: float = 120.0) -> None:
+        """Probe the pool until every process has answered (each answers only after its
+        initializer, the warm-up, ran). A process busy with a probe cannot take the next one
+        for a moment, so the probes spread over the processes as they come up."""
+        deadline = time.monotonic() + timeout
+        seen: set[int] = set()
+        while len(seen) < self._prepare_processes and time.monotonic() < deadline:
+            probes = [pool.submit(_worker_pid, 0.05) for _ in range(self._prepare_processes)]
+            done, _ = wait(probes, timeout=max(0.0, deadline - time.monotonic()))
+            seen.update(probe.result() for probe in done)
+        if len(seen) < self._prepare_processes:
+            log.warning("transcoding processes are slow to start; forwarding anyway")
 
     def wake(self) -> None:
         self._wake.set()

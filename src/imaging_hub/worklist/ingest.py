@@ -133,6 +133,14 @@ def _record_conflict(
     )
 
 
+class _RegisteredConcurrently(Exception):
+    """Another request created the same study, series, patient or instance row meanwhile."""
+
+
+# Attempts of a registration that lost a race to a concurrent one (see register_instance).
+REGISTRATION_ATTEMPTS = 3
+
+
 def register_instance(
     session: Session,
     *,
@@ -148,6 +156,46 @@ def register_instance(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> StoredInstance:
     """Validate, store and register one Part-10 instance for *clinic*; commit the session.
+
+    A gateway uploads the instances of a new study in parallel, so two registrations often
+    race to create its study (or patient, or series) row: the loser rolls back and runs again,
+    and then finds the row the winner made. Only if that keeps happening does it raise Conflict.
+    """
+    for _ in range(REGISTRATION_ATTEMPTS):
+        try:
+            return _register_once(
+                session,
+                store=store,
+                clinic=clinic,
+                body=body,
+                size=size,
+                sha256=sha256,
+                expected_sha256=expected_sha256,
+                expected_sop_instance_uid=expected_sop_instance_uid,
+                expected_study_instance_uid=expected_study_instance_uid,
+                gateway_id=gateway_id,
+                now=now,
+            )
+        except _RegisteredConcurrently:
+            continue
+    raise Conflict("The instance was registered concurrently; retry.")
+
+
+def _register_once(
+    session: Session,
+    *,
+    store: ObjectStore,
+    clinic: Institution,
+    body: BinaryIO,
+    size: int,
+    sha256: str,
+    expected_sha256: str | None,
+    expected_sop_instance_uid: str | None,
+    expected_study_instance_uid: str | None,
+    gateway_id: int | None,
+    now: Callable[[], datetime],
+) -> StoredInstance:
+    """One attempt of :func:`register_instance`.
 
     Raises InvalidDicomError (unreadable, bad UIDs, checksum mismatch) or Conflict (UID known
     from another clinic). Nothing is stored or changed when it raises.
@@ -292,9 +340,9 @@ def register_instance(
             )
         session.commit()
     except IntegrityError as exc:
-        # A concurrent registration of the same UID won the race: the re-send is idempotent.
+        # A concurrent registration created a row this one also meant to create.
         session.rollback()
-        raise Conflict("The instance was registered concurrently; retry.") from exc
+        raise _RegisteredConcurrently from exc
     return StoredInstance(
         info.study_instance_uid,
         info.series_instance_uid,

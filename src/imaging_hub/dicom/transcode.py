@@ -32,7 +32,7 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -55,13 +55,16 @@ from imaging_hub.errors import InvalidDicomError
 __all__ = [
     "JPEG2000_LOSSLESS",
     "JPEG_LS_LOSSLESS",
+    "UNVERIFIED",
     "WAN_SYNTAXES",
     "TranscodeResult",
     "decode_frame",
+    "encode_for_wan",
     "pixels_equal",
     "read_part10",
     "tolerant_reading",
     "transcode_for_wan",
+    "verify_for_wan",
     "warm_up_instance",
 ]
 
@@ -263,8 +266,30 @@ def transcode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> Transco
     (``np.array_equal``) and keep every other element's value (see the module docstring),
     or the original is returned with the reason "verification failed".
 
+    :func:`encode_for_wan` and :func:`verify_for_wan` are its two halves, for callers that
+    overlap the verification with other work (the gateway's uploads).
+
     Raises :class:`~imaging_hub.errors.InvalidDicomError` if *data* is not a DICOM
     Part-10 file, and :class:`ValueError` for an unsupported *syntax*.
+    """
+    encoded = encode_for_wan(data, syntax=syntax)
+    if not encoded.transcoded:
+        return encoded
+    failure = verify_for_wan(data, encoded.data, syntax=syntax)
+    if failure is not None:
+        return _untouched(data, UID(str(read_part10(data).file_meta.TransferSyntaxUID)), failure)
+    return replace(encoded, reason=None)
+
+
+#: ``reason`` of an :func:`encode_for_wan` result that :func:`verify_for_wan` has not checked.
+UNVERIFIED = "Not verified yet."
+
+
+def encode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> TranscodeResult:
+    """The first half of :func:`transcode_for_wan`: the encoded file, NOT yet verified
+    (``reason`` is :data:`UNVERIFIED`), or the original untouched with the reason why.
+
+    Never send an encoded result before :func:`verify_for_wan` accepted it.
     """
     target = UID(syntax)
     if target not in WAN_SYNTAXES:
@@ -311,7 +336,6 @@ def transcode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> Transco
     except Exception as exc:
         return _untouched(data, ts, f"The native Pixel Data could not be decoded ({exc}).")
 
-    reference = read_part10(data)  # an unmodified copy to compare non-pixel elements against
     buffer = io.BytesIO()
     try:
         with tolerant_reading():  # writing converts raw elements, which may warn
@@ -331,36 +355,50 @@ def transcode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> Transco
     except Exception as exc:  # codecs raise many types; the original is always a safe answer
         return _untouched(data, ts, f"The {target.name} encoder refused the image ({exc}).")
     encoded = buffer.getvalue()
-
-    # Verification: the result must re-read, decode to the same pixels and keep the rest.
-    try:
-        result = read_part10(encoded)
-        with tolerant_reading():
-            same_pixels = _frames_equal(original, result)
-    except Exception as exc:
-        return _untouched(data, ts, f"Verification failed: the result does not decode ({exc}).")
     if len(encoded) >= len(data):
         return _untouched(data, ts, "The transcoded file would not be smaller than the original.")
-    if not same_pixels:
-        return _untouched(data, ts, "Verification failed: the decoded pixels differ.")
-    try:
-        with tolerant_reading():
-            differences = _non_pixel_differences(reference, result)
-    except Exception as exc:
-        return _untouched(data, ts, f"Verification failed: elements cannot be compared ({exc}).")
-    if differences:
-        return _untouched(
-            data, ts, f"Verification failed: elements changed: {', '.join(differences[:5])}."
-        )
-    if result.file_meta.TransferSyntaxUID != target:
-        return _untouched(data, ts, "Verification failed: the Transfer Syntax UID is wrong.")
     return TranscodeResult(
         data=encoded,
         transfer_syntax_uid=target,
         transcoded=True,
         original_size=len(data),
         size=len(encoded),
+        reason=UNVERIFIED,
     )
+
+
+def verify_for_wan(
+    original: bytes, encoded: bytes, *, syntax: str = JPEG_LS_LOSSLESS
+) -> str | None:
+    """The second half of :func:`transcode_for_wan`: None if *encoded* re-reads, decodes to
+    exactly the pixels of *original* and keeps every other element; otherwise the reason."""
+    target = UID(syntax)
+    try:
+        ds = read_part10(original)
+        reference = read_part10(original)  # compared element by element, not modified
+        with tolerant_reading():
+            pixels = pydicom_pixel_array(ds, raw=True)
+    except Exception as exc:
+        return f"Verification failed: the original does not decode ({exc})."
+    # The result must re-read, decode to the same pixels and keep the rest.
+    try:
+        result = read_part10(encoded)
+        with tolerant_reading():
+            same_pixels = _frames_equal(pixels, result)
+    except Exception as exc:
+        return f"Verification failed: the result does not decode ({exc})."
+    if not same_pixels:
+        return "Verification failed: the decoded pixels differ."
+    try:
+        with tolerant_reading():
+            differences = _non_pixel_differences(reference, result)
+    except Exception as exc:
+        return f"Verification failed: elements cannot be compared ({exc})."
+    if differences:
+        return f"Verification failed: elements changed: {', '.join(differences[:5])}."
+    if result.file_meta.TransferSyntaxUID != target:
+        return "Verification failed: the Transfer Syntax UID is wrong."
+    return None
 
 
 def warm_up_instance() -> bytes:

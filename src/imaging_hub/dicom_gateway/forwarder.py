@@ -9,7 +9,6 @@ queued again instead of leaving the study stuck. An optional token bucket caps t
 """
 
 import collections
-import functools
 import hashlib
 import logging
 import multiprocessing
@@ -32,7 +31,9 @@ from dataclasses import dataclass
 from imaging_hub.dicom.transcode import (
     JPEG2000_LOSSLESS,
     JPEG_LS_LOSSLESS,
+    encode_for_wan,
     transcode_for_wan,
+    verify_for_wan,
     warm_up_instance,
 )
 from imaging_hub.dicom_gateway.hub_client import HubClient
@@ -116,13 +117,40 @@ class Throughput:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The bytes to upload for one instance and whether they were transcoded."""
+    """The bytes to upload for one instance and whether they were transcoded.
+
+    ``verification`` is set for a transcoded file whose verification is still running (in a
+    transcoding process): the upload holds back its last chunk until it passes, so the hub
+    never receives a complete, unverified file; it resolves to None (verified) or the reason.
+    """
 
     data: bytes
     transcoded: bool = False
+    verification: "Future[str | None] | None" = None
 
 
-def wan_preparer(transcode: str) -> Callable[[bytes], Prepared] | None:
+@dataclass(frozen=True)
+class WanTranscoder:
+    """Lossless transcoding for the WAN (picklable: its methods run in worker processes)."""
+
+    syntax: str
+
+    def __call__(self, data: bytes) -> Prepared:
+        """Encode and verify (the whole of transcode_for_wan), in the calling thread."""
+        result = transcode_for_wan(data, syntax=self.syntax)
+        return Prepared(result.data, result.transcoded)
+
+    def encode(self, data: bytes) -> Prepared:
+        """The encoded file, not yet verified (see :meth:`verify`), or the original."""
+        result = encode_for_wan(data, syntax=self.syntax)
+        return Prepared(result.data, result.transcoded)
+
+    def verify(self, original: bytes, encoded: bytes) -> str | None:
+        """None if *encoded* holds exactly *original*'s pixels and elements, else why not."""
+        return verify_for_wan(original, encoded, syntax=self.syntax)
+
+
+def wan_preparer(transcode: str) -> WanTranscoder | None:
     """The preparation step for ``GatewaySettings.transcode``: lossless, verified, or none.
 
     ``jpeg-ls`` / ``jpeg2000`` re-encode native pixel data with
@@ -132,11 +160,38 @@ def wan_preparer(transcode: str) -> Callable[[bytes], Prepared] | None:
     """
     if transcode == "none":
         return None
-    syntax = JPEG_LS_LOSSLESS if transcode == "jpeg-ls" else JPEG2000_LOSSLESS
-    return functools.partial(_transcode, syntax=syntax)  # picklable: runs in worker processes
+    return WanTranscoder(JPEG_LS_LOSSLESS if transcode == "jpeg-ls" else JPEG2000_LOSSLESS)
 
 
-def _warm_up_worker(prepare: Callable[[bytes], Prepared]) -> None:
+class VerificationFailed(Exception):
+    """A transcoded upload was stopped before its end: the verification refused the file."""
+
+
+# Size of the pieces an upload body is sent in when its last piece is held back.
+UPLOAD_CHUNK = 256 * 1024
+
+
+def _held_back(chunks: Iterator[bytes], verification: "Future[str | None]") -> Iterator[bytes]:
+    """Yield *chunks*, but the last one only once *verification* passed."""
+    previous: bytes | None = None
+    for chunk in chunks:
+        if previous is not None:
+            yield previous
+        previous = chunk
+    failure = verification.result()
+    if failure is not None:
+        raise VerificationFailed(failure)
+    if previous is not None:
+        yield previous
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(data), UPLOAD_CHUNK):
+        yield bytes(view[start : start + UPLOAD_CHUNK])
+
+
+def _warm_up_worker(prepare: WanTranscoder) -> None:
     """Initializer of a transcoding process: load the codecs by transcoding a small image."""
     try:
         prepare(warm_up_instance())
@@ -148,11 +203,6 @@ def _worker_pid(pause: float) -> int:
     """A probe of Forwarder._wait_for_warm_workers."""
     time.sleep(pause)
     return os.getpid()
-
-
-def _transcode(data: bytes, *, syntax: str) -> Prepared:
-    result = transcode_for_wan(data, syntax=syntax)
-    return Prepared(result.data, result.transcoded)
 
 
 class Forwarder:
@@ -167,7 +217,7 @@ class Forwarder:
         stability_seconds: float = 10.0,
         retry_initial_seconds: float = 1.0,
         retry_max_seconds: float = 300.0,
-        prepare: Callable[[bytes], Prepared] | None = None,
+        prepare: WanTranscoder | None = None,
         bandwidth_limit_bytes_per_second: int | None = None,
         on_study_forwarded: Callable[[str, int, int, int, float], None] | None = None,
         prepare_processes: int = 0,
@@ -301,7 +351,7 @@ class Forwarder:
             data = self.spool.read(item)
         except OSError:
             return None  # the upload reads again and parks the instance
-        return self._prepare_pool.submit(self.prepare, data)
+        return self._prepare_pool.submit(self.prepare.encode, data)
 
     def _error(self, message: str) -> None:
         self.last_error = message
@@ -310,10 +360,18 @@ class Forwarder:
     def _payload(
         self, item: SpooledInstance, data: bytes, prepared: "Future[Prepared] | None"
     ) -> Prepared:
+        """What to upload: the original, or the transcoded file (verified, or with its
+        verification running in a transcoding process when *prepared* came from one)."""
         if self.prepare is None:
             return Prepared(data)
         try:
-            return prepared.result() if prepared is not None else self.prepare(data)
+            if prepared is None or self._prepare_pool is None:
+                return self.prepare(data)
+            encoded = prepared.result()
+            if not encoded.transcoded:
+                return encoded
+            verification = self._prepare_pool.submit(self.prepare.verify, data, encoded.data)
+            return Prepared(encoded.data, True, verification)
         except Exception as exc:  # never block an instance on the optional transcoding
             log.warning(
                 "instance %s: sent as received, transcoding failed: %s",
@@ -332,13 +390,20 @@ class Forwarder:
             log.error("instance %s: spool file unreadable", item.sop_instance_uid)
             self._error("A spool file was unreadable.")
             return
-        payload = self._payload(item, data, prepared).data
-        digest = hashlib.sha256(payload).hexdigest()
-        body: bytes | Iterator[bytes] = (
-            self.bucket.stream(payload) if self.bucket is not None else payload
-        )
+        prepared_payload = self._payload(item, data, prepared)
+        payload = prepared_payload.data
         try:
-            self.client.put_instance(item.sop_instance_uid, body, digest)
+            try:
+                self._put(item, prepared_payload)
+            except VerificationFailed as failure:
+                # Stopped before its end, so the hub stored nothing: send the original.
+                log.warning(
+                    "instance %s: sent as received, transcoding failed: %s",
+                    item.sop_instance_uid,
+                    failure,
+                )
+                payload = data
+                self._put(item, Prepared(data))
         except ForwardError as exc:
             self.upload_failures += 1
             self._error(str(exc))
@@ -367,6 +432,18 @@ class Forwarder:
             len(payload),
             ended - started,
         )
+
+    def _put(self, item: SpooledInstance, payload: Prepared) -> None:
+        """Upload *payload*; a transcoded one still being verified is sent in pieces with the
+        last one held back until the verification passed (VerificationFailed otherwise)."""
+        digest = hashlib.sha256(payload.data).hexdigest()
+        body: bytes | Iterator[bytes] = payload.data
+        if self.bucket is not None:
+            body = self.bucket.stream(payload.data)
+        if payload.verification is not None:
+            chunks = body if not isinstance(body, bytes) else _pieces(body)
+            body = _held_back(chunks, payload.verification)
+        self.client.put_instance(item.sop_instance_uid, body, digest)
 
     def _complete_stable(self) -> bool:
         done = False

@@ -35,7 +35,7 @@ def test_city_forwards_to_province_and_the_answer_returns_to_the_asker(db: Sessi
     # Bad forwards change nothing.
     before = snapshot(db)
     bad = [
-        (city, "city", "x", Conflict, "up your own chain"),
+        (city, "city", "x", Conflict, "own chain"),
         (city, "hub", "x", Conflict, "city or provincial"),
         (province, "province", "x", NotFound, "your institution"),
         (rad1, "province", "x", Forbidden, "Only consultants"),

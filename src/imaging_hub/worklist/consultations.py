@@ -48,6 +48,18 @@ def ancestors(session: Session, institution: Institution) -> list[Institution]:
     return chain
 
 
+def consulting_institution(session: Session, code: str, *, above: Institution) -> Institution:
+    """The city or provincial institution *code* in the chain above *above*, to be asked."""
+    target = session.scalar(select(Institution).where(Institution.code == code))
+    if target is None:
+        raise NotFound("No institution with this code.")
+    if target.level not in CONSULTING_LEVELS:
+        raise Conflict("Consultations go to a city or provincial institution.")
+    if target.id not in {i.id for i in ancestors(session, above)}:
+        raise Conflict("Consultations go up the caller's own chain of institutions.")
+    return target
+
+
 def escalate(
     *,
     session: Session,
@@ -66,13 +78,7 @@ def escalate(
         raise Conflict("A consultation needs a question of at most 10,000 characters.")
     study = get_study(session, study_instance_uid)
     require_holder(study, radiologist, now)
-    target = session.scalar(select(Institution).where(Institution.code == institution_code))
-    if target is None:
-        raise NotFound("No institution with this code.")
-    if target.level not in CONSULTING_LEVELS:
-        raise Conflict("Consultations go to a city or provincial institution.")
-    if target.id not in {i.id for i in ancestors(session, radiologist.institution)}:
-        raise Conflict("Consultations go up the caller's own chain of institutions.")
+    target = consulting_institution(session, institution_code, above=radiologist.institution)
     if not update_study(
         session,
         Study.id == study.id,
@@ -223,13 +229,7 @@ def forward(
     if not note or len(note) > MAX_TEXT:
         raise Conflict("Forwarding needs a note of at most 10,000 characters.")
     c = _asked_of(session, consultant, consultation_id)
-    target = session.scalar(select(Institution).where(Institution.code == institution_code))
-    if target is None:
-        raise NotFound("No institution with this code.")
-    if target.level not in CONSULTING_LEVELS:
-        raise Conflict("Consultations go to a city or provincial institution.")
-    if target.id not in {i.id for i in ancestors(session, consultant.institution)}:
-        raise Conflict("A consultation is forwarded up your own chain of institutions.")
+    target = consulting_institution(session, institution_code, above=consultant.institution)
     if not _leave_open(
         session,
         c,

@@ -1,14 +1,15 @@
-"""Eligibility and shifts set through the domain functions take effect on claims (SQLite and
-PostgreSQL)."""
+"""Eligibility and shifts set through the domain functions take effect on claims; exam orders
+(SQLite and PostgreSQL)."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session
 
-from imaging_hub.errors import Conflict, Forbidden, InvalidRequest
+from imaging_hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from imaging_hub.worklist import assignment as a
-from imaging_hub.worklist import duty
+from imaging_hub.worklist import duty, orders
+from imaging_hub.worklist.models import OrderStatus, Priority
 from tests.worklist_support import add_study, add_user, institution, user
 
 LEASE = a.LeasePolicy(lease=timedelta(minutes=10))
@@ -61,3 +62,36 @@ def test_shifts_put_a_radiologist_on_duty_and_never_overlap(db: Session) -> None
     db.commit()
     assert [s.id for s in duty.list_shifts(db, user=off)] != [shift.id]
     assert len(duty.list_shifts(db, user=off)) == 1
+
+
+def test_orders_on_both_backends(db: Session) -> None:
+    clinic_a = institution(db, "clinic-a")
+    new = orders.NewOrder(
+        accession_number="ACC1",
+        patient_id="P1",
+        modality="ct",
+        scheduled_at=T0 + timedelta(hours=1),
+        patient_name="李^华",
+        priority=Priority.stat,
+    )
+    order = orders.create_order(db, clinic=clinic_a, new=new, by=None)
+    db.commit()
+    assert (order.modality, order.status) == ("CT", OrderStatus.scheduled)
+    with pytest.raises(Conflict, match="accession"):
+        orders.create_order(db, clinic=clinic_a, new=new, by=None)
+    db.rollback()
+    with pytest.raises(Conflict, match="clinics"):
+        orders.create_order(db, clinic=institution(db, "hub"), new=new, by=None)
+    listed = orders.list_orders(
+        db, clinic=clinic_a, scheduled_from=T0, scheduled_until=T0 + timedelta(hours=2)
+    )
+    assert [(o.accession_number, code) for o, code in listed] == [("ACC1", "clinic-a")]
+    assert orders.list_orders(db, scheduled_from=T0 + timedelta(hours=2)) == []
+    with pytest.raises(NotFound):
+        orders.cancel_order(db, order_id=order.id, clinic=institution(db, "clinic-b"))
+    assert (
+        orders.cancel_order(db, order_id=order.id, clinic=clinic_a).status == OrderStatus.cancelled
+    )
+    db.commit()
+    with pytest.raises(Conflict, match="cancelled"):
+        orders.cancel_order(db, order_id=order.id, clinic=None)

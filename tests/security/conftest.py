@@ -1,6 +1,9 @@
 """An in-process hub app (ASGI, no server) on a migrated SQLite database with the demo network."""
 
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +56,22 @@ class HubApp:
 
     def headers(self, username: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.mint_token(username)}"}
+
+    def admin_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``imaging-hub admin ARGS`` on this hub's database (a real process)."""
+        env = dict(
+            os.environ,
+            IMAGING_HUB_DATABASE_URL=self.database_url,
+            IMAGING_HUB_DATA_DIR=str(self.data_dir),
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "imaging_hub", "admin", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="session")

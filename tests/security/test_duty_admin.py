@@ -1,9 +1,7 @@
 """Administration of eligibility and shifts over the API: it works, it is audited, and bad input
 is refused with a problem document and changes nothing."""
 
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -156,19 +154,7 @@ def test_only_admins_manage_duty(hub_app: HubApp) -> None:
 
 
 def _cli(hub_app: HubApp, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        IMAGING_HUB_DATABASE_URL=hub_app.database_url,
-        IMAGING_HUB_DATA_DIR=str(hub_app.data_dir),
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "imaging_hub", "admin", "duty", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return hub_app.admin_cli("duty", *args)
 
 
 def test_duty_cli(hub_app: HubApp) -> None:

@@ -1,6 +1,7 @@
 """UID rules (PS3.5 9.1): digits and dots, no leading zeros in components, at most 64 chars."""
 
 import re
+import uuid
 
 from imaging_hub.errors import InvalidUidError
 
@@ -30,3 +31,8 @@ def validate_uid(value: object, *, name: str = "UID") -> str:
     if UID_PATTERN.fullmatch(value) is None:
         raise InvalidUidError(f"{name} must contain only digits separated by single dots.")
     return value
+
+
+def new_uid() -> str:
+    """A fresh UID derived from a random UUID (``2.25.<uuid as integer>``, PS3.5 B.2)."""
+    return f"2.25.{uuid.uuid4().int}"

@@ -51,6 +51,7 @@ from imaging_hub.worklist.api import (
     gateways,
     ingest,
     notifications,
+    orders,
     stats,
     studies,
     worklist,
@@ -292,6 +293,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(conflicts.router)
     app.include_router(admin.router)
     app.include_router(duty.router)
+    app.include_router(orders.router)
     app.include_router(dicomweb.router, max_body_size=settings.dicomweb_max_request_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -105,77 +105,25 @@ def test_only_clinic_staff_register_orders(hub_app: HubApp) -> None:
     assert _count(hub_app) == before
 
 
+def _create(clinic: str, accession: str, when: str = "2026-11-23T10:00+08:00") -> list[str]:
+    return [
+        *("order", "create", clinic, "--accession", accession, "--patient-id", "PB1"),
+        *("--modality", "CR", "--scheduled-at", when),
+    ]
+
+
 def test_order_cli(hub_app: HubApp) -> None:
-    created = hub_app.admin_cli(
-        "order",
-        "create",
-        "clinic-b",
-        "--accession",
-        "B1",
-        "--patient-id",
-        "PB1",
-        "--modality",
-        "CR",
-        "--scheduled-at",
-        "2026-11-23T10:00+08:00",
-        "--patient-name",
-        "张^伟",
-    )
+    created = hub_app.admin_cli(*_create("clinic-b", "B1"), "--patient-name", "张^伟")
     assert created.returncode == 0, created.stdout + created.stderr
     assert "StudyInstanceUID 2.25." in created.stdout
     listed = hub_app.admin_cli("order", "list", "--clinic", "clinic-b")
     assert "B1" in listed.stdout and "张" not in listed.stdout  # no patient names printed
     before = _count(hub_app)
     for args, message in [
-        (
-            (
-                "order",
-                "create",
-                "hub",
-                "--accession",
-                "X",
-                "--patient-id",
-                "P",
-                "--modality",
-                "CR",
-                "--scheduled-at",
-                "2026-11-23T10:00+08:00",
-            ),
-            "clinics",
-        ),
-        (
-            (
-                "order",
-                "create",
-                "clinic-b",
-                "--accession",
-                "B1",
-                "--patient-id",
-                "P",
-                "--modality",
-                "CR",
-                "--scheduled-at",
-                "2026-11-23T10:00+08:00",
-            ),
-            "already has an order",
-        ),
-        (
-            (
-                "order",
-                "create",
-                "clinic-b",
-                "--accession",
-                "B2",
-                "--patient-id",
-                "P",
-                "--modality",
-                "CR",
-                "--scheduled-at",
-                "later",
-            ),
-            "ISO 8601",
-        ),
-        (("order", "cancel", "999"), "No order"),
+        (_create("hub", "X"), "clinics"),
+        (_create("clinic-b", "B1"), "already has an order"),
+        (_create("clinic-b", "B2", when="later"), "ISO 8601"),
+        (["order", "cancel", "999"], "No order"),
     ]:
         bad = hub_app.admin_cli(*args)
         assert bad.returncode != 0, args

@@ -126,8 +126,9 @@ def machine_lines(info: dict[str, str], peers: dict[str, str]) -> list[str]:
         f"Linux {info['kernel']}, Python {info['python']}",
         f"- Load average: {info['load']}",
         "- Peers: " + ", ".join(f"{k} {v}" for k, v in peers.items()),
-        "- The machine was shared with other engineers' test runs during the measurement: "
-        "absolute times drift; compare the ratios, which were measured in the same run.",
+        "- Other work on the machine shows in the load average above (2 cores; the benchmark "
+        "just before counts too): absolute times drift with it; compare the ratios, which were "
+        "measured in the same run.",
     ]
     return lines
 

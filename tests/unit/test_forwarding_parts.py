@@ -124,3 +124,29 @@ def test_transcoding_processes_are_started_and_warm_before_forwarding(tmp_path: 
     finally:
         forwarder.stop()
         spool.close()
+
+
+def test_an_upload_holds_back_its_last_piece_until_the_verification() -> None:
+    """forwarder._held_back: every piece but the last goes at once; the last only once the
+    verification passed; a refused or crashed verification stops the body short."""
+    from concurrent.futures import Future
+
+    from imaging_hub.dicom_gateway.forwarder import VerificationFailed, _held_back
+
+    passed: Future[str | None] = Future()
+    body = _held_back(iter([b"a", b"b", b"c"]), passed)
+    assert [next(body), next(body)] == [b"a", b"b"]
+    passed.set_result(None)
+    assert list(body) == [b"c"]
+
+    for outcome in ("refused", "crashed"):
+        verification: Future[str | None] = Future()
+        if outcome == "refused":
+            verification.set_result("Verification failed: the decoded pixels differ.")
+        else:
+            verification.set_exception(RuntimeError("worker died"))
+        sent = []
+        with pytest.raises(VerificationFailed):
+            for piece in _held_back(iter([b"a", b"b", b"c"]), verification):
+                sent.append(piece)
+        assert sent == [b"a", b"b"]

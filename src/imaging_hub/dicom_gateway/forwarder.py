@@ -178,7 +178,10 @@ def _held_back(chunks: Iterator[bytes], verification: "Future[str | None]") -> I
         if previous is not None:
             yield previous
         previous = chunk
-    failure = verification.result()
+    try:
+        failure = verification.result()
+    except Exception as exc:  # the transcoding process died: unverified, so not sent
+        failure = f"The verification could not run ({type(exc).__name__})."
     if failure is not None:
         raise VerificationFailed(failure)
     if previous is not None:

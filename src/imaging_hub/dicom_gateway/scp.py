@@ -246,7 +246,9 @@ class _DulEventQueue(_WakingQueue):
                 try:
                     ready, _, _ = select.select([self._peer, self._waiter], [], [], IDLE_WAIT)
                 except (OSError, ValueError):
-                    ready = []  # the socket closed: the DUL notices on its next read
+                    # The socket closed: the DUL is about to stop; do not spin meanwhile.
+                    time.sleep(IDLE_WAIT)
+                    ready = []
                 if self._waiter in ready:
                     with contextlib.suppress(OSError):
                         self._waiter.recv(4096)

@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 import pydicom
@@ -384,7 +385,14 @@ def test_parallel_first_instances_of_a_new_study_both_register(
     """A gateway uploads a new study's instances in parallel: both registrations find no
     study and both create one; the loser of that race runs again and joins the winner's study
     (it used to answer 409 and make the gateway wait for a retry)."""
-    store = FilesystemStore(tmp_path / "objects")
+    puts: list[str] = []
+
+    class CountingStore(FilesystemStore):
+        def put_stream(self, key: str, stream: BinaryIO, size: int) -> None:
+            puts.append(key)
+            super().put_stream(key, stream, size)
+
+    store = CountingStore(tmp_path / "objects")
     study_uid = generate_uid()
     datas = [_instance(study_uid, generate_uid(), generate_uid()) for _ in range(2)]
     barrier = threading.Barrier(2)
@@ -412,6 +420,8 @@ def test_parallel_first_instances_of_a_new_study_both_register(
     with ThreadPoolExecutor(2) as pool:
         created = list(pool.map(register, datas))
     assert created == [True, True]
+    # The loser ran again without storing its object a second time.
+    assert len(puts) == 2 and len(set(puts)) == 2
     with sessions() as session:
         study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
         assert study is not None

@@ -374,10 +374,9 @@ def verify_for_wan(
     exactly the pixels of *original* and keeps every other element; otherwise the reason."""
     target = UID(syntax)
     try:
-        ds = read_part10(original)
-        reference = read_part10(original)  # compared element by element, not modified
+        reference = read_part10(original)  # not modified: decoded and compared as read
         with tolerant_reading():
-            pixels = pydicom_pixel_array(ds, raw=True)
+            pixels = pydicom_pixel_array(reference, raw=True)
     except Exception as exc:
         return f"Verification failed: the original does not decode ({exc})."
     # The result must re-read, decode to the same pixels and keep the rest.

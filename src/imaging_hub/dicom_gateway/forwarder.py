@@ -347,14 +347,15 @@ class Forwarder:
         except (OSError, sqlite3.Error) as exc:
             log.error("spool purge failed: %s", exc)
 
-    def _start_prepare(self, item: SpooledInstance) -> "Future[Prepared] | None":
+    def _start_prepare(self, item: SpooledInstance) -> "tuple[bytes, Future[Prepared]] | None":
+        """The instance's bytes and its encoding, started in a transcoding process."""
         if self._prepare_pool is None or self.prepare is None:
             return None
         try:
             data = self.spool.read(item)
         except OSError:
             return None  # the upload reads again and parks the instance
-        return self._prepare_pool.submit(self.prepare.encode, data)
+        return data, self._prepare_pool.submit(self.prepare.encode, data)
 
     def _error(self, message: str) -> None:
         self.last_error = message
@@ -383,11 +384,14 @@ class Forwarder:
             )
             return Prepared(data)
 
-    def _upload(self, item: SpooledInstance, prepared: "Future[Prepared] | None" = None) -> None:
+    def _upload(
+        self, item: SpooledInstance, started_prepare: "tuple[bytes, Future[Prepared]] | None" = None
+    ) -> None:
         started = time.monotonic()
         self._started_at.setdefault(item.study_instance_uid, time.time())
+        prepared = started_prepare[1] if started_prepare is not None else None
         try:
-            data = self.spool.read(item)
+            data = started_prepare[0] if started_prepare is not None else self.spool.read(item)
         except OSError as exc:
             self.spool.park(item.sop_instance_uid, error=f"spool file unreadable: {exc}")
             log.error("instance %s: spool file unreadable", item.sop_instance_uid)

@@ -161,7 +161,7 @@ def register_instance(
     race to create its study (or patient, or series) row: the loser rolls back and runs again,
     and then finds the row the winner made. Only if that keeps happening does it raise Conflict.
     """
-    for _ in range(REGISTRATION_ATTEMPTS):
+    for attempt in range(REGISTRATION_ATTEMPTS):
         try:
             return _register_once(
                 session,
@@ -175,6 +175,8 @@ def register_instance(
                 expected_study_instance_uid=expected_study_instance_uid,
                 gateway_id=gateway_id,
                 now=now,
+                # A race is lost after the object was stored; a retry does not store it again.
+                object_stored=attempt > 0,
             )
         except _RegisteredConcurrently:
             continue
@@ -194,8 +196,9 @@ def _register_once(
     expected_study_instance_uid: str | None,
     gateway_id: int | None,
     now: Callable[[], datetime],
+    object_stored: bool,
 ) -> StoredInstance:
-    """One attempt of :func:`register_instance`.
+    """One attempt of :func:`register_instance` (*object_stored*: an earlier one stored it).
 
     Raises InvalidDicomError (unreadable, bad UIDs, checksum mismatch) or Conflict (UID known
     from another clinic). Nothing is stored or changed when it raises.
@@ -255,8 +258,9 @@ def _register_once(
         )
     # Object first, then the row: a crash in between leaves an object the next re-send
     # overwrites, never a row that points at nothing.
-    body.seek(0)
-    store.put_stream(key, body, size)
+    if not object_stored:
+        body.seek(0)
+        store.put_stream(key, body, size)
 
     at = now()
     try:

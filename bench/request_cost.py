@@ -1,7 +1,7 @@
-"""What one worklist request costs the hub: SQL statements and CPU time (issue 4).
+"""What one worklist or DICOMweb request costs the hub: SQL statements and CPU time (issues 4, 5).
 
     .venv/bin/python -m bench.request_cost [--sqlite] [--studies 20000] [--requests 200]
-                                           [--profile]
+                                           [--profile N] [--dicomweb]
 
 Wall-clock latency on a shared 2-core machine mostly measures the neighbours; these two numbers
 do not depend on machine load:
@@ -14,11 +14,16 @@ do not depend on machine load:
   path is measured: routing, dependencies, authentication, ORM, serialisation).
 
 The database is a throwaway PostgreSQL 15 cluster (the test peer) filled like bench/worklist.py,
-or a SQLite file with ``--sqlite``. Prints a table; writes nothing.
+or a SQLite file with ``--sqlite``. With ``--dicomweb`` the requests are WADO-RS instead (the
+CT frame of bench/dicomweb.py: one 512x512 16-bit slice, ~512 KB, as application/octet-stream;
+and its metadata), on the demo network with that one instance registered. Prints a table;
+writes nothing.
 """
 
 import argparse
 import asyncio
+import hashlib
+import io
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,15 +33,22 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import numpy as np
 import psycopg
+import pydicom
 from sqlalchemy import Engine, event
 from tests.worklist_support import issue_token
 
 from bench.worklist import fill, postgres_cluster
 from imaging_hub.config import HubSettings
+from imaging_hub.dicom.samples import sample_files
+from imaging_hub.dicom.uids import new_uid
+from imaging_hub.storage.filesystem import FilesystemStore
 from imaging_hub.worklist.app import create_app
 from imaging_hub.worklist.db import make_engine, make_session_factory, session_scope
+from imaging_hub.worklist.ingest import register_instance
 from imaging_hub.worklist.migrate import upgrade
+from imaging_hub.worklist.models import Institution
 from imaging_hub.worklist.seed import create_demo_network
 
 
@@ -107,7 +119,9 @@ class Counter:
         psycopg.Connection.rollback = counted_rollback  # type: ignore[method-assign]
 
 
-async def call(app: Any, method: str, path: str, query: str, token: str) -> tuple[int, bytes]:
+async def call(
+    app: Any, method: str, path: str, query: str, token: str, accept: str = "application/json"
+) -> tuple[int, bytes]:
     """One request straight into the ASGI app; (status, body)."""
     scope = {
         "type": "http",
@@ -122,6 +136,7 @@ async def call(app: Any, method: str, path: str, query: str, token: str) -> tupl
         "headers": [
             (b"host", b"127.0.0.1"),
             (b"authorization", f"Bearer {token}".encode()),
+            (b"accept", accept.encode()),
             (b"content-length", b"0"),
         ],
         "client": ("127.0.0.1", 50000),
@@ -150,11 +165,62 @@ async def call(app: Any, method: str, path: str, query: str, token: str) -> tupl
     return status, bytes(body)
 
 
-REQUESTS: list[tuple[str, str, str, str]] = [
-    ("POST /api/v1/worklist/next (radiologist)", "POST", "/api/v1/worklist/next", ""),
-    ("GET /api/v1/worklist (open studies)", "GET", "/api/v1/worklist", "status=unread&limit=100"),
-    ("GET /api/v1/worklist (no filter)", "GET", "/api/v1/worklist", "limit=100"),
+#: (label, method, path, query, Accept)
+Request = tuple[str, str, str, str, str]
+REQUESTS: list[Request] = [
+    ("POST /api/v1/worklist/next (radiologist)", "POST", "/api/v1/worklist/next", "", ""),
+    (
+        "GET /api/v1/worklist (open studies)",
+        "GET",
+        "/api/v1/worklist",
+        "status=unread&limit=100",
+        "",
+    ),
+    ("GET /api/v1/worklist (no filter)", "GET", "/api/v1/worklist", "limit=100", ""),
 ]
+#: bench/dicomweb.py's Accept for frames.
+OCTETS = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+
+
+def ct_slice() -> bytes:
+    """A 512x512 16-bit CT slice in Explicit VR Little Endian (~512 KB): the bundled CT's
+    header with fresh UIDs and Pixel Data of the benchmark corpus's size."""
+    (path,) = (p for p in sample_files() if p.name == "CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = new_uid(), new_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = new_uid()
+    ds.Rows = ds.Columns = 512
+    pixels = np.random.default_rng(5).integers(-1000, 2000, (512, 512), dtype=np.int16)
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def dicomweb_requests(sessions: Any, data_dir: Path) -> list[Request]:
+    """Register one CT slice for clinic-a; the WADO-RS requests of it."""
+    data = ct_slice()
+    with sessions() as session:
+        clinic = session.query(Institution).filter_by(code="clinic-a").one()
+        stored = register_instance(
+            session,
+            store=FilesystemStore(data_dir / "objects"),
+            clinic=clinic,
+            body=io.BytesIO(data),
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    path = (
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+    assert stored is not None
+    return [
+        ("GET WADO-RS CT frame (512 KB)", "GET", f"{path}/frames/1", "", OCTETS),
+        ("GET WADO-RS instance metadata", "GET", f"{path}/metadata", "", "application/dicom+json"),
+    ]
 
 
 @contextmanager
@@ -179,14 +245,20 @@ def measure(args: argparse.Namespace) -> None:
         with session_scope(make_session_factory(engine)) as s:
             create_demo_network(s, password="bench-password-not-secret")
         sessions = make_session_factory(engine)
-        t0 = time.perf_counter()
-        fill(sessions, studies=args.studies, unread=args.studies // 2, radiologists=4)
-        print(f"filled {args.studies} studies in {time.perf_counter() - t0:.1f} s")
-        rad = issue_token(sessions, "bench00")
-        admin = issue_token(sessions, "admin")
+        data_dir = Path(tmp) / "data"
+        if args.dicomweb:
+            requests = dicomweb_requests(sessions, data_dir)
+            rad = admin = issue_token(sessions, "rad1")
+        else:
+            t0 = time.perf_counter()
+            fill(sessions, studies=args.studies, unread=args.studies // 2, radiologists=4)
+            print(f"filled {args.studies} studies in {time.perf_counter() - t0:.1f} s")
+            requests = REQUESTS
+            rad = issue_token(sessions, "bench00")
+            admin = issue_token(sessions, "admin")
         engine.dispose()
 
-        app = create_app(HubSettings(data_dir=Path(tmp) / "data", database_url=url))
+        app = create_app(HubSettings(data_dir=data_dir, database_url=url))
         counter = Counter()
         hub_engine: Engine = app.state.hub.sessions.kw["bind"]
         counter.attach(hub_engine)
@@ -194,10 +266,11 @@ def measure(args: argparse.Namespace) -> None:
         rows = []
 
         async def run() -> None:
-            for label, method, path, query in REQUESTS:
+            for label, method, path, query, accept in requests:
                 token = rad if method == "POST" else admin
+                accept = accept or "application/json"
                 for _ in range(5):  # warm-up: imports, pool connections, caches
-                    status, body = await call(app, method, path, query, token)
+                    status, body = await call(app, method, path, query, token, accept)
                     assert status == 200, (status, body[:300])
                 counter.reset()
                 if args.profile:
@@ -206,7 +279,7 @@ def measure(args: argparse.Namespace) -> None:
                     yappi.start()
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 for _ in range(args.requests):
-                    status, body = await call(app, method, path, query, token)
+                    status, body = await call(app, method, path, query, token, accept)
                     assert status == 200, (status, body[:300])
                 if args.profile:
                     yappi.stop()
@@ -226,16 +299,17 @@ def measure(args: argparse.Namespace) -> None:
                 if args.profile:
                     print(f"--- profile (CPU, every thread): {label}")
                     stats = yappi.get_func_stats()
-                    stats.sort("ttot", "desc")
+                    stats.sort(args.sort, "desc")
                     stats.print_all(
-                        columns={0: ("name", 90), 1: ("ncall", 8), 3: ("ttot", 8)},
+                        columns={0: ("name", 90), 1: ("ncall", 8), 2: ("tsub", 8), 3: ("ttot", 8)},
                         limit=args.profile,
                     )
 
         asyncio.run(run())
         hub_engine.dispose()
     backend = "SQLite" if args.sqlite else "PostgreSQL"
-    print(f"\n{backend}, {args.studies} studies, {args.requests} requests each")
+    what = "one CT slice" if args.dicomweb else f"{args.studies} studies"
+    print(f"\n{backend}, {what}, {args.requests} requests each")
     print("| request | SQL statements | round trips | thread hops | commits | CPU ms | wall ms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, stmts, trips, hops, tx, cpu, wall in rows:
@@ -256,6 +330,14 @@ def main() -> None:
         default=0,
         metavar="N",
         help="print the N costliest functions (CPU, all threads; needs `pip install yappi`)",
+    )
+    parser.add_argument(
+        "--sort", default="ttot", choices=["ttot", "tsub"], help="profile order: total or own"
+    )
+    parser.add_argument(
+        "--dicomweb",
+        action="store_true",
+        help="WADO-RS requests of one CT slice (the CT frame of bench/dicomweb.py) instead",
     )
     measure(parser.parse_args())
 

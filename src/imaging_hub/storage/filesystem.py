@@ -17,6 +17,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +39,9 @@ MAX_SEGMENT_BYTES = 255
 TEMP_PREFIX = ".tmp-"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _check_segment(segment: str) -> None:
     if not segment:
         raise StorageError("An object key must not contain empty segments or a leading '/'.")
@@ -52,7 +56,7 @@ def _check_segment(segment: str) -> None:
 def _check_characters(text: str) -> None:
     if "\\" in text:
         raise StorageError("An object key must not contain backslashes.")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if _CONTROL.search(text) is not None:
         raise StorageError("An object key must not contain NUL or other control characters.")
     try:
         encoded = text.encode("utf-8")

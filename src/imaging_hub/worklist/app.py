@@ -273,6 +273,8 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.hsts = settings.tls_cert_file is not None
     app.state.hub = state
     _install_error_handlers(app)
+    # Before every FastAPI route: the hottest DICOMweb GETs (they fall through when invalid).
+    app.router.routes.extend(dicomweb.fast_routes)
 
     @app.get("/healthz", tags=["system"])
     def healthz() -> dict[str, str]:

@@ -28,7 +28,8 @@ A gateway permission (``gateway.*``) resolves to the calling :class:`Gateway` in
 import enum
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -45,6 +46,8 @@ from imaging_hub.worklist.models import (
     Study,
     User,
 )
+
+Principal = TypeVar("Principal", bound=User | Gateway)
 
 
 class Permission(enum.StrEnum):
@@ -186,6 +189,13 @@ def is_gateway_permission(permission: Permission | str) -> bool:
     return Permission(permission) in GRANTS[GATEWAY]
 
 
+def authorize(principal: Principal, permission: Permission) -> Principal:
+    """*principal* if it holds *permission*, else Forbidden (403) naming the permission."""
+    if not allowed(principal, permission):
+        raise Forbidden(f"Your account is not allowed to do this ({permission.value}).")
+    return principal
+
+
 def require(permission: Permission | str) -> Any:
     """A FastAPI dependency: authenticate the caller and check *permission*.
 
@@ -195,9 +205,7 @@ def require(permission: Permission | str) -> Any:
     perm = Permission(permission)
 
     async def check(principal: Any = Depends(authenticated_principal)) -> Any:  # no I/O
-        if not allowed(principal, perm):
-            raise Forbidden(f"Your account is not allowed to do this ({perm.value}).")
-        return principal
+        return authorize(principal, perm)
 
     check.__permission__ = perm  # type: ignore[attr-defined]
     check.__name__ = f"require_{perm.value.replace('.', '_')}"
@@ -279,30 +287,58 @@ def institution_subtree(session: Session, institution_id: int) -> set[int]:
     return set(session.scalars(institution_subtree_ids(institution_id)))
 
 
+@dataclass(frozen=True)
+class ScopeKey:
+    """Everything :func:`study_scope` depends on, read from the principal on every request."""
+
+    scope: Scope
+    user_id: int
+    institution_id: int
+    active: bool
+
+
+def scope_key(principal: User | Gateway) -> ScopeKey:
+    scope = scope_of(principal)
+    if isinstance(principal, Gateway):
+        return ScopeKey(scope, 0, principal.institution_id, True)
+    return ScopeKey(scope, principal.id, principal.institution_id, principal.is_active)
+
+
+@functools.lru_cache(maxsize=4096)
+def scope_condition(key: ScopeKey) -> ColumnElement[bool]:
+    """The SQL condition of :func:`study_scope` for *key*, built once per key.
+
+    Like :func:`institution_subtree_ids`, only the expression is kept (SQLAlchemy constructs are
+    immutable); the database evaluates it in every query, and the key is read from the caller on
+    every request, so a changed role, institution or account counts at once. One expression
+    object per key also lets statements that embed it be built once (see
+    ``imaging_hub.worklist.dicomweb.search``).
+    """
+    if key.scope is Scope.all:
+        return true()
+    if key.scope is Scope.clinic:
+        return Study.clinic_id == key.institution_id
+    if not key.active:
+        return false()
+    below = institution_subtree_ids(key.institution_id)
+    if key.scope is Scope.institution:
+        return Study.clinic_id.in_(below)
+    # Scope.assigned (consultants): studies held by them, or on which their institution was asked
+    # for a consultation (open or answered: the opinion stays readable), from below it.
+    asked = exists().where(
+        Consultation.study_id == Study.id,
+        Consultation.to_institution_id == key.institution_id,
+    )
+    return or_(Study.assigned_to_id == key.user_id, asked & Study.clinic_id.in_(below))
+
+
 def study_scope(session: Session, principal: User | Gateway) -> ColumnElement[bool]:
     """A SQL condition on :class:`Study` selecting exactly the studies *principal* may see.
 
     Use it in every query that lists or fetches studies (and join through Study for series,
     instances, reports): ``select(Study).where(study_scope(session, user))``.
     """
-    scope = scope_of(principal)
-    if scope is Scope.all:
-        return true()
-    if scope is Scope.clinic:
-        return Study.clinic_id == principal.institution_id
-    assert isinstance(principal, User)
-    if not principal.is_active:
-        return false()
-    below = institution_subtree_ids(principal.institution_id)
-    if scope is Scope.institution:
-        return Study.clinic_id.in_(below)
-    # Scope.assigned (consultants): studies held by them, or on which their institution was asked
-    # for a consultation (open or answered: the opinion stays readable), from below it.
-    asked = exists().where(
-        Consultation.study_id == Study.id,
-        Consultation.to_institution_id == principal.institution_id,
-    )
-    return or_(Study.assigned_to_id == principal.id, asked & Study.clinic_id.in_(below))
+    return scope_condition(scope_key(principal))
 
 
 def can_see_study(session: Session, principal: User | Gateway, study: Study) -> bool:

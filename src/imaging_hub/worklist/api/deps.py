@@ -79,6 +79,12 @@ _bearer = HTTPBearer(auto_error=False)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+async def bearer_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The ``Authorization: Bearer`` credentials as :data:`BearerDep` reads them (for routes
+    that authenticate without FastAPI's dependency solving)."""
+    return await _bearer(request)
+
+
 def csrf_token_for(session_token: str) -> str:
     """The CSRF token bound to a browser session (derived, so nothing extra is stored)."""
     return hashlib.sha256(f"csrf:{session_token}".encode()).hexdigest()

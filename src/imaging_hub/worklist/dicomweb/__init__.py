@@ -2,6 +2,7 @@
 
 Thin routers (``qido``, ``wado``, ``stow``) over domain modules: ``search`` (database, scope),
 ``retrieve`` (negotiation and streaming), ``storing`` (registration), ``multipart``.
+``fast_routes`` answer the hottest GETs in front of FastAPI's routing (see ``fast``).
 """
 
 from fastapi import APIRouter
@@ -13,4 +14,6 @@ router.include_router(qido.router)
 router.include_router(wado.router)
 router.include_router(stow.router)
 
-__all__ = ["router"]
+fast_routes = [*wado.fast_routes]
+
+__all__ = ["fast_routes", "router"]

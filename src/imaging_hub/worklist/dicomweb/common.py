@@ -1,18 +1,27 @@
 """Shared pieces of the DICOMweb routers: the caller, path parameters, URLs, JSON responses."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
 from imaging_hub.dicom.uids import UID_PATTERN
-from imaging_hub.worklist.api.deps import AuditDep, Auditor, SessionDep
+from imaging_hub.worklist.api.deps import (
+    AuditDep,
+    Auditor,
+    HubState,
+    SessionDep,
+    authenticated_principal,
+)
 from imaging_hub.worklist.dicomweb.search import InstanceRef, find_instances
 from imaging_hub.worklist.models import User
-from imaging_hub.worklist.policy import Permission, require
+from imaging_hub.worklist.policy import Permission, authorize, require
 
 PREFIX = "/dicomweb"
 DICOM_JSON = "application/dicom+json"
@@ -70,6 +79,30 @@ async def _storer(
 
 Reader = Annotated[Caller, Depends(_reader)]
 Storer = Annotated[Caller, Depends(_storer)]
+
+
+@contextmanager
+def open_caller(
+    request: Request,
+    state: HubState,
+    credentials: HTTPAuthorizationCredentials | None,
+    permission: Permission,
+) -> Iterator[Caller]:
+    """The caller as :data:`Reader` builds it, without FastAPI's dependency solving (for the
+    lean routes of :mod:`imaging_hub.worklist.dicomweb.fast`): a database session (closed at
+    the end), the credentials checked by :func:`authenticated_principal` on every request,
+    then *permission* (401 / 403 exactly as ``require``). Blocking: run it in a worker thread.
+    """
+    session = state.sessions()
+    try:
+        principal = authorize(
+            authenticated_principal(request, session, state, credentials), permission
+        )
+        assert isinstance(principal, User), "no gateway permission is a DICOMweb permission"
+        auditor = Auditor(session=session, request=request, batcher=state.access_batcher)
+        yield Caller(principal, session, auditor)
+    finally:
+        session.close()
 
 
 def base_url(request: Request) -> str:

@@ -13,10 +13,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from imaging_hub.dicom.uids import is_valid_uid
 from imaging_hub.errors import InvalidRequest, NotAcceptable
 from imaging_hub.worklist import audit
-from imaging_hub.worklist.api.deps import StateDep
-from imaging_hub.worklist.dicomweb.common import DICOM_JSON, PREFIX, Reader, Uid, base_url
+from imaging_hub.worklist.api.deps import HubState, StateDep
+from imaging_hub.worklist.dicomweb.common import (
+    DICOM_JSON,
+    PREFIX,
+    Caller,
+    Reader,
+    Uid,
+    base_url,
+)
+from imaging_hub.worklist.dicomweb.fast import FastGet
 from imaging_hub.worklist.dicomweb.multipart import (
     multipart_pieces,
     multipart_stream,
@@ -39,6 +48,7 @@ from imaging_hub.worklist.dicomweb.retrieve import (
     wants_multipart,
 )
 from imaging_hub.worklist.dicomweb.search import InstanceRef
+from imaging_hub.worklist.policy import Permission
 
 router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
 
@@ -123,7 +133,7 @@ for _level, _path, _endpoint in (
     )
 
 
-def _frames(request: Request, state: StateDep, ref: InstanceRef, numbers: list[int]) -> Response:
+def _frames(request: Request, state: HubState, ref: InstanceRef, numbers: list[int]) -> Response:
     choice = choose_frame_encoding(ref, parse_accept(request.headers.get("accept")))
     frames = read_frames(
         state.store, ref, numbers, decode=choice.decode, layouts=state.frame_layouts
@@ -133,10 +143,29 @@ def _frames(request: Request, state: StateDep, ref: InstanceRef, numbers: list[i
     return _multipart_in_memory(parts, content_type.split(";")[0])
 
 
-@router.get(
-    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
-    summary="WADO-RS: frames of an instance",
-)
+FRAMES = f"{INSTANCE}/frames/{{frames}}"
+MAX_FRAME_LIST = 2000
+
+
+def frames_answer(
+    caller: Caller,
+    state: HubState,
+    request: Request,
+    *,
+    study: str,
+    series: str,
+    instance: str,
+    frames: str,
+) -> Response:
+    """Frames of an instance (PS3.18 10.4.1.1.4), for both routes of this path."""
+    numbers = parse_frame_list(frames)
+    (ref,) = caller.instances(
+        audit.FRAMES_FETCHED, study_uid=study, series_uid=series, sop_uid=instance
+    )
+    return _frames(request, state, ref, numbers)
+
+
+@router.get(FRAMES, summary="WADO-RS: frames of an instance")
 def instance_frames(
     study: Uid,
     series: Uid,
@@ -144,13 +173,28 @@ def instance_frames(
     request: Request,
     caller: Reader,
     state: StateDep,
-    frames: str = Path(max_length=2000),
+    frames: str = Path(max_length=MAX_FRAME_LIST),
 ) -> Response:
-    numbers = parse_frame_list(frames)
-    (ref,) = caller.instances(
-        audit.FRAMES_FETCHED, study_uid=study, series_uid=series, sop_uid=instance
+    return frames_answer(
+        caller, state, request, study=study, series=series, instance=instance, frames=frames
     )
-    return _frames(request, state, ref, numbers)
+
+
+#: The same path answered in front of FastAPI's routing (see
+#: :mod:`imaging_hub.worklist.dicomweb.fast`): frames are what viewers fetch most.
+fast_routes = [
+    FastGet(
+        PREFIX + FRAMES,
+        lambda caller, state, request: frames_answer(caller, state, request, **request.path_params),
+        permission=Permission.dicomweb_read,
+        checks={
+            "study": is_valid_uid,
+            "series": is_valid_uid,
+            "instance": is_valid_uid,
+            "frames": lambda value: len(value) <= MAX_FRAME_LIST,
+        },
+    )
+]
 
 
 @router.get(

@@ -1,0 +1,207 @@
+"""The lean WADO-RS frames route (worklist/dicomweb/fast.py) answers exactly like the FastAPI
+route of the same path, for every caller and every kind of bad input, in one thread hop, and
+a revoked token, a disabled account or a moved account counts on the very next request."""
+
+import hashlib
+import io
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio.to_thread
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from imaging_hub.worklist.accounts import revoke_access_token
+from imaging_hub.worklist.dicomweb.fast import FastGet
+from imaging_hub.worklist.ingest import register_instance
+from imaging_hub.worklist.models import Institution, User
+from tests.conftest import SAMPLES
+from tests.security.conftest import HubApp
+
+OCTETS = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+DECODED = "multipart/related; type=application/octet-stream"
+# Native multi-frame, and JPEG-LS lossless (decoded on request, or sent as stored).
+NATIVE = SAMPLES / "by-modality/NM/NM-MONO2-16-13x-heart.dcm"
+JLS = SAMPLES / "by-modality/CR/RG2_JLSL.dcm"
+
+
+def _store(hub_app: HubApp, path: Any, clinic: str = "clinic-a") -> str:
+    """Register *path* for *clinic*; the WADO-RS URL of the instance."""
+    data = path.read_bytes()
+    with hub_app.sessions() as session:
+        institution = session.scalars(select(Institution).where(Institution.code == clinic)).one()
+        stored = register_instance(
+            session,
+            store=hub_app.app.state.hub.store,
+            clinic=institution,
+            body=io.BytesIO(data),
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+    return (
+        f"/dicomweb/studies/{stored.study_instance_uid}/series/{stored.series_instance_uid}"
+        f"/instances/{stored.sop_instance_uid}"
+    )
+
+
+@contextmanager
+def fastapi_routes_only(app: FastAPI) -> Iterator[None]:
+    """The app without its FastGet routes: every request goes through FastAPI's routing."""
+    saved = list(app.router.routes)
+    app.router.routes[:] = [r for r in saved if not isinstance(r, FastGet)]
+    try:
+        yield
+    finally:
+        app.router.routes[:] = saved
+
+
+def _normalized(response: httpx.Response) -> tuple[Any, ...]:
+    """Status, content type, WWW-Authenticate and body, with the random boundary replaced."""
+    content_type = response.headers.get("content-type", "")
+    body = response.content
+    boundary = re.search(r"boundary=([0-9a-f]+)", content_type)
+    if boundary:
+        content_type = content_type.replace(boundary.group(1), "B")
+        body = body.replace(boundary.group(1).encode(), b"B")
+    return (response.status_code, content_type, response.headers.get("www-authenticate"), body)
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts calls into the thread pool (FastAPI: one per blocking dependency and endpoint)."""
+    count = [0]
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return await run_sync(*args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return count
+
+
+def test_fast_frames_route_answers_exactly_like_the_fastapi_route(
+    hub_app: HubApp, hops: list[int]
+) -> None:
+    _compare_routes(hub_app, hops)
+
+
+@pytest.mark.postgres
+def test_fast_frames_route_on_postgres(pg_hub_app: HubApp, hops: list[int]) -> None:
+    _compare_routes(pg_hub_app, hops)
+
+
+def _compare_routes(hub_app: HubApp, hops: list[int]) -> None:
+    native, jls = _store(hub_app, NATIVE), _store(hub_app, JLS)
+    other_clinic = _store(hub_app, SAMPLES / "by-modality/CT/CT_small.dcm", clinic="clinic-b")
+    unknown = native.rsplit("/", 1)[0] + "/1.2.3.4.5"
+    tokens = {user: hub_app.mint_token(user) for user in ("rad1", "staff-a", "staff-b", "consult1")}
+    bearer = {user: {"Authorization": f"Bearer {token}"} for user, token in tokens.items()}
+    gateway = {"Authorization": f"Bearer {hub_app.gateway_tokens['clinic-a']}"}
+    cases: list[tuple[str, str, dict[str, str], str, int]] = [
+        ("GET", f"{native}/frames/1", bearer["rad1"], OCTETS, 200),
+        ("GET", f"{native}/frames/3,1,13", bearer["staff-a"], DECODED, 200),
+        ("GET", f"{jls}/frames/1", bearer["rad1"], OCTETS, 200),
+        ("GET", f"{jls}/frames/1", bearer["rad1"], DECODED, 200),
+        ("GET", f"{jls}/frames/1", bearer["rad1"], "image/jpeg", 406),
+        ("GET", f"{native}/frames/14", bearer["rad1"], OCTETS, 422),
+        ("GET", f"{native}/frames/0", bearer["rad1"], OCTETS, 400),
+        ("GET", f"{native}/frames/1,x", bearer["rad1"], OCTETS, 400),
+        ("GET", f"{native}/frames/{'1,' * 1000}1", bearer["rad1"], OCTETS, 422),
+        ("GET", f"{unknown}/frames/1", bearer["rad1"], OCTETS, 404),
+        ("GET", f"{other_clinic}/frames/1", bearer["staff-a"], OCTETS, 404),
+        ("GET", f"{native}/frames/1", bearer["staff-b"], OCTETS, 404),
+        ("GET", f"{native}/frames/1", bearer["consult1"], OCTETS, 404),
+        ("GET", f"{native}/frames/1", gateway, OCTETS, 403),
+        ("GET", f"{native}/frames/1", {}, OCTETS, 401),
+        ("GET", f"{native}/frames/1", {"Authorization": "Bearer not-a-token"}, OCTETS, 401),
+        ("GET", f"{native}/frames/1", {"Authorization": f"Basic {tokens['rad1']}"}, OCTETS, 401),
+        ("GET", native.replace("/series/", "/series/1.2.x") + "/frames/1", bearer["rad1"], "", 422),
+        (
+            "GET",
+            native.replace("/studies/", "/studies/" + "9" * 40) + "/frames/1",
+            bearer["rad1"],
+            "",
+            422,
+        ),
+        ("HEAD", f"{native}/frames/1", bearer["rad1"], OCTETS, 404),
+        ("POST", f"{native}/frames/1", bearer["rad1"], OCTETS, 405),
+    ]
+    client = hub_app.client
+    for method, path, headers, accept, status in cases:
+        request_headers = {**headers, "Accept": accept} if accept else headers
+        hops[0] = 0
+        fast = client.request(method, path, headers=request_headers)
+        fast_hops = hops[0]
+        with fastapi_routes_only(hub_app.app):
+            hops[0] = 0
+            slow = client.request(method, path, headers=request_headers)
+            slow_hops = hops[0]
+        assert fast.status_code == status, (method, path, accept, fast.text[:300])
+        assert _normalized(fast) == _normalized(slow), (method, path, accept)
+        if status != 200:
+            assert fast.headers["content-type"] == "application/problem+json"
+        if method == "GET" and status in (200, 400, 404, 406):
+            # The lean route makes one thread hop (plus, like FastAPI's, the error handler's or
+            # the streaming of a large answer), FastAPI one more per blocking dependency.
+            assert fast_hops < slow_hops, (path, accept, status, fast_hops, slow_hops)
+            if status == 200 and "content-length" in fast.headers:
+                assert fast_hops == 1, (path, accept, status, fast_hops)
+    # The browser's session cookie authenticates the lean route as well.
+    signed_in = client.post(
+        "/api/v1/auth/session",
+        data={"username": "staff-a", "password": hub_app.passwords["staff-a"]},
+    )
+    assert signed_in.status_code == 200
+    try:
+        fast = client.get(f"{native}/frames/2", headers={"Accept": OCTETS})
+        with fastapi_routes_only(hub_app.app):
+            slow = client.get(f"{native}/frames/2", headers={"Accept": OCTETS})
+        assert fast.status_code == 200
+        assert _normalized(fast) == _normalized(slow)
+    finally:
+        client.cookies.clear()
+
+
+def test_revocation_disabling_and_moving_count_on_the_next_frame_request(
+    hub_app: HubApp,
+) -> None:
+    native = _store(hub_app, NATIVE)
+    client = hub_app.client
+    frame = f"{native}/frames/1"
+
+    def fetch(token: str) -> httpx.Response:
+        return client.get(frame, headers={"Authorization": f"Bearer {token}", "Accept": OCTETS})
+
+    revoked = hub_app.mint_token("rad1")
+    assert fetch(revoked).status_code == 200
+    with hub_app.sessions() as session:
+        revoke_access_token(session, revoked)
+        session.commit()
+    refused = fetch(revoked)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"
+
+    token = hub_app.mint_token("rad2")
+    assert fetch(token).status_code == 200
+    with hub_app.sessions() as session:
+        rad2 = session.scalars(select(User).where(User.username == "rad2")).one()
+        clinic_b = session.scalars(select(Institution).where(Institution.code == "clinic-b")).one()
+        hub_institution = rad2.institution_id
+        rad2.institution_id = clinic_b.id  # clinic-a is no longer below rad2's institution
+        session.commit()
+    assert fetch(token).status_code == 404
+    with hub_app.sessions() as session:
+        rad2 = session.scalars(select(User).where(User.username == "rad2")).one()
+        rad2.institution_id = hub_institution
+        session.commit()
+    assert fetch(token).status_code == 200
+    with hub_app.sessions() as session:
+        rad2 = session.scalars(select(User).where(User.username == "rad2")).one()
+        rad2.is_active = False
+        session.commit()
+    assert fetch(token).status_code == 401

@@ -259,9 +259,22 @@ class TestFilesystemConfinement:
         with pytest.raises(StorageError):
             store.get("clinic-a/secret.dcm")
         with pytest.raises(StorageError):
+            store.read_range("clinic-a/secret.dcm", 0, 3)
+        with pytest.raises(StorageError):
             store.put("clinic-a/new.dcm", b"x")
         assert sorted(p.name for p in outside.iterdir()) == ["secret.dcm"]
         assert list(store.list("")) == []
+
+    def test_symlinked_object_is_refused(self, tmp_path: Path) -> None:
+        outside = tmp_path / "secret.dcm"
+        outside.write_bytes(b"secret")
+        store = FilesystemStore(tmp_path / "root")
+        store.put("c/a.dcm", b"1")
+        (store.root / "c" / "link.dcm").symlink_to(outside)
+        for read in (store.get, lambda key: store.read_range(key, 0, 3)):
+            with pytest.raises(StorageError) as refused:
+                read("c/link.dcm")
+            assert not isinstance(refused.value, ObjectNotFound)
 
     def test_no_temporary_files_are_left_behind(self, tmp_path: Path) -> None:
         store = FilesystemStore(tmp_path / "root")
@@ -278,6 +291,10 @@ class TestFilesystemConfinement:
         assert not store.exists("c/a")
         with pytest.raises(ObjectNotFound):
             store.get("c/a")
+        with pytest.raises(ObjectNotFound):
+            store.read_range("c/a", 0, 1)
+        with pytest.raises(ObjectNotFound):
+            store.read_range("c/a/b.dcm/x", 0, 1)
         with pytest.raises(StorageError):
             store.put("c/a", b"2")
         with pytest.raises(StorageError):

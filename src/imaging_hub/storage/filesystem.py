@@ -125,18 +125,25 @@ class FilesystemStore:
 
     # -- paths -------------------------------------------------------------------------------
 
-    def _inside_root(self, path: Path) -> bool:
-        resolved = Path(os.path.realpath(path))
-        return resolved == self._root or resolved.is_relative_to(self._root)
+    def _inside_root(self, path: Path | str) -> bool:
+        resolved = os.path.realpath(path)
+        root = str(self._root)
+        return resolved == root or resolved.startswith(root.rstrip(os.sep) + os.sep)
 
-    def _path(self, key: str) -> Path:
+    def _file(self, key: str) -> str:
+        """The file of *key* (a string path: reads run per request, pathlib costs there), after
+        checking the key, that its directory resolves inside the root, and that it is no
+        symbolic link."""
         validate_key(key)
-        path = self._root.joinpath(*key.split("/"))
-        if not self._inside_root(path.parent):
+        path = os.path.join(self._root, key)  # validated: relative, no '.', '..' or empty segments
+        if not self._inside_root(os.path.dirname(path)):
             raise StorageError("The object key resolves outside the object store root.")
-        if path.is_symlink():
+        if os.path.islink(path):
             raise StorageError("The object key names a symbolic link, which the store refuses.")
         return path
+
+    def _path(self, key: str) -> Path:
+        return Path(self._file(key))
 
     def _ensure_directory(self, directory: Path) -> None:
         """Create *directory* and missing parents, fsyncing each parent that gained an entry."""
@@ -247,13 +254,27 @@ class FilesystemStore:
                 raise StorageError("The object could not be read.") from exc
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
-        """Up to *length* bytes from *offset* (fewer at the end of the object): one pread."""
+        """Up to *length* bytes from *offset* (fewer at the end of the object): one pread.
+
+        On a file descriptor, not a file object (a frame request is little more than this);
+        ``O_NOFOLLOW`` refuses a symbolic link put in place after the check, too.
+        """
         _check_range(offset, length)
-        with self.open(key) as stream:
-            try:
-                return os.pread(stream.fileno(), length, offset)
-            except OSError as exc:
-                raise StorageError("The object could not be read.") from exc
+        path = self._file(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ObjectNotFound(f"No object is stored under key {key!r}.") from exc
+        except OSError as exc:
+            raise StorageError("The object could not be opened for reading.") from exc
+        try:
+            return os.pread(fd, length, offset)
+        except IsADirectoryError as exc:
+            raise ObjectNotFound(f"No object is stored under key {key!r}.") from exc
+        except OSError as exc:
+            raise StorageError("The object could not be read.") from exc
+        finally:
+            os.close(fd)
 
     def iter_chunks(self, key: str, chunk_size: int = COPY_CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the object in chunks; a missing object raises here, not on first iteration."""

@@ -5,8 +5,11 @@ tests check the swap happens on every association, that an idle association does
 that the wake-up sockets are closed with the association. dcmtk's echoscu/storescu are the peers.
 """
 
+import queue
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pydicom
@@ -36,6 +39,39 @@ class RecordingHandler(scp.StoreHandler):
 
 def test_reactor_internals_are_present() -> None:
     scp.check_reactor_internals()  # raises RuntimeError if pynetdicom changed under us
+
+
+def test_only_our_acceptor_reactors_skip_their_loop_sleep() -> None:
+    """make_ae swaps pynetdicom.association's ``time`` for one that skips the acceptor loop's
+    1 ms sleep on associations with a waiting message queue; every other sleep still sleeps."""
+    from pynetdicom import association
+
+    scp.make_ae("SLEEPS")
+    assert isinstance(association.time, scp._AssociationTime)
+    assert association.time.monotonic() <= time.monotonic()  # the rest is the time module
+
+    def slept(thread_dimse: Any, seconds: float) -> float:
+        result: list[float] = []
+
+        class Reactor(threading.Thread):
+            dimse = thread_dimse
+
+            def run(self) -> None:
+                started = time.perf_counter()
+                association.time.sleep(seconds)
+                result.append(time.perf_counter() - started)
+
+        reactor = Reactor()
+        reactor.start()
+        reactor.join()
+        return result[0]
+
+    waiting = SimpleNamespace(msg_queue=scp._DimseMessageQueue())
+    polling = SimpleNamespace(msg_queue=queue.Queue())
+    assert slept(waiting, scp.ACCEPTOR_LOOP_SLEEP) < scp.ACCEPTOR_LOOP_SLEEP / 2
+    assert slept(polling, scp.ACCEPTOR_LOOP_SLEEP) >= scp.ACCEPTOR_LOOP_SLEEP
+    assert slept(None, scp.ACCEPTOR_LOOP_SLEEP) >= scp.ACCEPTOR_LOOP_SLEEP
+    assert slept(waiting, 0.002) >= 0.002
 
 
 def test_presentation_contexts_copy_cheaply_and_completely() -> None:

@@ -286,8 +286,39 @@ def _recv_exact(peer: socket.socket, nr_bytes: int) -> bytearray:
     return buffer
 
 
+# The association reactor also sleeps 1 ms at the top of every loop (pynetdicom
+# Association._run_reactor: ``time.sleep(0.001)``), i.e. after every request it served and before
+# it looks for the next: about a fifth of a CT slice's time on one association. That sleep goes
+# through the ``time`` module pynetdicom.association imported; `_AssociationTime` stands in for it
+# and skips exactly that sleep on associations whose message queue waits (`_DimseMessageQueue`).
+ACCEPTOR_LOOP_SLEEP = 0.001
+
+
+class _AssociationTime:
+    """The ``time`` module as pynetdicom.association sees it (see above); all else unchanged."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        if seconds == ACCEPTOR_LOOP_SLEEP:
+            dimse = getattr(threading.current_thread(), "dimse", None)  # an Association thread
+            if dimse is not None and isinstance(dimse.msg_queue, _DimseMessageQueue):
+                return  # its msg_queue.get() waits instead
+        time.sleep(seconds)
+
+
+def _install_association_time() -> None:
+    from pynetdicom import association
+
+    if not isinstance(getattr(association, "time", None), _AssociationTime):
+        setattr(association, "time", _AssociationTime())  # noqa: B010  not exported: mypy
+
+
 def check_reactor_internals() -> None:
     """Fail at start-up, clearly, if pynetdicom no longer has what `_wake_reactors` replaces."""
+    from pynetdicom import association
     from pynetdicom.association import Association
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dul import DULServiceProvider
@@ -304,6 +335,8 @@ def check_reactor_internals() -> None:
         for name in names
         if not hasattr(owner, name)
     ]
+    if not isinstance(getattr(association, "time", None), type(time) | _AssociationTime):
+        missing.append("association.time")
     if missing or not (
         isinstance(probe.dul, DULServiceProvider) and isinstance(probe.dimse, DIMSEServiceProvider)
     ):
@@ -391,6 +424,7 @@ def make_ae(
     *allowed_calling_aes*, any other calling AE title is rejected at association (PS3.8 7.1.1.9).
     """
     check_reactor_internals()
+    _install_association_time()
     _copy_uids_by_reference()
     ae = AE(ae_title=ae_title)
     ae.maximum_associations = 32

@@ -6,7 +6,6 @@ original goes instead. A real hub process; the failing verification is forced by
 (no codec here produces a wrong file on demand), and said so.
 """
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,6 @@ def _forward(hub: HubProcess, tmp_path: Path, transcoder: WanTranscoder) -> tupl
         series_instance_uid=str(ds.SeriesInstanceUID),
         sop_class_uid=str(ds.SOPClassUID),
         transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-        sha256=hashlib.sha256(data).hexdigest(),
     )
     client = HubClient(hub.url, hub.gateway_tokens["clinic-a"], timeout=30)
     forwarder = Forwarder(

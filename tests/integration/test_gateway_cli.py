@@ -26,7 +26,6 @@ def _fill(root: Path) -> None:
             series_instance_uid=f"{study}.9",
             sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
             transfer_syntax_uid="1.2.840.10008.1.2.1",
-            sha256=f"{n:064d}",
             priority=priority,
         )
     (first,) = spool.lease(1)  # the STAT study goes first

@@ -2,6 +2,7 @@
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -15,7 +16,7 @@ from imaging_hub.dicom.attributes import (
     parse_instance,
     read_dataset,
 )
-from imaging_hub.dicom.checks import check_received_instance
+from imaging_hub.dicom.checks import check_received_dataset, check_received_instance
 from imaging_hub.errors import InvalidDicomError
 from tests.conftest import SAMPLES
 
@@ -174,3 +175,96 @@ def test_corrupt_binary_or_unknown_vrs_are_refused(target: bytes, replacement: b
     assert data.count(target) == 1
     with pytest.raises(InvalidDicomError, match="not a readable DICOM"):
         check_received_instance(data.replace(target, replacement))
+
+
+def _split_part10(data: bytes) -> tuple[bytes, str, str] | None:
+    """(data set, transfer syntax, SOP class) of a Part-10 file as C-STORE would deliver it;
+    None for files without a DICM prefix. The File Meta Information is walked element by
+    element (some files' group lengths are wrong)."""
+    if data[128:132] != b"DICM":
+        return None
+    offset, meta = 132, {}
+    while data[offset : offset + 2] == b"\x02\x00":
+        element = int.from_bytes(data[offset + 2 : offset + 4], "little")
+        vr = data[offset + 4 : offset + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR"):
+            length = int.from_bytes(data[offset + 8 : offset + 12], "little")
+            offset += 12
+        else:
+            length = int.from_bytes(data[offset + 6 : offset + 8], "little")
+            offset += 8
+        meta[element] = data[offset : offset + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        offset += length
+    if 0x0010 not in meta:
+        return None
+    return data[offset:], meta[0x0010], meta.get(0x0002, "")
+
+
+ALL_SAMPLES = sorted(SAMPLES.rglob("*.dcm"))
+
+
+def _outcome(check: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return check(*args, **kwargs)
+    except InvalidDicomError:
+        return "refused"
+
+
+def test_the_data_set_check_agrees_with_the_file_check_on_every_sample() -> None:
+    """The C-STORE handler checks the data set as received (no File Meta Information, Pixel
+    Data not copied); on every sample, good or malformed, it decides as the Part-10 check."""
+    compared = refused = 0
+    for path in ALL_SAMPLES:
+        data = path.read_bytes()
+        split = _split_part10(data)
+        if split is None:
+            continue
+        dataset, syntax, sop_class = split
+        whole = _outcome(check_received_instance, data)
+        alone = _outcome(
+            check_received_dataset, dataset, transfer_syntax_uid=syntax, sop_class_uid=sop_class
+        )
+        assert alone == whole, path
+        compared += 1
+        refused += whole == "refused"
+    assert compared > 120
+    assert refused >= 5  # the truncated samples above are among them
+
+
+NATIVE_SYNTAXES = SAMPLES / "by-transfer-syntax"
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "explicit-vr-le/CT1_UNC.explicit_little_endian.dcm",
+        "implicit-vr-le/CT1_UNC.implicit_little_endian.dcm",
+        "explicit-vr-be/CT1_UNC.explicit_big_endian.dcm",
+        "explicit-vr-be/US-RGB-8-epicard.dcm",
+    ],
+)
+@pytest.mark.parametrize("cut", [1, 7, 5000])
+def test_the_data_set_check_refuses_a_cut_native_image(row: str, cut: int) -> None:
+    """Native Pixel Data over DEFER_BYTES is measured, not copied: its length still counts."""
+    split = _split_part10((NATIVE_SYNTAXES / row).read_bytes())
+    assert split is not None
+    dataset, syntax, sop_class = split
+    checked = check_received_dataset(dataset, transfer_syntax_uid=syntax, sop_class_uid=sop_class)
+    assert checked.identity.transfer_syntax_uid == syntax
+    with pytest.raises(InvalidDicomError, match="truncated"):
+        check_received_dataset(dataset[:-cut], transfer_syntax_uid=syntax, sop_class_uid=sop_class)
+
+
+def test_the_data_set_check_takes_the_sop_class_of_the_request_when_the_data_set_lacks_one() -> (
+    None
+):
+    ds = pydicom.dcmread(JLS)
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    del ds.SOPClassUID
+    split = _split_part10(_bytes(ds))
+    assert split is not None
+    checked = check_received_dataset(
+        split[0], transfer_syntax_uid=syntax, sop_class_uid="1.2.840.10008.5.1.4.1.1.1"
+    )
+    assert checked.identity.sop_class_uid == "1.2.840.10008.5.1.4.1.1.1"
+    assert checked.identity.transfer_syntax_uid == syntax

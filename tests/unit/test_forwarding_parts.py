@@ -20,7 +20,6 @@ def _put(spool: Spool, n: int, *, study: str = "1.2.3", priority: int = 2) -> li
             series_instance_uid=f"{study}.9",
             sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
             transfer_syntax_uid="1.2.840.10008.1.2.1",
-            sha256=f"{i:064d}",
             priority=priority,
         )
         uids.append(uid)

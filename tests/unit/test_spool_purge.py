@@ -30,7 +30,6 @@ def _put(spool: Spool, study: str) -> tuple[str, Path]:
         series_instance_uid=str(ds.SeriesInstanceUID),
         sop_class_uid=str(ds.SOPClassUID),
         transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-        sha256=hashlib.sha256(data).hexdigest(),
     )
     return str(ds.SOPInstanceUID), spool.objects / study / f"{ds.SOPInstanceUID}.dcm"
 

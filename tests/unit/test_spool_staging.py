@@ -26,7 +26,6 @@ def _meta(data: bytes) -> dict[str, str]:
         "series_instance_uid": str(ds.SeriesInstanceUID),
         "sop_class_uid": str(ds.SOPClassUID),
         "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
-        "sha256": hashlib.sha256(data).hexdigest(),
     }
 
 
@@ -86,5 +85,25 @@ def test_commit_with_a_hostile_uid_drops_the_staged_copy(tmp_path: Path) -> None
             spool.commit(spool.stage(data), **meta)
         assert not list((tmp_path / "tmp").iterdir())
         assert _rows(tmp_path) == 0
+    finally:
+        spool.close()
+
+
+def test_staged_parts_become_one_file_hashed_as_a_whole(tmp_path: Path) -> None:
+    """The C-STORE handler stages the Part-10 header and the data set as received (no copy
+    joining them); the file and its recorded SHA-256 are those of the whole."""
+    data = SAMPLE.read_bytes()
+    spool = Spool(tmp_path)
+    try:
+        meta = _meta(data)
+        staged = spool.stage(data[:300], data[300:])
+        assert staged.size == len(data)
+        assert staged.digest.result() == hashlib.sha256(data).hexdigest()
+        assert spool.commit(staged, **meta) is True
+        study = tmp_path / "objects" / meta["study_instance_uid"]
+        assert (study / f"{meta['sop_instance_uid']}.dcm").read_bytes() == data
+        with sqlite3.connect(tmp_path / "index.sqlite3") as db:
+            (digest,) = db.execute("SELECT sha256 FROM instances").fetchone()
+        assert digest == hashlib.sha256(data).hexdigest()
     finally:
         spool.close()

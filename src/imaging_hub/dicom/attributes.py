@@ -214,12 +214,24 @@ def requested_priority(ds: Dataset) -> int:
     return min(ranks, default=PRIORITY_ROUTINE)
 
 
-def identify_instance(ds: Dataset) -> InstanceIdentity:
-    """The validated identifying UIDs of *ds*; raise InvalidDicomError when one is bad."""
-    ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta else None
+def _meta(meta: Any, keyword: str) -> Any:
+    return meta.get(keyword) if meta else None
+
+
+def identify_instance(
+    ds: Dataset, *, transfer_syntax_uid: str | None = None, sop_class_uid: str | None = None
+) -> InstanceIdentity:
+    """The validated identifying UIDs of *ds*; raise InvalidDicomError when one is bad.
+
+    The transfer syntax, and the SOP class when *ds* lacks its own, come from its File Meta
+    Information unless given (a data set received without one).
+    """
+    meta = getattr(ds, "file_meta", None)
+    ts = _meta(meta, "TransferSyntaxUID") if transfer_syntax_uid is None else transfer_syntax_uid
+    fallback = _meta(meta, "MediaStorageSOPClassUID") if sop_class_uid is None else sop_class_uid
     return InstanceIdentity(
         sop_class_uid=validate_uid(
-            str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID") or ""),
+            str(ds.get("SOPClassUID") or fallback or ""),
             name="SOPClassUID",
         ),
         sop_instance_uid=validate_uid(str(ds.get("SOPInstanceUID") or ""), name="SOPInstanceUID"),

@@ -21,12 +21,16 @@ import io
 import math
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
-from pydicom.tag import Tag
+from pydicom.filereader import read_dataset
+from pydicom.fileutil import read_undefined_length_value
+from pydicom.tag import SequenceDelimiterTag, Tag
+from pydicom.uid import UID
 
 from imaging_hub.dicom.attributes import (
     InstanceIdentity,
@@ -86,6 +90,58 @@ def _read(data: bytes) -> tuple[Dataset, bool]:
     return ds, ended_early
 
 
+#: Values longer than this are not copied while a received data set is parsed: Pixel Data is
+#: only measured (its length is checked against the data); other long values are sliced from
+#: the data afterwards (`_fill_deferred`) so that they are converted like any other.
+DEFER_BYTES = 64 * 1024
+
+
+def _read_dataset(dataset: bytes, transfer_syntax_uid: str) -> tuple[Dataset, bool, bytes]:
+    """Parse a data set without File Meta Information in *transfer_syntax_uid*, as dcmread
+    parses the data set of a file (PS3.5 A: Deflated is inflated first).
+
+    Returns the data set, whether pydicom hit the end of the data inside an element, and the
+    bytes the element offsets refer to (the inflated bytes for Deflated).
+    """
+    if len(dataset) < 8:
+        raise InvalidDicomError("The data is too short to be a DICOM dataset.")
+    syntax = UID(transfer_syntax_uid)
+    try:
+        implicit = syntax.is_implicit_VR
+        little = syntax.is_little_endian
+        deflated = syntax.is_deflated
+    except ValueError:  # not a transfer syntax pydicom knows: encapsulated ones are like this
+        implicit, little, deflated = False, True, False
+    try:
+        if deflated:
+            dataset = zlib.decompress(dataset, -zlib.MAX_WBITS)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = read_dataset(io.BytesIO(dataset), implicit, little, defer_size=DEFER_BYTES)
+            _fill_deferred(ds, dataset, little=little)
+    except Exception as exc:  # pydicom raises many kinds of errors on hostile bytes
+        raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
+    ended_early = any("End of file" in str(w.message) for w in caught)
+    return ds, ended_early, dataset
+
+
+def _fill_deferred(ds: Dataset, data: bytes, *, little: bool) -> None:
+    """Give deferred values their bytes from *data*, as pydicom would have read them, except
+    native (defined-length) Pixel Data, whose length `_check_lengths` checks."""
+    for tag in list(ds.keys()):
+        raw = _raw(ds, tag)
+        if raw is None or (raw.value is None and raw.length == 0) or raw.value is not None:
+            continue
+        if raw.length != UNDEFINED_LENGTH:
+            if tag != PIXEL_DATA:
+                ds[tag] = raw._replace(value=data[raw.value_tell : raw.value_tell + raw.length])
+            continue
+        stream = io.BytesIO(data)
+        stream.seek(raw.value_tell)
+        value = read_undefined_length_value(stream, little, SequenceDelimiterTag)
+        ds[tag] = raw._replace(value=value)
+
+
 def _raw(ds: Dataset, tag: Any) -> RawDataElement | None:
     item = ds.get_item(tag, keep_deferred=True)
     return item if isinstance(item, RawDataElement) else None
@@ -141,7 +197,9 @@ def _transfer_syntax(ds: Dataset) -> str:
     return str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
 
 
-def _check_encapsulated(ds: Dataset, raw: RawDataElement, data: bytes | None) -> None:
+def _check_encapsulated(
+    ds: Dataset, raw: RawDataElement, data: bytes | None, transfer_syntax_uid: str
+) -> None:
     value = bytes(raw.value or b"")
     end = raw.value_tell + len(value)
     if data is not None and data[end : end + 8] != SEQUENCE_DELIMITER:
@@ -159,7 +217,7 @@ def _check_encapsulated(ds: Dataset, raw: RawDataElement, data: bytes | None) ->
     # its absence near the end means the stream was cut. Some encoders pad or leave a few
     # bytes after it; decoders ignore them.
     if (
-        _transfer_syntax(ds) in JPEG_FAMILY_SYNTAXES
+        transfer_syntax_uid in JPEG_FAMILY_SYNTAXES
         and EOI_MARKER not in fragments[-1][-EOI_WINDOW:]
     ):
         raise InvalidDicomError(
@@ -168,7 +226,7 @@ def _check_encapsulated(ds: Dataset, raw: RawDataElement, data: bytes | None) ->
         )
 
 
-def check_pixel_data(ds: Dataset, data: bytes | None) -> None:
+def check_pixel_data(ds: Dataset, data: bytes | None, transfer_syntax_uid: str) -> None:
     """Raise InvalidDicomError if Pixel Data is present but incomplete (see module doc).
 
     *data* is what *ds* was read from; None when offsets do not refer to it (Deflated).
@@ -179,10 +237,10 @@ def check_pixel_data(ds: Dataset, data: bytes | None) -> None:
             raise InvalidDicomError("The Pixel Data element has no value.")
         return
     if raw.length == UNDEFINED_LENGTH:
-        _check_encapsulated(ds, raw, data)
+        _check_encapsulated(ds, raw, data, transfer_syntax_uid)
         return
     expected = expected_native_length(ds)
-    actual = len(raw.value or b"")
+    actual = raw.length if raw.value is None else len(raw.value)  # None: deferred, in the data
     if expected is not None and actual < expected:
         raise InvalidDicomError(
             f"The Pixel Data holds {actual} bytes but the image needs {expected}: "
@@ -232,31 +290,67 @@ def _convert_structured(ds: Dataset) -> None:
         raw = _raw(ds, tag)
         if raw is None:
             continue  # converted already
+        if raw.value is None and raw.length:
+            continue  # deferred Pixel Data (its length is checked): bytes as they are
         if raw.VR not in _TEXT_VRS or raw.length == UNDEFINED_LENGTH:
             ds[tag]
 
 
-def check_received_instance(data: bytes) -> CheckedInstance:
-    """Check Part-10 bytes received by C-STORE; raise InvalidDicomError when they are unusable.
-
-    Checks, in order: readable, not truncated, identifying UIDs valid, Pixel Data complete.
-    """
-    ds, ended_early = _read(data)
+def _check_parsed(
+    ds: Dataset,
+    *,
+    ended_early: bool,
+    data: bytes | None,
+    transfer_syntax_uid: str | None = None,
+    sop_class_uid: str | None = None,
+) -> CheckedInstance:
+    """The checks after parsing; *data* is what the offsets in *ds* refer to, if known."""
     if ended_early:
         raise InvalidDicomError("The data set ends before its last element does: it is truncated.")
     if len(ds) == 0:
         raise InvalidDicomError("The data does not contain any DICOM elements.")
+    syntax = _transfer_syntax(ds) if transfer_syntax_uid is None else transfer_syntax_uid
     try:
-        if _transfer_syntax(ds) == DEFLATED:  # offsets refer to the inflated stream
-            check_pixel_data(ds, None)
-        else:
+        if data is not None:
             _check_lengths(ds, len(data))
-            check_pixel_data(ds, data)
+        check_pixel_data(ds, data, syntax)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tolerant: odd values are the modality's business
             _convert_structured(ds)
-            return CheckedInstance(identity=identify_instance(ds), priority=requested_priority(ds))
+            identity = identify_instance(
+                ds, transfer_syntax_uid=transfer_syntax_uid, sop_class_uid=sop_class_uid
+            )
+            return CheckedInstance(identity=identity, priority=requested_priority(ds))
     except InvalidDicomError:
         raise
     except Exception as exc:
         raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
+
+
+def check_received_instance(data: bytes) -> CheckedInstance:
+    """Check Part-10 bytes (a STOW-RS part, a file); raise InvalidDicomError when unusable.
+
+    Checks, in order: readable, not truncated, identifying UIDs valid, Pixel Data complete.
+    """
+    ds, ended_early = _read(data)
+    deflated = _transfer_syntax(ds) == DEFLATED  # offsets refer to the inflated stream
+    return _check_parsed(ds, ended_early=ended_early, data=None if deflated else data)
+
+
+def check_received_dataset(
+    dataset: bytes, *, transfer_syntax_uid: str, sop_class_uid: str
+) -> CheckedInstance:
+    """Check a data set as C-STORE delivers it: no File Meta Information, encoded in the
+    presentation context's *transfer_syntax_uid*; *sop_class_uid* is the request's, used
+    when the data set lacks its own (as the File Meta Information would supply it).
+
+    The same checks as :func:`check_received_instance`, without copying Pixel Data.
+    """
+    ds, ended_early, parsed = _read_dataset(dataset, transfer_syntax_uid)
+    return _check_parsed(
+        ds,
+        ended_early=ended_early,
+        data=parsed,
+        transfer_syntax_uid=transfer_syntax_uid,
+        sop_class_uid=sop_class_uid,
+    )

@@ -50,6 +50,12 @@ def file_meta_bytes(
     return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
 
+def part10_header(**file_meta: str) -> bytes:
+    """Preamble, prefix and File Meta Information (see :func:`file_meta_bytes`): what goes
+    before the data set in a Part-10 file."""
+    return PREAMBLE + file_meta_bytes(**file_meta)
+
+
 def part10_bytes(dataset: bytes, **file_meta: str) -> bytes:
-    """Preamble, prefix, File Meta Information (see :func:`file_meta_bytes`), *dataset*."""
-    return b"".join((PREAMBLE, file_meta_bytes(**file_meta), dataset))
+    """A whole Part-10 file: :func:`part10_header` and *dataset*."""
+    return b"".join((part10_header(**file_meta), dataset))

@@ -8,7 +8,6 @@ status. Success (0x0000) is answered only after the spool has the instance fsync
 import contextlib
 import copy
 import functools
-import hashlib
 import logging
 import queue
 import select
@@ -32,8 +31,8 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from imaging_hub.dicom.checks import check_received_instance
-from imaging_hub.dicom.part10 import part10_bytes
+from imaging_hub.dicom.checks import check_received_dataset
+from imaging_hub.dicom.part10 import part10_header
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import InvalidDicomError, SpoolError
 
@@ -91,35 +90,39 @@ class StoreHandler:
     def handle_store(self, event: evt.Event) -> int:
         started = time.monotonic()
         calling = event.assoc.requestor.ae_title
+        sop_class_uid = str(getattr(event.request, "AffectedSOPClassUID", "") or "")
+        transfer_syntax_uid = str(event.context.transfer_syntax)
         try:
-            data = part10_bytes(
-                event.encoded_dataset(include_meta=False),
-                sop_class_uid=str(getattr(event.request, "AffectedSOPClassUID", "") or ""),
+            dataset = event.encoded_dataset(include_meta=False)
+            header = part10_header(
+                sop_class_uid=sop_class_uid,
                 sop_instance_uid=_affected_uid(event),
-                transfer_syntax_uid=str(event.context.transfer_syntax),
+                transfer_syntax_uid=transfer_syntax_uid,
                 implementation_uid=PYNETDICOM_IMPLEMENTATION_UID,
                 implementation_version=PYNETDICOM_IMPLEMENTATION_VERSION,
             )
         except Exception:
             log.warning("C-STORE from %s: dataset could not be encoded", calling)
             return self._refuse(STATUS_CANNOT_UNDERSTAND)
-        if len(data) > self.max_instance_bytes:
+        size = len(header) + len(dataset)
+        if size > self.max_instance_bytes:
             log.warning(
                 "C-STORE from %s refused: %d bytes exceed the limit of %d",
                 calling,
-                len(data),
+                size,
                 self.max_instance_bytes,
             )
             return self._refuse(STATUS_OUT_OF_RESOURCES)
-        # The file is written and fdatasync'd on a spool thread while this thread checks and
-        # hashes it (both release the GIL for most of their time): Success comes sooner.
+        # The Part-10 file is written, fdatasync'd and hashed on spool threads while this
+        # thread checks the data set (all but the check release the GIL): Success comes sooner.
         try:
-            staged = self.spool.stage(data)
+            staged = self.spool.stage(header, dataset)
         except RuntimeError:  # the spool is closing: the gateway is shutting down
             return STATUS_OUT_OF_RESOURCES
-        digest = hashlib.sha256(data).hexdigest()
         try:
-            checked = check_received_instance(data)
+            checked = check_received_dataset(
+                dataset, transfer_syntax_uid=transfer_syntax_uid, sop_class_uid=sop_class_uid
+            )
         except InvalidDicomError as exc:
             self.spool.discard(staged)
             log.warning(
@@ -141,8 +144,7 @@ class StoreHandler:
                 study_instance_uid=info.study_instance_uid,
                 series_instance_uid=info.series_instance_uid,
                 sop_class_uid=info.sop_class_uid,
-                transfer_syntax_uid=str(event.context.transfer_syntax),
-                sha256=digest,
+                transfer_syntax_uid=transfer_syntax_uid,
                 calling_ae=calling,
                 priority=checked.priority,
             )
@@ -155,7 +157,7 @@ class StoreHandler:
         log.debug(
             "stored %s (%d bytes) from %s in %.3fs",
             info.sop_instance_uid,
-            len(data),
+            size,
             calling,
             time.monotonic() - started,
         )

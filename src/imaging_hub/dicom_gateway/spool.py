@@ -95,28 +95,38 @@ class SpoolStats:
 
 @dataclass(frozen=True)
 class StagedFile:
-    """An instance being written to ``tmp/`` (see :meth:`Spool.stage`)."""
+    """An instance being written to ``tmp/`` and hashed (see :meth:`Spool.stage`)."""
 
     path: Path
     done: "Future[None]"
     size: int
+    digest: "Future[str]"
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    """Write *data* to a new file and fdatasync it (a failure removes the partial file)."""
+def _write_synced(path: Path, parts: tuple[bytes, ...]) -> None:
+    """Write *parts* one after the other to a new file and fdatasync it (a failure removes
+    the partial file)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             os.fdatasync(fd)
         finally:
             os.close(fd)
     except OSError:
         path.unlink(missing_ok=True)
         raise
+
+
+def _sha256(parts: tuple[bytes, ...]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -229,19 +239,28 @@ class Spool:
         validate_uid(sop_uid, name="SOPInstanceUID")
         return self.objects / study_uid / f"{sop_uid}.dcm"
 
-    def stage(self, data: bytes) -> "StagedFile":
-        """Start writing *data* to ``tmp/`` and fdatasync'ing it, on a background thread.
+    def stage(self, *parts: bytes) -> "StagedFile":
+        """Start writing *parts* (one file: a Part-10 header and the data set, say) to
+        ``tmp/`` and fdatasync'ing it, and computing its SHA-256, on background threads.
 
-        The caller checks the instance meanwhile (the write and the sync release the GIL), then
-        calls :meth:`commit` or :meth:`discard`. Nothing is promised until commit returns.
+        The caller checks the instance meanwhile (writing, syncing and hashing release the
+        GIL), then calls :meth:`commit` or :meth:`discard`. Nothing is promised until commit
+        returns.
         """
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
-        return StagedFile(tmp, self._writer.submit(_write_synced, tmp, data), len(data))
+        return StagedFile(
+            tmp,
+            self._writer.submit(_write_synced, tmp, parts),
+            sum(len(part) for part in parts),
+            self._writer.submit(_sha256, parts),
+        )
 
     def discard(self, staged: "StagedFile") -> None:
         """Drop a staged file (the instance was refused): nothing stays in the spool."""
         with contextlib.suppress(Exception):
             staged.done.result()
+        with contextlib.suppress(Exception):
+            staged.digest.result()
         staged.path.unlink(missing_ok=True)
 
     def commit(
@@ -253,7 +272,6 @@ class Spool:
         series_instance_uid: str,
         sop_class_uid: str,
         transfer_syntax_uid: str,
-        sha256: str,
         calling_ae: str = "",
         priority: int = 2,
     ) -> bool:
@@ -269,6 +287,7 @@ class Spool:
         except InvalidDicomError:
             self.discard(staged)
             raise
+        sha256 = staged.digest.result()
         with self._lock:
             row = self._db.execute(
                 "SELECT sha256, state FROM instances WHERE sop_instance_uid = ?",
@@ -318,7 +337,6 @@ class Spool:
         series_instance_uid: str,
         sop_class_uid: str,
         transfer_syntax_uid: str,
-        sha256: str,
         calling_ae: str = "",
         priority: int = 2,
     ) -> bool:
@@ -330,7 +348,6 @@ class Spool:
             series_instance_uid=series_instance_uid,
             sop_class_uid=sop_class_uid,
             transfer_syntax_uid=transfer_syntax_uid,
-            sha256=sha256,
             calling_ae=calling_ae,
             priority=priority,
         )

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pydicom
+import pytest
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -105,6 +106,7 @@ def test_every_association_gets_waking_queues_and_closes_them(tmp_path: Path) ->
             assert isinstance(assoc.dul.to_provider_queue, scp._WakingQueue)
             assert isinstance(assoc.dimse.msg_queue, scp._DimseMessageQueue)
             assert assoc.dul._run_loop_delay == 0
+            assert assoc.dimse.send_msg.func is scp._send_msg
             wake = assoc._imaging_hub_wake
             wait_until(lambda a=wake: all(s.fileno() == -1 for s in a) or None, timeout=5)
         # Instances still go through, several on one association.
@@ -144,3 +146,56 @@ def test_an_idle_association_does_not_spin(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         spool.close()
+
+
+def _store_response(**extra: Any) -> Any:
+    from pynetdicom.dimse_primitives import C_STORE
+
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    primitive.AffectedSOPInstanceUID = "1.2.3.4"
+    primitive.Status = 0x0000
+    for name, value in extra.items():
+        setattr(primitive, name, value)
+    return primitive
+
+
+@pytest.mark.parametrize(
+    ("extra", "handlers", "max_pdu", "direct"),
+    [
+        ({}, [], 0, True),
+        ({}, [], 16382, True),
+        ({"Status": 0xC000}, [], 0, True),
+        ({"Status": 0xC000, "ErrorComment": "bad"}, [], 0, False),
+        ({}, [("a debug logger", None)], 0, False),
+        ({}, [], 50, False),  # the response would not fit in one PDU
+    ],
+)
+def test_store_responses_are_encoded_directly_unless_pynetdicom_must(
+    extra: dict[str, Any], handlers: list[Any], max_pdu: int, direct: bool
+) -> None:
+    from imaging_hub.dicom.dimse import store_response_command
+
+    sent: list[Any] = []
+    fallback: list[Any] = []
+    dimse = SimpleNamespace(
+        assoc=SimpleNamespace(get_handlers=lambda event: handlers),
+        maximum_pdu_size=max_pdu,
+        dul=SimpleNamespace(send_pdu=sent.append),
+    )
+    primitive = _store_response(**extra)
+    scp._send_msg(dimse, lambda p, c: fallback.append((p, c)), primitive, 3)
+    if direct:
+        assert not fallback
+        (pdata,) = sent
+        command = store_response_command(
+            message_id=7,
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+            sop_instance_uid="1.2.3.4",
+            status=primitive.Status,
+        )
+        assert pdata.presentation_data_value_list == [(3, b"\x03" + command)]
+    else:
+        assert not sent
+        assert fallback == [(primitive, 3)]

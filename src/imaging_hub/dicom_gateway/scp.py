@@ -26,12 +26,16 @@ from pynetdicom import (
     AllStoragePresentationContexts,
     evt,
 )
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom import sop_class as pynetdicom_sop_class
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from imaging_hub.dicom.checks import check_received_dataset
+from imaging_hub.dicom.dimse import store_response_command
 from imaging_hub.dicom.part10 import part10_header
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import InvalidDicomError, SpoolError
@@ -379,7 +383,40 @@ def _wake_reactors(event: evt.Event) -> None:
     dul._run_loop_delay = 0  # the wait happens in events.get()
     assoc.dimse.msg_queue = _DimseMessageQueue()
     transport.recv = functools.partial(_recv_exact, peer)  # type: ignore[method-assign]
+    dimse = assoc.dimse
+    dimse.send_msg = functools.partial(_send_msg, dimse, dimse.send_msg)  # type: ignore[method-assign]
     setattr(assoc, "_imaging_hub_wake", (waiter, wake))  # noqa: B010  closed on EVT_CONN_CLOSE
+
+
+def _send_msg(dimse: Any, send_msg: Any, primitive: Any, context_id: int) -> None:
+    """DIMSEServiceProvider.send_msg, with plain C-STORE responses encoded directly.
+
+    A response without Error Comment or Offending Element (every Success, most refusals) is
+    encoded by `store_response_command` into one P-DATA, as pynetdicom would send it when its
+    maximum PDU size allows. Anything else, or an association with EVT_DIMSE_SENT handlers
+    (pynetdicom's debug logging binds one), goes through pynetdicom's encoder.
+    """
+    if (
+        type(primitive) is C_STORE
+        and primitive.MessageIDBeingRespondedTo is not None
+        and primitive.ErrorComment is None
+        and primitive.OffendingElement is None
+        and primitive.Status is not None
+        and not dimse.assoc.get_handlers(evt.EVT_DIMSE_SENT)
+    ):
+        command = store_response_command(
+            message_id=primitive.MessageIDBeingRespondedTo,
+            sop_class_uid=str(primitive.AffectedSOPClassUID or ""),
+            sop_instance_uid=str(primitive.AffectedSOPInstanceUID or ""),
+            status=primitive.Status,
+        )
+        limit = dimse.maximum_pdu_size
+        if not limit or len(command) + 6 <= limit:
+            pdata = P_DATA()
+            pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+            dimse.dul.send_pdu(pdata)
+            return
+    send_msg(primitive, context_id)
 
 
 def _close_wake(event: evt.Event) -> None:
@@ -427,6 +464,10 @@ def make_ae(
     """
     check_reactor_internals()
     _install_association_time()
+    if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+        # pynetdicom's own event logging (a handler on every PDU and message) only writes at
+        # INFO and DEBUG: unbound, it costs nothing. Enable the logger to get it back.
+        pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     _copy_uids_by_reference()
     ae = AE(ae_title=ae_title)
     ae.maximum_associations = 32

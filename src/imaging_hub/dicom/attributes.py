@@ -127,7 +127,12 @@ def is_stray_item(ds: Dataset, tag: Any) -> bool:
     if Tag(tag).group != ITEM_GROUP:
         return False
     raw = ds.get_item(tag, keep_deferred=True)
-    return isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH
+    return isinstance(raw, RawDataElement) and is_stray_raw(raw)
+
+
+def is_stray_raw(raw: RawDataElement) -> bool:
+    """:func:`is_stray_item` for a top-level element still raw."""
+    return raw.tag >> 16 == ITEM_GROUP and raw.length != UNDEFINED_LENGTH
 
 
 def read_dataset(data: bytes, *, stop_before_pixels: bool = True) -> Dataset:

@@ -35,7 +35,7 @@ from pydicom.uid import UID
 from imaging_hub.dicom.attributes import (
     InstanceIdentity,
     identify_instance,
-    is_stray_item,
+    is_stray_raw,
     requested_priority,
 )
 from imaging_hub.dicom.attributes import _int as int_attribute
@@ -96,12 +96,13 @@ def _read(data: bytes) -> tuple[Dataset, bool]:
 DEFER_BYTES = 64 * 1024
 
 
-def _read_dataset(dataset: bytes, transfer_syntax_uid: str) -> tuple[Dataset, bool, bytes]:
+def _read_dataset(dataset: bytes, transfer_syntax_uid: str) -> tuple[Dataset, bool, bytes, bool]:
     """Parse a data set without File Meta Information in *transfer_syntax_uid*, as dcmread
     parses the data set of a file (PS3.5 A: Deflated is inflated first).
 
-    Returns the data set, whether pydicom hit the end of the data inside an element, and the
-    bytes the element offsets refer to (the inflated bytes for Deflated).
+    Returns the data set, whether pydicom hit the end of the data inside an element, the
+    bytes the element offsets refer to (the inflated bytes for Deflated), and whether they are
+    little endian. Values over `DEFER_BYTES` are deferred (see `_fill_deferred`).
     """
     if len(dataset) < 8:
         raise InvalidDicomError("The data is too short to be a DICOM dataset.")
@@ -118,28 +119,41 @@ def _read_dataset(dataset: bytes, transfer_syntax_uid: str) -> tuple[Dataset, bo
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = read_dataset(io.BytesIO(dataset), implicit, little, defer_size=DEFER_BYTES)
-            _fill_deferred(ds, dataset, little=little)
     except Exception as exc:  # pydicom raises many kinds of errors on hostile bytes
         raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
     ended_early = any("End of file" in str(w.message) for w in caught)
-    return ds, ended_early, dataset
+    return ds, ended_early, dataset, little
 
 
-def _fill_deferred(ds: Dataset, data: bytes, *, little: bool) -> None:
+def _raw_elements(ds: Dataset) -> dict[Any, RawDataElement]:
+    """The top-level elements of *ds* still raw (not converted), by tag: every check below
+    looks at them, and reading them out of the Dataset once costs less than once per check."""
+    raws: dict[Any, RawDataElement] = {}
+    for tag in list(ds.keys()):
+        item = ds.get_item(tag, keep_deferred=True)
+        if isinstance(item, RawDataElement):
+            raws[tag] = item
+    return raws
+
+
+def _fill_deferred(
+    ds: Dataset, raws: dict[Any, RawDataElement], data: bytes, *, little: bool
+) -> None:
     """Give deferred values their bytes from *data*, as pydicom would have read them, except
     native (defined-length) Pixel Data, whose length `_check_lengths` checks."""
-    for tag in list(ds.keys()):
-        raw = _raw(ds, tag)
-        if raw is None or (raw.value is None and raw.length == 0) or raw.value is not None:
+    for tag, raw in raws.items():
+        if raw.value is not None or raw.length == 0:
             continue
         if raw.length != UNDEFINED_LENGTH:
-            if tag != PIXEL_DATA:
-                ds[tag] = raw._replace(value=data[raw.value_tell : raw.value_tell + raw.length])
-            continue
-        stream = io.BytesIO(data)
-        stream.seek(raw.value_tell)
-        value = read_undefined_length_value(stream, little, SequenceDelimiterTag)
-        ds[tag] = raw._replace(value=value)
+            if tag == PIXEL_DATA:
+                continue
+            value: bytes | None = data[raw.value_tell : raw.value_tell + raw.length]
+        else:
+            stream = io.BytesIO(data)
+            stream.seek(raw.value_tell)
+            value = read_undefined_length_value(stream, little, SequenceDelimiterTag)
+        raws[tag] = raw._replace(value=value)
+        ds[tag] = raws[tag]
 
 
 def _raw(ds: Dataset, tag: Any) -> RawDataElement | None:
@@ -147,10 +161,9 @@ def _raw(ds: Dataset, tag: Any) -> RawDataElement | None:
     return item if isinstance(item, RawDataElement) else None
 
 
-def _check_lengths(ds: Dataset, size: int) -> None:
-    for tag in list(ds.keys()):
-        raw = _raw(ds, tag)
-        if raw is None or raw.length == UNDEFINED_LENGTH:
+def _check_lengths(raws: dict[Any, RawDataElement], size: int) -> None:
+    for tag, raw in raws.items():
+        if raw.length == UNDEFINED_LENGTH:
             continue
         if raw.value_tell + raw.length > size:
             raise InvalidDicomError(
@@ -276,7 +289,7 @@ _TEXT_VRS = frozenset(
 )
 
 
-def _convert_structured(ds: Dataset) -> None:
+def _convert_structured(ds: Dataset, raws: dict[Any, RawDataElement]) -> None:
     """Convert every element whose conversion can fail (all but defined-length text), so that
     parse errors surface here and not at the hub.
 
@@ -284,12 +297,9 @@ def _convert_structured(ds: Dataset) -> None:
     machines, see :func:`~imaging_hub.dicom.attributes.is_stray_item`) are harmless and left
     as they are; the hub's reader steps over them.
     """
-    for tag in list(ds.keys()):
-        if is_stray_item(ds, tag):
+    for tag, raw in raws.items():
+        if is_stray_raw(raw):
             continue
-        raw = _raw(ds, tag)
-        if raw is None:
-            continue  # converted already
         if raw.value is None and raw.length:
             continue  # deferred Pixel Data (its length is checked): bytes as they are
         if raw.VR not in _TEXT_VRS or raw.length == UNDEFINED_LENGTH:
@@ -303,20 +313,28 @@ def _check_parsed(
     data: bytes | None,
     transfer_syntax_uid: str | None = None,
     sop_class_uid: str | None = None,
+    deferred_little_endian: bool | None = None,
 ) -> CheckedInstance:
-    """The checks after parsing; *data* is what the offsets in *ds* refer to, if known."""
+    """The checks after parsing; *data* is what the offsets in *ds* refer to, if known.
+
+    With *deferred_little_endian* (True or False), *ds* was read with values deferred
+    (`DEFER_BYTES`) from *data*, in that byte order.
+    """
     if ended_early:
         raise InvalidDicomError("The data set ends before its last element does: it is truncated.")
     if len(ds) == 0:
         raise InvalidDicomError("The data does not contain any DICOM elements.")
     syntax = _transfer_syntax(ds) if transfer_syntax_uid is None else transfer_syntax_uid
     try:
+        raws = _raw_elements(ds)
         if data is not None:
-            _check_lengths(ds, len(data))
+            _check_lengths(raws, len(data))
+            if deferred_little_endian is not None:
+                _fill_deferred(ds, raws, data, little=deferred_little_endian)
         check_pixel_data(ds, data, syntax)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tolerant: odd values are the modality's business
-            _convert_structured(ds)
+            _convert_structured(ds, raws)
             identity = identify_instance(
                 ds, transfer_syntax_uid=transfer_syntax_uid, sop_class_uid=sop_class_uid
             )
@@ -346,11 +364,12 @@ def check_received_dataset(
 
     The same checks as :func:`check_received_instance`, without copying Pixel Data.
     """
-    ds, ended_early, parsed = _read_dataset(dataset, transfer_syntax_uid)
+    ds, ended_early, parsed, little = _read_dataset(dataset, transfer_syntax_uid)
     return _check_parsed(
         ds,
         ended_early=ended_early,
         data=parsed,
         transfer_syntax_uid=transfer_syntax_uid,
         sop_class_uid=sop_class_uid,
+        deferred_little_endian=little,
     )

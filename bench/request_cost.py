@@ -262,6 +262,10 @@ def measure(args: argparse.Namespace) -> None:
         counter = Counter()
         hub_engine: Engine = app.state.hub.sessions.kw["bind"]
         counter.attach(hub_engine)
+        inline = app.state.hub.inline_sessions  # reads answered on the event loop (SQLite)
+        inline_engine: Engine | None = inline.kw["bind"] if inline is not None else None
+        if inline_engine is not None:
+            counter.attach(inline_engine)
         counter.count_thread_hops()
         rows = []
 
@@ -307,6 +311,8 @@ def measure(args: argparse.Namespace) -> None:
 
         asyncio.run(run())
         hub_engine.dispose()
+        if inline_engine is not None:
+            inline_engine.dispose()
     backend = "SQLite" if args.sqlite else "PostgreSQL"
     what = "one CT slice" if args.dicomweb else f"{args.studies} studies"
     print(f"\n{backend}, {what}, {args.requests} requests each")

@@ -352,6 +352,11 @@ class FrameLayoutCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def peek(self, key: tuple[str, str]) -> FrameLayout | None:
+        """The cached layout for *key*, or None (nothing is loaded)."""
+        with self._lock:
+            return self._entries.get(key)
+
     def get(self, key: tuple[str, str], load: Callable[[], FrameLayout]) -> FrameLayout:
         """The cached layout for *key*, else ``load()`` (outside the lock), remembered."""
         with self._lock:

@@ -58,7 +58,7 @@ from imaging_hub.worklist.api import (
 )
 from imaging_hub.worklist.api.deps import HubState, Unauthenticated
 from imaging_hub.worklist.assignment import sweep
-from imaging_hub.worklist.db import make_engine, make_session_factory
+from imaging_hub.worklist.db import make_engine, make_inline_engine, make_session_factory
 from imaging_hub.worklist.ingest import LeasePolicy, SlaPolicy
 from imaging_hub.worklist.middleware import (
     AccessLogMiddleware,
@@ -231,10 +231,18 @@ def static_dir() -> Path:
 def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> FastAPI:
     """Build the hub app. The database must already be migrated (``imaging-hub db upgrade``)."""
     engine = make_engine(settings.resolved_database_url())
+    store = store or make_store(settings)
+    # Frame reads answered on the event loop: a local SQLite file and local files only.
+    inline_engine = (
+        make_inline_engine(settings.resolved_database_url())
+        if isinstance(store, FilesystemStore)
+        else None
+    )
     state = HubState(
         settings=settings,
         sessions=make_session_factory(engine),
-        store=store or make_store(settings),
+        inline_sessions=make_session_factory(inline_engine) if inline_engine else None,
+        store=store,
         sla=SlaPolicy(
             stat=timedelta(minutes=settings.sla_stat_minutes),
             urgent=timedelta(minutes=settings.sla_urgent_minutes),
@@ -260,6 +268,8 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
             stop.set()
             sweeper.join(timeout=10)
             engine.dispose()
+            if inline_engine is not None:
+                inline_engine.dispose()
 
     app = HubFastAPI(
         title="imaging-hub",

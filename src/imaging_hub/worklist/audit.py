@@ -174,6 +174,13 @@ class AccessBatcher:
             self._seen[key] = now
             return True
 
+    def recorded_recently(self, key: tuple[str, str, str], now: float | None = None) -> bool:
+        """Whether :meth:`should_record` would answer False now (it marks nothing)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last = self._seen.get(key)
+        return last is not None and now - last < self.window
+
     def forget(self, key: tuple[str, str, str]) -> None:
         """Undo :meth:`should_record` when the transaction that recorded the event failed."""
         with self._lock:

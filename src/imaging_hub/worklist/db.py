@@ -4,15 +4,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL mode, foreign keys and a busy timeout."""
+def make_engine(url: str, *, busy_timeout: float = 30, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL mode, foreign keys and a busy timeout (seconds)."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout}, **kwargs
         )
 
         @event.listens_for(engine, "connect")
@@ -33,6 +33,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_inline_engine(url: str) -> Engine | None:
+    """An engine for short reads on the event loop, or None unless *url* is a SQLite file.
+
+    One connection (reads on the event loop run one after the other), never waited for, and a
+    busy timeout of 20 ms: in WAL mode readers do not wait for writers, so a read that would
+    wait is unusual, and it is answered in a worker thread instead (see
+    imaging_hub.worklist.dicomweb.fast). PostgreSQL reads are network round trips: never there.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return make_engine(url, busy_timeout=0.02, pool_size=1, max_overflow=0, pool_timeout=0)
 
 
 @contextmanager

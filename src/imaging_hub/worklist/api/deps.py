@@ -47,6 +47,9 @@ class HubState:
     access_batcher: audit.AccessBatcher = field(default_factory=audit.AccessBatcher)
     frame_layouts: FrameLayoutCache = field(default_factory=FrameLayoutCache)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    #: Sessions for reads answered on the event loop (imaging_hub.worklist.dicomweb.fast): only
+    #: when the database is a local SQLite file and the objects are local files; None otherwise.
+    inline_sessions: sessionmaker[Session] | None = None
 
 
 class Unauthenticated(Exception):
@@ -181,6 +184,14 @@ class Auditor:
             detail=detail,
         )
 
+    def _access_key(self, action: str, study_uid: str) -> tuple[str, str, str]:
+        key = str(getattr(self.request.state, "session_key", client_ip(self.request)))
+        return (key, action, study_uid)
+
+    def access_recorded_recently(self, action: str, *, study_uid: str) -> bool:
+        """Whether :meth:`access` would record nothing now (a write) for this read."""
+        return self.batcher.recorded_recently(self._access_key(action, study_uid))
+
     def access(
         self,
         action: str,
@@ -191,7 +202,7 @@ class Auditor:
         detail: dict[str, Any] | None = None,
     ) -> AuditEvent | None:
         """A read of patient data, recorded once per (session, action, study) per window."""
-        key = str(getattr(self.request.state, "session_key", client_ip(self.request)))
+        key, _, _ = self._access_key(action, study_uid)
         return audit.record_access(
             self.session,
             batcher=self.batcher,

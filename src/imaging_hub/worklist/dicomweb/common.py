@@ -29,16 +29,28 @@ DICOM_JSON = "application/dicom+json"
 Uid = Annotated[str, Path(max_length=64, pattern=UID_PATTERN.pattern)]
 
 
+class NeedsWorker(Exception):
+    """An answer being made on the event loop would write or do long work: it is made again
+    in a worker thread (see :mod:`imaging_hub.worklist.dicomweb.fast`)."""
+
+
 @dataclass
 class Caller:
-    """The authenticated DICOMweb caller with the request's database session and audit trail."""
+    """The authenticated DICOMweb caller with the request's database session and audit trail.
+
+    *inline*: the answer is being made on the event loop, where nothing may write or take
+    long; what would raises :class:`NeedsWorker` first, before any effect.
+    """
 
     user: User
     session: Session
     auditor: Auditor
+    inline: bool = False
 
     def audit(self, action: str, *, study_uid: str = "") -> None:
         """Record a read of patient data (once per session, action and study per window)."""
+        if self.inline and not self.auditor.access_recorded_recently(action, study_uid=study_uid):
+            raise NeedsWorker("The access is to be recorded: a database write.")
         if self.auditor.access(action, study_uid=study_uid, object_type="dicomweb") is not None:
             self.session.commit()
 
@@ -87,20 +99,26 @@ def open_caller(
     state: HubState,
     credentials: HTTPAuthorizationCredentials | None,
     permission: Permission,
+    *,
+    inline: bool = False,
 ) -> Iterator[Caller]:
     """The caller as :data:`Reader` builds it, without FastAPI's dependency solving (for the
     lean routes of :mod:`imaging_hub.worklist.dicomweb.fast`): a database session (closed at
     the end), the credentials checked by :func:`authenticated_principal` on every request,
-    then *permission* (401 / 403 exactly as ``require``). Blocking: run it in a worker thread.
+    then *permission* (401 / 403 exactly as ``require``). Blocking: run it in a worker thread,
+    or with *inline* (bearer credentials only: a browser session may be extended, a write)
+    on the event loop, on ``state.inline_sessions``.
     """
-    session = state.sessions()
+    if inline and (state.inline_sessions is None or credentials is None):
+        raise NeedsWorker("Only bearer requests on a local database are answered inline.")
+    session = state.inline_sessions() if inline and state.inline_sessions else state.sessions()
     try:
         principal = authorize(
             authenticated_principal(request, session, state, credentials), permission
         )
         assert isinstance(principal, User), "no gateway permission is a DICOMweb permission"
         auditor = Auditor(session=session, request=request, batcher=state.access_batcher)
-        yield Caller(principal, session, auditor)
+        yield Caller(principal, session, auditor, inline=inline)
     finally:
         session.close()
 

@@ -205,6 +205,17 @@ def read_frames(
         return read_stored_frames(stream, numbers, decode=decode)
 
 
+def cheap_read_bytes(
+    ref: InstanceRef, numbers: Sequence[int], *, decode: bool, layouts: FrameLayoutCache
+) -> int | None:
+    """The bytes :func:`read_frames` would read if it were only ranged reads by a cached
+    layout, else None (it would read the header, or decode)."""
+    layout = layouts.peek((ref.object_key, ref.sha256)) if ref.sha256 else None
+    if layout is None or layout.ranges is None or not (layout.native or not decode):
+        return None
+    return sum(layout.frame_range(number)[1] for number in numbers)
+
+
 def frame_content_type(frames: FrameSet) -> str:
     return f"{frames.media_type}; transfer-syntax={frames.transfer_syntax_uid}"
 

@@ -21,11 +21,12 @@ from imaging_hub.worklist.dicomweb.common import (
     DICOM_JSON,
     PREFIX,
     Caller,
+    NeedsWorker,
     Reader,
     Uid,
     base_url,
 )
-from imaging_hub.worklist.dicomweb.fast import FastGet
+from imaging_hub.worklist.dicomweb.fast import INLINE_READ_BYTES, FastGet
 from imaging_hub.worklist.dicomweb.multipart import (
     multipart_pieces,
     multipart_stream,
@@ -34,6 +35,7 @@ from imaging_hub.worklist.dicomweb.multipart import (
 )
 from imaging_hub.worklist.dicomweb.retrieve import (
     RenderOptions,
+    cheap_read_bytes,
     choose_frame_encoding,
     choose_syntaxes,
     frame_content_type,
@@ -133,8 +135,14 @@ for _level, _path, _endpoint in (
     )
 
 
-def _frames(request: Request, state: HubState, ref: InstanceRef, numbers: list[int]) -> Response:
+def _frames(
+    request: Request, state: HubState, ref: InstanceRef, numbers: list[int], *, inline: bool = False
+) -> Response:
     choice = choose_frame_encoding(ref, parse_accept(request.headers.get("accept")))
+    if inline:  # on the event loop: only ranged reads by a cached layout, and not too many bytes
+        size = cheap_read_bytes(ref, numbers, decode=choice.decode, layouts=state.frame_layouts)
+        if size is None or size > INLINE_READ_BYTES:
+            raise NeedsWorker("These frames need the header read, decoding or a large read.")
     frames = read_frames(
         state.store, ref, numbers, decode=choice.decode, layouts=state.frame_layouts
     )
@@ -162,7 +170,7 @@ def frames_answer(
     (ref,) = caller.instances(
         audit.FRAMES_FETCHED, study_uid=study, series_uid=series, sop_uid=instance
     )
-    return _frames(request, state, ref, numbers)
+    return _frames(request, state, ref, numbers, inline=caller.inline)
 
 
 @router.get(FRAMES, summary="WADO-RS: frames of an instance")

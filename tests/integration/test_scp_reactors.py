@@ -6,6 +6,7 @@ that the wake-up sockets are closed with the association. dcmtk's echoscu/stores
 """
 
 import queue
+import socket
 import threading
 import time
 from pathlib import Path
@@ -42,37 +43,45 @@ def test_reactor_internals_are_present() -> None:
     scp.check_reactor_internals()  # raises RuntimeError if pynetdicom changed under us
 
 
-def test_only_our_acceptor_reactors_skip_their_loop_sleep() -> None:
-    """make_ae swaps pynetdicom.association's ``time`` for one that skips the acceptor loop's
-    1 ms sleep on associations with a waiting message queue; every other sleep still sleeps."""
-    from pynetdicom import association
+def test_only_our_reactors_skip_their_loop_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_ae swaps the ``time`` of pynetdicom.association and pynetdicom.dul for one that
+    skips the acceptor loop's 1 ms sleep and the DUL loop's sleep(0) on threads whose queues
+    wait (ours); every other sleep, on any thread, still sleeps."""
+    from pynetdicom import association, dul
 
     scp.make_ae("SLEEPS")
-    assert isinstance(association.time, scp._AssociationTime)
-    assert association.time.monotonic() <= time.monotonic()  # the rest is the time module
+    assert isinstance(association.time, scp._ReactorTime)
+    assert isinstance(dul.time, scp._ReactorTime)
+    assert dul.time.monotonic() <= time.monotonic()  # the rest is the time module
+    slept: list[float] = []
+    monkeypatch.setattr(scp, "time", SimpleNamespace(sleep=slept.append))
 
-    def slept(thread_dimse: Any, seconds: float) -> float:
-        result: list[float] = []
-
-        class Reactor(threading.Thread):
-            dimse = thread_dimse
-
-            def run(self) -> None:
-                started = time.perf_counter()
-                association.time.sleep(seconds)
-                result.append(time.perf_counter() - started)
-
-        reactor = Reactor()
+    def sleeps(seconds: float, **attributes: Any) -> bool:
+        """Whether sleep(seconds) on a thread with *attributes* reached time.sleep."""
+        slept.clear()
+        reactor = threading.Thread(target=lambda: association.time.sleep(seconds))
+        for name, value in attributes.items():
+            setattr(reactor, name, value)
         reactor.start()
         reactor.join()
-        return result[0]
+        return slept == [seconds]
 
-    waiting = SimpleNamespace(msg_queue=scp._DimseMessageQueue())
-    polling = SimpleNamespace(msg_queue=queue.Queue())
-    assert slept(waiting, scp.ACCEPTOR_LOOP_SLEEP) < scp.ACCEPTOR_LOOP_SLEEP / 2
-    assert slept(polling, scp.ACCEPTOR_LOOP_SLEEP) >= scp.ACCEPTOR_LOOP_SLEEP
-    assert slept(None, scp.ACCEPTOR_LOOP_SLEEP) >= scp.ACCEPTOR_LOOP_SLEEP
-    assert slept(waiting, 0.002) >= 0.002
+    waiting_dimse = SimpleNamespace(msg_queue=scp._DimseMessageQueue())
+    polling_dimse = SimpleNamespace(msg_queue=queue.Queue())
+    a, b = socket.socketpair()
+    try:
+        waiting_events = scp._DulEventQueue(a, b, a)
+        assert not sleeps(scp.ACCEPTOR_LOOP_SLEEP, dimse=waiting_dimse)
+        assert sleeps(scp.ACCEPTOR_LOOP_SLEEP, dimse=polling_dimse)
+        assert sleeps(scp.ACCEPTOR_LOOP_SLEEP)
+        assert sleeps(0.002, dimse=waiting_dimse)
+        assert not sleeps(scp.DUL_LOOP_SLEEP, event_queue=waiting_events)
+        assert sleeps(scp.DUL_LOOP_SLEEP, event_queue=queue.Queue())
+        assert sleeps(scp.DUL_LOOP_SLEEP)  # another thread waiting for a DUL to stop
+        assert sleeps(scp.ACCEPTOR_LOOP_SLEEP, event_queue=waiting_events)
+    finally:
+        a.close()
+        b.close()
 
 
 def test_presentation_contexts_copy_cheaply_and_completely() -> None:

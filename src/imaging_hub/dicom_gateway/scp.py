@@ -292,16 +292,21 @@ def _recv_exact(peer: socket.socket, nr_bytes: int) -> bytearray:
     return buffer
 
 
-# The association reactor also sleeps 1 ms at the top of every loop (pynetdicom
-# Association._run_reactor: ``time.sleep(0.001)``), i.e. after every request it served and before
-# it looks for the next: about a fifth of a CT slice's time on one association. That sleep goes
-# through the ``time`` module pynetdicom.association imported; `_AssociationTime` stands in for it
-# and skips exactly that sleep on associations whose message queue waits (`_DimseMessageQueue`).
+# Both reactor loops also sleep by themselves: the association reactor 1 ms at the top of every
+# loop (pynetdicom Association._run_reactor: ``time.sleep(0.001)``), i.e. after every request it
+# served and before it looks for the next, about a fifth of a CT slice's time on one
+# association; and the DUL ``time.sleep(0)`` after every loop that found no event, which hands
+# the GIL to any other thread and waits to get it back (the association thread finishing a
+# response, say) before it sends what was just queued. Those sleeps go through the ``time``
+# module pynetdicom.association and pynetdicom.dul imported; `_ReactorTime` stands in for it and
+# skips exactly those sleeps on threads whose queues wait instead (`_DimseMessageQueue`,
+# `_DulEventQueue`).
 ACCEPTOR_LOOP_SLEEP = 0.001
+DUL_LOOP_SLEEP = 0
 
 
-class _AssociationTime:
-    """The ``time`` module as pynetdicom.association sees it (see above); all else unchanged."""
+class _ReactorTime:
+    """The ``time`` module as pynetdicom's reactors see it (see above); all else unchanged."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
@@ -312,19 +317,24 @@ class _AssociationTime:
             dimse = getattr(threading.current_thread(), "dimse", None)  # an Association thread
             if dimse is not None and isinstance(dimse.msg_queue, _DimseMessageQueue):
                 return  # its msg_queue.get() waits instead
+        elif seconds == DUL_LOOP_SLEEP:
+            events = getattr(threading.current_thread(), "event_queue", None)  # a DUL thread
+            if isinstance(events, _DulEventQueue):
+                return  # its event_queue.get() waits instead
         time.sleep(seconds)
 
 
-def _install_association_time() -> None:
-    from pynetdicom import association
+def _install_reactor_time() -> None:
+    from pynetdicom import association, dul
 
-    if not isinstance(getattr(association, "time", None), _AssociationTime):
-        setattr(association, "time", _AssociationTime())  # noqa: B010  not exported: mypy
+    for module in (association, dul):
+        if not isinstance(getattr(module, "time", None), _ReactorTime):
+            setattr(module, "time", _ReactorTime())  # noqa: B010  not exported: mypy
 
 
 def check_reactor_internals() -> None:
     """Fail at start-up, clearly, if pynetdicom no longer has what `_wake_reactors` replaces."""
-    from pynetdicom import association
+    from pynetdicom import association, dul
     from pynetdicom.association import Association
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dul import DULServiceProvider
@@ -341,8 +351,9 @@ def check_reactor_internals() -> None:
         for name in names
         if not hasattr(owner, name)
     ]
-    if not isinstance(getattr(association, "time", None), type(time) | _AssociationTime):
-        missing.append("association.time")
+    for module in (association, dul):
+        if not isinstance(getattr(module, "time", None), type(time) | _ReactorTime):
+            missing.append(f"{module.__name__}.time")
     if missing or not (
         isinstance(probe.dul, DULServiceProvider) and isinstance(probe.dimse, DIMSEServiceProvider)
     ):
@@ -463,7 +474,7 @@ def make_ae(
     *allowed_calling_aes*, any other calling AE title is rejected at association (PS3.8 7.1.1.9).
     """
     check_reactor_internals()
-    _install_association_time()
+    _install_reactor_time()
     if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
         # pynetdicom's own event logging (a handler on every PDU and message) only writes at
         # INFO and DEBUG: unbound, it costs nothing. Enable the logger to get it back.

@@ -98,7 +98,7 @@ def test_staged_parts_become_one_file_hashed_as_a_whole(tmp_path: Path) -> None:
         meta = _meta(data)
         staged = spool.stage(data[:300], data[300:])
         assert staged.size == len(data)
-        assert staged.digest.result() == hashlib.sha256(data).hexdigest()
+        assert staged.sha256 == hashlib.sha256(data).hexdigest()
         assert spool.commit(staged, **meta) is True
         study = tmp_path / "objects" / meta["study_instance_uid"]
         assert (study / f"{meta['sop_instance_uid']}.dcm").read_bytes() == data

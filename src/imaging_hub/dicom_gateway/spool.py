@@ -95,12 +95,12 @@ class SpoolStats:
 
 @dataclass(frozen=True)
 class StagedFile:
-    """An instance being written to ``tmp/`` and hashed (see :meth:`Spool.stage`)."""
+    """An instance being written to ``tmp/`` (see :meth:`Spool.stage`), and its SHA-256."""
 
     path: Path
     done: "Future[None]"
     size: int
-    digest: "Future[str]"
+    sha256: str
 
 
 def _write_synced(path: Path, parts: tuple[bytes, ...]) -> None:
@@ -241,26 +241,19 @@ class Spool:
 
     def stage(self, *parts: bytes) -> "StagedFile":
         """Start writing *parts* (one file: a Part-10 header and the data set, say) to
-        ``tmp/`` and fdatasync'ing it, and computing its SHA-256, on background threads.
+        ``tmp/`` and fdatasync'ing it on a background thread, and hash them meanwhile.
 
-        The caller checks the instance meanwhile (writing, syncing and hashing release the
-        GIL), then calls :meth:`commit` or :meth:`discard`. Nothing is promised until commit
-        returns.
+        The caller checks the instance next (writing, syncing and hashing release the GIL),
+        then calls :meth:`commit` or :meth:`discard`. Nothing is promised until commit returns.
         """
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
-        return StagedFile(
-            tmp,
-            self._writer.submit(_write_synced, tmp, parts),
-            sum(len(part) for part in parts),
-            self._writer.submit(_sha256, parts),
-        )
+        done = self._writer.submit(_write_synced, tmp, parts)
+        return StagedFile(tmp, done, sum(len(part) for part in parts), _sha256(parts))
 
     def discard(self, staged: "StagedFile") -> None:
         """Drop a staged file (the instance was refused): nothing stays in the spool."""
         with contextlib.suppress(Exception):
             staged.done.result()
-        with contextlib.suppress(Exception):
-            staged.digest.result()
         staged.path.unlink(missing_ok=True)
 
     def commit(
@@ -287,7 +280,7 @@ class Spool:
         except InvalidDicomError:
             self.discard(staged)
             raise
-        sha256 = staged.digest.result()
+        sha256 = staged.sha256
         with self._lock:
             row = self._db.execute(
                 "SELECT sha256, state FROM instances WHERE sop_instance_uid = ?",

@@ -10,7 +10,7 @@ the same path, which stays the documented one (OpenAPI) and answers its validati
 The answer is made by the same function as the FastAPI route's, for the same caller
 (:func:`~imaging_hub.worklist.dicomweb.common.open_caller`: the credentials checked on every
 request, the permission, then scope and audit in the domain), with the same error mapping
-(exceptions reach the app's handlers), in one worker thread instead of four.
+(exceptions reach the app's handlers), in one worker thread instead of FastAPI's four.
 
 A worker thread costs a hop both ways (about 0.2 ms of CPU): when the database is a local
 SQLite file and the objects are local files (``HubState.inline_sessions``), a bearer request is
@@ -37,7 +37,8 @@ from imaging_hub.worklist.api.deps import HubState, bearer_credentials, get_stat
 from imaging_hub.worklist.dicomweb.common import Caller, NeedsWorker, open_caller
 from imaging_hub.worklist.policy import Permission
 
-#: Makes the answer, in a worker thread: (caller, hub state, request) -> response.
+#: Makes the answer: (caller, hub state, request) -> response. In a worker thread, or on the
+#: event loop when ``caller.inline``: then it raises NeedsWorker before anything long.
 Handler = Callable[[Caller, HubState, Request], Response]
 #: Whether a path parameter's value is one the FastAPI route would accept.
 Check = Callable[[str], bool]

@@ -7,6 +7,7 @@ that the wake-up sockets are closed with the association. dcmtk's echoscu/stores
 
 import queue
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -116,6 +117,7 @@ def test_every_association_gets_waking_queues_and_closes_them(tmp_path: Path) ->
             assert isinstance(assoc.dimse.msg_queue, scp._DimseMessageQueue)
             assert assoc.dul._run_loop_delay == 0
             assert assoc.dimse.send_msg.func is scp._send_msg
+            assert assoc.dul._read_pdu_data.func is scp._read_pdu
             wake = assoc._imaging_hub_wake
             wait_until(lambda a=wake: all(s.fileno() == -1 for s in a) or None, timeout=5)
         # Instances still go through, several on one association.
@@ -208,3 +210,110 @@ def test_store_responses_are_encoded_directly_unless_pynetdicom_must(
     else:
         assert not sent
         assert fallback == [(primitive, 3)]
+
+
+def _pdata_pdu(*values: tuple[int, bytes]) -> bytes:
+    items = b"".join(
+        struct.pack(">LB", len(value) + 1, context) + value for context, value in values
+    )
+    return struct.pack(">BBL", 0x04, 0, len(items)) + items
+
+
+class _FakeDul:
+    """What scp._read_pdu uses of a DULServiceProvider; records what it hands on."""
+
+    def __init__(self, state: str = "Sta6", handlers: list[Any] | None = None) -> None:
+        self.state_machine = SimpleNamespace(current_state=state)
+        self.event_queue: queue.Queue[Any] = queue.Queue()
+        self._recv_pdu: queue.Queue[Any] = queue.Queue()
+        self.delivered: list[list[tuple[int, bytes]]] = []
+        self.pynetdicom_reads = 0
+        self.assoc = SimpleNamespace(
+            get_handlers=lambda event: handlers or [],
+            dimse=SimpleNamespace(receive_primitive=self._receive),
+        )
+
+    def _receive(self, primitive: Any) -> None:
+        self.delivered.append(
+            [(context, bytes(value)) for context, value in primitive.presentation_data_value_list]
+        )
+
+    def read_pdu_data(self) -> None:
+        self.pynetdicom_reads += 1
+
+
+def _read(dul: _FakeDul, sent: bytes, *, close: bool = False) -> socket.socket:
+    ours, theirs = socket.socketpair()
+    theirs.sendall(sent)
+    if close:
+        theirs.close()
+    try:
+        scp._read_pdu(dul, dul.read_pdu_data, ours)
+    finally:
+        if not close:
+            theirs.close()
+    return ours
+
+
+def test_p_data_goes_straight_to_dimse_as_pynetdicom_would_decode_it() -> None:
+    from pynetdicom.pdu import P_DATA_TF
+
+    values = [(1, b"\x03" + b"c" * 40), (3, b"\x00" + bytes(range(256)) * 100)]
+    pdu = _pdata_pdu(*values)
+    dul = _FakeDul()
+    _read(dul, pdu + b"next").close()
+    decoded = P_DATA_TF()
+    decoded.decode(pdu)
+    as_pynetdicom = decoded.to_primitive().presentation_data_value_list
+    assert dul.delivered == [[(context, bytes(value)) for context, value in as_pynetdicom]]
+    assert dul.delivered == [values]
+    assert dul.event_queue.empty() and dul.pynetdicom_reads == 0
+
+
+@pytest.mark.parametrize(
+    ("dul", "sent"),
+    [
+        (_FakeDul(state="Sta7"), _pdata_pdu((1, b"\x02data"))),  # releasing: the state machine
+        (_FakeDul(handlers=[("a debug logger", None)]), _pdata_pdu((1, b"\x02data"))),
+        (_FakeDul(), struct.pack(">BBL", 0x05, 0, 4) + b"\x00" * 4),  # A-RELEASE-RQ
+    ],
+)
+def test_other_pdus_and_states_take_pynetdicoms_path_with_nothing_consumed(
+    dul: _FakeDul, sent: bytes
+) -> None:
+    ours = _read(dul, sent)
+    try:
+        assert dul.pynetdicom_reads == 1 and not dul.delivered
+        assert ours.recv(len(sent) + 10) == sent  # still there for pynetdicom to read
+    finally:
+        ours.close()
+
+
+def test_a_pending_event_keeps_the_order_by_taking_pynetdicoms_path() -> None:
+    dul = _FakeDul()
+    dul.event_queue.put("Evt10")  # an earlier P-DATA-TF not yet through the state machine
+    _read(dul, _pdata_pdu((1, b"\x02data"))).close()
+    assert dul.pynetdicom_reads == 1 and not dul.delivered
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        struct.pack(">BBL", 0x04, 0, 7) + struct.pack(">L", 1) + b"\x01\x02\x00",  # item of 1
+        struct.pack(">BBL", 0x04, 0, 9) + struct.pack(">L", 50) + b"\x01\x02abcd",  # overruns
+        struct.pack(">BBL", 0x04, 0, 3) + b"\x00\x00\x00",  # no room for an item header
+    ],
+)
+def test_an_invalid_p_data_pdu_is_event_19_and_nothing_delivered(sent: bytes) -> None:
+    dul = _FakeDul()
+    _read(dul, sent).close()
+    assert dul.event_queue.get_nowait() == "Evt19"
+    assert not dul.delivered and dul.pynetdicom_reads == 0
+
+
+def test_a_pdu_cut_by_a_closed_connection_is_event_17() -> None:
+    dul = _FakeDul()
+    sent = _pdata_pdu((1, b"\x02" + b"x" * 1000))
+    _read(dul, sent[:500], close=True).close()
+    assert dul.event_queue.get_nowait() == "Evt17"
+    assert not dul.delivered

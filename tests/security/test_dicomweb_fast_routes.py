@@ -6,6 +6,9 @@ the very next request."""
 import hashlib
 import io
 import re
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -273,3 +276,38 @@ def test_cheap_frame_reads_are_answered_on_the_event_loop(hub_app: HubApp, hops:
     with fastapi_routes_only(hub_app.app):
         slow = client.get(f"{native}/frames/4,5", headers={**token, "Accept": OCTETS})
     assert _normalized(inline) == _normalized(slow)
+
+
+def test_event_loop_keeps_answering_while_a_writer_holds_the_database(hub_app: HubApp) -> None:
+    """An answer that must write (the first read of a study is audited) waits for the SQLite
+    write lock in a worker thread; cheap reads and other requests go on meanwhile."""
+    native = _store(hub_app, NATIVE)
+    client = hub_app.client
+    warm = {"Authorization": f"Bearer {hub_app.mint_token('rad1')}", "Accept": OCTETS}
+    cold = {"Authorization": f"Bearer {hub_app.mint_token('rad2')}", "Accept": OCTETS}
+    assert client.get(f"{native}/frames/1", headers=warm).status_code == 200  # audited now
+    writer = sqlite3.connect(hub_app.data_dir / "hub.sqlite3", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # holds the write lock
+    answers: list[tuple[int, float]] = []
+
+    def audited_read() -> None:
+        start = time.monotonic()
+        response = client.get(f"{native}/frames/1", headers=cold)
+        answers.append((response.status_code, time.monotonic() - start))
+
+    waiting = threading.Thread(target=audited_read)
+    try:
+        waiting.start()
+        time.sleep(0.3)
+        assert waiting.is_alive() and not answers  # the access record waits for the lock
+        for path, headers in ((f"{native}/frames/2", warm), ("/healthz", {})):
+            start = time.monotonic()
+            assert client.get(path, headers=headers).status_code == 200
+            assert time.monotonic() - start < 1.0, path
+        time.sleep(0.5)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        waiting.join(timeout=30)
+    assert answers and answers[0][0] == 200
+    assert answers[0][1] >= 0.8  # it waited for the writer, in its worker thread

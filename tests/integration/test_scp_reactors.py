@@ -317,3 +317,37 @@ def test_a_pdu_cut_by_a_closed_connection_is_event_17() -> None:
     _read(dul, sent[:500], close=True).close()
     assert dul.event_queue.get_nowait() == "Evt17"
     assert not dul.delivered
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        struct.pack(">BBL", 0x04, 0, 6) + struct.pack(">L", 2) + b"\x01\x03",  # empty fragment
+        struct.pack(">BBL", 0x04, 0, 9) + struct.pack(">L", 500) + b"\x01\x03abcd",  # overrun
+        _pdata_pdu((1, b"\x03" + b"\xff" * 64)),  # a command set that is not one
+        _pdata_pdu((99, b"\x03" + b"\x00" * 16)),  # an unknown presentation context
+    ],
+)
+def test_a_hostile_p_data_pdu_ends_its_association_and_the_scp_keeps_serving(
+    tmp_path: Path, hostile: bytes
+) -> None:
+    """A P-DATA-TF PDU that is malformed in the ways a hostile peer can choose ends that
+    association (nothing spooled), and the next association is served normally."""
+    spool = Spool(tmp_path / "spool")
+    handler = scp.StoreHandler(spool, max_instance_bytes=10**9)
+    port = free_port()
+    server = scp.start_scp(scp.make_ae("HOSTILE"), handler, "127.0.0.1", port)
+    requestor = AE(ae_title="ATTACKER")
+    requestor.add_requested_context(Verification)
+    try:
+        assoc = requestor.associate("127.0.0.1", port, ae_title="HOSTILE")
+        assert assoc.is_established
+        assoc.dul.socket.socket.sendall(hostile)
+        wait_until(lambda: (assoc.is_aborted or not assoc.is_alive()) or None, timeout=10)
+        assert not assoc.is_established
+        assert handler.received == 0
+        assert not list((tmp_path / "spool" / "objects").rglob("*.dcm"))
+        assert echoscu(port, called_ae="HOSTILE").returncode == 0
+    finally:
+        server.shutdown()
+        spool.close()

@@ -351,3 +351,29 @@ def test_a_hostile_p_data_pdu_ends_its_association_and_the_scp_keeps_serving(
     finally:
         server.shutdown()
         spool.close()
+
+
+def test_a_hostile_pdu_length_costs_no_memory_the_peer_does_not_send() -> None:
+    """A PDU header may claim 4 GiB; the read buffer grows with what arrives, not with that."""
+    import resource
+
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.sendall(b"abc")
+        theirs.close()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert scp._recv_exact(ours, 3 * 1024**3) == b"abc"
+        grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        assert grown_kib < 64 * 1024
+    finally:
+        ours.close()
+    a, b = socket.socketpair()
+    try:
+        payload = bytes(range(256)) * 40_000  # 10 MB: more than one RECV_CHUNK
+        sender = threading.Thread(target=b.sendall, args=(payload,))
+        sender.start()
+        assert scp._recv_exact(a, len(payload)) == payload
+        sender.join()
+    finally:
+        a.close()
+        b.close()

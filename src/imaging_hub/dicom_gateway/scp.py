@@ -273,22 +273,30 @@ class _DimseMessageQueue(queue.Queue[Any]):
         return super().get(True, IDLE_WAIT)
 
 
+#: Largest buffer allocated before the bytes are there: a PDU header may claim up to 4 GiB.
+RECV_CHUNK = 4 * 1024 * 1024
+
+
 def _recv_exact(peer: socket.socket, nr_bytes: int) -> bytearray:
-    """Read *nr_bytes* (fewer only if the peer closes) straight into one buffer.
+    """Read *nr_bytes* (fewer only if the peer closes) into one buffer.
 
     Replaces pynetdicom's AssociationSocket.recv, which reads 4 KiB per call and extends a
     bytearray each time: 130 Python-level reads per 0.5 MB CT slice. Same contract: returns
-    what was read, short when the connection closed; OSError/TimeoutError propagate.
+    what was read, short when the connection closed; OSError/TimeoutError propagate. The
+    buffer grows by RECV_CHUNK at most ahead of what arrived, so a hostile length field costs
+    no memory the peer does not fill.
     """
-    buffer = bytearray(nr_bytes)
+    buffer = bytearray(min(nr_bytes, RECV_CHUNK))
     read = 0
-    with memoryview(buffer) as view:
-        while read < nr_bytes:
+    while read < nr_bytes:
+        if read == len(buffer):
+            buffer.extend(bytes(min(nr_bytes - read, RECV_CHUNK)))
+        with memoryview(buffer) as view:
             count = peer.recv_into(view[read:])
-            if not count:
-                break
-            read += count
-    if read < nr_bytes:
+        if not count:
+            break
+        read += count
+    if read < len(buffer):
         del buffer[read:]
     return buffer
 

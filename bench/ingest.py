@@ -95,8 +95,9 @@ class GatewayReceiver(Receiver):
         super().__init__(
             f"gateway ({workers} SCP worker{'s' if workers > 1 else ''})",
             "GATEWAY",
-            "file fdatasync'd + directory entry fsync'd + index row committed (SQLite WAL, "
-            "synchronous=NORMAL; files re-indexed after a power cut), before Success",
+            "file written with O_DSYNC (as write + fdatasync) + directory entry fsync'd + index "
+            "row committed (SQLite WAL, synchronous=NORMAL; files re-indexed after a power cut), "
+            "before Success",
             workdir,
         )
         self.workers = workers

@@ -107,3 +107,29 @@ def test_staged_parts_become_one_file_hashed_as_a_whole(tmp_path: Path) -> None:
         assert digest == hashlib.sha256(data).hexdigest()
     finally:
         spool.close()
+
+
+def test_short_writes_are_continued_until_the_whole_file_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """writev may write less than asked (interrupted by a signal, say): the rest follows."""
+    import os
+
+    real_writev = os.writev
+    calls: list[int] = []
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        first = buffers[0][:777]
+        calls.append(len(first))
+        return real_writev(fd, [first])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    data = SAMPLE.read_bytes()
+    spool = Spool(tmp_path)
+    try:
+        staged = spool.stage(data[:100], b"", data[100:])
+        staged.done.result()
+        assert staged.path.read_bytes() == data
+        assert len(calls) > len(data) // 777
+    finally:
+        spool.close()

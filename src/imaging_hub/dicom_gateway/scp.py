@@ -117,9 +117,9 @@ class StoreHandler:
                 self.max_instance_bytes,
             )
             return self._refuse(STATUS_OUT_OF_RESOURCES)
-        # The Part-10 file is written and fdatasync'd on a spool thread while this thread
-        # hashes it and checks the data set (the write, the sync and the hash release the
-        # GIL): Success comes sooner.
+        # The Part-10 file is written synchronously (O_DSYNC) on a spool thread while this
+        # thread hashes it and checks the data set (the write and the hash release the GIL):
+        # Success comes sooner.
         try:
             staged = self.spool.stage(header, dataset)
         except RuntimeError:  # the spool is closing: the gateway is shutting down

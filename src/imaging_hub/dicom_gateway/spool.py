@@ -104,17 +104,25 @@ class StagedFile:
 
 
 def _write_synced(path: Path, parts: tuple[bytes, ...]) -> None:
-    """Write *parts* one after the other to a new file and fdatasync it (a failure removes
-    the partial file)."""
+    """Write *parts* one after the other to a new file, durably (a failure removes the
+    partial file).
+
+    The file is opened with O_DSYNC and written with one writev: the write returns once the
+    data (and what is needed to read it back) is on stable storage, as a write followed by
+    fdatasync would, but without this thread needing the GIL between the two while the
+    C-STORE handler holds it checking the data set.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DSYNC, 0o600)
         try:
-            for part in parts:
-                view = memoryview(part)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            os.fdatasync(fd)
+            views = [memoryview(part) for part in parts if len(part)]
+            while views:
+                written = os.writev(fd, views)
+                while views and written >= len(views[0]):
+                    written -= len(views[0])
+                    views.pop(0)
+                if views and written:
+                    views[0] = views[0][written:]
         finally:
             os.close(fd)
     except OSError:
@@ -241,7 +249,7 @@ class Spool:
 
     def stage(self, *parts: bytes) -> "StagedFile":
         """Start writing *parts* (one file: a Part-10 header and the data set, say) to
-        ``tmp/`` and fdatasync'ing it on a background thread, and hash them meanwhile.
+        ``tmp/`` synchronously (O_DSYNC) on a background thread, and hash them meanwhile.
 
         The caller checks the instance next (writing, syncing and hashing release the GIL),
         then calls :meth:`commit` or :meth:`discard`. Nothing is promised until commit returns.

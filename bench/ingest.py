@@ -5,8 +5,10 @@ so no receiver deduplicates): the 300-slice CT on one association and on four co
 (one per quarter), the 2-image DX study on one association and four DX studies on four
 concurrent associations. Time = from starting the storescu processes until the last one exits
 successfully. Receivers are interleaved per repetition so drift of the shared machine hits all
-alike. The gateway runs with durability on (real spool: fsync'd files, SQLite WAL index) and its
-forwarder paused (``forward = false``), so the figure is SCP ingest alone.
+alike, and every timed run starts after a sync() (no dirty pages of earlier runs pending
+writeback, which would slow the next receiver's fsyncs). The gateway runs with durability
+on (real spool: fsync'd files, SQLite WAL index) and its forwarder paused
+(``forward = false``), so the figure is SCP ingest alone.
 
     python -m bench.ingest [--reps 5] [--corpus DIR] [--no-write]
 """
@@ -185,7 +187,13 @@ def storescu(port: int, ae_title: str, files: Sequence[Path]) -> subprocess.Pope
 
 
 def send(receiver: Receiver, batches: Sequence[Sequence[Path]]) -> float:
-    """Send each batch on its own association, concurrently; seconds until all finished."""
+    """Send each batch on its own association, concurrently; seconds until all finished.
+
+    Dirty pages of the previous runs (dcmtk storescp does not fsync; every receiver leaves
+    some) are written out first, outside the timing: otherwise their writeback lands in the
+    next receiver's fsyncs and the order of receivers decides who pays for it.
+    """
+    os.sync()
     started = time.perf_counter()
     procs = [storescu(receiver.port, receiver.ae_title, batch) for batch in batches]
     errors = []

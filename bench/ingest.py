@@ -4,11 +4,12 @@ Workloads (corpus from ../shared/bench/gen_corpus.py, a fresh copy with new UIDs
 so no receiver deduplicates): the 300-slice CT on one association and on four concurrent ones
 (one per quarter), the 2-image DX study on one association and four DX studies on four
 concurrent associations. Time = from starting the storescu processes until the last one exits
-successfully. Receivers are interleaved per repetition so drift of the shared machine hits all
-alike, and every timed run starts after a sync() (no dirty pages of earlier runs pending
-writeback, which would slow the next receiver's fsyncs). The gateway runs with durability
-on (real spool: fsync'd files, SQLite WAL index) and its forwarder paused
-(``forward = false``), so the figure is SCP ingest alone.
+successfully. Receivers are interleaved per repetition, in an order rotated each repetition,
+so drift of the machine and what one receiver leaves behind hit all alike; every timed run
+starts after a sync() (no dirty pages of earlier runs pending writeback, which would slow the
+next receiver's fsyncs). The gateway runs with durability on (real spool: fsync'd files,
+SQLite WAL index) and its forwarder paused (``forward = false``), so the figure is SCP ingest
+alone.
 
     python -m bench.ingest [--reps 5] [--corpus DIR] [--no-write]
 """
@@ -243,7 +244,10 @@ def run(reps: int, corpus: Path, workers: list[int], write: bool) -> None:
             with ThreadPoolExecutor(len(receivers)) as pool:
                 list(pool.map(lambda r: r.start(), receivers))
             for rep in range(reps):
-                for receiver in receivers:
+                # Rotated each repetition: whatever a receiver leaves behind (background work,
+                # cache state) falls on a different successor each time.
+                shift = rep % len(receivers)
+                for receiver in receivers[shift:] + receivers[:shift]:
                     plan = [
                         (WORKLOADS[0], ct_batches(corpus, 2 * rep, 1)),
                         (WORKLOADS[1], ct_batches(corpus, 2 * rep + 1, 4)),
@@ -294,9 +298,9 @@ def report(
     )
     lines = [
         f"Sender: dcmtk storescu (TCP_NODELAY=1) on loopback. Median (min-max) seconds of {reps} "
-        'runs, each with a fresh copy of the corpus (new UIDs). "vs Orthanc" is the '
-        "throughput ratio (Orthanc time / gateway time; >= 1.00 means at least Orthanc's "
-        "throughput).",
+        "runs, each with a fresh copy of the corpus (new UIDs), receivers in an order rotated "
+        'each repetition, each run after a sync(). "vs Orthanc" is the throughput ratio '
+        "(Orthanc time / gateway time; >= 1.00 means at least Orthanc's throughput).",
         "",
         header + " |",
         "|" + " --- |" * (1 + len(names) + sum(n.startswith("gateway") for n in names)),

@@ -5,11 +5,13 @@ tests check the swap happens on every association, that an idle association does
 that the wake-up sockets are closed with the association. dcmtk's echoscu/storescu are the peers.
 """
 
+import contextlib
 import queue
 import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -136,27 +138,35 @@ def test_every_association_gets_waking_queues_and_closes_them(tmp_path: Path) ->
         spool.close()
 
 
-def test_an_idle_association_does_not_spin(tmp_path: Path) -> None:
-    """One second of an open, idle association costs the process little CPU (a poll loop
-    without its sleeps would burn a whole core)."""
+@contextlib.contextmanager
+def _associated(tmp_path: Path, ae_title: str) -> Iterator[tuple[Any, scp.StoreHandler, int]]:
+    """An SCP on a fresh spool and an established Verification association to it (pynetdicom
+    as the requestor): (association, handler, port)."""
     spool = Spool(tmp_path / "spool")
     handler = scp.StoreHandler(spool, max_instance_bytes=10**9)
     port = free_port()
-    server = scp.start_scp(scp.make_ae("IDLE"), handler, "127.0.0.1", port)
-    requestor = AE(ae_title="IDLER")
+    server = scp.start_scp(scp.make_ae(ae_title), handler, "127.0.0.1", port)
+    requestor = AE(ae_title="REQUESTOR")
     requestor.add_requested_context(Verification)
     try:
-        assoc = requestor.associate("127.0.0.1", port, ae_title="IDLE")
+        assoc = requestor.associate("127.0.0.1", port, ae_title=ae_title)
         assert assoc.is_established
+        yield assoc, handler, port
+    finally:
+        server.shutdown()
+        spool.close()
+
+
+def test_an_idle_association_does_not_spin(tmp_path: Path) -> None:
+    """One second of an open, idle association costs the process little CPU (a poll loop
+    without its sleeps would burn a whole core)."""
+    with _associated(tmp_path, "IDLE") as (assoc, _, _):
         # pynetdicom's requestor side polls too (1 ms sleeps): that is part of the budget.
         before = time.process_time()
         time.sleep(1.0)
         used = time.process_time() - before
         assoc.release()
         assert used < 0.4, f"an idle association used {used:.2f} s of CPU in 1 s"
-    finally:
-        server.shutdown()
-        spool.close()
 
 
 def _store_response(**extra: Any) -> Any:
@@ -333,24 +343,13 @@ def test_a_hostile_p_data_pdu_ends_its_association_and_the_scp_keeps_serving(
 ) -> None:
     """A P-DATA-TF PDU that is malformed in the ways a hostile peer can choose ends that
     association (nothing spooled), and the next association is served normally."""
-    spool = Spool(tmp_path / "spool")
-    handler = scp.StoreHandler(spool, max_instance_bytes=10**9)
-    port = free_port()
-    server = scp.start_scp(scp.make_ae("HOSTILE"), handler, "127.0.0.1", port)
-    requestor = AE(ae_title="ATTACKER")
-    requestor.add_requested_context(Verification)
-    try:
-        assoc = requestor.associate("127.0.0.1", port, ae_title="HOSTILE")
-        assert assoc.is_established
+    with _associated(tmp_path, "HOSTILE") as (assoc, handler, port):
         assoc.dul.socket.socket.sendall(hostile)
         wait_until(lambda: (assoc.is_aborted or not assoc.is_alive()) or None, timeout=10)
         assert not assoc.is_established
         assert handler.received == 0
         assert not list((tmp_path / "spool" / "objects").rglob("*.dcm"))
         assert echoscu(port, called_ae="HOSTILE").returncode == 0
-    finally:
-        server.shutdown()
-        spool.close()
 
 
 def test_a_hostile_pdu_length_costs_no_memory_the_peer_does_not_send() -> None:

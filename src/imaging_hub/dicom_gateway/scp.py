@@ -413,7 +413,8 @@ def _wake_reactors(event: evt.Event) -> None:
     dul._run_loop_delay = 0  # the wait happens in events.get()
     assoc.dimse.msg_queue = _DimseMessageQueue()
     transport.recv = functools.partial(_recv_exact, peer)  # type: ignore[method-assign]
-    dul._read_pdu_data = functools.partial(_read_pdu, dul, dul._read_pdu_data, peer)  # type: ignore[method-assign]
+    if not isinstance(peer, ssl.SSLSocket):  # TLS cannot peek at a PDU header (MSG_PEEK)
+        dul._read_pdu_data = functools.partial(_read_pdu, dul, dul._read_pdu_data, peer)  # type: ignore[method-assign]
     dimse = assoc.dimse
     dimse.send_msg = functools.partial(_send_msg, dimse, dimse.send_msg)  # type: ignore[method-assign]
     setattr(assoc, "_imaging_hub_wake", (waiter, wake))  # noqa: B010  closed on EVT_CONN_CLOSE
@@ -463,14 +464,13 @@ def _read_pdu(dul: Any, read_pdu_data: Any, peer: socket.socket) -> None:
     PDU, a decoded PDU object with a copy of each value, a state-machine event on a queue and a
     primitive: about 90 us and three copies per 128 KiB. Here the values go to
     ``dimse.receive_primitive`` (what DT-2 calls) as views of the PDU as read. Any other PDU,
-    any other state, pending events, TLS (no MSG_PEEK) or bound PDU/data event handlers
-    (pynetdicom's debug logging) take pynetdicom's path.
+    any other state, pending events or bound PDU/data event handlers (pynetdicom's debug
+    logging) take pynetdicom's path; TLS associations keep it throughout (`_wake_reactors`).
     """
     if (
         dul.state_machine.current_state != ESTABLISHED
         or not dul.event_queue.empty()
         or not dul._recv_pdu.empty()
-        or isinstance(peer, ssl.SSLSocket)
         or dul.assoc.get_handlers(evt.EVT_DATA_RECV)
         or dul.assoc.get_handlers(evt.EVT_PDU_RECV)
     ):

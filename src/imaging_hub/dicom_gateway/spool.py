@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from imaging_hub.dicom.attributes import parse_instance
 from imaging_hub.dicom.uids import validate_uid
@@ -329,29 +330,9 @@ class Spool:
             self._sync_index()
         return True
 
-    def put(
-        self,
-        data: bytes,
-        *,
-        sop_instance_uid: str,
-        study_instance_uid: str,
-        series_instance_uid: str,
-        sop_class_uid: str,
-        transfer_syntax_uid: str,
-        calling_ae: str = "",
-        priority: int = 2,
-    ) -> bool:
-        """:meth:`stage` and :meth:`commit` in one call."""
-        return self.commit(
-            self.stage(data),
-            sop_instance_uid=sop_instance_uid,
-            study_instance_uid=study_instance_uid,
-            series_instance_uid=series_instance_uid,
-            sop_class_uid=sop_class_uid,
-            transfer_syntax_uid=transfer_syntax_uid,
-            calling_ae=calling_ae,
-            priority=priority,
-        )
+    def put(self, data: bytes, **identity: Any) -> bool:
+        """:meth:`stage` and :meth:`commit` in one call (*identity*: commit's keywords)."""
+        return self.commit(self.stage(data), **identity)
 
     def _index(
         self,

@@ -192,8 +192,13 @@ def send(receiver: Receiver, batches: Sequence[Sequence[Path]]) -> float:
 
     Dirty pages of the previous runs (dcmtk storescp does not fsync; every receiver leaves
     some) are written out first, outside the timing: otherwise their writeback lands in the
-    next receiver's fsyncs and the order of receivers decides who pays for it.
+    next receiver's fsyncs and the order of receivers decides who pays for it. The files to
+    send are read once first, also outside the timing: this machine's kernel reclaims idle page
+    cache, and whichever receiver got a copy's first (cold) read would pay for the sender's disk.
     """
+    for batch in batches:
+        for path in batch:
+            path.read_bytes()
     os.sync()
     started = time.perf_counter()
     procs = [storescu(receiver.port, receiver.ae_title, batch) for batch in batches]

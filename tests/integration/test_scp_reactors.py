@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 import pytest
@@ -240,7 +240,7 @@ class _FakeDul:
         self.pynetdicom_reads = 0
         self.assoc = SimpleNamespace(
             get_handlers=lambda event: handlers or [],
-            dimse=SimpleNamespace(receive_primitive=self._receive),
+            dimse=SimpleNamespace(receive_primitive=self._receive, message=None),
         )
 
     def _receive(self, primitive: Any) -> None:
@@ -258,7 +258,7 @@ def _read(dul: _FakeDul, sent: bytes, *, close: bool = False) -> socket.socket:
     if close:
         theirs.close()
     try:
-        scp._read_pdu(dul, dul.read_pdu_data, ours)
+        scp._read_pdu(dul, dul.read_pdu_data, ours, scp._LeanStore(cast(Any, None), dul.assoc))
     finally:
         if not close:
             theirs.close()
@@ -275,8 +275,9 @@ def test_p_data_goes_straight_to_dimse_as_pynetdicom_would_decode_it() -> None:
     decoded = P_DATA_TF()
     decoded.decode(pdu)
     as_pynetdicom = decoded.to_primitive().presentation_data_value_list
-    assert dul.delivered == [[(context, bytes(value)) for context, value in as_pynetdicom]]
-    assert dul.delivered == [values]
+    # Neither value is a C-STORE-RQ command: each goes to pynetdicom's DIMSE, in order.
+    assert dul.delivered == [[(context, bytes(value))] for context, value in as_pynetdicom]
+    assert dul.delivered == [[value] for value in values]
     assert dul.event_queue.empty() and dul.pynetdicom_reads == 0
 
 

@@ -35,7 +35,13 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from imaging_hub.dicom.checks import check_received_dataset
-from imaging_hub.dicom.dimse import store_response_command
+from imaging_hub.dicom.dimse import (
+    COMMAND_LAST,
+    StoreRequest,
+    p_data_tf,
+    parse_store_request,
+    store_response_command,
+)
 from imaging_hub.dicom.part10 import part10_header
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import InvalidDicomError, SpoolError
@@ -60,6 +66,7 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_HANDLER_FAILED = 0xC211  # what pynetdicom answers when a C-STORE handler raises
 
 
 class StoreHandler:
@@ -92,15 +99,56 @@ class StoreHandler:
         return status
 
     def handle_store(self, event: evt.Event) -> int:
-        started = time.monotonic()
+        """EVT_C_STORE: a request that came through pynetdicom's DIMSE layer (TLS, pynetdicom's
+        debug logging, or a request `parse_store_request` leaves to pynetdicom)."""
         calling = event.assoc.requestor.ae_title
-        sop_class_uid = str(getattr(event.request, "AffectedSOPClassUID", "") or "")
-        transfer_syntax_uid = str(event.context.transfer_syntax)
         try:
             dataset = event.encoded_dataset(include_meta=False)
+        except Exception:
+            log.warning("C-STORE from %s: dataset could not be encoded", calling)
+            return self._refuse(STATUS_CANNOT_UNDERSTAND)
+        return self.store(
+            dataset,
+            calling=calling,
+            association=id(event.assoc),
+            abstract_syntax=str(event.context.abstract_syntax),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+            sop_class_uid=str(getattr(event.request, "AffectedSOPClassUID", "") or ""),
+            sop_instance_uid=_affected_uid(event),
+        )
+
+    def refuse_oversized(self, calling: str, size: int) -> int:
+        log.warning(
+            "C-STORE from %s refused: %d bytes exceed the limit of %d",
+            calling,
+            size,
+            self.max_instance_bytes,
+        )
+        return self._refuse(STATUS_OUT_OF_RESOURCES)
+
+    def store(
+        self,
+        dataset: bytes,
+        *,
+        calling: str,
+        association: int,
+        abstract_syntax: str,
+        transfer_syntax_uid: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+    ) -> int:
+        """Check and durably spool one received data set; the C-STORE status to answer.
+
+        *dataset* is the data set as received in *transfer_syntax_uid* on a presentation
+        context for *abstract_syntax*; *sop_class_uid* and *sop_instance_uid* are the request's
+        Affected SOP Class and Instance UIDs; *association* identifies the association (the
+        studies it touched are released with it, `handle_closed`).
+        """
+        started = time.monotonic()
+        try:
             header = part10_header(
                 sop_class_uid=sop_class_uid,
-                sop_instance_uid=_affected_uid(event),
+                sop_instance_uid=sop_instance_uid,
                 transfer_syntax_uid=transfer_syntax_uid,
                 implementation_uid=PYNETDICOM_IMPLEMENTATION_UID,
                 implementation_version=PYNETDICOM_IMPLEMENTATION_VERSION,
@@ -110,13 +158,7 @@ class StoreHandler:
             return self._refuse(STATUS_CANNOT_UNDERSTAND)
         size = len(header) + len(dataset)
         if size > self.max_instance_bytes:
-            log.warning(
-                "C-STORE from %s refused: %d bytes exceed the limit of %d",
-                calling,
-                size,
-                self.max_instance_bytes,
-            )
-            return self._refuse(STATUS_OUT_OF_RESOURCES)
+            return self.refuse_oversized(calling, size)
         # The Part-10 file is written synchronously (O_DSYNC) on a spool thread while this
         # thread hashes it and checks the data set (the write and the hash release the GIL):
         # Success comes sooner.
@@ -130,15 +172,16 @@ class StoreHandler:
             )
         except InvalidDicomError as exc:
             self.spool.discard(staged)
-            log.warning(
-                "C-STORE from %s refused: instance %s: %s",
-                calling,
-                _affected_uid(event),
-                exc,
-            )
+            log.warning("C-STORE from %s refused: instance %s: %s", calling, sop_instance_uid, exc)
             return self._refuse(STATUS_CANNOT_UNDERSTAND)
         info = checked.identity
-        refusal = self._mismatch(event, info.sop_class_uid, info.sop_instance_uid)
+        refusal = _mismatch(
+            calling,
+            abstract_syntax=abstract_syntax,
+            affected_uid=sop_instance_uid,
+            sop_class_uid=info.sop_class_uid,
+            sop_instance_uid=info.sop_instance_uid,
+        )
         if refusal is not None:
             self.spool.discard(staged)
             return self._refuse(refusal)
@@ -157,7 +200,7 @@ class StoreHandler:
             log.error("C-STORE from %s: spool failure: %s", calling, exc)
             return STATUS_OUT_OF_RESOURCES
         with self._lock:
-            self._touched.setdefault(id(event.assoc), set()).add(info.study_instance_uid)
+            self._touched.setdefault(association, set()).add(info.study_instance_uid)
         self.received += 1
         log.debug(
             "stored %s (%d bytes) from %s in %.3fs",
@@ -169,24 +212,6 @@ class StoreHandler:
         if self.on_stored is not None:
             self.on_stored()
         return STATUS_SUCCESS
-
-    @staticmethod
-    def _mismatch(event: evt.Event, sop_class_uid: str, sop_instance_uid: str) -> int | None:
-        """The refusal status when the data set does not match its request, else None."""
-        calling = event.assoc.requestor.ae_title
-        if sop_class_uid != event.context.abstract_syntax:
-            log.warning(
-                "C-STORE from %s refused: SOP class %s sent on a %s presentation context",
-                calling,
-                sop_class_uid,
-                event.context.abstract_syntax,
-            )
-            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
-        affected = _affected_uid(event)
-        if affected and affected != sop_instance_uid:
-            log.warning("C-STORE from %s refused: SOP Instance UID mismatch", calling)
-            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
-        return None
 
     def handle_closed(self, event: evt.Event) -> None:
         with self._lock:
@@ -205,6 +230,29 @@ class StoreHandler:
             event.assoc.requestor.ae_title,
             event.assoc.requestor.address,
         )
+
+
+def _mismatch(
+    calling: str,
+    *,
+    abstract_syntax: str,
+    affected_uid: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+) -> int | None:
+    """The refusal status when the data set does not match its request, else None."""
+    if sop_class_uid != abstract_syntax:
+        log.warning(
+            "C-STORE from %s refused: SOP class %s sent on a %s presentation context",
+            calling,
+            sop_class_uid,
+            abstract_syntax,
+        )
+        return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
+    if affected_uid and affected_uid != sop_instance_uid:
+        log.warning("C-STORE from %s refused: SOP Instance UID mismatch", calling)
+        return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
+    return None
 
 
 # Event-driven reactors. pynetdicom's two reactor threads per association poll: the DUL sleeps
@@ -382,8 +430,9 @@ def check_reactor_internals() -> None:
         )
 
 
-def _wake_reactors(event: evt.Event) -> None:
-    """EVT_CONN_OPEN: swap the association's polled queues for waking ones (see above).
+def _wake_reactors(event: evt.Event, handler: StoreHandler) -> None:
+    """EVT_CONN_OPEN: swap the association's polled queues for waking ones (see above), and
+    on plain TCP read P-DATA with `_read_pdu` for *handler*.
 
     Runs before the association's threads start; events already queued are carried over.
     """
@@ -414,7 +463,8 @@ def _wake_reactors(event: evt.Event) -> None:
     assoc.dimse.msg_queue = _DimseMessageQueue()
     transport.recv = functools.partial(_recv_exact, peer)  # type: ignore[method-assign]
     if not isinstance(peer, ssl.SSLSocket):  # TLS cannot peek at a PDU header (MSG_PEEK)
-        dul._read_pdu_data = functools.partial(_read_pdu, dul, dul._read_pdu_data, peer)  # type: ignore[method-assign]
+        lean = _LeanStore(handler, assoc)
+        dul._read_pdu_data = functools.partial(_read_pdu, dul, dul._read_pdu_data, peer, lean)  # type: ignore[method-assign]
     dimse = assoc.dimse
     dimse.send_msg = functools.partial(_send_msg, dimse, dimse.send_msg)  # type: ignore[method-assign]
     setattr(assoc, "_imaging_hub_wake", (waiter, wake))  # noqa: B010  closed on EVT_CONN_CLOSE
@@ -455,15 +505,16 @@ P_DATA_TF = 0x04
 ESTABLISHED = "Sta6"  # PS3.8 9.2: Association established and ready for data transfer
 
 
-def _read_pdu(dul: Any, read_pdu_data: Any, peer: socket.socket) -> None:
+def _read_pdu(dul: Any, read_pdu_data: Any, peer: socket.socket, lean: "_LeanStore") -> None:
     """DULServiceProvider._read_pdu_data, with P-DATA-TF PDUs of an established association
     handed straight to DIMSE.
 
     In state Sta6 a P-DATA-TF PDU leads to DT-2 (PS3.8 9.2.2), which passes its presentation
     data values to DIMSE and stays in Sta6. pynetdicom gets there through a copy of the whole
     PDU, a decoded PDU object with a copy of each value, a state-machine event on a queue and a
-    primitive: about 90 us and three copies per 128 KiB. Here the values go to
-    ``dimse.receive_primitive`` (what DT-2 calls) as views of the PDU as read. Any other PDU,
+    primitive: about 90 us and three copies per 128 KiB. Here the values go on as views of the
+    PDU as read, to `_LeanStore` (plain C-STORE requests) or to ``dimse.receive_primitive``
+    (what DT-2 calls). Any other PDU,
     any other state, pending events or bound PDU/data event handlers (pynetdicom's debug
     logging) take pynetdicom's path; TLS associations keep it throughout (`_wake_reactors`).
     """
@@ -492,9 +543,8 @@ def _read_pdu(dul: Any, read_pdu_data: Any, peer: socket.socket) -> None:
         log.error("Connection closed before the entire PDU was received")
         dul.event_queue.put("Evt17")  # transport connection closed, as pynetdicom
         return
-    primitive = P_DATA()
-    values: list[Any] = primitive.presentation_data_value_list  # appended to, as pynetdicom
-    view = memoryview(pdu)  # each value a view of the PDU: DIMSE copies it once
+    values: list[tuple[int, memoryview]] = []
+    view = memoryview(pdu)  # each value a view of the PDU, not a copy
     offset = 6
     while offset < len(pdu):
         item_length = int.from_bytes(view[offset : offset + 4], "big")
@@ -505,7 +555,160 @@ def _read_pdu(dul: Any, read_pdu_data: Any, peer: socket.socket) -> None:
             return
         values.append((pdu[offset + 4], view[offset + 5 : end]))
         offset = end
-    dul.assoc.dimse.receive_primitive(primitive)
+    lean.receive(values)
+
+
+def _to_dimse(dimse: Any, values: list[tuple[int, Any]]) -> None:
+    """Pass presentation data values to pynetdicom's DIMSE, as DT-2 does (one P-DATA)."""
+    primitive = P_DATA()
+    primitive.presentation_data_value_list.extend(values)
+    dimse.receive_primitive(primitive)
+
+
+class _LeanStore:
+    """The plain C-STORE requests of one association, served on its DUL thread.
+
+    Through pynetdicom, every C-STORE crosses two threads: the DUL thread decodes the command
+    into a pydicom Dataset and a primitive and queues it; the association thread wakes, builds
+    an event and a response primitive, runs the handler, and queues the response back to the
+    DUL thread, which wakes to send it. For the request a modality sends thousands of times, a
+    C-STORE-RQ whose command `parse_store_request` reads, this serves it where its data
+    arrives: the data set's fragments are kept as views of the PDUs as read and joined once,
+    `StoreHandler.store` runs on the DUL thread (the peer waits for the answer anyway), and the
+    response goes out at once (`p_data_tf`).
+
+    Everything else goes to pynetdicom's DIMSE as before, values unchanged: other commands, a
+    command in several fragments, a request pynetdicom would dispatch differently (a context
+    not accepted, a SOP class not of the Storage service, SOP Class Common Extended
+    Negotiation), and associations with DIMSE or data event handlers bound (pynetdicom's debug
+    logging). A data set that stops looking like one (a command fragment or another context
+    in the middle) is handed to pynetdicom whole, with everything received so far, and pynetdicom
+    answers it as it always did. A data set past the size limit is no longer kept: its
+    fragments are counted, dropped, and the request refused once it is complete.
+    """
+
+    def __init__(self, handler: StoreHandler, assoc: Any) -> None:
+        self.handler = handler
+        self.assoc = assoc
+        self.request: StoreRequest | None = None
+        self.context_id = 0
+        self.pdvs: list[memoryview] = []  # the command's and the data set's values so far
+        self.size = 0  # bytes of data set received
+        self.oversized = False
+        self.passthrough = False  # the message in progress is pynetdicom's
+
+    def receive(self, values: list[tuple[int, memoryview]]) -> None:
+        dimse = self.assoc.dimse
+        for context_id, pdv in values:
+            if self.request is None and not self.passthrough:
+                if self._start(context_id, pdv):
+                    continue
+                self.passthrough = True
+            if self.passthrough:
+                _to_dimse(dimse, [(context_id, pdv)])
+                if dimse.message is None:  # pynetdicom has the whole message
+                    self.passthrough = False
+                continue
+            if pdv[0] & 0x01 or context_id != self.context_id:
+                self._hand_over(context_id, pdv)
+                continue
+            self.size += len(pdv) - 1
+            if not self.oversized:
+                if self.size > self.handler.max_instance_bytes:
+                    self.oversized = True
+                    self.pdvs = self.pdvs[:1]
+                else:
+                    self.pdvs.append(pdv)
+            if pdv[0] & 0x02:
+                self._complete()
+
+    def _start(self, context_id: int, pdv: memoryview) -> bool:
+        """Take a new message on if it is a plain C-STORE-RQ command this can serve."""
+        assoc = self.assoc
+        if pdv[0] != COMMAND_LAST or assoc.dimse.message is not None:
+            return False
+        request = parse_store_request(pdv[1:])
+        if (
+            request is None
+            or context_id not in assoc._accepted_cx
+            or assoc.acceptor.accepted_common_extended
+            or not assoc.is_established
+            or assoc._sent_release
+            or assoc.get_handlers(evt.EVT_C_STORE) != (self.handler.handle_store, None)
+            or any(assoc.get_handlers(event) for event in _LEAN_BLOCKING_EVENTS)
+            or pynetdicom_sop_class.uid_to_service_class(request.sop_class_uid)
+            is not StorageServiceClass
+        ):
+            return False
+        self.request = request
+        self.context_id = context_id
+        self.pdvs = [pdv]
+        self.size = 0
+        self.oversized = False
+        return True
+
+    def _hand_over(self, context_id: int, pdv: memoryview) -> None:
+        """Give the message in progress to pynetdicom (it decides what it is)."""
+        kept = [(self.context_id, value) for value in self.pdvs]
+        oversized = self.oversized
+        self.request, self.pdvs = None, []
+        if oversized:  # what was dropped cannot be handed over: end as pynetdicom would
+            log.error("Invalid DIMSE message: a C-STORE data set past the size limit broke off")
+            self.assoc.dul.event_queue.put("Evt19")
+            return
+        self.passthrough = True
+        _to_dimse(self.assoc.dimse, [*kept, (context_id, pdv)])
+        if self.assoc.dimse.message is None:
+            self.passthrough = False
+
+    def _complete(self) -> None:
+        request, context_id, pdvs = self.request, self.context_id, self.pdvs
+        assert request is not None
+        self.request, self.pdvs = None, []
+        assoc = self.assoc
+        context = assoc._accepted_cx[context_id].as_tuple  # as pynetdicom's event has it
+        calling = assoc.requestor.ae_title
+        try:
+            if self.oversized:
+                status = self.handler.refuse_oversized(calling, self.size)
+            else:
+                dataset = b"".join([value[1:] for value in pdvs[1:]])
+                del pdvs
+                status = self.handler.store(
+                    dataset,
+                    calling=calling,
+                    association=id(assoc),
+                    abstract_syntax=str(context.abstract_syntax),
+                    transfer_syntax_uid=str(context.transfer_syntax),
+                    sop_class_uid=request.sop_class_uid,
+                    sop_instance_uid=request.sop_instance_uid,
+                )
+        except Exception:
+            # As pynetdicom answers when the EVT_C_STORE handler raises.
+            log.exception("C-STORE from %s: the handler failed", calling)
+            status = STATUS_HANDLER_FAILED
+        if not assoc.is_established:
+            return  # aborted meanwhile: nothing to answer
+        command = store_response_command(
+            message_id=request.message_id,
+            sop_class_uid=request.sop_class_uid,
+            sop_instance_uid=request.sop_instance_uid,
+            status=status,
+        )
+        limit = assoc.dimse.maximum_pdu_size
+        if limit and len(command) + 6 > limit:  # a peer with a tiny PDU: pynetdicom fragments
+            response = C_STORE()
+            response.MessageIDBeingRespondedTo = request.message_id
+            response.AffectedSOPClassUID = request.sop_class_uid
+            response.AffectedSOPInstanceUID = request.sop_instance_uid
+            response.Status = status
+            assoc.dimse.send_msg(response, context_id)
+            return
+        assoc.dul.socket.send(p_data_tf(context_id, command))
+
+
+#: Events whose handlers see DIMSE messages or raw data: bound, pynetdicom serves every request.
+_LEAN_BLOCKING_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_DATA_SENT)
 
 
 def _close_wake(event: evt.Event) -> None:
@@ -584,7 +787,7 @@ def _event_handlers(handler: StoreHandler) -> list[Any]:
         (evt.EVT_RELEASED, handler.handle_closed),
         (evt.EVT_ABORTED, handler.handle_closed),
         (evt.EVT_REJECTED, handler.handle_rejected),
-        (evt.EVT_CONN_OPEN, _wake_reactors),
+        (evt.EVT_CONN_OPEN, _wake_reactors, [handler]),
         (evt.EVT_CONN_CLOSE, _close_wake),
     ]
 

@@ -390,7 +390,8 @@ def _install_reactor_time() -> None:
 
 
 def check_reactor_internals() -> None:
-    """Fail at start-up, clearly, if pynetdicom no longer has what `_wake_reactors` replaces."""
+    """Fail at start-up, clearly, if pynetdicom no longer has what `_wake_reactors` replaces
+    and `_LeanStore` reads."""
     from pynetdicom import association, dul
     from pynetdicom.association import Association
     from pynetdicom.dimse import DIMSEServiceProvider
@@ -412,7 +413,9 @@ def check_reactor_internals() -> None:
                     "state_machine",
                 ),
             ),
-            (probe.dimse, ("msg_queue",)),
+            (probe.dimse, ("msg_queue", "message", "maximum_pdu_size")),
+            (probe, ("_accepted_cx", "_sent_release", "is_established")),
+            (probe.acceptor, ("accepted_common_extended",)),
             (AssociationSocket, ("recv",)),
         )
         for name in names

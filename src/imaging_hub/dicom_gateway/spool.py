@@ -152,7 +152,7 @@ class _DirectBuffer(threading.local):
         if self.memory is None or len(self.memory) < size:
             if self.memory is not None:
                 self.memory.close()
-            rounded = -(-size // (1024 * 1024)) * 1024 * 1024
+            rounded = max(1, -(-size // (1024 * 1024))) * 1024 * 1024
             self.memory = mmap.mmap(-1, rounded)
         return self.memory
 

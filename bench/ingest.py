@@ -7,7 +7,8 @@ concurrent associations. Time = from starting the storescu processes until the l
 successfully. Receivers are interleaved per repetition, in an order rotated each repetition,
 so drift of the machine and what one receiver leaves behind hit all alike; every timed run
 starts after a sync() (no dirty pages of earlier runs pending writeback, which would slow the
-next receiver's fsyncs). The gateway runs with durability on (real spool: fsync'd files,
+next receiver's fsyncs) and after the files it sends were read once (in the page cache, so no
+receiver pays for the sender's disk reads). The gateway runs with durability on (real spool: fsync'd files,
 SQLite WAL index) and its forwarder paused (``forward = false``), so the figure is SCP ingest
 alone.
 

@@ -209,3 +209,19 @@ def test_a_direct_write_that_fails_otherwise_fails_the_commit(
         assert not list((tmp_path / "objects").rglob("*.dcm"))
     finally:
         spool.close()
+
+
+def test_a_large_instance_gets_a_buffer_of_its_own_and_the_kept_one_stays_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imaging_hub.dicom_gateway import spool as spool_module
+
+    monkeypatch.setattr(spool_module, "KEPT_DIRECT_BUFFER_BYTES", 1024 * 1024)
+    small, large = os.urandom(10_000), os.urandom(3_000_001)
+    spool_module._write_direct(tmp_path / "small", (small,))
+    kept = spool_module._direct_buffers.memory  # this thread's
+    assert kept is not None and len(kept) == 1024 * 1024
+    spool_module._write_direct(tmp_path / "large", (large[:5], large[5:]))
+    assert spool_module._direct_buffers.memory is kept and len(kept) == 1024 * 1024
+    assert (tmp_path / "small").read_bytes() == small
+    assert (tmp_path / "large").read_bytes() == large

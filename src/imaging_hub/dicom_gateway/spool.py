@@ -143,18 +143,28 @@ def _write_all(fd: int, views: list[memoryview]) -> None:
 DIRECT_ALIGNMENT = 4096
 
 
+#: Each writing thread keeps an aligned buffer this large at most for the next file; a larger
+#: instance (a long multi-frame, say) gets a buffer of its own, released after its write.
+KEPT_DIRECT_BUFFER_BYTES = 64 * 1024 * 1024
+
+
 class _DirectBuffer(threading.local):
     """One page-aligned buffer per writing thread, reused for every file it writes."""
 
     memory: mmap.mmap | None = None
 
-    def at_least(self, size: int) -> mmap.mmap:
-        if self.memory is None or len(self.memory) < size:
+    @contextmanager
+    def at_least(self, size: int) -> Iterator[mmap.mmap]:
+        rounded = max(1, -(-size // (1024 * 1024))) * 1024 * 1024
+        if rounded > KEPT_DIRECT_BUFFER_BYTES:
+            with mmap.mmap(-1, rounded) as own:
+                yield own
+            return
+        if self.memory is None or len(self.memory) < rounded:
             if self.memory is not None:
                 self.memory.close()
-            rounded = max(1, -(-size // (1024 * 1024))) * 1024 * 1024
             self.memory = mmap.mmap(-1, rounded)
-        return self.memory
+        yield self.memory
 
 
 _direct_buffers = _DirectBuffer()
@@ -174,26 +184,27 @@ def _write_direct(path: Path, parts: tuple[bytes, ...]) -> None:
     """
     size = sum(len(part) for part in parts)
     whole = size - size % DIRECT_ALIGNMENT
-    memory = _direct_buffers.at_least(size)
-    offset = 0
-    for part in parts:
-        memory[offset : offset + len(part)] = part
-        offset += len(part)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
+    with _direct_buffers.at_least(size) as memory:
+        offset = 0
+        for part in parts:
+            memory[offset : offset + len(part)] = part
+            offset += len(part)
         try:
-            with memoryview(memory) as view:
-                if whole:
-                    _write_all(fd, [view[:whole]])
-                if whole < size:
-                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                    _write_all(fd, [view[whole:size]])
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        path.unlink(missing_ok=True)
-        raise
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
+            try:
+                with memoryview(memory) as view:
+                    if whole:
+                        _write_all(fd, [view[:whole]])
+                    if whole < size:
+                        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+                        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                        _write_all(fd, [view[whole:size]])
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
 
 
 def _sha256(parts: tuple[bytes, ...]) -> str:

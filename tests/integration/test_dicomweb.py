@@ -676,7 +676,7 @@ def test_bad_input_gets_4xx_problems_and_stores_nothing(loaded: Loaded) -> None:
             (http.get("/studies/not-a-uid"), 422),
             (http.get(f"{instance}/frames/0"), 400),
             (http.get(f"{instance}/frames/a,b"), 400),
-            (http.get(f"{instance}/frames/99999"), 422),
+            (http.get(f"{instance}/frames/99999"), 404),  # no such frame
             (http.get(f"{instance}/frames/1", headers={"Accept": "image/png"}), 406),
             (http.get(f"{instance}/bulkdata/zz"), 400),
             (

@@ -17,7 +17,7 @@ from imaging_hub.dicom.dicomjson import attributes_to_json, dataset_to_json, sto
 from imaging_hub.dicom.frames import FrameLayoutCache, can_convert, convert_instance, read_frames
 from imaging_hub.dicom.from_json import BulkData, part10_from_json
 from imaging_hub.dicom.qido import DateRange, Text, UidList, ValueList, like_pattern, parse_query
-from imaging_hub.errors import InvalidDicomError, InvalidRequest, NotAcceptable
+from imaging_hub.errors import InvalidDicomError, InvalidRequest, NotAcceptable, NotFound
 from imaging_hub.storage.filesystem import FilesystemStore
 from imaging_hub.worklist.dicomweb import retrieve
 from imaging_hub.worklist.dicomweb.multipart import (
@@ -127,7 +127,7 @@ def test_read_frames_reads_native_frames_at_their_offset() -> None:
         frames = read_frames(f, [13, 1], decode=False)
     assert frames.frames[0] == ds.pixel_array[12].astype("<u2").tobytes()
     assert frames.frames[1] == ds.pixel_array[0].astype("<u2").tobytes()
-    with path.open("rb") as f, pytest.raises(InvalidDicomError):
+    with path.open("rb") as f, pytest.raises(NotFound, match="Frame 14 does not exist"):
         read_frames(f, [14], decode=False)
 
 
@@ -306,7 +306,7 @@ def test_frame_layout_cache_is_bounded_and_keyed_by_content(tmp_path: Path) -> N
         )
     assert store.opens == 3  # one header read per object version, none for the repeat
     assert len(layouts) == 2
-    with pytest.raises(InvalidDicomError):
+    with pytest.raises(NotFound):  # CT_small has one frame
         retrieve.read_frames(
             store, _ref("clinic-a/ct.dcm", info, "c"), [2], decode=False, layouts=layouts
         )

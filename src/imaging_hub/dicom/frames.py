@@ -33,7 +33,7 @@ from pydicom.uid import (
 )
 
 from imaging_hub.dicom.transcode import decode_frame, read_part10, tolerant_reading
-from imaging_hub.errors import InvalidDicomError, NotAcceptable
+from imaging_hub.errors import InvalidDicomError, NotAcceptable, NotFound
 
 __all__ = [
     "MEDIA_TYPES",
@@ -178,11 +178,11 @@ def _frame_count(ds: Dataset) -> int:
 
 
 def _check_numbers(numbers: Sequence[int], count: int) -> None:
+    """NotFound for a frame number the instance does not have: the request names a resource
+    that does not exist (the stored data is fine)."""
     for number in numbers:
         if not 1 <= number <= count:
-            raise InvalidDicomError(
-                f"Frame {number} does not exist; the instance has {count} frame(s)."
-            )
+            raise NotFound(f"Frame {number} does not exist; the instance has {count} frame(s).")
 
 
 def read_frames(stream: BinaryIO, numbers: Sequence[int], *, decode: bool) -> FrameSet:
@@ -191,7 +191,8 @@ def read_frames(stream: BinaryIO, numbers: Sequence[int], *, decode: bool) -> Fr
     With *decode* false, compressed frames come back as stored (their bitstream) and native
     frames as stored little endian bytes. With *decode* true every frame is native little
     endian samples (``1.2.840.10008.1.2.1``), decoded if needed, without colour conversion.
-    Raises InvalidDicomError for missing Pixel Data, unknown frames or undecodable data.
+    Raises NotFound for frame numbers the instance does not have, InvalidDicomError for
+    missing Pixel Data or undecodable data.
     """
     fp = _seekable(stream)
     ds = read_header(fp)
@@ -275,7 +276,7 @@ class FrameLayout:
         return self.transfer_syntax_uid in UNCOMPRESSED
 
     def frame_range(self, number: int) -> tuple[int, int]:
-        """(offset, length) of frame *number* (1-based); InvalidDicomError if there is none."""
+        """(offset, length) of frame *number* (1-based); NotFound if there is none."""
         _check_numbers([number], self.count)
         if self.ranges is None:
             raise InvalidDicomError("The frames of this instance cannot be read by range.")

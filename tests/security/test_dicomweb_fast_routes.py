@@ -141,7 +141,7 @@ def _compare_routes(hub_app: HubApp, hops: list[int]) -> None:
             "",
             422,
         ),
-        ("HEAD", f"{native}/frames/1", bearer["rad1"], OCTETS, 404),
+        ("HEAD", f"{native}/frames/1", bearer["rad1"], OCTETS, 405),
         ("POST", f"{native}/frames/1", bearer["rad1"], OCTETS, 405),
     ]
     client = hub_app.client

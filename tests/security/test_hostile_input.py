@@ -175,7 +175,7 @@ def test_uids_in_urls_are_validated(hub_app: HubApp, uid: str) -> None:
         content=b"x",
         headers={**gateway, "X-Content-SHA256": hashlib.sha256(b"x").hexdigest()},
     )
-    # 405: "%2F" decodes to "/", so the path leaves the ingest route for the static files.
+    # 404 or 405: "%2F" decodes to "/", so the path is no longer the ingest route's.
     assert put.status_code in (400, 404, 405, 422), uid
 
 
@@ -231,3 +231,18 @@ def test_security_headers_everywhere(hub_app: HubApp) -> None:
     assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
     index = hub_app.client.get("/").text
     assert "<script>" not in index and " onload=" not in index and "style=" not in index
+
+
+def test_api_paths_answer_as_the_api_not_as_the_browser_apps_files(hub_app: HubApp) -> None:
+    """A wrong method on an API path is 405 with Allow, an unknown API path a problem+json 404;
+    the browser app's files are still served everywhere else."""
+    rad = hub_app.headers("rad1")
+    head = hub_app.client.head("/dicomweb/studies", headers=rad)
+    assert head.status_code == 405 and "GET" in head.headers["allow"]
+    delete = hub_app.client.delete("/api/v1/worklist", headers=rad)
+    assert delete.status_code == 405 and "GET" in delete.headers["allow"]
+    unknown = hub_app.client.get("/api/v1/no-such-thing", headers=rad)
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == "application/problem+json"
+    page = hub_app.client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]

@@ -17,7 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Scope
 
 from imaging_hub import __version__
 from imaging_hub.config import HubSettings
@@ -315,8 +316,29 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
             allow_headers=["Authorization", "Accept", "Content-Type"],
             max_age=600,
         )
-    app.mount("/", StaticFiles(directory=static_dir(), html=True), name="viewer")
+    app.router.routes.append(
+        AppFiles("/", app=StaticFiles(directory=static_dir(), html=True), name="viewer")
+    )
     return app
+
+
+#: Path prefixes that belong to the API, never to the browser app's files.
+API_PREFIXES = ("/api/", "/dicomweb/")
+
+
+class AppFiles(Mount):
+    """The browser app's files, at every path outside the API.
+
+    A plain mount at ``/`` matches every path with every method, so it also answered what the
+    API's routing should: a wrong method on an API path (HEAD on a DICOMweb resource, say)
+    got the file server's 404 instead of 405 with ``Allow``, and an unknown API path a plain
+    text 404 instead of problem+json.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and str(scope["path"]).startswith(API_PREFIXES):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def _sweep_loop(state: HubState, stop: threading.Event) -> None:

@@ -176,7 +176,8 @@ def _write_direct(path: Path, parts: tuple[bytes, ...]) -> None:
     A buffered write copies the data into the page cache first, which costs memory pages the
     spool never reads back soon (the forwarder reads each file once, later) and, on virtual
     machines, fresh pages the host must supply: on this project's benchmark machine the copy
-    took half the CPU of a CT slice once the page cache had grown (docs/gateway.md). Here
+    took about a third of the gateway's CPU for a CT slice once the page cache had grown
+    (docs/gateway.md). Here
     the data is copied once into a reused aligned buffer, its whole blocks go to the device
     from there, the last partial block is written through the page cache, and fdatasync makes
     both and the file's size durable. Raises OSError (EINVAL) where the file system has no

@@ -225,3 +225,31 @@ def test_a_large_instance_gets_a_buffer_of_its_own_and_the_kept_one_stays_small(
     assert spool_module._direct_buffers.memory is kept and len(kept) == 1024 * 1024
     assert (tmp_path / "small").read_bytes() == small
     assert (tmp_path / "large").read_bytes() == large
+
+
+@pytest.mark.parametrize("direct_io", [False, True])
+def test_a_sync_that_fails_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_io: bool
+) -> None:
+    """The file was created and written, then its sync failed (a disk error): the partial file
+    is removed and the commit fails, on both write paths."""
+    data = SAMPLE.read_bytes()
+
+    def failing_sync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    def failing_writev(fd: int, buffers: list[memoryview]) -> int:
+        raise OSError(errno.EIO, "Input/output error")  # O_DSYNC: the write itself syncs
+
+    monkeypatch.setattr(os, "fdatasync", failing_sync)
+    if not direct_io:
+        monkeypatch.setattr(os, "writev", failing_writev)
+    spool = Spool(tmp_path, direct_io=direct_io)
+    try:
+        with pytest.raises(SpoolError):
+            spool.commit(spool.stage(data), **_meta(data))
+        assert not list((tmp_path / "tmp").iterdir())
+        assert _rows(tmp_path) == 0 and not list((tmp_path / "objects").rglob("*.dcm"))
+        assert spool.direct_io is direct_io
+    finally:
+        spool.close()

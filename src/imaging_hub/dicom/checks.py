@@ -22,6 +22,7 @@ import math
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,18 +77,27 @@ class CheckedInstance:
     priority: int
 
 
-def _read(data: bytes) -> tuple[Dataset, bool]:
-    """Parse tolerantly; also say whether pydicom hit the end of the data inside an element."""
-    if len(data) < 8:
-        raise InvalidDicomError("The data is too short to be a DICOM dataset.")
+def _parse(read: Callable[[], Dataset]) -> tuple[Dataset, bool]:
+    """Run pydicom's *read* tolerantly; also say whether it hit the end of the data inside an
+    element (pydicom only warns of that)."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = dcmread(io.BytesIO(data), force=True)
+            ds = read()
     except Exception as exc:  # pydicom raises many kinds of errors on hostile bytes
         raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
-    ended_early = any("End of file" in str(w.message) for w in caught)
-    return ds, ended_early
+    return ds, any("End of file" in str(w.message) for w in caught)
+
+
+def _too_short(data: bytes) -> None:
+    if len(data) < 8:
+        raise InvalidDicomError("The data is too short to be a DICOM dataset.")
+
+
+def _read(data: bytes) -> tuple[Dataset, bool]:
+    """Parse Part-10 bytes tolerantly (see `_parse`)."""
+    _too_short(data)
+    return _parse(lambda: dcmread(io.BytesIO(data), force=True))
 
 
 #: Values longer than this are not copied while a received data set is parsed: Pixel Data is
@@ -104,8 +114,7 @@ def _read_dataset(dataset: bytes, transfer_syntax_uid: str) -> tuple[Dataset, bo
     bytes the element offsets refer to (the inflated bytes for Deflated), and whether they are
     little endian. Values over `DEFER_BYTES` are deferred (see `_fill_deferred`).
     """
-    if len(dataset) < 8:
-        raise InvalidDicomError("The data is too short to be a DICOM dataset.")
+    _too_short(dataset)
     syntax = UID(transfer_syntax_uid)
     try:
         implicit = syntax.is_implicit_VR
@@ -113,15 +122,14 @@ def _read_dataset(dataset: bytes, transfer_syntax_uid: str) -> tuple[Dataset, bo
         deflated = syntax.is_deflated
     except ValueError:  # not a transfer syntax pydicom knows: encapsulated ones are like this
         implicit, little, deflated = False, True, False
-    try:
-        if deflated:
+    if deflated:
+        try:
             dataset = zlib.decompress(dataset, -zlib.MAX_WBITS)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = read_dataset(io.BytesIO(dataset), implicit, little, defer_size=DEFER_BYTES)
-    except Exception as exc:  # pydicom raises many kinds of errors on hostile bytes
-        raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
-    ended_early = any("End of file" in str(w.message) for w in caught)
+        except zlib.error as exc:
+            raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
+    ds, ended_early = _parse(
+        lambda: read_dataset(io.BytesIO(dataset), implicit, little, defer_size=DEFER_BYTES)
+    )
     return ds, ended_early, dataset, little
 
 

@@ -17,7 +17,10 @@ C_STORE_RQ = 0x0001  # Command Field (PS3.7 E.1)
 C_STORE_RSP = 0x8001
 NO_DATA_SET = 0x0101  # Command Data Set Type: no data set follows
 P_DATA_TF = 0x04  # PDU type (PS3.8 9.3.5)
-COMMAND_LAST = 0x03  # Message Control Header: command, last fragment (PS3.8 E.2)
+# Message Control Header bits of a presentation data value (PS3.8 E.2).
+COMMAND_FRAGMENT = 0x01  # set: Command Set; clear: Data Set
+LAST_FRAGMENT = 0x02
+COMMAND_LAST = COMMAND_FRAGMENT | LAST_FRAGMENT
 
 # Command elements of a C-STORE-RQ (PS3.7 9.3.1.1), by element number of group 0000.
 _GROUP_LENGTH = 0x0000

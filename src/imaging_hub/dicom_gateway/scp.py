@@ -36,7 +36,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from imaging_hub.dicom.checks import check_received_dataset
 from imaging_hub.dicom.dimse import (
+    COMMAND_FRAGMENT,
     COMMAND_LAST,
+    LAST_FRAGMENT,
+    P_DATA_TF,
     StoreRequest,
     p_data_tf,
     parse_store_request,
@@ -495,16 +498,21 @@ def _send_msg(dimse: Any, send_msg: Any, primitive: Any, context_id: int) -> Non
             sop_instance_uid=str(primitive.AffectedSOPInstanceUID or ""),
             status=primitive.Status,
         )
-        limit = dimse.maximum_pdu_size
-        if not limit or len(command) + 6 <= limit:
+        if _fits_one_pdu(dimse, command):
             pdata = P_DATA()
-            pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+            pdata.presentation_data_value_list.append((context_id, bytes([COMMAND_LAST]) + command))
             dimse.dul.send_pdu(pdata)
             return
     send_msg(primitive, context_id)
 
 
-P_DATA_TF = 0x04
+def _fits_one_pdu(dimse: Any, command: bytes) -> bool:
+    """Whether *command* fits one PDV in a PDU the peer accepts (its maximum PDU length
+    counts the PDV item: length, context ID and control header, 6 bytes, then the value)."""
+    limit = dimse.maximum_pdu_size
+    return not limit or len(command) + 6 <= limit
+
+
 ESTABLISHED = "Sta6"  # PS3.8 9.2: Association established and ready for data transfer
 
 
@@ -517,9 +525,9 @@ def _read_pdu(dul: Any, read_pdu_data: Any, peer: socket.socket, lean: "_LeanSto
     PDU, a decoded PDU object with a copy of each value, a state-machine event on a queue and a
     primitive: about 90 us and three copies per 128 KiB. Here the values go on as views of the
     PDU as read, to `_LeanStore` (plain C-STORE requests) or to ``dimse.receive_primitive``
-    (what DT-2 calls). Any other PDU,
-    any other state, pending events or bound PDU/data event handlers (pynetdicom's debug
-    logging) take pynetdicom's path; TLS associations keep it throughout (`_wake_reactors`).
+    (what DT-2 calls). Any other PDU, any other state, pending events or bound PDU/data event
+    handlers (pynetdicom's debug logging) take pynetdicom's path; TLS associations keep it
+    throughout (`_wake_reactors`).
     """
     if (
         dul.state_machine.current_state != ESTABLISHED
@@ -561,13 +569,6 @@ def _read_pdu(dul: Any, read_pdu_data: Any, peer: socket.socket, lean: "_LeanSto
     lean.receive(values)
 
 
-def _to_dimse(dimse: Any, values: list[tuple[int, Any]]) -> None:
-    """Pass presentation data values to pynetdicom's DIMSE, as DT-2 does (one P-DATA)."""
-    primitive = P_DATA()
-    primitive.presentation_data_value_list.extend(values)
-    dimse.receive_primitive(primitive)
-
-
 class _LeanStore:
     """The plain C-STORE requests of one association, served on its DUL thread.
 
@@ -601,18 +602,15 @@ class _LeanStore:
         self.passthrough = False  # the message in progress is pynetdicom's
 
     def receive(self, values: list[tuple[int, memoryview]]) -> None:
-        dimse = self.assoc.dimse
         for context_id, pdv in values:
             if self.request is None and not self.passthrough:
                 if self._start(context_id, pdv):
                     continue
                 self.passthrough = True
             if self.passthrough:
-                _to_dimse(dimse, [(context_id, pdv)])
-                if dimse.message is None:  # pynetdicom has the whole message
-                    self.passthrough = False
+                self._pass_on([(context_id, pdv)])
                 continue
-            if pdv[0] & 0x01 or context_id != self.context_id:
+            if pdv[0] & COMMAND_FRAGMENT or context_id != self.context_id:
                 self._hand_over(context_id, pdv)
                 continue
             self.size += len(pdv) - 1
@@ -622,7 +620,7 @@ class _LeanStore:
                     self.pdvs = self.pdvs[:1]
                 else:
                     self.pdvs.append(pdv)
-            if pdv[0] & 0x02:
+            if pdv[0] & LAST_FRAGMENT:
                 self._complete()
 
     def _start(self, context_id: int, pdv: memoryview) -> bool:
@@ -659,10 +657,16 @@ class _LeanStore:
             log.error("Invalid DIMSE message: a C-STORE data set past the size limit broke off")
             self.assoc.dul.event_queue.put("Evt19")
             return
-        self.passthrough = True
-        _to_dimse(self.assoc.dimse, [*kept, (context_id, pdv)])
-        if self.assoc.dimse.message is None:
-            self.passthrough = False
+        self._pass_on([*kept, (context_id, pdv)])
+
+    def _pass_on(self, values: list[tuple[int, Any]]) -> None:
+        """Give *values* to pynetdicom's DIMSE, as DT-2 does (one P-DATA); what follows is
+        pynetdicom's too until it has the whole message."""
+        dimse = self.assoc.dimse
+        primitive = P_DATA()
+        primitive.presentation_data_value_list.extend(values)
+        dimse.receive_primitive(primitive)
+        self.passthrough = dimse.message is not None
 
     def _complete(self) -> None:
         request, context_id, pdvs = self.request, self.context_id, self.pdvs
@@ -698,8 +702,7 @@ class _LeanStore:
             sop_instance_uid=request.sop_instance_uid,
             status=status,
         )
-        limit = assoc.dimse.maximum_pdu_size
-        if limit and len(command) + 6 > limit:  # a peer with a tiny PDU: pynetdicom fragments
+        if not _fits_one_pdu(assoc.dimse, command):  # a peer with a tiny PDU: pynetdicom fragments
             response = C_STORE()
             response.MessageIDBeingRespondedTo = request.message_id
             response.AffectedSOPClassUID = request.sop_class_uid

@@ -116,10 +116,18 @@ def _write_synced(path: Path, parts: tuple[bytes, ...]) -> None:
     fdatasync would, but without this thread needing the GIL between the two while the
     C-STORE handler holds it checking the data set.
     """
+    with _new_file(path, os.O_DSYNC) as fd:
+        _write_all(fd, [memoryview(part) for part in parts if len(part)])
+
+
+@contextmanager
+def _new_file(path: Path, flags: int) -> Iterator[int]:
+    """A descriptor of the new file *path*, opened for writing with *flags*; if anything in
+    the block fails with OSError, the partial file is removed."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DSYNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flags, 0o600)
         try:
-            _write_all(fd, [memoryview(part) for part in parts if len(part)])
+            yield fd
         finally:
             os.close(fd)
     except OSError:
@@ -190,22 +198,14 @@ def _write_direct(path: Path, parts: tuple[bytes, ...]) -> None:
         for part in parts:
             memory[offset : offset + len(part)] = part
             offset += len(part)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
-            try:
-                with memoryview(memory) as view:
-                    if whole:
-                        _write_all(fd, [view[:whole]])
-                    if whole < size:
-                        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-                        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-                        _write_all(fd, [view[whole:size]])
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            path.unlink(missing_ok=True)
-            raise
+        with _new_file(path, os.O_DIRECT) as fd, memoryview(memory) as view:
+            if whole:
+                _write_all(fd, [view[:whole]])
+            if whole < size:
+                flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                _write_all(fd, [view[whole:size]])
+            os.fdatasync(fd)
 
 
 def _sha256(parts: tuple[bytes, ...]) -> str:

@@ -45,8 +45,8 @@ from bench.common import (
     write_section,
 )
 from imaging_hub.storage.filesystem import FilesystemStore
-from imaging_hub.worklist.ingest import register_instance
-from imaging_hub.worklist.models import Institution
+from imaging_hub.worklist.db.models import Institution
+from imaging_hub.worklist.studies.registration import register_instance
 
 ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 #: Reference figures measured for Orthanc on this machine kind (issue 5).

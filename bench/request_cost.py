@@ -44,12 +44,12 @@ from imaging_hub.config import HubSettings
 from imaging_hub.dicom.samples import sample_files
 from imaging_hub.dicom.uids import new_uid
 from imaging_hub.storage.filesystem import FilesystemStore
+from imaging_hub.worklist.admin.seed import create_demo_network
 from imaging_hub.worklist.app import create_app
-from imaging_hub.worklist.db import make_engine, make_session_factory, session_scope
-from imaging_hub.worklist.ingest import register_instance
-from imaging_hub.worklist.migrate import upgrade
-from imaging_hub.worklist.models import Institution
-from imaging_hub.worklist.seed import create_demo_network
+from imaging_hub.worklist.db.migrate import upgrade
+from imaging_hub.worklist.db.models import Institution
+from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
+from imaging_hub.worklist.studies.registration import register_instance
 
 
 @dataclass

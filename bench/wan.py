@@ -150,9 +150,9 @@ class Hub:
 
 
 def start_hub(data_dir: Path, ns: str, ns_ip: str) -> Hub:
-    from imaging_hub.worklist.db import make_engine, make_session_factory, session_scope
-    from imaging_hub.worklist.migrate import upgrade
-    from imaging_hub.worklist.seed import create_demo_network
+    from imaging_hub.worklist.admin.seed import create_demo_network
+    from imaging_hub.worklist.db.migrate import upgrade
+    from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
 
     data_dir.mkdir(parents=True)
     url = f"sqlite:///{data_dir / 'hub.sqlite3'}"

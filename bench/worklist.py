@@ -41,9 +41,8 @@ from tests.peers import postgres
 from tests.peers.hub import HubProcess, start_hub_process
 from tests.worklist_support import issue_token
 
-from imaging_hub.worklist.assignment import sweep
-from imaging_hub.worklist.ingest import PRIORITY_RANK, LeasePolicy, SlaPolicy
-from imaging_hub.worklist.models import (
+from imaging_hub.worklist.access.policy import study_scope
+from imaging_hub.worklist.db.models import (
     Eligibility,
     Institution,
     Patient,
@@ -54,8 +53,9 @@ from imaging_hub.worklist.models import (
     StudyStatus,
     User,
 )
-from imaging_hub.worklist.policy import study_scope
-from imaging_hub.worklist.queries import WorklistFilter, list_worklist
+from imaging_hub.worklist.reading.assignment import sweep
+from imaging_hub.worklist.studies.queries import WorklistFilter, list_worklist
+from imaging_hub.worklist.studies.registration import PRIORITY_RANK, LeasePolicy, SlaPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "benchmarks.md"

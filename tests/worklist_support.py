@@ -13,11 +13,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from imaging_hub.worklist.accounts import issue_access_token
-from imaging_hub.worklist.db import make_engine, make_session_factory
-from imaging_hub.worklist.ingest import PRIORITY_RANK, SlaPolicy
-from imaging_hub.worklist.migrate import upgrade
-from imaging_hub.worklist.models import (
+from imaging_hub.worklist.access.accounts import issue_access_token
+from imaging_hub.worklist.db.migrate import upgrade
+from imaging_hub.worklist.db.models import (
     Eligibility,
     Institution,
     InstitutionLevel,
@@ -30,6 +28,8 @@ from imaging_hub.worklist.models import (
     StudyStatus,
     User,
 )
+from imaging_hub.worklist.db.session import make_engine, make_session_factory
+from imaging_hub.worklist.studies.registration import PRIORITY_RANK, SlaPolicy
 
 SLA = SlaPolicy()
 _uids = itertools.count(1)

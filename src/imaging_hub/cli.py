@@ -84,8 +84,8 @@ def hub_serve(config: ConfigOpt = None) -> None:
     import uvicorn
 
     from imaging_hub.worklist.app import create_app
-    from imaging_hub.worklist.db import make_engine
-    from imaging_hub.worklist.migrate import upgrade
+    from imaging_hub.worklist.db.migrate import upgrade
+    from imaging_hub.worklist.db.session import make_engine
 
     settings = HubSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -232,8 +232,8 @@ def gateway_status(
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Create or migrate the hub database to the current schema."""
     _setup(config)
-    from imaging_hub.worklist.db import make_engine
-    from imaging_hub.worklist.migrate import upgrade
+    from imaging_hub.worklist.db.migrate import upgrade
+    from imaging_hub.worklist.db.session import make_engine
 
     settings = HubSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -259,7 +259,7 @@ admin_app.add_typer(order_app, name="order")
 def _admin_session(config: Path | None) -> Iterator[Any]:
     """A session on the configured hub database, committed on success (CLI admin commands)."""
     _setup(config)
-    from imaging_hub.worklist.db import make_engine, make_session_factory, session_scope
+    from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
 
     settings = HubSettings()
     engine = make_engine(settings.resolved_database_url())
@@ -282,7 +282,7 @@ def _cli_actor() -> dict[str, str]:
 @audit_app.command("verify")
 def audit_verify(config: ConfigOpt = None) -> None:
     """Recompute the audit hash chain; exit 1 naming the first bad event if it was tampered."""
-    from imaging_hub.worklist.audit import AuditChainBroken, verify_chain
+    from imaging_hub.worklist.audit.trail import AuditChainBroken, verify_chain
 
     with _admin_session(config) as session:
         try:
@@ -312,10 +312,10 @@ def user_create(
 ) -> None:
     """Create a user account."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist import audit
-    from imaging_hub.worklist.accounts import create_user, get_institution
-    from imaging_hub.worklist.models import Role
-    from imaging_hub.worklist.seed import random_password
+    from imaging_hub.worklist.access.accounts import create_user, get_institution
+    from imaging_hub.worklist.admin.seed import random_password
+    from imaging_hub.worklist.audit import trail as audit
+    from imaging_hub.worklist.db.models import Role
 
     if role not in {r.value for r in Role}:
         _fail(f"Unknown role {role!r}.", 2)
@@ -347,8 +347,8 @@ def user_create(
 
 def _user_op(username: str, op: str, config: Path | None, **kwargs: Any) -> None:
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist import audit
-    from imaging_hub.worklist.accounts import get_user, set_active, set_password
+    from imaging_hub.worklist.access.accounts import get_user, set_active, set_password
+    from imaging_hub.worklist.audit import trail as audit
 
     with _admin_session(config) as session:
         try:
@@ -393,7 +393,7 @@ def user_reset_password(
     config: ConfigOpt = None,
 ) -> None:
     """Set a new password; every session of the account ends."""
-    from imaging_hub.worklist.seed import random_password
+    from imaging_hub.worklist.admin.seed import random_password
 
     plain = password or random_password()
     _user_op(username, "password_reset", config, password=plain)
@@ -406,7 +406,7 @@ def user_list(config: ConfigOpt = None) -> None:
     """List user accounts."""
     from sqlalchemy import select
 
-    from imaging_hub.worklist.models import User
+    from imaging_hub.worklist.db.models import User
 
     table = Table("username", "role", "institution", "active", "locked until")
     with _admin_session(config) as session:
@@ -428,7 +428,7 @@ def _cli_audit(
     session: Any, action: str, object_type: str, name: str, op: str, **detail: Any
 ) -> None:
     """An administration change made from the command line, in the audit trail."""
-    from imaging_hub.worklist import audit
+    from imaging_hub.worklist.audit import trail as audit
 
     audit.record(
         session,
@@ -441,7 +441,7 @@ def _cli_audit(
 
 
 def _gateway_audit(session: Any, name: str, op: str, **detail: str) -> None:
-    from imaging_hub.worklist import audit
+    from imaging_hub.worklist.audit import trail as audit
 
     _cli_audit(session, audit.ADMIN_GATEWAY, "gateway", name, op, **detail)
 
@@ -455,7 +455,7 @@ def gateway_create(
 ) -> None:
     """Register a clinic gateway and print its token (shown once, stored hashed)."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.accounts import create_gateway, get_institution
+    from imaging_hub.worklist.access.accounts import create_gateway, get_institution
 
     with _admin_session(config) as session:
         try:
@@ -473,7 +473,7 @@ def gateway_create(
 def gateway_rotate(name: GatewayArg, config: ConfigOpt = None) -> None:
     """Issue a new token; the previous one keeps working until the next rotation."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.accounts import get_gateway, rotate_gateway_token
+    from imaging_hub.worklist.access.accounts import get_gateway, rotate_gateway_token
 
     with _admin_session(config) as session:
         try:
@@ -489,7 +489,7 @@ def gateway_rotate(name: GatewayArg, config: ConfigOpt = None) -> None:
 def gateway_revoke(name: GatewayArg, config: ConfigOpt = None) -> None:
     """Revoke a gateway: both its tokens stop working at once."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.accounts import get_gateway, revoke_gateway
+    from imaging_hub.worklist.access.accounts import get_gateway, revoke_gateway
 
     with _admin_session(config) as session:
         try:
@@ -505,7 +505,7 @@ def gateway_list(config: ConfigOpt = None) -> None:
     """List clinic gateways (never their tokens)."""
     from sqlalchemy import select
 
-    from imaging_hub.worklist.models import Gateway
+    from imaging_hub.worklist.db.models import Gateway
 
     table = Table("name", "clinic", "AE title", "state", "last seen")
     with _admin_session(config) as session:
@@ -521,7 +521,7 @@ def gateway_list(config: ConfigOpt = None) -> None:
 
 
 def _duty_audit(session: Any, username: str, op: str, **detail: Any) -> None:
-    from imaging_hub.worklist import audit
+    from imaging_hub.worklist.audit import trail as audit
 
     _cli_audit(session, audit.ADMIN_USER, "user", username, op, **detail)
 
@@ -545,8 +545,8 @@ def duty_eligibility(
 ) -> None:
     """Set (replace) or show what a radiologist may read."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist import duty
-    from imaging_hub.worklist.accounts import get_user
+    from imaging_hub.worklist.access.accounts import get_user
+    from imaging_hub.worklist.reading import duty
 
     with _admin_session(config) as session:
         try:
@@ -597,8 +597,8 @@ def duty_shift_add(
 ) -> None:
     """Add an on-duty shift (at most 24 hours, not overlapping the radiologist's others)."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist import duty
-    from imaging_hub.worklist.accounts import get_user
+    from imaging_hub.worklist.access.accounts import get_user
+    from imaging_hub.worklist.reading import duty
 
     starts_at, ends_at = _aware_time(start, "--start"), _aware_time(end, "--end")
     with _admin_session(config) as session:
@@ -626,7 +626,7 @@ def duty_shift_delete(
 ) -> None:
     """Remove a shift."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist import duty
+    from imaging_hub.worklist.reading import duty
 
     with _admin_session(config) as session:
         try:
@@ -644,8 +644,8 @@ def duty_shift_list(
 ) -> None:
     """List shifts in start order."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist import duty
-    from imaging_hub.worklist.accounts import get_user
+    from imaging_hub.worklist.access.accounts import get_user
+    from imaging_hub.worklist.reading import duty
 
     table = Table("id", "user", "starts", "ends")
     with _admin_session(config) as session:
@@ -675,9 +675,10 @@ def order_create(
 ) -> None:
     """Register an exam order at a clinic; prints its pre-assigned StudyInstanceUID."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist import audit, orders
-    from imaging_hub.worklist.accounts import get_institution
-    from imaging_hub.worklist.models import Priority
+    from imaging_hub.worklist.access.accounts import get_institution
+    from imaging_hub.worklist.audit import trail as audit
+    from imaging_hub.worklist.db.models import Priority
+    from imaging_hub.worklist.orders import orders
 
     if priority not in {p.value for p in Priority}:
         _fail(f"Unknown priority {priority!r}.", 2)
@@ -712,7 +713,8 @@ def order_cancel(
 ) -> None:
     """Cancel a scheduled order."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist import audit, orders
+    from imaging_hub.worklist.audit import trail as audit
+    from imaging_hub.worklist.orders import orders
 
     with _admin_session(config) as session:
         try:
@@ -730,8 +732,8 @@ def order_list(
 ) -> None:
     """List orders in scheduled order (IDs and UIDs, no patient names)."""
     from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist import orders
-    from imaging_hub.worklist.accounts import get_institution
+    from imaging_hub.worklist.access.accounts import get_institution
+    from imaging_hub.worklist.orders import orders
 
     table = Table(
         "id", "clinic", "accession", "modality", "scheduled", "status", "StudyInstanceUID"

@@ -18,10 +18,10 @@ from imaging_hub.config import GatewaySettings, HubSettings
 from imaging_hub.dicom.samples import sample_studies
 from imaging_hub.dicom_gateway.service import GatewayService
 from imaging_hub.modality import send_files
+from imaging_hub.worklist.admin.seed import DEMO_GATEWAYS, create_demo_network
 from imaging_hub.worklist.app import create_app
-from imaging_hub.worklist.db import make_engine, make_session_factory, session_scope
-from imaging_hub.worklist.migrate import upgrade
-from imaging_hub.worklist.seed import DEMO_GATEWAYS, create_demo_network
+from imaging_hub.worklist.db.migrate import upgrade
+from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
 
 log = logging.getLogger(__name__)
 console = Console(soft_wrap=True)

@@ -15,8 +15,8 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from imaging_hub.worklist.ingest import PRIORITY_RANK
-from imaging_hub.worklist.models import Priority, Study
+from imaging_hub.worklist.db.models import Priority, Study
+from imaging_hub.worklist.studies.registration import PRIORITY_RANK
 from tests.conftest import SAMPLES
 from tests.e2e.support import (
     BUNDLED,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from imaging_hub.worklist import assignment
-from imaging_hub.worklist.models import Priority
+from imaging_hub.worklist.db.models import Priority
+from imaging_hub.worklist.reading import assignment
 from tests.peers.browser import OpenPage
 from tests.peers.hub import start_hub_process
 from tests.worklist_support import add_study, user

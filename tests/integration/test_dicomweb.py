@@ -207,7 +207,7 @@ def test_stow_stores_every_valid_sample_and_refuses_the_rest(loaded: Loaded) -> 
     assert not [s for s in refused if s.path.endswith("GH364_US.dcm")]
     assert set(failures) == {0xC000}
     with loaded.hub.sessions() as session:
-        from imaging_hub.worklist.models import Instance
+        from imaging_hub.worklist.db.models import Instance
 
         assert session.query(Instance).count() == len(loaded.stored)
 
@@ -658,7 +658,7 @@ def test_bad_input_gets_4xx_problems_and_stores_nothing(loaded: Loaded) -> None:
         assert stow(anonymous, [("application/dicom", sample.data)]).status_code == 401
     with loaded.http("staff-a") as http:
         with loaded.hub.sessions() as session:
-            from imaging_hub.worklist.models import Instance
+            from imaging_hub.worklist.db.models import Instance
 
             before = session.query(Instance).count()
         pdf_parts = http.post("/studies", content=b"x", headers={"Content-Type": PDF_PARTS})
@@ -761,8 +761,8 @@ def _rss_kib(pid: int) -> int:
 def test_whole_study_retrieve_streams_with_flat_memory(loaded: Loaded) -> None:
     """A 300-slice CT (157 MB) goes out while the hub's RSS grows by far less than that."""
     from imaging_hub.storage.filesystem import FilesystemStore
-    from imaging_hub.worklist.ingest import register_instance
-    from imaging_hub.worklist.models import Institution
+    from imaging_hub.worklist.db.models import Institution
+    from imaging_hub.worklist.studies.registration import register_instance
 
     store = FilesystemStore(loaded.hub.data_dir / "objects")
     study = generate_uid()
@@ -917,7 +917,7 @@ def test_store_metadata_with_bulk_data_refuses_what_it_cannot_build(loaded: Load
     ds = pydicom.dcmread(SAMPLES / "by-modality/CT/CT_small.dcm")
     ds.SOPInstanceUID = generate_uid()
     with loaded.hub.sessions() as session:
-        from imaging_hub.worklist.models import Instance
+        from imaging_hub.worklist.db.models import Instance
 
         before = session.query(Instance).count()
     cases = [

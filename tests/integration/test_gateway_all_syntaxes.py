@@ -18,7 +18,7 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from imaging_hub.worklist.models import Instance
+from imaging_hub.worklist.db.models import Instance
 from tests.conftest import SAMPLES
 from tests.peers.dcmtk import storescu
 from tests.peers.hub import GatewayFactory, HubProcess

@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from imaging_hub.dicom.samples import __file__ as samples_init
-from imaging_hub.worklist.models import Instance, Series, Study
+from imaging_hub.worklist.db.models import Instance, Series, Study
 from tests.peers.dcmtk import storescu
 from tests.peers.hub import GatewayFactory, HubProcess, start_hub_process
 from tests.peers.net import free_port, wait_until

@@ -18,7 +18,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from imaging_hub.dicom.samples import __file__ as samples_init
-from imaging_hub.worklist.models import Instance
+from imaging_hub.worklist.db.models import Instance
 from tests.peers.hub import GatewayFactory, HubProcess, start_hub_process
 from tests.peers.net import wait_until
 

@@ -7,9 +7,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
-from imaging_hub.worklist import assignment as a
-from imaging_hub.worklist import policy
-from imaging_hub.worklist.models import (
+from imaging_hub.worklist.access import policy
+from imaging_hub.worklist.access.policy import study_scope
+from imaging_hub.worklist.db.models import (
     Institution,
     InstitutionLevel,
     Notification,
@@ -20,8 +20,13 @@ from imaging_hub.worklist.models import (
     StudyEvent,
     StudyStatus,
 )
-from imaging_hub.worklist.policy import study_scope
-from imaging_hub.worklist.queries import WorklistFilter, claimed_item, list_worklist, worklist_item
+from imaging_hub.worklist.reading import assignment as a
+from imaging_hub.worklist.studies.queries import (
+    WorklistFilter,
+    claimed_item,
+    list_worklist,
+    worklist_item,
+)
 from tests.worklist_support import (
     SLA,
     add_study,

@@ -7,9 +7,10 @@ import pytest
 from sqlalchemy.orm import Session
 
 from imaging_hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from imaging_hub.worklist import assignment as a
-from imaging_hub.worklist import duty, orders
-from imaging_hub.worklist.models import OrderStatus, Priority
+from imaging_hub.worklist.db.models import OrderStatus, Priority
+from imaging_hub.worklist.orders import orders
+from imaging_hub.worklist.reading import assignment as a
+from imaging_hub.worklist.reading import duty
 from tests.worklist_support import add_study, add_user, institution, user
 
 LEASE = a.LeasePolicy(lease=timedelta(minutes=10))

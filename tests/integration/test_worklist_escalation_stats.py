@@ -17,11 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
 from imaging_hub.storage.filesystem import FilesystemStore
-from imaging_hub.worklist import assignment as a
-from imaging_hub.worklist import consultations as c
-from imaging_hub.worklist import stats
-from imaging_hub.worklist.ingest import complete_study, register_instance
-from imaging_hub.worklist.models import (
+from imaging_hub.worklist.db.models import (
     ConsultationStatus,
     Instance,
     Order,
@@ -30,7 +26,16 @@ from imaging_hub.worklist.models import (
     StudyStatus,
     UidConflict,
 )
-from imaging_hub.worklist.queries import WorklistFilter, list_conflicts, list_worklist, study_detail
+from imaging_hub.worklist.reading import assignment as a
+from imaging_hub.worklist.reading import consultations as c
+from imaging_hub.worklist.stats import stats
+from imaging_hub.worklist.studies.queries import (
+    WorklistFilter,
+    list_conflicts,
+    list_worklist,
+    study_detail,
+)
+from imaging_hub.worklist.studies.registration import complete_study, register_instance
 from tests.conftest import SAMPLES
 from tests.worklist_support import SLA, add_study, institution, snapshot, user
 

@@ -8,10 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imaging_hub.errors import Conflict, Forbidden, NotFound
-from imaging_hub.worklist import assignment as a
-from imaging_hub.worklist import consultations as c
-from imaging_hub.worklist.models import ConsultationStatus, Notification, StudyEvent, StudyStatus
-from imaging_hub.worklist.queries import WorklistFilter, list_worklist
+from imaging_hub.worklist.db.models import ConsultationStatus, Notification, StudyEvent, StudyStatus
+from imaging_hub.worklist.reading import assignment as a
+from imaging_hub.worklist.reading import consultations as c
+from imaging_hub.worklist.studies.queries import WorklistFilter, list_worklist
 from tests.worklist_support import add_study, snapshot, user
 
 LEASE = a.LeasePolicy(lease=timedelta(minutes=10))

@@ -14,7 +14,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from imaging_hub.worklist.models import Institution, Priority, Role, Study, StudyEvent, StudyStatus
+from imaging_hub.worklist.db.models import (
+    Institution,
+    Priority,
+    Role,
+    Study,
+    StudyEvent,
+    StudyStatus,
+)
 from tests.peers.hub import HubProcess, start_hub_process
 from tests.peers.net import wait_until
 from tests.worklist_support import add_study, add_user, issue_token, snapshot

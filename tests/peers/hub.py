@@ -20,9 +20,9 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from imaging_hub.worklist.db import make_engine, make_session_factory, session_scope
-from imaging_hub.worklist.migrate import upgrade
-from imaging_hub.worklist.seed import create_demo_network
+from imaging_hub.worklist.admin.seed import create_demo_network
+from imaging_hub.worklist.db.migrate import upgrade
+from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
 from tests.peers.net import free_port, stop_process, wait_for_port
 
 CLI = [sys.executable, "-m", "imaging_hub"]

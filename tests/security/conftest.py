@@ -21,12 +21,12 @@ with warnings.catch_warnings():
     # starlette warns that it would prefer httpx2 as TestClient transport; httpx works.
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-from imaging_hub.worklist.accounts import issue_access_token
+from imaging_hub.worklist.access.accounts import issue_access_token
+from imaging_hub.worklist.admin.seed import DemoNetwork, create_demo_network
 from imaging_hub.worklist.app import create_app
-from imaging_hub.worklist.db import make_engine, make_session_factory
-from imaging_hub.worklist.migrate import upgrade
-from imaging_hub.worklist.models import User
-from imaging_hub.worklist.seed import DemoNetwork, create_demo_network
+from imaging_hub.worklist.db.migrate import upgrade
+from imaging_hub.worklist.db.models import User
+from imaging_hub.worklist.db.session import make_engine, make_session_factory
 
 ROLE_USERS = {
     "admin": "admin",

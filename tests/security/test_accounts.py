@@ -5,9 +5,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from imaging_hub.worklist import audit
-from imaging_hub.worklist.accounts import LoginThrottle, TooManyAttempts
-from imaging_hub.worklist.models import AccessToken, User
+from imaging_hub.worklist.access.accounts import LoginThrottle, TooManyAttempts
+from imaging_hub.worklist.audit import trail as audit
+from imaging_hub.worklist.db.models import AccessToken, User
 from tests.security.conftest import HubApp
 
 ME = "/api/v1/auth/me"
@@ -311,7 +311,9 @@ def test_gateway_tokens_create_rotate_revoke(hub_app: HubApp) -> None:
             [
                 (g.token_hash, g.previous_token_hash)
                 for g in session.scalars(
-                    select(__import__("imaging_hub.worklist.models", fromlist=["Gateway"]).Gateway)
+                    select(
+                        __import__("imaging_hub.worklist.db.models", fromlist=["Gateway"]).Gateway
+                    )
                 )
             ]
         )

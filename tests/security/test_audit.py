@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from imaging_hub.worklist import audit
-from imaging_hub.worklist.db import make_engine, make_session_factory
-from imaging_hub.worklist.migrate import upgrade
-from imaging_hub.worklist.models import AuditEvent
+from imaging_hub.worklist.audit import trail as audit
+from imaging_hub.worklist.db.migrate import upgrade
+from imaging_hub.worklist.db.models import AuditEvent
+from imaging_hub.worklist.db.session import make_engine, make_session_factory
 from tests.security.conftest import HubApp
 
 

@@ -5,9 +5,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from imaging_hub.worklist import assignment as a
-from imaging_hub.worklist import consultations as c
-from imaging_hub.worklist.models import Consultation, Institution, Role, User
+from imaging_hub.worklist.db.models import Consultation, Institution, Role, User
+from imaging_hub.worklist.reading import assignment as a
+from imaging_hub.worklist.reading import consultations as c
 from tests.security.conftest import HubApp
 from tests.worklist_support import add_study, add_user
 

@@ -19,11 +19,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from imaging_hub.worklist import audit
-from imaging_hub.worklist.accounts import revoke_access_token
+from imaging_hub.worklist.access.accounts import revoke_access_token
+from imaging_hub.worklist.audit import trail as audit
+from imaging_hub.worklist.db.models import AuditEvent, Institution, User
 from imaging_hub.worklist.dicomweb.fast import FastGet
-from imaging_hub.worklist.ingest import register_instance
-from imaging_hub.worklist.models import AuditEvent, Institution, User
+from imaging_hub.worklist.studies.registration import register_instance
 from tests.conftest import SAMPLES
 from tests.security.conftest import HubApp
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from imaging_hub.worklist.models import AuditEvent, Eligibility, Shift, User
+from imaging_hub.worklist.db.models import AuditEvent, Eligibility, Shift, User
 from tests.security.conftest import HubApp
 
 T0 = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from imaging_hub.dicom.uids import is_valid_uid
-from imaging_hub.worklist.models import AuditEvent, Order
+from imaging_hub.worklist.db.models import AuditEvent, Order
 from tests.security.conftest import HubApp
 
 GOOD: dict[str, Any] = {

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.routing import Mount
 
-from imaging_hub.worklist.policy import (
+from imaging_hub.worklist.access.policy import (
     GATEWAY,
     PRINCIPALS,
     PUBLIC_ROUTES,

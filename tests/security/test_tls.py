@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from imaging_hub.tls import client_context
-from imaging_hub.worklist.models import Instance
+from imaging_hub.worklist.db.models import Instance
 from tests.conftest import SAMPLES
 from tests.peers.dcmtk import echoscu, storescu
 from tests.peers.hub import GatewayFactory, HubProcess, start_hub_process

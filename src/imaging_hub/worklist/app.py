@@ -37,36 +37,32 @@ from imaging_hub.errors import (
 from imaging_hub.storage import ObjectStore
 from imaging_hub.storage.filesystem import FilesystemStore
 from imaging_hub.worklist import dicomweb
-from imaging_hub.worklist.accounts import (
+from imaging_hub.worklist.access import routes as access_routes
+from imaging_hub.worklist.access.accounts import (
     AuthenticationFailed,
     LoginThrottle,
     TooManyAttempts,
     WeakPassword,
 )
-from imaging_hub.worklist.api import (
-    admin,
-    auth,
-    conflicts,
-    consultations,
-    duty,
-    gateways,
-    ingest,
-    notifications,
-    orders,
-    stats,
-    studies,
-    worklist,
-)
-from imaging_hub.worklist.api.deps import HubState, Unauthenticated
-from imaging_hub.worklist.assignment import sweep
-from imaging_hub.worklist.db import make_engine, make_inline_engine, make_session_factory
-from imaging_hub.worklist.ingest import LeasePolicy, SlaPolicy
-from imaging_hub.worklist.middleware import (
+from imaging_hub.worklist.admin import routes as admin_routes
+from imaging_hub.worklist.db.session import make_engine, make_inline_engine, make_session_factory
+from imaging_hub.worklist.gateways import routes as gateway_routes
+from imaging_hub.worklist.http.deps import HubState, Unauthenticated
+from imaging_hub.worklist.http.middleware import (
     AccessLogMiddleware,
     ProblemFor413Middleware,
     RejectNulMiddleware,
     SecurityHeadersMiddleware,
 )
+from imaging_hub.worklist.notifications import routes as notification_routes
+from imaging_hub.worklist.orders import routes as order_routes
+from imaging_hub.worklist.reading import consultation_routes, duty_routes
+from imaging_hub.worklist.reading import routes as reading_routes
+from imaging_hub.worklist.reading.assignment import sweep
+from imaging_hub.worklist.stats import routes as stats_routes
+from imaging_hub.worklist.studies import conflict_routes, registration_routes
+from imaging_hub.worklist.studies import routes as study_routes
+from imaging_hub.worklist.studies.registration import LeasePolicy, SlaPolicy
 
 log = logging.getLogger(__name__)
 
@@ -295,18 +291,18 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(auth.router)
-    app.include_router(worklist.router)
-    app.include_router(ingest.router, max_body_size=settings.max_instance_bytes)
-    app.include_router(gateways.router)
-    app.include_router(studies.router)
-    app.include_router(consultations.router)
-    app.include_router(notifications.router)
-    app.include_router(stats.router)
-    app.include_router(conflicts.router)
-    app.include_router(admin.router)
-    app.include_router(duty.router)
-    app.include_router(orders.router)
+    app.include_router(access_routes.router)
+    app.include_router(reading_routes.router)
+    app.include_router(registration_routes.router, max_body_size=settings.max_instance_bytes)
+    app.include_router(gateway_routes.router)
+    app.include_router(study_routes.router)
+    app.include_router(consultation_routes.router)
+    app.include_router(notification_routes.router)
+    app.include_router(stats_routes.router)
+    app.include_router(conflict_routes.router)
+    app.include_router(admin_routes.router)
+    app.include_router(duty_routes.router)
+    app.include_router(order_routes.router)
     app.include_router(dicomweb.router, max_body_size=settings.dicomweb_max_request_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -12,16 +12,16 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
 from imaging_hub.dicom.uids import UID_PATTERN
-from imaging_hub.worklist.api.deps import (
+from imaging_hub.worklist.access.policy import Permission, authorize, require
+from imaging_hub.worklist.db.models import User
+from imaging_hub.worklist.dicomweb.search import InstanceRef, find_instances
+from imaging_hub.worklist.http.deps import (
     AuditDep,
     Auditor,
     HubState,
     SessionDep,
     authenticated_principal,
 )
-from imaging_hub.worklist.dicomweb.search import InstanceRef, find_instances
-from imaging_hub.worklist.models import User
-from imaging_hub.worklist.policy import Permission, authorize, require
 
 PREFIX = "/dicomweb"
 DICOM_JSON = "application/dicom+json"

@@ -33,9 +33,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from imaging_hub.worklist.api.deps import HubState, bearer_credentials, get_state
+from imaging_hub.worklist.access.policy import Permission
 from imaging_hub.worklist.dicomweb.common import Caller, NeedsWorker, open_caller
-from imaging_hub.worklist.policy import Permission
+from imaging_hub.worklist.http.deps import HubState, bearer_credentials, get_state
 
 #: Makes the answer: (caller, hub state, request) -> response. In a worker thread, or on the
 #: event loop when ``caller.inline``: then it raises NeedsWorker before anything long.

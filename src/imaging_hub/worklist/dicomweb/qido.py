@@ -10,8 +10,7 @@ from imaging_hub.dicom.dicomjson import UTF8_CHARSET, attributes_to_json, datase
 from imaging_hub.dicom.frames import read_header
 from imaging_hub.dicom.qido import Level, QidoQuery, parse_query
 from imaging_hub.storage import ObjectStore
-from imaging_hub.worklist import audit
-from imaging_hub.worklist.api.deps import StateDep
+from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.dicomweb.common import (
     DICOM_JSON,
     PREFIX,
@@ -28,6 +27,7 @@ from imaging_hub.worklist.dicomweb.search import (
     search_series,
     search_studies,
 )
+from imaging_hub.worklist.http.deps import StateDep
 
 router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
 

@@ -23,8 +23,8 @@ from imaging_hub.dicom.qido import (
     like_pattern,
 )
 from imaging_hub.errors import NotFound
-from imaging_hub.worklist.models import Instance, Patient, Series, Study, User
-from imaging_hub.worklist.policy import ScopeKey, scope_condition, scope_key, study_scope
+from imaging_hub.worklist.access.policy import ScopeKey, scope_condition, scope_key, study_scope
+from imaging_hub.worklist.db.models import Instance, Patient, Series, Study, User
 
 ESCAPE = "!"
 

@@ -20,9 +20,9 @@ from imaging_hub.dicom.checks import check_received_instance
 from imaging_hub.dicom.from_json import BulkData, json_sop_uids, part10_from_json
 from imaging_hub.errors import Conflict, InvalidDicomError, InvalidRequest, StorageError
 from imaging_hub.storage import ObjectStore
+from imaging_hub.worklist.db.models import Institution
 from imaging_hub.worklist.dicomweb.multipart import ReceivedPart, parse_media_type
-from imaging_hub.worklist.ingest import StudyMismatch, register_instance
-from imaging_hub.worklist.models import Institution
+from imaging_hub.worklist.studies.registration import StudyMismatch, register_instance
 
 log = logging.getLogger(__name__)
 

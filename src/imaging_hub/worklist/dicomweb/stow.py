@@ -11,11 +11,11 @@ from starlette.concurrency import run_in_threadpool
 
 from imaging_hub.dicom.dicomjson import store_response
 from imaging_hub.errors import InvalidRequest, PayloadTooLarge
-from imaging_hub.worklist import audit
-from imaging_hub.worklist.api.deps import StateDep
+from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.dicomweb.common import PREFIX, Caller, Storer, Uid, base_url, dicom_json
 from imaging_hub.worklist.dicomweb.multipart import MultipartReader, stow_boundary
 from imaging_hub.worklist.dicomweb.storing import DICOM_JSON, store_json_parts, store_parts
+from imaging_hub.worklist.http.deps import StateDep
 
 router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
 

@@ -15,8 +15,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from imaging_hub.dicom.uids import is_valid_uid
 from imaging_hub.errors import InvalidRequest, NotAcceptable
-from imaging_hub.worklist import audit
-from imaging_hub.worklist.api.deps import HubState, StateDep
+from imaging_hub.worklist.access.policy import Permission
+from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.dicomweb.common import (
     DICOM_JSON,
     PREFIX,
@@ -50,7 +50,7 @@ from imaging_hub.worklist.dicomweb.retrieve import (
     wants_multipart,
 )
 from imaging_hub.worklist.dicomweb.search import InstanceRef
-from imaging_hub.worklist.policy import Permission
+from imaging_hub.worklist.http.deps import HubState, StateDep
 
 router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
 

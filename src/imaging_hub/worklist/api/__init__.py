@@ -1,1 +1,0 @@
-"""HTTP edge of the hub: thin routers that parse, call the domain, and map errors."""

@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 
 from imaging_hub.errors import ImagingHubError
 from imaging_hub.storage.base import instance_key, report_key
-from imaging_hub.worklist.access.policy import PRINCIPALS, roles_with, route_permissions
+from imaging_hub.worklist.access.policy import PRINCIPALS, roles_with
 from imaging_hub.worklist.db.models import Institution, Study
+from imaging_hub.worklist.http.permissions import route_permissions
 from tests.security.conftest import ROLE_USERS, HubApp
 
 BUNDLED = Path(__file__).resolve().parents[2] / "src" / "imaging_hub" / "dicom" / "samples"

@@ -12,13 +12,8 @@ from typing import Any
 
 from starlette.routing import Mount
 
-from imaging_hub.worklist.access.policy import (
-    GATEWAY,
-    PRINCIPALS,
-    PUBLIC_ROUTES,
-    roles_with,
-    route_permissions,
-)
+from imaging_hub.worklist.access.policy import GATEWAY, PRINCIPALS, PUBLIC_ROUTES, roles_with
+from imaging_hub.worklist.http.permissions import route_permissions
 from tests.security.conftest import ROLE_USERS, HubApp
 
 PARAM = re.compile(r"\{([^}:]+)(:[^}]+)?\}")

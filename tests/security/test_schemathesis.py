@@ -16,7 +16,8 @@ from schemathesis.checks import (
     response_schema_conformance,
 )
 
-from imaging_hub.worklist.access.policy import GATEWAY, PRINCIPALS, roles_with, route_permissions
+from imaging_hub.worklist.access.policy import GATEWAY, PRINCIPALS, roles_with
+from imaging_hub.worklist.http.permissions import route_permissions
 from tests.security.conftest import ROLE_USERS, HubApp
 
 

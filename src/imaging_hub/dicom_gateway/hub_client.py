@@ -1,7 +1,9 @@
 """The gateway's HTTP client to the hub: instance upload, study completion.
 
-Errors are classified here: network trouble, 5xx, 429 and 409 "retry" are retryable; 4xx
-refusals of the data itself (422, 413) are permanent and the instance is parked.
+Errors are classified here, by the problem+json ``code`` the hub answers (never by its message):
+network trouble, 5xx, 401/408/429 and the codes in :data:`imaging_hub.errors.RETRYABLE_CODES` are
+retryable; every other refusal (a UID conflict, invalid DICOM, too large) is final and the instance
+or study is parked with the hub's code and detail.
 """
 
 import logging
@@ -12,7 +14,7 @@ from typing import Any
 import httpx
 
 from imaging_hub import __version__
-from imaging_hub.errors import ForwardError
+from imaging_hub.errors import RETRYABLE_CODES, ForwardError
 from imaging_hub.tls import client_context
 
 log = logging.getLogger(__name__)
@@ -57,16 +59,22 @@ class HubClient:
                 f"The hub could not be reached ({type(exc).__name__}).", retryable=True
             ) from exc
         if response.status_code >= 400:
-            detail = ""
+            detail, code = "", ""
             try:
-                detail = str(response.json().get("detail", ""))[:300]
-            except ValueError:
+                body = response.json()
+                detail = str(body.get("detail", ""))[:300]
+                code = str(body.get("code", ""))[:64]
+            except (ValueError, AttributeError):
                 detail = response.text[:300]
-            retryable = response.status_code >= 500 or response.status_code in (401, 408, 429)
-            if response.status_code == 409 and "retry" in detail.lower():
-                retryable = True
+            retryable = (
+                response.status_code >= 500
+                or response.status_code in (401, 408, 429)
+                or code in RETRYABLE_CODES
+            )
             raise ForwardError(
-                f"The hub answered {response.status_code}: {detail}", retryable=retryable
+                f"The hub answered {response.status_code} {code or '-'}: {detail}",
+                retryable=retryable,
+                code=code or f"http_{response.status_code}",
             )
         return response
 

@@ -9,51 +9,32 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import DataError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Scope
 
 from imaging_hub import __version__
 from imaging_hub.config import HubSettings
-from imaging_hub.errors import (
-    Conflict,
-    Forbidden,
-    ImagingHubError,
-    InvalidDicomError,
-    InvalidRequest,
-    NotAcceptable,
-    NotFound,
-    PayloadTooLarge,
-    StorageError,
-    UnsupportedMediaType,
-)
-from imaging_hub.storage import ObjectStore
+from imaging_hub.storage import ObjectStore, open_store
 from imaging_hub.storage.filesystem import FilesystemStore
 from imaging_hub.worklist import dicomweb
 from imaging_hub.worklist.access import routes as access_routes
-from imaging_hub.worklist.access.accounts import (
-    AuthenticationFailed,
-    LoginThrottle,
-    TooManyAttempts,
-    WeakPassword,
-)
+from imaging_hub.worklist.access.accounts import LoginThrottle
 from imaging_hub.worklist.admin import routes as admin_routes
 from imaging_hub.worklist.db.session import make_engine, make_inline_engine, make_session_factory
 from imaging_hub.worklist.gateways import routes as gateway_routes
-from imaging_hub.worklist.http.deps import HubState, Unauthenticated
+from imaging_hub.worklist.http.deps import HubState
 from imaging_hub.worklist.http.middleware import (
     AccessLogMiddleware,
     ProblemFor413Middleware,
     RejectNulMiddleware,
     SecurityHeadersMiddleware,
 )
+from imaging_hub.worklist.http.problems import document_problems, install_error_handlers
 from imaging_hub.worklist.notifications import routes as notification_routes
 from imaging_hub.worklist.orders import routes as order_routes
 from imaging_hub.worklist.reading import consultation_routes, duty_routes
@@ -66,26 +47,12 @@ from imaging_hub.worklist.studies.registration import LeasePolicy, SlaPolicy
 
 log = logging.getLogger(__name__)
 
-PROBLEM_JSON = "application/problem+json"
-
-
-def problem(
-    status: int, title: str, detail: str, headers: dict[str, str] | None = None
-) -> Response:
-    """An RFC 9457 problem document."""
-    return JSONResponse(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail},
-        status_code=status,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
-
 
 def make_store(settings: HubSettings) -> ObjectStore:
+    """The hub's object store, from its settings (through the one factory, storage.open_store)."""
     if settings.object_store == "s3":
-        from imaging_hub.storage.s3 import S3Store
-
-        return S3Store(
+        return open_store(
+            "s3",
             endpoint=settings.s3_endpoint,
             access_key=settings.s3_access_key.get_secret_value(),
             secret_key=settings.s3_secret_key.get_secret_value(),
@@ -95,7 +62,7 @@ def make_store(settings: HubSettings) -> ObjectStore:
         )
     root = settings.resolved_object_store_dir()
     root.mkdir(parents=True, exist_ok=True)
-    return FilesystemStore(root)
+    return open_store("filesystem", root=root)
 
 
 class HubFastAPI(FastAPI):
@@ -120,105 +87,6 @@ class HubFastAPI(FastAPI):
             document_problems(schema)
             self.openapi_schema = schema
         return self.openapi_schema
-
-
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "title": "Problem",
-    "type": "object",
-    "description": "An RFC 9457 problem document.",
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-    },
-    "required": ["type", "title", "status", "detail"],
-}
-PROBLEM_RESPONSE: dict[str, Any] = {
-    "description": "Bad input, not signed in, not allowed, not found, conflict, too large "
-    "(RFC 9457 problem document).",
-    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-}
-
-
-def document_problems(schema: dict[str, Any]) -> None:
-    """Document every 4xx answer as problem+json (FastAPI documents only its own 422 shape)."""
-    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
-    for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
-            responses = operation.setdefault("responses", {})
-            default_422 = responses.get("422", {})
-            if "HTTPValidationError" in str(default_422):
-                del responses["422"]
-            responses.setdefault("4XX", PROBLEM_RESPONSE)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    mapping: list[tuple[type[Exception], int, str]] = [
-        (Unauthenticated, 401, "Unauthorized"),
-        (AuthenticationFailed, 401, "Unauthorized"),
-        (Forbidden, 403, "Forbidden"),
-        (NotFound, 404, "Not Found"),
-        (Conflict, 409, "Conflict"),
-        (WeakPassword, 422, "Unprocessable Content"),
-        (InvalidDicomError, 422, "Invalid DICOM"),
-        (InvalidRequest, 400, "Bad Request"),
-        (NotAcceptable, 406, "Not Acceptable"),
-        (PayloadTooLarge, 413, "Content Too Large"),
-        (UnsupportedMediaType, 415, "Unsupported Media Type"),
-        (StorageError, 503, "Storage Unavailable"),
-    ]
-    for exc_type, status, title in mapping:
-
-        def handler(
-            request: Request, exc: Exception, status: int = status, title: str = title
-        ) -> Response:
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            if status == 503:
-                log.error("storage failure on %s: %s", request.url.path, exc)
-            return problem(status, title, str(exc), headers)
-
-        app.add_exception_handler(exc_type, handler)
-
-    def generic(request: Request, exc: Exception) -> Response:
-        log.error("unhandled domain error on %s: %s", request.url.path, exc)
-        return problem(400, "Bad Request", str(exc))
-
-    app.add_exception_handler(ImagingHubError, generic)
-
-    def too_many(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, TooManyAttempts)
-        return problem(429, "Too Many Requests", str(exc), {"Retry-After": str(exc.retry_after)})
-
-    app.add_exception_handler(TooManyAttempts, too_many)
-
-    def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        headers = dict(exc.headers) if exc.headers else None
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), headers)
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-
-    def data_error(request: Request, exc: Exception) -> Response:
-        # PostgreSQL refuses NUL characters and over-long values that SQLite would store.
-        log.warning("database refused a value on %s: %s", request.url.path, type(exc).__name__)
-        return problem(
-            422,
-            "Unprocessable Content",
-            "A value is too long or contains characters that cannot be stored (such as NUL).",
-        )
-
-    app.add_exception_handler(DataError, data_error)
-
-    def validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        parts = []
-        for err in exc.errors()[:10]:
-            where = ".".join(str(p) for p in err.get("loc", ()))
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
-        return problem(422, "Unprocessable Content", "; ".join(parts) or "Invalid request.")
-
-    app.add_exception_handler(RequestValidationError, validation_error)
 
 
 def static_dir() -> Path:
@@ -279,7 +147,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     )
     app.hsts = settings.tls_cert_file is not None
     app.state.hub = state
-    _install_error_handlers(app)
+    install_error_handlers(app)
     # Before every FastAPI route: the hottest DICOMweb GETs (they fall through when invalid).
     app.router.routes.extend(dicomweb.fast_routes)
 

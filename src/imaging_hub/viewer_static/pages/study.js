@@ -1,11 +1,12 @@
 // Study page (#/study/<StudyInstanceUID>): patient/study header with status, claim and timeline
-// (GET /api/v1/studies/{uid}; a held claim is kept alive with heartbeats), series with
-// thumbnails, and a simple image viewer (one image large, window presets, next/previous image,
-// frame scrolling) over DICOMweb (PS3.18): QIDO-RS for series and instances, WADO-RS /rendered
-// and /thumbnail for pixels. Images are fetched with the caller's session (apiBlob) and shown
-// through object URLs. Measurements, reports and signing are not part of this page yet.
+// (GET /api/v1/studies/{uid}; a held claim is kept alive with heartbeats), series thumbnails on
+// the left, the diagnostic viewer in the centre and an empty slot on the right for the report
+// pane. The viewer is the Cornerstone3D bundle (viewer_static/viewer/viewer.js, built from
+// viewer/ at the repository root): frames from WADO-RS in their stored transfer syntax, decoded
+// in the browser; the series' WADO-RS /metadata fetched once. This file builds all of its UI
+// (toolbar, overlays, measurement list, help) with h() and t(); the bundle only renders.
 
-import { addStrings, formatDateTime, formatDicomDate, hasString, t } from "../i18n.js";
+import { addStrings, formatDateTime, formatDicomDate, getLanguage, hasString, t } from "../i18n.js";
 import { apiBlob, apiGet, apiPost } from "../api.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
 import {
@@ -16,7 +17,7 @@ import {
   statusLabel,
 } from "../format.js";
 import { can, homePath, registerRoute, setQuery } from "../router.js";
-import { TAG, first, number } from "../dicomjson.js";
+import { TAG, first, number, personName } from "../dicomjson.js";
 
 addStrings({
   "zh-CN": {
@@ -30,29 +31,6 @@ addStrings({
     "study.seriesItem": "序列 {number} · {modality} · {count} 幅",
     "study.noSeries": "此检查没有可显示的序列。",
     "study.notFound": "未找到此检查，或您无权查看。",
-    "study.image": "图像 {n} / {total}",
-    "study.frame": "帧 {n} / {total}",
-    "study.frameSlider": "帧",
-    "study.prevImage": "上一幅",
-    "study.nextImage": "下一幅",
-    "study.prevFrame": "上一帧",
-    "study.nextFrame": "下一帧",
-    "study.window": "窗宽窗位",
-    "study.center": "窗位",
-    "study.width": "窗宽",
-    "study.apply": "应用",
-    "study.preset.default": "默认",
-    "study.preset.soft": "软组织",
-    "study.preset.lung": "肺窗",
-    "study.preset.bone": "骨窗",
-    "study.preset.brain": "脑窗",
-    "study.preset.wide": "宽窗",
-    "study.preset.contrast": "高对比",
-    "study.loadingImage": "正在加载图像…",
-    "study.imageFailed": "图像无法显示：{message}",
-    "study.help": "滚轮或 ↑↓ 切换帧/图像，← → 切换图像。",
-    "study.note": "本页用于浏览图像；测量、报告书写和签发将在后续版本提供。",
-    "study.invalidWindow": "请输入有效的窗位和窗宽（窗宽大于 0）。",
     "study.clinic": "卫生院",
     "study.assigned": "阅片医生",
     "study.due": "截止",
@@ -88,29 +66,6 @@ addStrings({
     "study.seriesItem": "Series {number} · {modality} · {count} image(s)",
     "study.noSeries": "This study has no series to show.",
     "study.notFound": "This study was not found, or you may not see it.",
-    "study.image": "Image {n} / {total}",
-    "study.frame": "Frame {n} / {total}",
-    "study.frameSlider": "Frame",
-    "study.prevImage": "Previous image",
-    "study.nextImage": "Next image",
-    "study.prevFrame": "Previous frame",
-    "study.nextFrame": "Next frame",
-    "study.window": "Window",
-    "study.center": "Center",
-    "study.width": "Width",
-    "study.apply": "Apply",
-    "study.preset.default": "Default",
-    "study.preset.soft": "Soft tissue",
-    "study.preset.lung": "Lung",
-    "study.preset.bone": "Bone",
-    "study.preset.brain": "Brain",
-    "study.preset.wide": "Wide",
-    "study.preset.contrast": "High contrast",
-    "study.loadingImage": "Loading image…",
-    "study.imageFailed": "The image cannot be shown: {message}",
-    "study.help": "Wheel or ↑↓: frame/image; ← →: image.",
-    "study.note": "This page is for viewing images; measurements, report writing and signing come in a later release.",
-    "study.invalidWindow": "Enter a valid center and a width greater than 0.",
     "study.clinic": "Clinic",
     "study.assigned": "Reader",
     "study.due": "Due",
@@ -137,27 +92,178 @@ addStrings({
   },
 });
 
+addStrings({
+  "zh-CN": {
+    "viewer.loadingBundle": "正在加载阅片器…",
+    "viewer.bundleFailed": "阅片器无法加载：{message}",
+    "viewer.loading": "正在加载图像…",
+    "viewer.decodeFailed": "此图像无法解码或显示：{message}",
+    "viewer.wrongStudy": "此图像不属于本检查，已拒绝显示。",
+    "viewer.empty": "将左侧序列拖到此处",
+    "viewer.tools": "工具",
+    "viewer.tool.wl": "窗宽窗位",
+    "viewer.tool.pan": "平移",
+    "viewer.tool.zoom": "缩放",
+    "viewer.tool.length": "长度",
+    "viewer.tool.angle": "角度",
+    "viewer.tool.ellipse": "椭圆 ROI",
+    "viewer.window": "窗",
+    "viewer.center": "窗位",
+    "viewer.width": "窗宽",
+    "viewer.apply": "应用",
+    "viewer.invalidWindow": "请输入有效的窗位和窗宽（窗宽大于 0）。",
+    "viewer.preset.default": "默认",
+    "viewer.preset.lung": "肺窗",
+    "viewer.preset.mediastinum": "纵隔窗",
+    "viewer.preset.bone": "骨窗",
+    "viewer.preset.brain": "脑窗",
+    "viewer.preset.abdomen": "腹部窗",
+    "viewer.preset.wide": "宽窗",
+    "viewer.preset.contrast": "高对比",
+    "viewer.preset.custom": "自定义",
+    "viewer.fit": "适应窗口",
+    "viewer.actual": "1:1",
+    "viewer.invert": "反相",
+    "viewer.rotate": "旋转 90°",
+    "viewer.flipH": "水平翻转",
+    "viewer.flipV": "垂直翻转",
+    "viewer.reset": "复位",
+    "viewer.layout": "布局",
+    "viewer.cine": "电影播放",
+    "viewer.stop": "停止",
+    "viewer.fps": "帧/秒",
+    "viewer.help": "快捷键",
+    "viewer.prev": "上一幅",
+    "viewer.next": "下一幅",
+    "viewer.slider": "图像/帧",
+    "viewer.position": "图像 {n} / {total}",
+    "viewer.framePosition": "帧 {n} / {total}",
+    "viewer.overlayImage": "图像 {n}/{total}",
+    "viewer.overlayFrame": "帧 {n}/{total}",
+    "viewer.overlaySeries": "序列 {number}",
+    "viewer.overlayWindow": "窗位 {center} 窗宽 {width}",
+    "viewer.overlayZoom": "缩放 {zoom}%",
+    "viewer.measurements": "测量",
+    "viewer.noMeasurements": "没有测量。选择长度、角度或椭圆 ROI 工具后在图像上拖动。",
+    "viewer.clearMeasurements": "全部删除",
+    "viewer.delete": "删除",
+    "viewer.m.length": "长度",
+    "viewer.m.angle": "角度",
+    "viewer.m.ellipse": "椭圆 ROI",
+    "viewer.m.stats": "均值 {mean} {unit}，标准差 {sd} {unit}",
+    "viewer.atDetector": "（探测器平面）",
+    "viewer.pixels": "（未校准）",
+    "viewer.loaded": "已加载 {done}/{total}",
+    "viewer.helpTitle": "快捷键",
+    "viewer.key.scroll": "滚轮、↑ ↓：上一幅/下一幅（含多帧图像的帧）",
+    "viewer.key.image": "← →：上一个/下一个图像（跳过帧）；Home / End：第一幅/最后一幅",
+    "viewer.key.zoom": "Ctrl+滚轮或右键拖动：缩放；中键拖动：平移；+ / -：放大/缩小",
+    "viewer.key.tools": "W 窗宽窗位，P 平移，Z 缩放，L 长度，A 角度，E 椭圆 ROI（左键使用）",
+    "viewer.key.presets": "0 默认窗，1–5 预设窗",
+    "viewer.key.view": "F 适应窗口，O 原始大小 1:1，I 反相，R 旋转，H 水平翻转，V 垂直翻转",
+    "viewer.key.cine": "C 电影播放/停止，[ ] 降低/提高帧率",
+    "viewer.key.reset": "Esc 复位（窗、缩放、方向）；Delete 删除最后一个测量；? 显示本帮助",
+  },
+  en: {
+    "viewer.loadingBundle": "Loading the viewer…",
+    "viewer.bundleFailed": "The viewer cannot be loaded: {message}",
+    "viewer.loading": "Loading image…",
+    "viewer.decodeFailed": "This image cannot be decoded or shown: {message}",
+    "viewer.wrongStudy": "This image does not belong to this study; it is not shown.",
+    "viewer.empty": "Drag a series here",
+    "viewer.tools": "Tools",
+    "viewer.tool.wl": "Window/level",
+    "viewer.tool.pan": "Pan",
+    "viewer.tool.zoom": "Zoom",
+    "viewer.tool.length": "Length",
+    "viewer.tool.angle": "Angle",
+    "viewer.tool.ellipse": "Ellipse ROI",
+    "viewer.window": "Window",
+    "viewer.center": "Center",
+    "viewer.width": "Width",
+    "viewer.apply": "Apply",
+    "viewer.invalidWindow": "Enter a valid center and a width greater than 0.",
+    "viewer.preset.default": "Default",
+    "viewer.preset.lung": "Lung",
+    "viewer.preset.mediastinum": "Mediastinum",
+    "viewer.preset.bone": "Bone",
+    "viewer.preset.brain": "Brain",
+    "viewer.preset.abdomen": "Abdomen",
+    "viewer.preset.wide": "Wide",
+    "viewer.preset.contrast": "High contrast",
+    "viewer.preset.custom": "Custom",
+    "viewer.fit": "Fit",
+    "viewer.actual": "1:1",
+    "viewer.invert": "Invert",
+    "viewer.rotate": "Rotate 90°",
+    "viewer.flipH": "Flip horizontal",
+    "viewer.flipV": "Flip vertical",
+    "viewer.reset": "Reset",
+    "viewer.layout": "Layout",
+    "viewer.cine": "Cine",
+    "viewer.stop": "Stop",
+    "viewer.fps": "fps",
+    "viewer.help": "Shortcuts",
+    "viewer.prev": "Previous image",
+    "viewer.next": "Next image",
+    "viewer.slider": "Image/frame",
+    "viewer.position": "Image {n} / {total}",
+    "viewer.framePosition": "Frame {n} / {total}",
+    "viewer.overlayImage": "Im {n}/{total}",
+    "viewer.overlayFrame": "Fr {n}/{total}",
+    "viewer.overlaySeries": "Se {number}",
+    "viewer.overlayWindow": "C {center} W {width}",
+    "viewer.overlayZoom": "Zoom {zoom}%",
+    "viewer.measurements": "Measurements",
+    "viewer.noMeasurements": "No measurements. Pick the length, angle or ellipse tool and drag on the image.",
+    "viewer.clearMeasurements": "Delete all",
+    "viewer.delete": "Delete",
+    "viewer.m.length": "Length",
+    "viewer.m.angle": "Angle",
+    "viewer.m.ellipse": "Ellipse ROI",
+    "viewer.m.stats": "mean {mean} {unit}, SD {sd} {unit}",
+    "viewer.atDetector": "(at detector)",
+    "viewer.pixels": "(uncalibrated)",
+    "viewer.loaded": "Loaded {done}/{total}",
+    "viewer.helpTitle": "Keyboard shortcuts",
+    "viewer.key.scroll": "Wheel, ↑ ↓: previous/next image (frames of a multi-frame image included)",
+    "viewer.key.image": "← →: previous/next image (skipping frames); Home / End: first/last",
+    "viewer.key.zoom": "Ctrl+wheel or right drag: zoom; middle drag: pan; + / -: zoom in/out",
+    "viewer.key.tools": "W window/level, P pan, Z zoom, L length, A angle, E ellipse ROI (left button)",
+    "viewer.key.presets": "0 default window, 1–5 window presets",
+    "viewer.key.view": "F fit, O original size 1:1, I invert, R rotate, H flip horizontal, V flip vertical",
+    "viewer.key.cine": "C cine play/stop, [ ] slower/faster",
+    "viewer.key.reset": "Esc reset (window, zoom, orientation); Delete removes the last measurement; ? shows this help",
+  },
+});
+
 const DICOM_JSON = { Accept: "application/dicom+json" };
-const IMAGE_ACCEPT = { Accept: "image/png, image/jpeg;q=0.9" };
-const CACHE_SIZE = 24;
+const THUMB_ACCEPT = { Accept: "image/png, image/jpeg;q=0.9" };
+// Decoded pixels kept in the browser (Cornerstone's cache evicts the least recently used images
+// beyond it); prefetching stops at the budget, so a huge series never fills the tab's memory.
+const CACHE_BYTES = 1024 * 1024 * 1024;
+const PREFETCH_BYTES = 768 * 1024 * 1024;
+const LAYOUTS = { "1x1": [1, 1], "1x2": [1, 2], "2x2": [2, 2] };
+const TOOL_KEYS = ["wl", "pan", "zoom", "length", "angle", "ellipse"];
 
 // CT windows in Hounsfield units (center, width).
 const CT_PRESETS = [
-  ["default", null],
-  ["soft", [40, 400]],
   ["lung", [-600, 1500]],
+  ["mediastinum", [40, 400]],
   ["bone", [400, 1800]],
   ["brain", [40, 80]],
+  ["abdomen", [60, 400]],
 ];
 
 /**
- * Window presets for a modality. CT presets are in Hounsfield units. Projection radiographs
- * (CR/DX/MG…) have no absolute unit, so their presets are relative to the image's own window
- * (from its metadata): wider or narrower around the same center.
+ * Window presets for a modality (after "default", the image's own window). CT presets are in
+ * Hounsfield units. Projection radiographs (CR/DX/MG…) and other modalities have no absolute
+ * unit, so their presets are relative to the image's own window: wider or narrower around the
+ * same center.
  */
 export function presetsFor(modality, ownWindow) {
-  if (modality === "CT") return CT_PRESETS;
   const presets = [["default", null]];
+  if (modality === "CT") return presets.concat(CT_PRESETS);
   if (ownWindow) {
     const [center, width] = ownWindow;
     presets.push(["wide", [center, Math.round(width * 1.5)]]);
@@ -170,42 +276,16 @@ function studyBase(uid) {
   return `/dicomweb/studies/${encodeURIComponent(uid)}`;
 }
 
-function imageUrl(studyUid, series, instance, frame) {
-  const base = `${studyBase(studyUid)}/series/${encodeURIComponent(series)}/instances/${encodeURIComponent(instance.uid)}`;
-  return instance.frames > 1 ? `${base}/frames/${frame}/rendered` : `${base}/rendered`;
+function seriesBase(studyUid, seriesUid) {
+  return `${studyBase(studyUid)}/series/${encodeURIComponent(seriesUid)}`;
 }
 
-/** A small LRU of object URLs; revokes what falls out and everything on clear(). */
-class ObjectUrlCache {
-  constructor(size) {
-    this.size = size;
-    this.map = new Map();
-  }
-
-  get(key) {
-    const url = this.map.get(key);
-    if (url) {
-      this.map.delete(key);
-      this.map.set(key, url);
-    }
-    return url;
-  }
-
-  set(key, blob) {
-    const url = URL.createObjectURL(blob);
-    this.map.set(key, url);
-    while (this.map.size > this.size) {
-      const [oldKey, oldUrl] = this.map.entries().next().value;
-      this.map.delete(oldKey);
-      URL.revokeObjectURL(oldUrl);
-    }
-    return url;
-  }
-
-  clear() {
-    for (const url of this.map.values()) URL.revokeObjectURL(url);
-    this.map.clear();
-  }
+/** A number for the overlay and the measurement list: 3 significant digits, at most 2 decimals. */
+export function formatMeasure(value) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return "";
+  const abs = Math.abs(value);
+  const digits = abs >= 100 ? 1 : 2;
+  return value.toFixed(digits);
 }
 
 function eventLabel(kind) {
@@ -258,17 +338,6 @@ function headerBlock(item, claimBox) {
   );
 }
 
-/**
- * The rendered endpoint's viewport parameter ("w,h"): the on-screen box in device pixels,
- * rounded up to a multiple of 256 (so small layout changes reuse cached images), at most 4096.
- * The hub only ever shrinks an image to fit, so the screen shows every pixel it can; the
- * network carries far fewer bytes than a full-size rendering of a large radiograph.
- */
-export function viewportSize(width, height, ratio = 1) {
-  const round = (n) => Math.min(4096, Math.max(256, Math.ceil((n * (ratio || 1)) / 256) * 256));
-  return `${round(width)},${round(height)}`;
-}
-
 /** How often to renew a claim: a third of the time left, between 5 s and 2 min. */
 export function heartbeatDelay(leaseExpiresAt, now = Date.now()) {
   const left = new Date(leaseExpiresAt).getTime() - now;
@@ -278,14 +347,16 @@ export function heartbeatDelay(leaseExpiresAt, now = Date.now()) {
 
 async function renderStudy({ root, params, query, signal, user }) {
   const uid = params.uid;
-  const cache = new ObjectUrlCache(CACHE_SIZE);
   const thumbs = [];
+  const disposers = [];
   let stopHeartbeat = () => {};
+  let viewer = null;
   const cleanup = () => {
     stopHeartbeat();
-    cache.clear();
+    for (const off of disposers) off();
     for (const url of thumbs) URL.revokeObjectURL(url);
-    document.removeEventListener("keydown", onKey);
+    if (viewer) viewer.destroy();
+    viewer = null;
   };
 
   let detail;
@@ -373,290 +444,78 @@ async function renderStudy({ root, params, query, signal, user }) {
     }))
     .filter((s) => s.uid)
     .sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
+  const seriesByUid = new Map(seriesList.map((s) => [s.uid, s]));
 
-  // Viewer state.
-  const view = { series: null, instances: [], index: 0, frame: 1, window: null, preset: "default", ownWindow: null };
-  let loadSeq = 0;
-
-  const image = h("img", { class: "viewer-image", id: "viewer-image", alt: "" });
-  const imageStatus = h("div", { class: "viewer-status", id: "viewer-status", "aria-live": "polite" });
+  // ---- Layout: series on the left, the viewer grid in the centre, the report slot right ----
+  const seriesNav = h("nav", { class: "series-list", id: "series-list", "aria-label": t("study.series") });
+  const statusBox = h("div", { class: "viewer-status", id: "viewer-status", "aria-live": "polite" });
+  const grid = h("div", { class: "viewer-grid", id: "viewer-grid" });
   const position = h("span", { class: "viewer-position", id: "viewer-position" });
   const framePosition = h("span", { class: "viewer-position", id: "viewer-frame" });
-  const frameSlider = h("input", { type: "range", id: "frame-slider", min: "1", max: "1", value: "1", class: "frame-slider", "aria-label": t("study.frameSlider") });
-  const presetBar = h("div", { class: "presets", role: "group", "aria-label": t("study.window") });
-  const centerInput = h("input", { type: "number", id: "window-center", step: "1", class: "window-input", "aria-label": t("study.center") });
-  const widthInput = h("input", { type: "number", id: "window-width", step: "1", min: "1", class: "window-input", "aria-label": t("study.width") });
-  const seriesNav = h("nav", { class: "series-list", id: "series-list", "aria-label": t("study.series") });
+  const slider = h("input", { type: "range", id: "image-slider", class: "image-slider", min: "1", max: "1", value: "1", "aria-label": t("viewer.slider") });
+  const presetBar = h("div", { class: "presets", role: "group", "aria-label": t("viewer.window") });
+  const centerInput = h("input", { type: "number", id: "window-center", step: "any", class: "window-input", "aria-label": t("viewer.center") });
+  const widthInput = h("input", { type: "number", id: "window-width", step: "any", min: "0", class: "window-input", "aria-label": t("viewer.width") });
+  const measureList = h("ul", { class: "measurements", id: "measurements", "data-testid": "measurements" });
+  const fpsInput = h("input", { type: "number", id: "cine-fps", class: "fps-input", min: "1", max: "60", step: "1", value: "15", "aria-label": t("viewer.fps") });
+  const cineButton = h("button", { type: "button", id: "cine-toggle", "aria-pressed": "false", on: { click: () => toggleCine() } }, `▶ ${t("viewer.cine")}`);
+  const helpBox = h(
+    "div",
+    { class: "help-overlay", id: "viewer-help", role: "dialog", "aria-modal": "false", "aria-label": t("viewer.helpTitle"), hidden: true },
+    h("h2", {}, t("viewer.helpTitle")),
+    h(
+      "ul",
+      {},
+      ["scroll", "image", "zoom", "tools", "presets", "view", "cine", "reset"].map((k) => h("li", {}, t(`viewer.key.${k}`))),
+    ),
+    h("button", { type: "button", on: { click: () => (helpBox.hidden = true) } }, t("common.close")),
+  );
 
-  const prevImage = h("button", { type: "button", id: "prev-image", on: { click: () => step(-1) } }, `‹ ${t("study.prevImage")}`);
-  const nextImage = h("button", { type: "button", id: "next-image", on: { click: () => step(1) } }, `${t("study.nextImage")} ›`);
-  frameSlider.addEventListener("input", () => showFrame(Number(frameSlider.value)));
+  const toolButtons = TOOL_KEYS.map((key) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: "tool",
+        id: `tool-${key}`,
+        "data-testid": `tool-${key}`,
+        dataset: { tool: key },
+        "aria-pressed": key === "wl" ? "true" : "false",
+        on: { click: () => selectTool(key) },
+      },
+      t(`viewer.tool.${key}`),
+    ),
+  );
+  const layoutButtons = Object.keys(LAYOUTS).map((key) =>
+    h("button", { type: "button", class: "layout", dataset: { layout: key }, "aria-pressed": "false", on: { click: () => setLayout(key) } }, key.replace("x", "×")),
+  );
+  const action = (id, label, fn) => h("button", { type: "button", id, on: { click: () => withActive(fn) } }, label);
 
   const windowForm = h(
     "form",
     { class: "window-form", id: "window-form", novalidate: true },
-    h("label", { for: "window-center" }, t("study.center")),
+    h("label", { for: "window-center" }, t("viewer.center")),
     centerInput,
-    h("label", { for: "window-width" }, t("study.width")),
+    h("label", { for: "window-width" }, t("viewer.width")),
     widthInput,
-    h("button", { type: "submit" }, t("study.apply")),
+    h("button", { type: "submit" }, t("viewer.apply")),
   );
   windowForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const center = Number(centerInput.value);
     const width = Number(widthInput.value);
     if (centerInput.value === "" || widthInput.value === "" || !Number.isFinite(center) || !(width > 0)) {
-      replaceChildren(imageStatus, messageBox("error", t("study.invalidWindow")));
+      replaceChildren(statusBox, messageBox("error", t("viewer.invalidWindow")));
       return;
     }
-    setWindow("custom", [center, width]);
+    replaceChildren(statusBox);
+    applyWindow("custom", [center, width]);
   });
-
-  function currentInstance() {
-    return view.instances[view.index];
-  }
-
-  /** Keep the position in the URL: a reload, a bookmark or a language switch returns to it. */
-  function remember() {
-    setQuery({
-      series: view.series ? view.series.uid : undefined,
-      image: view.index ? view.index + 1 : undefined,
-      frame: view.frame > 1 ? view.frame : undefined,
-      window: view.window ? view.window.join(",") : undefined,
-      preset: view.window ? view.preset : undefined,
-    });
-  }
-
-  function renderPresets() {
-    const modality = view.series ? view.series.modality : "";
-    replaceChildren(
-      presetBar,
-      presetsFor(modality, view.ownWindow).map(([key, win]) =>
-        h(
-          "button",
-          {
-            type: "button",
-            class: "preset",
-            dataset: { preset: key },
-            "aria-pressed": view.preset === key ? "true" : "false",
-            on: { click: () => setWindow(key, win) },
-          },
-          t(`study.preset.${key}`),
-        ),
-      ),
-    );
-  }
-
-  function setWindow(key, win) {
-    view.preset = key;
-    view.window = win;
-    if (win) {
-      centerInput.value = String(win[0]);
-      widthInput.value = String(win[1]);
-    }
-    renderPresets();
-    showImage();
-  }
-
-  function updatePosition() {
-    const inst = currentInstance();
-    position.textContent = view.instances.length ? t("study.image", { n: view.index + 1, total: view.instances.length }) : "";
-    prevImage.disabled = view.index <= 0;
-    nextImage.disabled = view.index >= view.instances.length - 1;
-    const frames = inst ? inst.frames : 1;
-    frameSlider.hidden = frames <= 1;
-    framePosition.hidden = frames <= 1;
-    frameSlider.max = String(Math.max(1, frames));
-    frameSlider.value = String(view.frame);
-    framePosition.textContent = frames > 1 ? t("study.frame", { n: view.frame, total: frames }) : "";
-  }
-
-  async function fetchImage(inst, frame) {
-    const url = imageUrl(uid, view.series.uid, inst, frame);
-    const win = view.window ? `${view.window[0]},${view.window[1]},linear` : undefined;
-    const size = viewportSize(viewport.clientWidth, viewport.clientHeight, window.devicePixelRatio);
-    const key = `${url}|${win || ""}|${size}`;
-    const cached = cache.get(key);
-    if (cached) return cached;
-    const blob = await apiBlob(url, { window: win, viewport: size }, { signal, headers: IMAGE_ACCEPT });
-    return cache.set(key, blob);
-  }
-
-  async function showImage() {
-    updatePosition();
-    remember();
-    const inst = currentInstance();
-    if (!inst) return;
-    const seq = ++loadSeq;
-    // Never leave another image on screen while this one loads: a different image (or series)
-    // is blanked at once; the same image with a new window is dimmed until it arrives.
-    if (image.dataset.sop !== inst.uid || image.dataset.frame !== String(view.frame)) {
-      image.removeAttribute("src");
-      delete image.dataset.sop;
-      delete image.dataset.frame;
-    } else {
-      image.classList.add("stale");
-    }
-    replaceChildren(imageStatus, h("span", { class: "loading" }, t("study.loadingImage")));
-    try {
-      const url = await fetchImage(inst, view.frame);
-      if (seq !== loadSeq) return;
-      image.src = url;
-      image.dataset.sop = inst.uid;
-      image.dataset.frame = String(view.frame);
-      image.dataset.window = view.window ? view.window.join(",") : "";
-      image.classList.remove("stale");
-      replaceChildren(imageStatus);
-      prefetch();
-    } catch (err) {
-      if (err.name === "AbortError" || seq !== loadSeq) return;
-      replaceChildren(imageStatus, messageBox("error", t("study.imageFailed", { message: err.message })));
-    }
-  }
-
-  function prefetch() {
-    const inst = currentInstance();
-    const next = inst && inst.frames > view.frame ? [inst, view.frame + 1] : view.instances[view.index + 1] ? [view.instances[view.index + 1], 1] : null;
-    if (next) fetchImage(next[0], next[1]).catch(() => {});
-  }
-
-  async function loadOwnWindow(inst) {
-    // The image's own VOI window (for relative presets on projection radiographs).
-    if (!view.series || view.series.modality === "CT") return null;
-    try {
-      const meta = await apiGet(
-        `${studyBase(uid)}/series/${encodeURIComponent(view.series.uid)}/instances/${encodeURIComponent(inst.uid)}/metadata`,
-        undefined,
-        { signal, headers: DICOM_JSON },
-      );
-      const m = Array.isArray(meta) ? meta[0] : null;
-      const center = number(m, TAG.WindowCenter);
-      const width = number(m, TAG.WindowWidth);
-      return center !== null && width !== null && width > 0 ? [center, width] : null;
-    } catch (err) {
-      if (err.name === "AbortError") throw err;
-      return null;
-    }
-  }
-
-  function step(delta) {
-    const target = view.index + delta;
-    if (target < 0 || target >= view.instances.length) return;
-    view.index = target;
-    view.frame = 1;
-    showImage();
-  }
-
-  function showFrame(frame) {
-    const inst = currentInstance();
-    if (!inst || frame < 1 || frame > inst.frames) return;
-    view.frame = frame;
-    showImage();
-  }
-
-  /** Wheel and ↑/↓ move through frames of a multi-frame image, else through images. */
-  function scroll(delta) {
-    const inst = currentInstance();
-    if (inst && inst.frames > 1) {
-      const frame = view.frame + delta;
-      if (frame >= 1 && frame <= inst.frames) showFrame(frame);
-      return;
-    }
-    step(delta);
-  }
-
-  function onKey(event) {
-    if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
-    const actions = { ArrowLeft: () => step(-1), ArrowRight: () => step(1), ArrowUp: () => scroll(-1), ArrowDown: () => scroll(1), PageUp: () => step(-1), PageDown: () => step(1) };
-    const action = actions[event.key];
-    if (action) {
-      event.preventDefault();
-      action();
-    }
-  }
-  document.addEventListener("keydown", onKey);
-
-  let wheelAt = 0;
-  const viewport = h("div", { class: "viewport", id: "viewport" }, image);
-  viewport.addEventListener(
-    "wheel",
-    (event) => {
-      event.preventDefault();
-      const now = performance.now();
-      if (now - wheelAt < 40) return;
-      wheelAt = now;
-      scroll(event.deltaY > 0 ? 1 : -1);
-    },
-    { passive: false },
-  );
-
-  async function openSeries(series, start = {}) {
-    view.series = series;
-    for (const b of seriesNav.querySelectorAll("button")) {
-      b.setAttribute("aria-current", b.dataset.uid === series.uid ? "true" : "false");
-    }
-    image.removeAttribute("src");
-    delete image.dataset.sop;
-    const json = await apiGet(`${studyBase(uid)}/series/${encodeURIComponent(series.uid)}/instances`, undefined, { signal, headers: DICOM_JSON });
-    view.instances = (json || [])
-      .map((i) => ({
-        uid: first(i, TAG.SOPInstanceUID),
-        number: number(i, TAG.InstanceNumber),
-        frames: number(i, TAG.NumberOfFrames) || 1,
-      }))
-      .filter((i) => i.uid)
-      .sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
-    const index = Number.isInteger(start.image) ? start.image - 1 : 0;
-    view.index = index >= 0 && index < view.instances.length ? index : 0;
-    const frames = view.instances.length ? view.instances[view.index].frames : 1;
-    view.frame = Number.isInteger(start.frame) && start.frame >= 1 && start.frame <= frames ? start.frame : 1;
-    view.preset = start.window ? start.preset || "custom" : "default";
-    view.window = start.window || null;
-    view.ownWindow = view.instances.length ? await loadOwnWindow(view.instances[view.index]) : null;
-    const shown = view.window || view.ownWindow;
-    centerInput.value = shown ? String(shown[0]) : "";
-    widthInput.value = shown ? String(shown[1]) : "";
-    renderPresets();
-    await showImage();
-  }
-
-  async function loadThumbnail(series, img) {
-    try {
-      const blob = await apiBlob(`${studyBase(uid)}/series/${encodeURIComponent(series.uid)}/thumbnail`, undefined, { signal, headers: IMAGE_ACCEPT });
-      const url = URL.createObjectURL(blob);
-      thumbs.push(url);
-      img.src = url;
-    } catch (err) {
-      if (err.name !== "AbortError") img.classList.add("thumb-missing");
-    }
-  }
-
-  for (const series of seriesList) {
-    const thumb = h("img", { class: "thumb", alt: "" });
-    seriesNav.appendChild(
-      h(
-        "button",
-        { type: "button", class: "series-item", dataset: { uid: series.uid }, on: { click: () => openSeries(series).catch(showError) } },
-        thumb,
-        h(
-          "span",
-          { class: "series-text" },
-          h("span", { class: "series-title" }, t("study.seriesItem", { number: series.number ?? "—", modality: series.modality, count: formatNumber(series.count) })),
-          series.description ? h("span", { class: "series-desc" }, series.description) : null,
-        ),
-      ),
-    );
-    loadThumbnail(series, thumb);
-  }
-
-  function showError(err) {
-    if (err.name !== "AbortError") replaceChildren(imageStatus, messageBox("error", err.message));
-  }
 
   root.appendChild(
     h(
       "section",
-      { class: "study-page" },
+      { class: "study-page reading" },
       headSlot,
       h(
         "div",
@@ -675,37 +534,559 @@ async function renderStudy({ root, params, query, signal, user }) {
           { class: "viewer" },
           h(
             "div",
-            { class: "viewer-toolbar" },
-            prevImage,
-            position,
-            nextImage,
-            framePosition,
-            frameSlider,
-            h("span", { class: "toolbar-label" }, t("study.window")),
-            presetBar,
-            windowForm,
+            { class: "viewer-toolbar", role: "toolbar", "aria-label": t("viewer.tools") },
+            h("div", { class: "tool-group", role: "group" }, toolButtons),
+            h("div", { class: "tool-group", role: "group" },
+              action("view-fit", t("viewer.fit"), (id) => viewer.fit(id)),
+              action("view-actual", t("viewer.actual"), (id) => viewer.actualSize(id)),
+              action("view-invert", t("viewer.invert"), (id) => viewer.setInvert(id)),
+              action("view-rotate", t("viewer.rotate"), (id) => viewer.rotate(id, 90)),
+              action("view-flip-h", t("viewer.flipH"), (id) => viewer.flip(id, true)),
+              action("view-flip-v", t("viewer.flipV"), (id) => viewer.flip(id, false)),
+              action("view-reset", t("viewer.reset"), (id) => resetView(id)),
+            ),
+            h("div", { class: "tool-group", role: "group", "aria-label": t("viewer.layout") }, layoutButtons),
+            h("div", { class: "tool-group", role: "group" }, cineButton, fpsInput, h("label", { for: "cine-fps", class: "muted" }, t("viewer.fps"))),
+            h("button", { type: "button", id: "help-toggle", on: { click: () => (helpBox.hidden = !helpBox.hidden) } }, `? ${t("viewer.help")}`),
           ),
-          imageStatus,
-          viewport,
-          h("p", { class: "viewer-help" }, t("study.help"), " ", t("study.note")),
+          h("div", { class: "viewer-toolbar viewer-toolbar-2" }, h("span", { class: "toolbar-label" }, t("viewer.window")), presetBar, windowForm),
+          statusBox,
+          h("div", { class: "viewer-stage" }, grid, helpBox),
+          h(
+            "div",
+            { class: "viewer-nav" },
+            h("button", { type: "button", id: "prev-image", on: { click: () => withActive((id) => stepInstance(id, -1)) } }, `‹ ${t("viewer.prev")}`),
+            position,
+            h("button", { type: "button", id: "next-image", on: { click: () => withActive((id) => stepInstance(id, 1)) } }, `${t("viewer.next")} ›`),
+            framePosition,
+            slider,
+          ),
+          h(
+            "section",
+            { class: "measure-pane", "aria-label": t("viewer.measurements") },
+            h("h2", {}, t("viewer.measurements"), " ", h("button", { type: "button", id: "measurements-clear", on: { click: () => withActive((id) => viewer.clearMeasurements(id)) } }, t("viewer.clearMeasurements"))),
+            measureList,
+          ),
         ),
+        h("aside", { class: "report-pane-slot", "data-testid": "report-pane-slot" }),
       ),
     ),
   );
   renderHead();
   renderClaim();
   replaceChildren(timelineSlot, timelineBlock(detail.timeline || []));
-  if (seriesList.length) {
-    const wanted = seriesList.find((s) => s.uid === query.get("series")) || seriesList[0];
-    const win = (query.get("window") || "").split(",").map(Number);
-    const start = {
-      image: Number(query.get("image")) || 1,
-      frame: Number(query.get("frame")) || 1,
-      window: win.length === 2 && win.every(Number.isFinite) && win[1] > 0 ? win : null,
-      preset: /^[a-z]{1,16}$/.test(query.get("preset") || "") ? query.get("preset") : null,
-    };
-    openSeries(wanted, start).catch(showError);
+
+  // ---- Series thumbnails (draggable into a viewport) with a progress bar each ----
+  const progressBars = new Map();
+  async function loadThumbnail(series, img) {
+    try {
+      const blob = await apiBlob(`${seriesBase(uid, series.uid)}/thumbnail`, undefined, { signal, headers: THUMB_ACCEPT });
+      const url = URL.createObjectURL(blob);
+      thumbs.push(url);
+      img.src = url;
+    } catch (err) {
+      if (err.name !== "AbortError") img.classList.add("thumb-missing");
+    }
   }
+  for (const series of seriesList) {
+    const thumb = h("img", { class: "thumb", alt: "", draggable: "false" });
+    const bar = h("progress", { class: "series-progress", max: "1", value: "0", hidden: true });
+    progressBars.set(series.uid, bar);
+    const item = h(
+      "button",
+      {
+        type: "button",
+        class: "series-item",
+        draggable: "true",
+        dataset: { uid: series.uid },
+        on: {
+          click: () => withActive((id) => openSeries(id, series.uid)),
+          dragstart: (event) => {
+            event.dataTransfer.setData("application/x-imaging-hub-series", series.uid);
+            event.dataTransfer.effectAllowed = "copy";
+          },
+        },
+      },
+      thumb,
+      h(
+        "span",
+        { class: "series-text" },
+        h("span", { class: "series-title" }, t("study.seriesItem", { number: series.number ?? "—", modality: series.modality, count: formatNumber(series.count) })),
+        series.description ? h("span", { class: "series-desc" }, series.description) : null,
+        bar,
+      ),
+    );
+    seriesNav.appendChild(item);
+    loadThumbnail(series, thumb);
+  }
+
+  if (!seriesList.length) return cleanup;
+
+  // ---- The viewer bundle ----
+  replaceChildren(statusBox, h("span", { class: "loading" }, t("viewer.loadingBundle")));
+  let lib;
+  try {
+    lib = await import("../viewer/viewer.js");
+    await lib.initViewer({ maxCacheBytes: CACHE_BYTES });
+  } catch (err) {
+    replaceChildren(statusBox, messageBox("error", t("viewer.bundleFailed", { message: err.message || String(err) })));
+    return cleanup;
+  }
+  if (signal.aborted) return cleanup;
+  replaceChildren(statusBox);
+  viewer = new lib.HubViewer({ onChange: (id) => updateCell(id), onProgress: (key, done, total) => showProgress(key, done, total) });
+
+  const metaCache = new Map(); // series uid -> Promise<images>
+  const cells = []; // { id, cell, element, overlay, message, seriesUid }
+  let active = 0;
+  let layout = "1x1";
+  let primaryTool = "wl";
+  const windowChoice = new Map(); // viewport id -> preset key
+  let cellCount = 0;
+
+  function seriesImages(seriesUid) {
+    if (!metaCache.has(seriesUid)) {
+      const base = seriesBase(uid, seriesUid);
+      const promise = apiGet(`${base}/metadata`, undefined, { signal, headers: DICOM_JSON }).then((meta) => {
+        const mine = (meta || []).filter((m) => first(m, TAG.StudyInstanceUID) === uid && first(m, TAG.SeriesInstanceUID) === seriesUid);
+        return lib.registerSeries(base, mine);
+      });
+      promise.catch(() => metaCache.delete(seriesUid));
+      metaCache.set(seriesUid, promise);
+    }
+    return metaCache.get(seriesUid);
+  }
+
+  function showProgress(seriesUid, done, total) {
+    const bar = progressBars.get(seriesUid);
+    if (!bar) return;
+    bar.max = Math.max(1, total);
+    bar.value = done;
+    bar.hidden = done >= total;
+    bar.title = t("viewer.loaded", { done, total });
+  }
+
+  function makeCell() {
+    cellCount += 1;
+    const id = `vp-${cellCount}`;
+    const element = h("div", { class: ["vp-element", "vp-blank"], dataset: { viewportId: id } });
+    const overlay = {
+      tl: h("div", { class: "vp-ov vp-tl" }),
+      tr: h("div", { class: "vp-ov vp-tr" }),
+      bl: h("div", { class: "vp-ov vp-bl" }),
+      br: h("div", { class: "vp-ov vp-br" }),
+    };
+    const message = h("div", { class: "vp-message", "aria-live": "polite" });
+    const cell = h("div", { class: "vp-cell", dataset: { viewportId: id } }, element, overlay.tl, overlay.tr, overlay.bl, overlay.br, message);
+    const entry = { id, cell, element, overlay, message, seriesUid: null, opening: 0 };
+    cell.addEventListener("mousedown", () => activate(cells.indexOf(entry)), true);
+    cell.addEventListener("dragover", (event) => {
+      if (event.dataTransfer.types.includes("application/x-imaging-hub-series")) {
+        event.preventDefault();
+        cell.classList.add("drop-target");
+      }
+    });
+    cell.addEventListener("dragleave", () => cell.classList.remove("drop-target"));
+    cell.addEventListener("drop", (event) => {
+      cell.classList.remove("drop-target");
+      const seriesUid = event.dataTransfer.getData("application/x-imaging-hub-series");
+      if (!seriesByUid.has(seriesUid)) return;
+      event.preventDefault();
+      activate(cells.indexOf(entry));
+      openSeries(entry.id, seriesUid);
+    });
+    element.addEventListener("contextmenu", (event) => event.preventDefault());
+    return entry;
+  }
+
+  function cellById(id) {
+    return cells.find((c) => c.id === id);
+  }
+
+  function activeCell() {
+    return cells[active] || cells[0];
+  }
+
+  function withActive(fn) {
+    const c = activeCell();
+    if (c && viewer) fn(c.id);
+  }
+
+  function activate(index) {
+    if (index < 0 || index >= cells.length) return;
+    active = index;
+    cells.forEach((c, i) => {
+      c.cell.classList.toggle("active", i === active);
+      if (i === active) c.element.setAttribute("data-testid", "viewport");
+      else c.element.removeAttribute("data-testid");
+    });
+    const c = activeCell();
+    for (const b of seriesNav.querySelectorAll(".series-item")) {
+      b.setAttribute("aria-current", c && b.dataset.uid === c.seriesUid ? "true" : "false");
+    }
+    updateCell(c.id);
+  }
+
+  function setLayout(key, { initial = false } = {}) {
+    if (!LAYOUTS[key]) key = "1x1";
+    layout = key;
+    const [rows, cols] = LAYOUTS[key];
+    const count = rows * cols;
+    while (cells.length < count) cells.push(makeCell());
+    const removed = cells.splice(count);
+    grid.className = `viewer-grid layout-${key}`;
+    replaceChildren(grid, cells.map((c) => c.cell));
+    for (const b of layoutButtons) b.setAttribute("aria-pressed", b.dataset.layout === key ? "true" : "false");
+    viewer.setViewports(cells.map((c) => ({ id: c.id, element: c.element })));
+    for (const c of removed) windowChoice.delete(c.id);
+    if (active >= cells.length) active = 0;
+    activate(active);
+    if (!initial) {
+      // New viewports show the next series of the study that is not on screen yet.
+      const shown = new Set(cells.map((c) => c.seriesUid).filter(Boolean));
+      for (const c of cells) {
+        if (c.seriesUid) continue;
+        const next = seriesList.find((s) => !shown.has(s.uid));
+        if (!next) break;
+        shown.add(next.uid);
+        openSeries(c.id, next.uid);
+      }
+      remember();
+    }
+  }
+
+  /** Show a series in viewport id, at image (1-based instance) and frame; window [c, w]. */
+  async function openSeries(id, seriesUid, start = {}) {
+    const c = cellById(id);
+    if (!c) return;
+    const opening = ++c.opening;
+    c.seriesUid = seriesUid;
+    windowChoice.set(id, start.window ? start.preset || "custom" : "default");
+    if (cells[active] === c) activate(active);
+    c.element.classList.add("vp-blank"); // at once: never the previous picture under this series
+    replaceChildren(c.message, h("span", { class: "loading" }, t("viewer.loading")));
+    let images;
+    try {
+      images = await seriesImages(seriesUid);
+    } catch (err) {
+      if (err.name === "AbortError" || opening !== c.opening) return;
+      replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: err.message })));
+      return;
+    }
+    if (opening !== c.opening || !viewer) return;
+    let index = 0;
+    if (start.image) {
+      const found = images.findIndex((im) => im.instance === start.image && im.frame === (start.frame || 1));
+      const sameInstance = images.findIndex((im) => im.instance === start.image);
+      index = found >= 0 ? found : Math.max(0, sameInstance);
+    }
+    await viewer.showSeries(id, seriesByUid.get(seriesUid), images, index, { voi: start.window || undefined });
+    if (opening !== c.opening || !viewer) return;
+    viewer.prefetch(seriesUid, images, index, PREFETCH_BYTES);
+    updateCell(id);
+  }
+
+  function overlayLines(el, lines) {
+    replaceChildren(el, lines.filter(Boolean).map((line) => h("div", {}, line)));
+  }
+
+  /** Bring a viewport's overlay, test hooks and (for the active one) the toolbar up to date. */
+  function updateCell(id) {
+    const c = cellById(id);
+    if (!c || !viewer) return;
+    const s = viewer.state(id);
+    const image = s && s.image;
+    if (!image) {
+      c.element.removeAttribute("data-image-index");
+      c.element.removeAttribute("data-frame");
+      for (const el of Object.values(c.overlay)) replaceChildren(el);
+      if (!c.seriesUid) replaceChildren(c.message, h("span", { class: "vp-empty" }, t("viewer.empty")));
+      else if (s && s.error) replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: s.error.message })));
+      if (cells[active] === c) updateToolbar(c, s);
+      return;
+    }
+    const meta = image.meta;
+    c.element.dataset.imageIndex = String(image.instance);
+    c.element.dataset.frame = String(image.frame);
+    c.element.dataset.sop = image.sop;
+    c.element.dataset.series = c.seriesUid || "";
+    if (s.voi) c.element.dataset.window = `${Math.round(s.voi[0])},${Math.round(s.voi[1])}`;
+    c.element.dataset.invert = s.invert ? "true" : "false";
+    // The overlay's patient comes from the image itself (never from the page), so a header and
+    // a picture of different patients could not pass unnoticed.
+    overlayLines(c.overlay.tl, [
+      formatPersonName(personName(meta, TAG.PatientName)),
+      first(meta, TAG.PatientID),
+      formatSexAge(first(meta, TAG.PatientSex), first(meta, TAG.PatientBirthDate), first(meta, TAG.StudyDate)),
+    ]);
+    overlayLines(c.overlay.tr, [formatDicomDate(first(meta, TAG.StudyDate)), first(meta, TAG.StudyDescription), first(meta, TAG.AccessionNumber)]);
+    overlayLines(c.overlay.bl, [
+      [t("viewer.overlaySeries", { number: first(meta, TAG.SeriesNumber) || "—" }), first(meta, TAG.Modality), first(meta, TAG.SeriesDescription)].filter(Boolean).join(" · "),
+      t("viewer.overlayImage", { n: image.instance, total: image.instances }),
+      image.frames > 1 ? t("viewer.overlayFrame", { n: image.frame, total: image.frames }) : null,
+    ]);
+    overlayLines(c.overlay.br, [
+      s.voi ? t("viewer.overlayWindow", { center: Math.round(s.voi[0]), width: Math.round(s.voi[1]) }) : null,
+      s.zoom ? t("viewer.overlayZoom", { zoom: Math.round(s.zoom * 100) }) : null,
+    ]);
+    const wrongStudy = first(meta, TAG.StudyInstanceUID) !== uid;
+    if (wrongStudy) {
+      c.element.classList.add("vp-blank");
+      replaceChildren(c.message, messageBox("error", t("viewer.wrongStudy")));
+    } else if (s.error) {
+      replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: s.error.message })));
+    } else if (!s.shown) {
+      replaceChildren(c.message, h("span", { class: "loading" }, t("viewer.loading")));
+    } else {
+      replaceChildren(c.message);
+    }
+    if (cells[active] === c) updateToolbar(c, s);
+  }
+
+  let lastPresetKey = "";
+  function updateToolbar(c, s) {
+    const image = s && s.image;
+    position.textContent = image ? t("viewer.position", { n: image.instance, total: image.instances }) : "";
+    framePosition.textContent = image && image.frames > 1 ? t("viewer.framePosition", { n: image.frame, total: image.frames }) : "";
+    framePosition.hidden = !(image && image.frames > 1);
+    slider.max = String(Math.max(1, (s && s.images) || 1));
+    slider.value = String(image ? s.index + 1 : 1);
+    slider.disabled = !(s && s.images > 1);
+    if (s && s.voi && document.activeElement !== centerInput && document.activeElement !== widthInput) {
+      centerInput.value = String(Math.round(s.voi[0] * 100) / 100);
+      widthInput.value = String(Math.round(s.voi[1] * 100) / 100);
+    }
+    const modality = image ? first(image.meta, TAG.Modality) : "";
+    const own = s && s.defaultVoi;
+    const choice = windowChoice.get(c.id) || "default";
+    const key = `${c.id}|${modality}|${own ? own.join(",") : ""}|${choice}|${getLanguage()}`;
+    if (key !== lastPresetKey) {
+      lastPresetKey = key;
+      replaceChildren(
+        presetBar,
+        presetsFor(modality, own).map(([name, win], i) =>
+          h(
+            "button",
+            {
+              type: "button",
+              class: "preset",
+              title: `${i}`,
+              dataset: { preset: name },
+              "aria-pressed": choice === name ? "true" : "false",
+              on: { click: () => applyWindow(name, win) },
+            },
+            t(`viewer.preset.${name}`),
+          ),
+        ),
+      );
+    }
+    cineButton.setAttribute("aria-pressed", s && s.cine ? "true" : "false");
+    cineButton.textContent = s && s.cine ? `■ ${t("viewer.stop")}` : `▶ ${t("viewer.cine")}`;
+    renderMeasurements(c.id);
+    remember();
+  }
+
+  function renderMeasurements(id) {
+    const list = viewer.measurements(id);
+    const label = (m) => t(`viewer.m.${m.tool === lib.TOOLS.length ? "length" : m.tool === lib.TOOLS.angle ? "angle" : "ellipse"}`);
+    const qualifier = (m) => (m.unit === "°" ? "" : m.kind === "detector" ? ` ${t("viewer.atDetector")}` : m.kind === "pixels" ? ` ${t("viewer.pixels")}` : "");
+    replaceChildren(
+      measureList,
+      list.length
+        ? list.map((m) =>
+            h(
+              "li",
+              {
+                class: "measurement",
+                dataset: {
+                  tool: m.tool,
+                  value: String(m.value),
+                  unit: m.unit || "",
+                  calibration: m.kind,
+                  points: m.points.filter(Boolean).map((p) => p.join(",")).join(";"),
+                },
+              },
+              h("span", { class: "m-label" }, label(m)),
+              " ",
+              h("span", { class: "m-value" }, formatMeasure(m.value)),
+              " ",
+              h("span", { class: "m-unit" }, m.unit || ""),
+              qualifier(m),
+              m.mean !== undefined && m.mean !== null
+                ? h("span", { class: "m-stats" }, " · ", t("viewer.m.stats", { mean: formatMeasure(m.mean), sd: formatMeasure(m.stdDev), unit: m.modalityUnit || "" }))
+                : null,
+              " ",
+              h("button", { type: "button", class: "m-delete", "aria-label": t("viewer.delete"), title: t("viewer.delete"), on: { click: () => viewer.removeMeasurement(m.uid) } }, "×"),
+            ),
+          )
+        : h("li", { class: "empty" }, t("viewer.noMeasurements")),
+    );
+  }
+
+  function applyWindow(name, win) {
+    withActive((id) => {
+      windowChoice.set(id, name);
+      if (win) viewer.setWindow(id, win[0], win[1]);
+      else viewer.resetWindow(id);
+      lastPresetKey = "";
+      updateCell(id);
+    });
+  }
+
+  function selectTool(key) {
+    primaryTool = key;
+    viewer.setPrimaryTool(key);
+    for (const b of toolButtons) b.setAttribute("aria-pressed", b.dataset.tool === key ? "true" : "false");
+  }
+
+  function resetView(id) {
+    viewer.reset(id);
+    windowChoice.set(id, "default");
+    lastPresetKey = "";
+    updateCell(id);
+  }
+
+  function stepInstance(id, delta) {
+    const s = viewer.state(id);
+    if (!s || !s.image) return;
+    const targetInstance = s.image.instance + delta;
+    const images = viewer.viewports.get(id).images;
+    const target = images.findIndex((im) => im.instance === targetInstance);
+    if (target >= 0) viewer.jumpTo(id, target);
+  }
+
+  function toggleCine() {
+    withActive((id) => {
+      const s = viewer.state(id);
+      if (s && s.cine) viewer.stopCine(id);
+      else viewer.playCine(id, clampFps());
+    });
+  }
+
+  function clampFps() {
+    const fps = Math.round(Number(fpsInput.value));
+    const value = Number.isFinite(fps) ? Math.max(1, Math.min(60, fps)) : 15;
+    fpsInput.value = String(value);
+    return value;
+  }
+
+  fpsInput.addEventListener("change", () => {
+    const fps = clampFps();
+    withActive((id) => {
+      const s = viewer.state(id);
+      if (s && s.cine) viewer.playCine(id, fps);
+    });
+  });
+
+  slider.addEventListener("input", () => withActive((id) => viewer.jumpTo(id, Number(slider.value) - 1)));
+
+  /** Keep the active viewport's position in the URL: reload, bookmark or language switch return to it. */
+  let rememberTimer = 0;
+  function remember() {
+    clearTimeout(rememberTimer);
+    rememberTimer = setTimeout(() => {
+      if (!viewer || signal.aborted) return;
+      const c = activeCell();
+      const s = c && viewer.state(c.id);
+      const image = s && s.image;
+      const choice = (c && windowChoice.get(c.id)) || "default";
+      setQuery({
+        series: c && c.seriesUid ? c.seriesUid : undefined,
+        image: image && image.instance > 1 ? image.instance : undefined,
+        frame: image && image.frame > 1 ? image.frame : undefined,
+        window: choice !== "default" && s && s.voi ? `${Math.round(s.voi[0])},${Math.round(s.voi[1])}` : undefined,
+        preset: choice !== "default" ? choice : undefined,
+        layout: layout !== "1x1" ? layout : undefined,
+      });
+    }, 150);
+  }
+  disposers.push(() => clearTimeout(rememberTimer));
+
+  function onKey(event) {
+    if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement || event.target instanceof HTMLTextAreaElement) return;
+    if (event.target instanceof HTMLElement && event.target.isContentEditable) return;
+    if (event.altKey || event.metaKey || (event.ctrlKey && event.key !== "Escape")) return;
+    const c = activeCell();
+    if (!c || !viewer) return;
+    const id = c.id;
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    const presets = () => presetsFor(first(viewer.state(id)?.image?.meta, TAG.Modality), viewer.state(id)?.defaultVoi);
+    const actions = {
+      ArrowUp: () => viewer.scroll(id, -1),
+      ArrowDown: () => viewer.scroll(id, 1),
+      ArrowLeft: () => stepInstance(id, -1),
+      ArrowRight: () => stepInstance(id, 1),
+      PageUp: () => viewer.scroll(id, -10),
+      PageDown: () => viewer.scroll(id, 10),
+      Home: () => viewer.jumpTo(id, 0),
+      End: () => viewer.jumpTo(id, 1e9),
+      w: () => selectTool("wl"),
+      p: () => selectTool("pan"),
+      z: () => selectTool("zoom"),
+      l: () => selectTool("length"),
+      a: () => selectTool("angle"),
+      e: () => selectTool("ellipse"),
+      i: () => viewer.setInvert(id),
+      r: () => viewer.rotate(id, 90),
+      h: () => viewer.flip(id, true),
+      v: () => viewer.flip(id, false),
+      f: () => viewer.fit(id),
+      o: () => viewer.actualSize(id),
+      "+": () => viewer.zoomBy(id, 1.25),
+      "=": () => viewer.zoomBy(id, 1.25),
+      "-": () => viewer.zoomBy(id, 0.8),
+      c: () => toggleCine(),
+      "[": () => {
+        fpsInput.value = String(clampFps() - 1);
+        fpsInput.dispatchEvent(new Event("change"));
+      },
+      "]": () => {
+        fpsInput.value = String(clampFps() + 1);
+        fpsInput.dispatchEvent(new Event("change"));
+      },
+      "?": () => (helpBox.hidden = !helpBox.hidden),
+      Escape: () => (helpBox.hidden ? resetView(id) : (helpBox.hidden = true)),
+      Delete: () => {
+        const list = viewer.measurements(id);
+        if (list.length) viewer.removeMeasurement(list[list.length - 1].uid);
+      },
+    };
+    for (let n = 0; n <= 5; n++) {
+      actions[String(n)] = () => {
+        const preset = presets()[n];
+        if (preset) applyWindow(preset[0], preset[1]);
+      };
+    }
+    const fn = actions[key];
+    if (fn) {
+      event.preventDefault();
+      fn();
+    }
+  }
+  document.addEventListener("keydown", onKey);
+  disposers.push(() => document.removeEventListener("keydown", onKey));
+
+  const resizer = new ResizeObserver(() => viewer && viewer.resize());
+  resizer.observe(grid);
+  disposers.push(() => resizer.disconnect());
+
+  // ---- Start: layout, series, position and window from the URL ----
+  setLayout(LAYOUTS[query.get("layout")] ? query.get("layout") : "1x1", { initial: true });
+  const wanted = seriesByUid.get(query.get("series")) || seriesList[0];
+  const win = (query.get("window") || "").split(",").map(Number);
+  const start = {
+    image: Number(query.get("image")) || 1,
+    frame: Number(query.get("frame")) || 1,
+    window: win.length === 2 && win.every(Number.isFinite) && win[1] > 0 ? win : null,
+    preset: /^[a-z]{1,16}$/.test(query.get("preset") || "") ? query.get("preset") : null,
+  };
+  const others = seriesList.filter((s) => s !== wanted);
+  cells.forEach((c, i) => {
+    if (i === 0) openSeries(c.id, wanted.uid, start);
+    else if (others[i - 1]) openSeries(c.id, others[i - 1].uid);
+    else updateCell(c.id);
+  });
+  selectTool(primaryTool);
   return cleanup;
 }
 

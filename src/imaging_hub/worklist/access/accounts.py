@@ -33,9 +33,13 @@ _DUMMY_HASH = _hasher.hash("not-a-real-password")
 class AuthenticationFailed(ImagingHubError):
     """Wrong username or password, a disabled account, or a locked account."""
 
+    code = "authentication_failed"
+
 
 class TooManyAttempts(ImagingHubError):
     """Too many failed logins from one address: answered with 429 and Retry-After."""
+
+    code = "too_many_attempts"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
@@ -208,6 +212,8 @@ MIN_PASSWORD_LENGTH = 10
 
 class WeakPassword(ImagingHubError):
     """A new password does not meet the rules (length, not the username)."""
+
+    code = "weak_password"
 
 
 def check_new_password(*, username: str, password: str) -> None:

@@ -1,8 +1,10 @@
 """Authorization in one place: named permissions, the roles that hold them, and study scopes.
 
-Every HTTP route declares the permission it needs with ``require("<permission>")`` (a FastAPI
-dependency carrying the permission as an attribute, so tests can read it back from the app), or
-is listed in :data:`PUBLIC_ROUTES`. ``tests/integration/test_policy_routes.py`` calls every route
+Every HTTP route declares the permission it needs with ``require("<permission>")`` from
+:mod:`imaging_hub.worklist.http.permissions` (a FastAPI dependency carrying the permission as an
+attribute, so tests can read it back from the app), or is listed in :data:`PUBLIC_ROUTES`. This
+module imports nothing from FastAPI: domain functions call :func:`authorize` themselves.
+``tests/security/test_policy_routes.py`` calls every route
 with every role's token and checks the answer against :data:`GRANTS`; a route that declares
 nothing fails that test.
 
@@ -12,7 +14,7 @@ the worklist, reports and DICOMweb all use.
 
 Usage in a router::
 
-    from imaging_hub.worklist.access.policy import require
+    from imaging_hub.worklist.http.permissions import require
 
     @router.get("/studies/{study_instance_uid}")
     def get_study(
@@ -27,16 +29,14 @@ A gateway permission (``gateway.*``) resolves to the calling :class:`Gateway` in
 
 import enum
 import functools
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from fastapi import Depends, FastAPI
-from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import ColumnElement, Select, exists, false, or_, select, true
 from sqlalchemy.orm import Session, aliased
 
 from imaging_hub.errors import Forbidden, NotFound
+from imaging_hub.worklist.access.caller import Operator
 from imaging_hub.worklist.db.models import (
     Consultation,
     Gateway,
@@ -45,9 +45,8 @@ from imaging_hub.worklist.db.models import (
     Study,
     User,
 )
-from imaging_hub.worklist.http.deps import authenticated_principal
 
-Principal = TypeVar("Principal", bound=User | Gateway)
+Principal = TypeVar("Principal", bound=User | Gateway | Operator)
 
 
 class Permission(enum.StrEnum):
@@ -167,14 +166,16 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
 )
 
 
-def principal_name(principal: User | Gateway) -> str:
-    """``"gateway"`` for a gateway, else the user's role."""
+def principal_name(principal: "User | Gateway | Operator") -> str:
+    """``"gateway"`` for a gateway, the role for a user; the console operator acts as admin."""
     if isinstance(principal, Gateway):
         return GATEWAY
+    if isinstance(principal, Operator):
+        return Role.admin.value
     return principal.role.value
 
 
-def allowed(principal: User | Gateway, permission: Permission | str) -> bool:
+def allowed(principal: "User | Gateway | Operator", permission: Permission | str) -> bool:
     """Whether *principal* holds *permission* (no scope check: see :func:`study_scope`)."""
     return Permission(permission) in GRANTS[principal_name(principal)]
 
@@ -194,49 +195,6 @@ def authorize(principal: Principal, permission: Permission) -> Principal:
     if not allowed(principal, permission):
         raise Forbidden(f"Your account is not allowed to do this ({permission.value}).")
     return principal
-
-
-def require(permission: Permission | str) -> Any:
-    """A FastAPI dependency: authenticate the caller and check *permission*.
-
-    Resolves to the :class:`User` (or, for ``gateway.*`` permissions, the :class:`Gateway`).
-    No or bad credentials -> 401; authenticated without the permission -> 403.
-    """
-    perm = Permission(permission)
-
-    async def check(principal: Any = Depends(authenticated_principal)) -> Any:  # no I/O
-        return authorize(principal, perm)
-
-    check.__permission__ = perm  # type: ignore[attr-defined]
-    check.__name__ = f"require_{perm.value.replace('.', '_')}"
-    return Depends(check)
-
-
-def _walk_dependencies(dependant: Any) -> Iterable[Callable[..., Any]]:
-    for dep in dependant.dependencies:
-        if dep.call is not None:
-            yield dep.call
-        yield from _walk_dependencies(dep)
-
-
-def route_permissions(app: FastAPI) -> dict[tuple[str, str], Permission | None]:
-    """Every (method, path) API route of *app* with its declared permission (None: undeclared).
-
-    Public routes are reported with None too; check them against :data:`PUBLIC_ROUTES`.
-    """
-    result: dict[tuple[str, str], Permission | None] = {}
-    # iter_route_contexts flattens included routers with their prefixes and router-level
-    # dependencies (FastAPI keeps included routers as nested route objects).
-    for ctx in iter_route_contexts(app.routes):
-        if not isinstance(ctx.original_route, APIRoute):
-            continue
-        declared = [
-            getattr(call, "__permission__", None) for call in _walk_dependencies(ctx.dependant)
-        ]
-        perms = [p for p in declared if p is not None]
-        for method in ctx.methods or ():
-            result[(method, str(ctx.path_format))] = perms[0] if perms else None
-    return result
 
 
 # --- Scopes: which studies a caller may see ---------------------------------------------------

@@ -26,7 +26,7 @@ from imaging_hub.worklist.access.accounts import (
     revoke_access_token,
     revoke_token_id,
 )
-from imaging_hub.worklist.access.policy import GRANTS, require
+from imaging_hub.worklist.access.policy import GRANTS
 from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import User
 from imaging_hub.worklist.http.deps import (
@@ -38,6 +38,7 @@ from imaging_hub.worklist.http.deps import (
     client_ip,
     csrf_token_for,
 )
+from imaging_hub.worklist.http.permissions import require
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 

@@ -27,10 +27,10 @@ from imaging_hub.worklist.access.accounts import (
     set_password,
     update_user,
 )
-from imaging_hub.worklist.access.policy import require
 from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import Gateway, Role, User
 from imaging_hub.worklist.http.deps import AuditDep, SessionDep
+from imaging_hub.worklist.http.permissions import require
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 

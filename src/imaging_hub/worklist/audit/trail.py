@@ -32,6 +32,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from imaging_hub.errors import ImagingHubError
+from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.db.models import AuditEvent, AuditHead, Gateway, User
 
 # Action names. Any ``area.verb`` string is accepted; these are the ones the hub writes.
@@ -77,6 +78,8 @@ GENESIS = "0" * 64
 
 class AuditChainBroken(ImagingHubError):
     """The audit trail does not verify: a row was changed, deleted or inserted out of band."""
+
+    code = "audit_chain_broken"
 
     def __init__(self, message: str, *, event_id: int | None) -> None:
         super().__init__(message)
@@ -147,6 +150,29 @@ def record(
     head.last_hash = event.hash
     session.flush()
     return event
+
+
+def record_for(
+    session: Session,
+    caller: Caller,
+    action: str,
+    *,
+    object_type: str = "",
+    object_id: str = "",
+    study_uid: str = "",
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """:func:`record` for a domain action by *caller*: one shape whatever the edge (HTTP, CLI)."""
+    return record(
+        session,
+        actor=caller.actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        study_uid=study_uid,
+        source_ip=caller.source_ip,
+        detail={**(detail or {}), **caller.audit_detail()},
+    )
 
 
 class AccessBatcher:

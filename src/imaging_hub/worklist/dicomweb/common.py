@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
 from imaging_hub.dicom.uids import UID_PATTERN
-from imaging_hub.worklist.access.policy import Permission, authorize, require
+from imaging_hub.worklist.access.policy import Permission, authorize
 from imaging_hub.worklist.db.models import User
 from imaging_hub.worklist.dicomweb.search import InstanceRef, find_instances
 from imaging_hub.worklist.http.deps import (
@@ -22,6 +22,7 @@ from imaging_hub.worklist.http.deps import (
     SessionDep,
     authenticated_principal,
 )
+from imaging_hub.worklist.http.permissions import require
 
 PREFIX = "/dicomweb"
 DICOM_JSON = "application/dicom+json"

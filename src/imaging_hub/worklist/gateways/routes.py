@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imaging_hub.worklist.access.policy import require
 from imaging_hub.worklist.db.models import Gateway
 from imaging_hub.worklist.gateways.heartbeats import list_gateways, record_heartbeat
 from imaging_hub.worklist.http.deps import SessionDep, StateDep
+from imaging_hub.worklist.http.permissions import require
 
 router = APIRouter(tags=["gateways"])
 

@@ -1,7 +1,7 @@
 """FastAPI dependencies: settings, database session, object store, the authenticated caller.
 
 Authentication happens here (:func:`authenticated_principal`); authorization is declared per
-route with ``imaging_hub.worklist.access.policy.require`` and decided in that module.
+route with ``imaging_hub.worklist.http.permissions.require`` and decided in that module.
 
 A caller authenticates with ``Authorization: Bearer <token>`` (API clients: a user's access
 token or a gateway's clinic token) or with the browser session cookie. Cookie-authenticated
@@ -25,6 +25,7 @@ from imaging_hub.dicom.frames import FrameLayoutCache
 from imaging_hub.errors import Forbidden
 from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist.access.accounts import LoginThrottle, resolve_gateway_token, resolve_token
+from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import AuditEvent, Gateway, User
 from imaging_hub.worklist.studies.registration import LeasePolicy, SlaPolicy
@@ -222,3 +223,17 @@ async def get_auditor(request: Request, session: SessionDep, state: StateDep) ->
 
 
 AuditDep = Annotated[Auditor, Depends(get_auditor)]
+
+
+async def get_caller(
+    request: Request, principal: Any = Depends(authenticated_principal)
+) -> Caller:  # no I/O of its own: the principal is resolved once per request (FastAPI caches it)
+    """The authenticated caller of this request, for the domain functions routes call."""
+    return Caller(
+        principal=principal,
+        source_ip=client_ip(request),
+        session_key=str(getattr(request.state, "session_key", client_ip(request))),
+    )
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

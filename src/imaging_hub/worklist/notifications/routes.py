@@ -6,9 +6,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
-from imaging_hub.worklist.access.policy import require
 from imaging_hub.worklist.db.models import User
 from imaging_hub.worklist.http.deps import SessionDep
+from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.notifications.inbox import list_notifications, mark_read
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from imaging_hub.worklist.access.accounts import get_institution
-from imaging_hub.worklist.access.policy import require
 from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import Institution, Order, OrderStatus, Priority, Role, User
 from imaging_hub.worklist.http.deps import AuditDep, SessionDep
+from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.orders import orders
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])

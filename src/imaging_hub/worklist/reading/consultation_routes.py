@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from imaging_hub.worklist.access.policy import require
 from imaging_hub.worklist.db.models import Consultation, ConsultationStatus, User
 from imaging_hub.worklist.http.deps import SessionDep, StateDep
+from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.reading import consultations
 from imaging_hub.worklist.studies.queries import consultation_item
 

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from imaging_hub.worklist.access.accounts import USERNAME_PATTERN, get_user
-from imaging_hub.worklist.access.policy import require
 from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import User
 from imaging_hub.worklist.http.deps import AuditDep, SessionDep
+from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.reading import duty
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])

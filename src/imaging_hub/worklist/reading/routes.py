@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime, BaseModel, TypeAdapter
 
-from imaging_hub.worklist.access.policy import require, study_scope
+from imaging_hub.worklist.access.policy import study_scope
 from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import Priority, StudyStatus, User
 from imaging_hub.worklist.http.deps import AuditDep, SessionDep, StateDep
+from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.reading.assignment import claim_next_item, utcnow
 from imaging_hub.worklist.studies.queries import (
     SortKey,

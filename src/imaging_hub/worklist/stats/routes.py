@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from imaging_hub.worklist.access.policy import require
 from imaging_hub.worklist.db.models import Priority, User
 from imaging_hub.worklist.http.deps import SessionDep, StateDep
+from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.reading.assignment import utcnow
 from imaging_hub.worklist.stats import stats
 

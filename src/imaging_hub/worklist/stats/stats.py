@@ -34,6 +34,8 @@ PERCENTILES = (50, 90, 95)
 class InvalidWindow(Conflict):
     """The statistics window is empty, reversed or too long."""
 
+    code = "invalid_window"
+
 
 @dataclass(frozen=True)
 class Window:

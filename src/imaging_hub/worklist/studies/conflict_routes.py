@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from imaging_hub.worklist.access.policy import require
 from imaging_hub.worklist.db.models import User
 from imaging_hub.worklist.http.deps import SessionDep
+from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.studies.queries import list_conflicts
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])

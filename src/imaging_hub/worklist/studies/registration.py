@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imaging_hub.dicom.attributes import InstanceInfo, parse_instance
-from imaging_hub.errors import Conflict, InvalidDicomError, NotFound
+from imaging_hub.errors import Conflict, InvalidDicomError, NotFound, RetryLater
 from imaging_hub.storage import ObjectStore, instance_key
 from imaging_hub.worklist.db.models import (
     Instance,
@@ -75,9 +75,13 @@ class StoredInstance:
 class ChecksumMismatch(InvalidDicomError):
     """The bytes received do not have the SHA-256 the sender declared."""
 
+    code = "checksum_mismatch"
+
 
 class StudyMismatch(InvalidDicomError):
     """The instance belongs to another study than the one the request names (STOW-RS)."""
+
+    code = "study_mismatch"
 
 
 def _read_info(body: BinaryIO, size: int) -> InstanceInfo:
@@ -180,7 +184,7 @@ def register_instance(
             )
         except _RegisteredConcurrently:
             continue
-    raise Conflict("The instance was registered concurrently; retry.")
+    raise RetryLater("The instance was registered concurrently; send it again.")
 
 
 def _register_once(
@@ -223,7 +227,9 @@ def _register_once(
             existing=study.clinic_id,
             incoming=clinic,
         )
-        raise Conflict("This StudyInstanceUID is already registered for another clinic.")
+        raise Conflict(
+            "This StudyInstanceUID is already registered for another clinic.", code="uid_conflict"
+        )
     existing = session.scalar(
         select(Instance).where(Instance.sop_instance_uid == info.sop_instance_uid)
     )
@@ -237,11 +243,15 @@ def _register_once(
                 existing=existing_study.clinic_id,
                 incoming=clinic,
             )
-            raise Conflict("This SOPInstanceUID is already registered for another clinic.")
+            raise Conflict(
+                "This SOPInstanceUID is already registered for another clinic.", code="uid_conflict"
+            )
         if existing_study.study_instance_uid != info.study_instance_uid or (
             existing.series.series_instance_uid != info.series_instance_uid
         ):
-            raise Conflict("This SOPInstanceUID is already registered in another study.")
+            raise Conflict(
+                "This SOPInstanceUID is already registered in another study.", code="uid_conflict"
+            )
 
     key = instance_key(
         clinic.code, info.study_instance_uid, info.series_instance_uid, info.sop_instance_uid
@@ -306,7 +316,10 @@ def _register_once(
             session.add(series)
             session.flush()
         elif series.study_id != study.id:
-            raise Conflict("This SeriesInstanceUID is already registered in another study.")
+            raise Conflict(
+                "This SeriesInstanceUID is already registered in another study.",
+                code="uid_conflict",
+            )
         if existing is None:
             session.add(
                 Instance(

@@ -15,9 +15,9 @@ from starlette.concurrency import run_in_threadpool
 
 from imaging_hub.dicom.uids import UID_PATTERN
 from imaging_hub.errors import InvalidDicomError
-from imaging_hub.worklist.access.policy import require
 from imaging_hub.worklist.db.models import Gateway
 from imaging_hub.worklist.http.deps import SessionDep, StateDep
+from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.studies.registration import complete_study, register_instance
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from imaging_hub.dicom.uids import UID_PATTERN
-from imaging_hub.worklist.access.policy import get_study_in_scope, require
+from imaging_hub.worklist.access.policy import get_study_in_scope
 from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import Priority, Study, User
 from imaging_hub.worklist.http.deps import AuditDep, SessionDep, StateDep
+from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.reading import assignment, consultations
 from imaging_hub.worklist.reading.consultation_routes import ConsultationOut
 from imaging_hub.worklist.reading.routes import WorklistItemOut

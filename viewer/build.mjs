@@ -1,0 +1,108 @@
+// Builds the viewer bundle into src/imaging_hub/viewer_static/viewer/ (or the directory given as
+// the first argument). Deterministic: the same lock file gives byte-identical files (no source
+// maps, no timestamps, files and licence texts in sorted order). Run through
+// scripts/viewer-bundle.sh (npm ci first), never by hand against a hand-edited node_modules.
+import { build } from "esbuild";
+import { createRequire } from "node:module";
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { dirname, join, relative, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = resolve(process.argv[2] || join(here, "..", "src", "imaging_hub", "viewer_static", "viewer"));
+const require = createRequire(import.meta.url);
+const loaderDir = dirname(require.resolve("@cornerstonejs/dicom-image-loader/package.json"));
+
+// The codecs the hub's syntaxes need: JPEG-LS (CharLS), JPEG 2000 (OpenJPEG), JPEG baseline
+// (libjpeg-turbo); JPEG lossless and RLE are plain JavaScript. HTJ2K and JPEG XL are left out
+// (their decoders throw "not supported"), which keeps several MB of WASM out of the repository.
+const WASM = [
+  ["@cornerstonejs/codec-charls/decodewasm", "charlswasm_decode.wasm"],
+  ["@cornerstonejs/codec-openjpeg/decodewasm", "openjpegwasm_decode.wasm"],
+  ["@cornerstonejs/codec-libjpeg-turbo-8bit/decodewasm", "libjpegturbowasm_decode.wasm"],
+];
+const UNSUPPORTED = { "decodeHTJ2K.js": "HTJ2K", "decodeJPEGXL.js": "JPEG XL" };
+
+const leaveOut = {
+  name: "leave-out-codecs",
+  setup(b) {
+    b.onLoad({ filter: /[\\/]shared[\\/]decoders[\\/]decode(HTJ2K|JPEGXL)\.js$/ }, (args) => {
+      const name = UNSUPPORTED[args.path.split(/[\\/]/).pop()];
+      return {
+        contents:
+          `export function initialize() { return Promise.resolve(); }\n` +
+          `export default async function decode() { throw new Error(${JSON.stringify(name + " is not supported by this viewer")}); }\n`,
+        loader: "js",
+      };
+    });
+  },
+};
+
+// Node-only modules that browser code paths never reach (Emscripten glue behind
+// ENVIRONMENT_IS_NODE; vtk.js's XML reader/writer, which the viewer never uses): empty stubs.
+const EMPTY = ["events", "fs", "path", "crypto", "module", "url", "worker_threads", "xmlbuilder2"];
+const emptyModules = {
+  name: "empty-node-modules",
+  setup(b) {
+    const filter = new RegExp(`^(node:)?(${EMPTY.join("|")})$`);
+    b.onResolve({ filter }, (args) => ({ path: args.path, namespace: "empty" }));
+    b.onLoad({ filter: /.*/, namespace: "empty" }, () => ({ contents: "module.exports = {};", loader: "js" }));
+  },
+};
+
+const common = {
+  bundle: true,
+  format: "esm",
+  platform: "browser",
+  target: ["es2022", "chrome110", "firefox115", "safari16"],
+  minify: true,
+  legalComments: "none",
+  sourcemap: false,
+  metafile: true,
+  logLevel: "warning",
+  plugins: [leaveOut, emptyModules],
+  define: { "process.env.NODE_ENV": '"production"' },
+};
+
+rmSync(out, { recursive: true, force: true });
+mkdirSync(out, { recursive: true });
+
+const results = await Promise.all([
+  build({ ...common, entryPoints: { viewer: join(here, "src", "index.js") }, outdir: out }),
+  build({
+    ...common,
+    entryPoints: { decodeImageFrameWorker: join(loaderDir, "dist", "esm", "decodeImageFrameWorker.js") },
+    outdir: out,
+  }),
+]);
+
+for (const [spec, name] of WASM) copyFileSync(require.resolve(spec), join(out, name));
+
+// Licence texts of every package that ended up in the bundle, sorted, in one file.
+const packages = new Set();
+for (const r of results) {
+  for (const input of Object.keys(r.metafile.inputs)) {
+    const parts = input.split(/[\\/]/);
+    const i = parts.lastIndexOf("node_modules");
+    if (i < 0) continue;
+    packages.add(parts[i + 1].startsWith("@") ? `${parts[i + 1]}/${parts[i + 2]}` : parts[i + 1]);
+  }
+}
+for (const [spec] of WASM) packages.add(spec.split("/").slice(0, 2).join("/"));
+const sections = [];
+for (const name of [...packages].sort()) {
+  const dir = join(here, "node_modules", ...name.split("/"));
+  const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8"));
+  const files = readdirSync(dir).filter((f) => /^(licen[cs]e|copying|notice)/i.test(f)).sort();
+  const texts = files.map((f) => readFileSync(join(dir, f), "utf8").trim());
+  sections.push(`${name}@${pkg.version} (${pkg.license || "see text"})\n\n${texts.join("\n\n") || "(no licence file in the package)"}`);
+}
+writeFileSync(
+  join(out, "THIRD_PARTY_LICENSES.txt"),
+  "Third-party software in this directory (built from viewer/ by scripts/viewer-bundle.sh).\n\n" +
+    sections.join("\n\n" + "-".repeat(72) + "\n\n") + "\n",
+);
+for (const f of readdirSync(out).sort()) {
+  const size = readFileSync(join(out, f)).length;
+  console.log(`${String(size).padStart(9)}  ${relative(process.cwd(), join(out, f))}`);
+}

@@ -1,0 +1,678 @@
+// The diagnostic image viewer of imaging-hub: a thin layer over Cornerstone3D (core, tools,
+// dicom-image-loader). Built by build.mjs into src/imaging_hub/viewer_static/viewer/viewer.js;
+// the study page (viewer_static/pages/study.js) imports it and builds every piece of UI itself
+// (toolbar, overlay text, measurement list, with dom.h and i18n.t). This module knows nothing
+// of the page: it renders series into the elements it is given and reports what it shows.
+//
+// Pixels: WADO-RS frames (…/instances/{sop}/frames/{n}) fetched by the DICOM image loader with
+// the session cookie (same-origin XHR), asked for in the instance's stored transfer syntax, so
+// compressed frames travel compressed and are decoded here (web worker, WASM codecs next to
+// this file). Metadata: the series' WADO-RS /metadata, given by the page (fetched once).
+
+import {
+  Enums as csEnums,
+  RenderingEngine,
+  cache,
+  eventTarget,
+  imageLoadPoolManager,
+  imageLoader,
+  init as csInit,
+  metaData,
+  setUseCPURendering,
+  utilities as csUtilities,
+} from "@cornerstonejs/core";
+import {
+  AngleTool,
+  EllipticalROITool,
+  Enums as toolEnums,
+  LengthTool,
+  PanTool,
+  StackScrollTool,
+  ToolGroupManager,
+  WindowLevelTool,
+  ZoomTool,
+  addTool,
+  annotation,
+  init as toolsInit,
+  utilities as toolUtilities,
+} from "@cornerstonejs/tools";
+import { init as loaderInit, wadors } from "@cornerstonejs/dicom-image-loader";
+
+const { MouseBindings, KeyboardBindings } = toolEnums;
+const { Events, ViewportType, RequestType } = csEnums;
+
+export const TOOLS = {
+  wl: WindowLevelTool.toolName,
+  pan: PanTool.toolName,
+  zoom: ZoomTool.toolName,
+  length: LengthTool.toolName,
+  angle: AngleTool.toolName,
+  ellipse: EllipticalROITool.toolName,
+};
+const MEASURE_TOOLS = [LengthTool.toolName, AngleTool.toolName, EllipticalROITool.toolName];
+
+const TAG = {
+  TransferSyntaxUID: "00020010",
+  SOPInstanceUID: "00080018",
+  Modality: "00080060",
+  InstanceNumber: "00200013",
+  NumberOfFrames: "00280008",
+  Rows: "00280010",
+  Columns: "00280011",
+  PixelSpacing: "00280030",
+  ImagerPixelSpacing: "00181164",
+  WindowCenter: "00281050",
+  WindowWidth: "00281051",
+  PhotometricInterpretation: "00280004",
+  BitsAllocated: "00280100",
+  SamplesPerPixel: "00280002",
+  FrameTime: "00181063",
+  CineRate: "00180040",
+  RecommendedDisplayFrameRate: "00082144",
+};
+
+function firstValue(meta, tag) {
+  const element = meta && meta[tag];
+  if (!element || !Array.isArray(element.Value) || !element.Value.length) return undefined;
+  return element.Value[0];
+}
+
+function numberValue(meta, tag, index = 0) {
+  const element = meta && meta[tag];
+  const value = element && Array.isArray(element.Value) ? element.Value[index] : undefined;
+  const n = Number(value);
+  return value === undefined || value === null || value === "" || !Number.isFinite(n) ? null : n;
+}
+
+let ready = null;
+
+/**
+ * Initialise Cornerstone once per page load. maxCacheBytes bounds the decoded-image cache
+ * (Cornerstone evicts the least recently used images beyond it).
+ */
+export function initViewer({ maxCacheBytes = 768 * 1024 * 1024, cpu = false } = {}) {
+  if (ready) return ready;
+  ready = (async () => {
+    csInit();
+    if (cpu) setUseCPURendering(true);
+    const base = new URL(".", import.meta.url).href;
+    loaderInit({
+      maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)),
+      wasmBasePath: base,
+      beforeSend: (xhr, imageId) => ({ Accept: acceptFor(imageId) }),
+    });
+    toolsInit();
+    for (const tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, AngleTool, EllipticalROITool]) {
+      addTool(tool);
+    }
+    cache.setMaxCacheSize(maxCacheBytes);
+  })();
+  return ready;
+}
+
+// Stored transfer syntax per imageId (from the metadata), for the Accept header: the hub then
+// sends compressed frames as stored and native ones raw.
+const storedSyntax = new Map();
+const NATIVE = new Set(["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"]);
+
+function acceptFor(imageId) {
+  const syntax = storedSyntax.get(imageId);
+  if (!syntax || NATIVE.has(syntax)) return 'multipart/related; type="application/octet-stream"';
+  return `multipart/related; type="application/octet-stream"; transfer-syntax=${syntax}`;
+}
+
+/**
+ * A series from its WADO-RS metadata (an array of DICOM JSON instances): the imageIds in
+ * display order (instances by Instance Number, then frames) and, per imageId, which instance
+ * (1-based position) and frame it is. base: the series URL ("/dicomweb/studies/…/series/…").
+ */
+export function registerSeries(base, metadata) {
+  const instances = (metadata || [])
+    .filter((m) => firstValue(m, TAG.SOPInstanceUID) && firstValue(m, TAG.Rows))
+    .map((m) => ({ meta: m, sop: String(firstValue(m, TAG.SOPInstanceUID)), number: numberValue(m, TAG.InstanceNumber) }))
+    .sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9) || (a.sop < b.sop ? -1 : a.sop > b.sop ? 1 : 0));
+  const images = [];
+  instances.forEach((inst, i) => {
+    const frames = Math.max(1, numberValue(inst.meta, TAG.NumberOfFrames) || 1);
+    const syntax = firstValue(inst.meta, TAG.TransferSyntaxUID);
+    for (let frame = 1; frame <= frames; frame++) {
+      const imageId = `wadors:${base}/instances/${inst.sop}/frames/${frame}`;
+      wadors.metaDataManager.add(imageId, inst.meta);
+      if (syntax) storedSyntax.set(imageId, String(syntax));
+      images.push({ imageId, instance: i + 1, instances: instances.length, frame, frames, sop: inst.sop, meta: inst.meta });
+    }
+  });
+  return images;
+}
+
+/** What a measurement's lengths are in: mm of the patient, mm at the detector, or pixels. */
+export function spacingKind(meta) {
+  const ps = meta && meta[TAG.PixelSpacing];
+  if (ps && Array.isArray(ps.Value) && ps.Value.length >= 2) return "patient";
+  const ips = meta && meta[TAG.ImagerPixelSpacing];
+  if (ips && Array.isArray(ips.Value) && ips.Value.length >= 2) return "detector";
+  return "pixels";
+}
+
+/** The image's own VOI window from its metadata ([center, width]), or null. */
+export function ownWindow(meta) {
+  const center = numberValue(meta, TAG.WindowCenter);
+  const width = numberValue(meta, TAG.WindowWidth);
+  return center !== null && width !== null && width > 0 ? [center, width] : null;
+}
+
+/** Frames per second the image asks for (Recommended Display Frame Rate, Cine Rate, Frame Time). */
+export function cineRate(meta) {
+  const rate = numberValue(meta, TAG.RecommendedDisplayFrameRate) || numberValue(meta, TAG.CineRate);
+  if (rate && rate > 0) return Math.min(60, Math.round(rate));
+  const frameTime = numberValue(meta, TAG.FrameTime);
+  if (frameTime && frameTime > 0) return Math.max(1, Math.min(60, Math.round(1000 / frameTime)));
+  return 15;
+}
+
+let engineCount = 0;
+
+/**
+ * The viewer of one study page. onChange(viewportId) is called (at most once a frame per
+ * viewport) when what a viewport shows changed: image, window, zoom, measurements, errors.
+ */
+export class HubViewer {
+  constructor({ onChange, onProgress } = {}) {
+    engineCount += 1;
+    this.id = `hub-${engineCount}`;
+    this.engine = new RenderingEngine(`${this.id}-engine`);
+    this.group = ToolGroupManager.createToolGroup(`${this.id}-tools`);
+    for (const name of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, AngleTool, EllipticalROITool].map((t) => t.toolName)) {
+      this.group.addTool(name);
+    }
+    this.onChange = onChange || (() => {});
+    this.onProgress = onProgress || (() => {});
+    this.viewports = new Map(); // id -> { element, images, series, error, shownImageId, pending }
+    this.pendingChange = new Set();
+    this.frameRequest = 0;
+    this.prefetchJobs = new Map(); // series key -> { cancelled }
+    this.primary = "wl";
+    this.setPrimaryTool("wl");
+    this.listeners = [];
+    this.listen(eventTarget, Events.IMAGE_LOAD_ERROR, (e) => this.loadError(e.detail));
+    this.listen(eventTarget, Events.IMAGE_LOAD_FAILED, (e) => this.loadError(e.detail));
+    for (const name of [toolEnums.Events.ANNOTATION_COMPLETED, toolEnums.Events.ANNOTATION_MODIFIED, toolEnums.Events.ANNOTATION_REMOVED]) {
+      this.listen(eventTarget, name, () => this.changedAll());
+    }
+  }
+
+  listen(target, name, fn) {
+    target.addEventListener(name, fn);
+    this.listeners.push(() => target.removeEventListener(name, fn));
+  }
+
+  /** Primary (left) mouse button tool; right drag zooms, middle drag pans, wheel scrolls. */
+  setPrimaryTool(key) {
+    this.primary = key;
+    const extra = {
+      [ZoomTool.toolName]: [{ mouseButton: MouseBindings.Secondary }, { mouseButton: MouseBindings.Wheel, modifierKey: KeyboardBindings.Ctrl }],
+      [PanTool.toolName]: [{ mouseButton: MouseBindings.Auxiliary }],
+      [StackScrollTool.toolName]: [{ mouseButton: MouseBindings.Wheel }],
+    };
+    for (const name of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, AngleTool, EllipticalROITool].map((t) => t.toolName)) {
+      const bindings = [...(extra[name] || [])];
+      if (TOOLS[key] === name) bindings.push({ mouseButton: MouseBindings.Primary });
+      this.group.setToolPassive(name, { removeAllBindings: true });
+      if (bindings.length) this.group.setToolActive(name, { bindings });
+    }
+  }
+
+  /** Enable the given elements as stack viewports (and disable the ones no longer given). */
+  setViewports(entries) {
+    const wanted = new Set(entries.map((e) => e.id));
+    for (const id of [...this.viewports.keys()]) {
+      if (!wanted.has(id)) this.disable(id);
+    }
+    for (const { id, element } of entries) {
+      const known = this.viewports.get(id);
+      if (known && known.element === element) continue;
+      if (known) this.disable(id);
+      this.engine.enableElement({ viewportId: id, element, type: ViewportType.STACK, defaultOptions: { background: [0, 0, 0] } });
+      this.group.addViewport(id, this.engine.id);
+      const state = { element, images: [], series: null, error: null, shownImageId: null, token: 0, cine: false };
+      this.viewports.set(id, state);
+      const changed = () => this.changed(id);
+      const rendered = () => {
+        const vp = this.viewport(id);
+        const current = vp && vp.getCurrentImageId && vp.getCurrentImageId();
+        // Wrong-image guard: the element shows pixels only once an image of its own stack is drawn.
+        if (current && state.images.some((im) => im.imageId === current)) {
+          state.shownImageId = current;
+          element.classList.remove("vp-blank");
+        }
+        this.changed(id);
+      };
+      for (const name of [Events.STACK_NEW_IMAGE, Events.VOI_MODIFIED, Events.CAMERA_MODIFIED, Events.STACK_VIEWPORT_SCROLL]) {
+        element.addEventListener(name, changed);
+      }
+      element.addEventListener(Events.IMAGE_RENDERED, rendered);
+    }
+    this.engine.resize(true, true);
+  }
+
+  disable(id) {
+    const state = this.viewports.get(id);
+    if (!state) return;
+    this.stopCine(id);
+    try {
+      this.group.removeViewports(this.engine.id, id);
+      this.engine.disableElement(id);
+    } catch {
+      // Already gone with its element.
+    }
+    this.viewports.delete(id);
+  }
+
+  viewport(id) {
+    try {
+      return this.engine.getViewport(id);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Show a series (its registerSeries images) in viewport id, at image index (0-based). */
+  async showSeries(id, series, images, index = 0, { voi, invert } = {}) {
+    const state = this.viewports.get(id);
+    const vp = this.viewport(id);
+    if (!state || !vp) return;
+    this.stopCine(id);
+    state.token += 1;
+    const token = state.token;
+    state.series = series;
+    state.images = images;
+    state.error = null;
+    state.shownImageId = null;
+    state.defaults = new Map();
+    state.element.classList.add("vp-blank"); // never another series' image while this one loads
+    this.changed(id);
+    if (!images.length) return;
+    const start = Math.max(0, Math.min(images.length - 1, index));
+    try {
+      await vp.setStack(images.map((im) => im.imageId), start);
+      if (token !== state.token) return;
+      if (voi) vp.setProperties({ voiRange: toRange(voi) });
+      if (invert !== undefined) this.setInvert(id, invert);
+      vp.render();
+    } catch (err) {
+      if (token === state.token) this.fail(id, images[start].imageId, err);
+    }
+    this.changed(id);
+  }
+
+  fail(id, imageId, err) {
+    const state = this.viewports.get(id);
+    if (!state) return;
+    state.error = { imageId, message: errorMessage(err) };
+    state.element.classList.add("vp-blank");
+    this.changed(id);
+  }
+
+  loadError(detail) {
+    const imageId = detail && (detail.imageId || (detail.error && detail.error.imageId));
+    if (!imageId) return;
+    for (const [id, state] of this.viewports) {
+      const vp = this.viewport(id);
+      const target = vp && state.images.length ? state.images[vp.getTargetImageIdIndex ? vp.getTargetImageIdIndex() : vp.getCurrentImageIdIndex()] : null;
+      if (target && target.imageId === imageId) this.fail(id, imageId, detail.error);
+    }
+  }
+
+  /** Go to image index (0-based, display order) in viewport id. */
+  async jumpTo(id, index) {
+    const state = this.viewports.get(id);
+    const vp = this.viewport(id);
+    if (!state || !vp || !state.images.length) return;
+    const target = Math.max(0, Math.min(state.images.length - 1, index));
+    state.error = null;
+    try {
+      await vp.setImageIdIndex(target);
+    } catch (err) {
+      this.fail(id, state.images[target].imageId, err);
+    }
+    this.changed(id);
+  }
+
+  scroll(id, delta) {
+    const vp = this.viewport(id);
+    if (!vp) return;
+    const index = vp.getTargetImageIdIndex ? vp.getTargetImageIdIndex() : vp.getCurrentImageIdIndex();
+    this.jumpTo(id, index + delta);
+  }
+
+  /** What viewport id shows now (for the overlay, the URL and the test hooks). */
+  state(id) {
+    const state = this.viewports.get(id);
+    const vp = this.viewport(id);
+    if (!state || !vp || !state.images.length) return state ? { series: state.series, error: state.error, images: 0 } : null;
+    const index = vp.getCurrentImageIdIndex();
+    const image = state.images[index];
+    const props = vp.getProperties ? vp.getProperties() : {};
+    const range = props.voiRange;
+    const voi = range ? [(range.upper + range.lower) / 2, range.upper - range.lower] : null;
+    return {
+      series: state.series,
+      index,
+      images: state.images.length,
+      image,
+      shown: state.shownImageId === (image && image.imageId),
+      error: state.error && image && state.error.imageId === image.imageId ? state.error : null,
+      voi,
+      invert: Boolean(props.invert),
+      zoom: this.magnification(id),
+      rotation: vp.getRotation ? vp.getRotation() : 0,
+      cine: state.cine,
+      defaultVoi: image ? this.defaultVoi(id, image) : null,
+    };
+  }
+
+  /** Device pixels on screen per image pixel (1 = "1:1"). */
+  magnification(id) {
+    const vp = this.viewport(id);
+    if (!vp) return null;
+    try {
+      const image = vp.getImageData();
+      const camera = vp.getCamera();
+      const canvas = vp.getCanvas();
+      if (!image || !camera || !camera.parallelScale || !canvas) return null;
+      const spacing = image.spacing ? image.spacing[1] : 1;
+      return canvas.height / ((2 * camera.parallelScale) / spacing);
+    } catch {
+      return null;
+    }
+  }
+
+  defaultVoi(id, image) {
+    const state = this.viewports.get(id);
+    if (!state) return null;
+    const key = image.sop;
+    if (!state.defaults.has(key)) {
+      const own = ownWindow(image.meta);
+      if (own) state.defaults.set(key, own);
+      else {
+        const vp = this.viewport(id);
+        const range = vp && vp.getProperties().voiRange;
+        if (range && state.shownImageId === image.imageId) state.defaults.set(key, [(range.upper + range.lower) / 2, range.upper - range.lower]);
+        else return null;
+      }
+    }
+    return state.defaults.get(key);
+  }
+
+  setWindow(id, center, width) {
+    const vp = this.viewport(id);
+    if (!vp || !(width > 0)) return;
+    vp.setProperties({ voiRange: toRange([center, width]) });
+    vp.render();
+  }
+
+  resetWindow(id) {
+    const vp = this.viewport(id);
+    if (!vp) return;
+    const invert = vp.getProperties().invert;
+    vp.resetProperties();
+    vp.setProperties({ invert });
+    vp.render();
+  }
+
+  setInvert(id, value) {
+    const vp = this.viewport(id);
+    if (!vp) return;
+    vp.setProperties({ invert: value === undefined ? !vp.getProperties().invert : value });
+    vp.render();
+  }
+
+  rotate(id, degrees) {
+    const vp = this.viewport(id);
+    if (!vp) return;
+    const current = vp.getRotation ? vp.getRotation() : 0;
+    vp.setViewPresentation({ rotation: (((current + degrees) % 360) + 360) % 360 });
+    vp.render();
+  }
+
+  flip(id, horizontal) {
+    const vp = this.viewport(id);
+    if (!vp) return;
+    const camera = vp.getCamera();
+    vp.flip(horizontal ? { flipHorizontal: !camera.flipHorizontal } : { flipVertical: !camera.flipVertical });
+    vp.render();
+  }
+
+  fit(id) {
+    const vp = this.viewport(id);
+    if (!vp) return;
+    vp.resetCamera({ resetPan: true, resetZoom: true });
+    vp.render();
+  }
+
+  /** One image pixel per device pixel, around the current centre. */
+  actualSize(id) {
+    const vp = this.viewport(id);
+    const now = this.magnification(id);
+    if (!vp || !now) return;
+    vp.setZoom(vp.getZoom() / now);
+    vp.render();
+  }
+
+  zoomBy(id, factor) {
+    const vp = this.viewport(id);
+    if (!vp) return;
+    vp.setZoom(vp.getZoom() * factor);
+    vp.render();
+  }
+
+  /** Window, zoom, pan, rotation, flips and invert back to the image's defaults. */
+  reset(id) {
+    const vp = this.viewport(id);
+    if (!vp) return;
+    this.stopCine(id);
+    vp.resetProperties();
+    vp.resetCamera();
+    vp.setViewPresentation({ rotation: 0, flipHorizontal: false, flipVertical: false });
+    vp.resetCamera();
+    vp.render();
+  }
+
+  playCine(id, fps) {
+    const state = this.viewports.get(id);
+    if (!state || state.images.length < 2) return;
+    toolUtilities.cine.playClip(state.element, { framesPerSecond: fps, loop: true });
+    state.cine = fps;
+    this.changed(id);
+  }
+
+  stopCine(id) {
+    const state = this.viewports.get(id);
+    if (!state || !state.cine) return;
+    try {
+      toolUtilities.cine.stopClip(state.element);
+    } catch {
+      // The element is already gone.
+    }
+    state.cine = false;
+    this.changed(id);
+  }
+
+  /** Measurements drawn on the image viewport id shows now: tool, value, unit, points. */
+  measurements(id) {
+    const state = this.viewports.get(id);
+    const vp = this.viewport(id);
+    if (!state || !vp || !state.images.length) return [];
+    const imageId = vp.getCurrentImageId();
+    const image = state.images.find((im) => im.imageId === imageId);
+    const kind = image ? spacingKind(image.meta) : "pixels";
+    const list = [];
+    for (const tool of MEASURE_TOOLS) {
+      const found = annotation.state.getAnnotations(tool, state.element) || [];
+      for (const item of found) {
+        const ref = item.metadata && item.metadata.referencedImageId;
+        if (ref && ref !== imageId) continue;
+        const stats = Object.values((item.data && item.data.cachedStats) || {})[0] || {};
+        const points = ((item.data && item.data.handles && item.data.handles.points) || []).map((p) => {
+          const ij = toolImagePoint(vp, imageId, p);
+          return ij ? [round(ij[0], 2), round(ij[1], 2)] : null;
+        });
+        const entry = { uid: item.annotationUID, tool, kind, points };
+        if (tool === LengthTool.toolName) Object.assign(entry, { value: stats.length, unit: stats.unit });
+        if (tool === AngleTool.toolName) Object.assign(entry, { value: stats.angle, unit: "°" });
+        if (tool === EllipticalROITool.toolName) {
+          Object.assign(entry, {
+            value: stats.area,
+            unit: stats.areaUnit,
+            mean: stats.mean,
+            stdDev: stats.stdDev,
+            modalityUnit: stats.modalityUnit,
+          });
+        }
+        if (entry.value === undefined || entry.value === null || Number.isNaN(entry.value)) continue;
+        list.push(entry);
+      }
+    }
+    return list;
+  }
+
+  removeMeasurement(uid) {
+    annotation.state.removeAnnotation(uid);
+    this.engine.render();
+    this.changedAll();
+  }
+
+  clearMeasurements(id) {
+    for (const m of this.measurements(id)) annotation.state.removeAnnotation(m.uid);
+    this.engine.render();
+    this.changedAll();
+  }
+
+  /**
+   * Load every image of a series ahead, in display order starting at index start, within
+   * budgetBytes of decoded pixels (the rest is loaded when shown). onProgress(key, done, total).
+   */
+  prefetch(key, images, start = 0, budgetBytes = 512 * 1024 * 1024) {
+    const old = this.prefetchJobs.get(key);
+    if (old) old.cancelled = true;
+    const job = { cancelled: false };
+    this.prefetchJobs.set(key, job);
+    const order = [...images.slice(start), ...images.slice(0, start)];
+    let budget = budgetBytes;
+    const wanted = [];
+    for (const im of order) {
+      const rows = numberValue(im.meta, TAG.Rows) || 512;
+      const cols = numberValue(im.meta, TAG.Columns) || 512;
+      const samples = numberValue(im.meta, TAG.SamplesPerPixel) || 1;
+      const bytes = rows * cols * samples * (samples > 1 ? 1 : 4); // scaled frames may be Float32
+      if (budget - bytes < 0 && wanted.length) break;
+      budget -= bytes;
+      wanted.push(im.imageId);
+    }
+    let done = 0;
+    const total = wanted.length;
+    this.onProgress(key, 0, total);
+    const finish = () => {
+      done += 1;
+      if (!job.cancelled) this.onProgress(key, done, total);
+    };
+    wanted.forEach((imageId, i) => {
+      if (cache.isLoaded && cache.isLoaded(imageId)) {
+        finish();
+        return;
+      }
+      imageLoadPoolManager.addRequest(
+        () => {
+          if (job.cancelled) return Promise.resolve();
+          return imageLoader
+            .loadAndCacheImage(imageId, { priority: -5 + Math.min(4, Math.floor(i / 50)), requestType: RequestType.Prefetch })
+            .then(finish, finish);
+        },
+        RequestType.Prefetch,
+        { imageId },
+        -5,
+      );
+    });
+    return () => {
+      job.cancelled = true;
+    };
+  }
+
+  cancelPrefetch() {
+    for (const job of this.prefetchJobs.values()) job.cancelled = true;
+    this.prefetchJobs.clear();
+    imageLoadPoolManager.clearRequestStack(RequestType.Prefetch);
+  }
+
+  resize() {
+    this.engine.resize(true, true);
+  }
+
+  render(id) {
+    const vp = this.viewport(id);
+    if (vp) vp.render();
+  }
+
+  changed(id) {
+    this.pendingChange.add(id);
+    if (this.frameRequest) return;
+    this.frameRequest = requestAnimationFrame(() => {
+      this.frameRequest = 0;
+      const ids = [...this.pendingChange];
+      this.pendingChange.clear();
+      for (const vid of ids) if (this.viewports.has(vid)) this.onChange(vid);
+    });
+  }
+
+  changedAll() {
+    for (const id of this.viewports.keys()) this.changed(id);
+  }
+
+  destroy() {
+    this.cancelPrefetch();
+    for (const id of [...this.viewports.keys()]) this.stopCine(id);
+    for (const off of this.listeners) off();
+    cancelAnimationFrame(this.frameRequest);
+    for (const tool of MEASURE_TOOLS) {
+      for (const item of annotation.state.getAnnotations(tool) || []) annotation.state.removeAnnotation(item.annotationUID);
+    }
+    try {
+      ToolGroupManager.destroyToolGroup(this.group.id);
+    } catch {
+      // Nothing left to destroy.
+    }
+    this.engine.destroy();
+    this.viewports.clear();
+    // Decoded pixels of this page are not kept for the next study (bounded memory; no
+    // patient's pixels linger after leaving the page).
+    cache.purgeCache();
+  }
+}
+
+function toRange([center, width]) {
+  return { lower: center - width / 2, upper: center + width / 2 };
+}
+
+function round(n, digits) {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+function toolImagePoint(vp, imageId, world) {
+  try {
+    return csUtilities.transformWorldToIndexContinuous(vp.getImageData().imageData, world);
+  } catch {
+    return null;
+  }
+}
+
+function errorMessage(err) {
+  if (!err) return "";
+  if (typeof err === "string") return err;
+  if (err.status) return `HTTP ${err.status}`;
+  if (err.error) return errorMessage(err.error);
+  if (err.message) return err.message;
+  return String(err);
+}
+
+export { metaData };

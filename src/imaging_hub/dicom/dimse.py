@@ -9,9 +9,10 @@ else is left to pynetdicom. ``tests/unit/test_dimse.py`` checks both against pyn
 decoder and encoder.
 """
 
-import re
 import struct
 from dataclasses import dataclass
+
+from imaging_hub.dicom.uids import is_valid_uid
 
 C_STORE_RQ = 0x0001  # Command Field (PS3.7 E.1)
 C_STORE_RSP = 0x8001
@@ -46,7 +47,6 @@ _STORE_RQ_OPTIONAL = frozenset({_GROUP_LENGTH, _MOVE_ORIGINATOR_AE, _MOVE_ORIGIN
 _US_ELEMENTS = frozenset(
     {_COMMAND_FIELD, _MESSAGE_ID, _PRIORITY, _DATA_SET_TYPE, _MOVE_ORIGINATOR_ID}
 )
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")  # PS3.5 9.1
 _ELEMENT_HEADER = struct.Struct("<HHI")
 
 
@@ -65,7 +65,7 @@ def _parse_uid(value: bytes) -> str | None:
     if not 0 < len(text) <= 64 or not text.isascii():
         return None
     uid = text.decode("ascii")
-    return uid if _UID.fullmatch(uid) else None
+    return uid if is_valid_uid(uid) else None
 
 
 def parse_store_request(command: bytes | memoryview) -> StoreRequest | None:

@@ -1,4 +1,11 @@
-"""UID rules (PS3.5 9.1): digits and dots, no leading zeros in components, at most 64 chars."""
+"""The one UID rule of imaging-hub, used by every part (gateway, DIMSE codec, hub, keys).
+
+Digits and dots, at most 64 characters: ``^[0-9]+(\\.[0-9]+)*$`` (the contract in
+ARCHITECTURE.md). PS3.5 9.1 also forbids leading zeros in a component (``1.2.03``); devices in
+the field do send such UIDs, and refusing a patient's images for it helps nobody, so they are
+accepted (and stored under their own key) everywhere alike. What matters for safety is that a
+UID cannot name a path outside its prefix, which digits and single dots guarantee.
+"""
 
 import re
 import uuid

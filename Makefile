@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck peers unit clean bench bench-peers
+.PHONY: demo test lint typecheck peers unit clean bench bench-peers viewer viewer-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ bench: $(STAMP) bench-peers
 	$(BIN)/python -m bench.wan $(BENCH_WAN_ARGS)
 	$(BIN)/python -m bench.dicomweb $(BENCH_DICOMWEB_ARGS)
 	$(BIN)/python -m bench.worklist
+
+# The diagnostic viewer's Cornerstone3D bundle (needs Node 20+ and npm): `viewer` rebuilds the
+# committed src/imaging_hub/viewer_static/viewer/ from viewer/package-lock.json; `viewer-check`
+# fails if the committed bundle differs from such a rebuild.
+viewer:
+	bash scripts/viewer-bundle.sh build
+
+viewer-check:
+	bash scripts/viewer-bundle.sh check
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -53,6 +53,7 @@ const MEASURE_TOOLS = [LengthTool.toolName, AngleTool.toolName, EllipticalROIToo
 
 const TAG = {
   TransferSyntaxUID: "00020010",
+  AvailableTransferSyntaxUID: "00083002",
   SOPInstanceUID: "00080018",
   Modality: "00080060",
   InstanceNumber: "00200013",
@@ -110,14 +111,14 @@ export function initViewer({ maxCacheBytes = 768 * 1024 * 1024, cpu = false } = 
   return ready;
 }
 
-// Stored transfer syntax per imageId (from the metadata), for the Accept header: the hub then
-// sends compressed frames as stored and native ones raw.
+// Stored transfer syntax per imageId when the metadata names it (File Meta 0002,0010 or
+// Available Transfer Syntax 0008,3002), for the Accept header; otherwise "transfer-syntax=*"
+// (as stored). Either way the hub sends compressed frames as stored (decoded here) and native
+// ones raw, never re-encoded.
 const storedSyntax = new Map();
-const NATIVE = new Set(["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"]);
 
 function acceptFor(imageId) {
-  const syntax = storedSyntax.get(imageId);
-  if (!syntax || NATIVE.has(syntax)) return 'multipart/related; type="application/octet-stream"';
+  const syntax = storedSyntax.get(imageId) || "*";
   return `multipart/related; type="application/octet-stream"; transfer-syntax=${syntax}`;
 }
 
@@ -134,7 +135,7 @@ export function registerSeries(base, metadata) {
   const images = [];
   instances.forEach((inst, i) => {
     const frames = Math.max(1, numberValue(inst.meta, TAG.NumberOfFrames) || 1);
-    const syntax = firstValue(inst.meta, TAG.TransferSyntaxUID);
+    const syntax = firstValue(inst.meta, TAG.TransferSyntaxUID) || firstValue(inst.meta, TAG.AvailableTransferSyntaxUID);
     for (let frame = 1; frame <= frames; frame++) {
       const imageId = `wadors:${base}/instances/${inst.sop}/frames/${frame}`;
       wadors.metaDataManager.add(imageId, inst.meta);

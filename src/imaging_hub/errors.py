@@ -117,4 +117,6 @@ class RetryLater(Conflict):
 
 
 #: Codes after which a gateway tries again later; every other 4xx code is final (parked).
-RETRYABLE_CODES = frozenset({"retry_later", "storage_unavailable", "too_many_attempts"})
+RETRYABLE_CODES = frozenset(
+    {"retry_later", "storage_unavailable", "too_many_attempts", "checksum_mismatch"}
+)

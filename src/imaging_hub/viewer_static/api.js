@@ -6,6 +6,7 @@
 // and never handle credentials. Images load with the cookie too, but pages still fetch them with
 // apiBlob so that errors are handled in one place.
 
+import { problemMessage } from "./errors.js";
 import { t } from "./i18n.js";
 
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -13,12 +14,13 @@ let csrfToken = null; // non-null while we believe a session is active
 
 /** An HTTP or network failure with a message already in the user's language (error.message). */
 export class ApiError extends Error {
-  constructor({ status, title, detail, message }) {
+  constructor({ status, title, detail, code, message }) {
     super(message);
     this.name = "ApiError";
     this.status = status; // 0 for a network failure
     this.title = title || "";
-    this.detail = detail || "";
+    this.detail = detail || ""; // the hub's English detail (for logs and the English screen)
+    this.code = code || ""; // the hub's stable error code (docs/errors.md)
   }
 }
 
@@ -70,18 +72,10 @@ export function buildQuery(params) {
   return text ? `?${text}` : "";
 }
 
-function localMessage(status, detail) {
-  if (status === 401) return t("error.session");
-  if (status === 403) return detail ? `${t("error.forbidden")} (${detail})` : t("error.forbidden");
-  if (status === 404) return t("error.notFound");
-  if (status === 422) return t("error.validation", { detail });
-  if (status >= 500) return t("error.server");
-  return t("error.generic", { status, detail });
-}
-
 async function errorFrom(response) {
   let title = response.statusText;
   let detail = "";
+  let code = "";
   const type = response.headers.get("content-type") || "";
   if (type.includes("json")) {
     try {
@@ -89,6 +83,7 @@ async function errorFrom(response) {
       title = typeof body.title === "string" ? body.title : title;
       if (typeof body.detail === "string") detail = body.detail;
       else if (body.detail !== undefined) detail = JSON.stringify(body.detail);
+      if (typeof body.code === "string") code = body.code;
     } catch {
       // A broken error body: keep the status line.
     }
@@ -97,7 +92,8 @@ async function errorFrom(response) {
     status: response.status,
     title,
     detail,
-    message: localMessage(response.status, detail || title),
+    code,
+    message: problemMessage(response.status, code, detail),
   });
 }
 
@@ -171,9 +167,10 @@ export async function login(username, password) {
   }
   if (!response.ok) {
     const error = await errorFrom(response);
-    // The hub answers 401 for a wrong password and for a locked account (the detail says which),
-    // 429 when one address failed too often.
-    if (response.status === 401 && /locked/i.test(error.detail)) error.message = t("login.locked");
+    // The hub answers 401 for a wrong password and for a locked or disabled account (the code
+    // says which), 429 when one address failed too often.
+    if (error.code === "account_locked") error.message = t("login.locked");
+    else if (error.code === "account_disabled") error.message = t("error.code.account_disabled");
     else if (response.status === 401) error.message = t("login.failed");
     else if (response.status === 429) error.message = t("login.throttled");
     throw error;

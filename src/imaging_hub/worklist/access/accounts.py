@@ -114,7 +114,8 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
         raise AuthenticationFailed("Incorrect username or password.")
     if user.locked_until is not None and user.locked_until > now:
         raise AuthenticationFailed(
-            "This account is temporarily locked after repeated failed logins; try again later."
+            "This account is temporarily locked after repeated failed logins; try again later.",
+            code="account_locked",
         )
     if not verify_password(user.password_hash, password):
         user.failed_logins += 1
@@ -124,7 +125,7 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
         session.commit()
         raise AuthenticationFailed("Incorrect username or password.")
     if not user.is_active:
-        raise AuthenticationFailed("This account is disabled.")
+        raise AuthenticationFailed("This account is disabled.", code="account_disabled")
     user.failed_logins = 0
     user.locked_until = None
     return user

@@ -1,0 +1,104 @@
+// Server errors in the user's language, by the stable `code` of the hub's problem+json answers
+// (src/imaging_hub/errors.py, docs/errors.md). The hub's `detail` is English prose for operators:
+// it is shown only in the English interface, never on a Chinese screen. A code without a
+// translation here falls back to a message for its HTTP status.
+
+import { addStrings, getLanguage, t } from "./i18n.js";
+
+const CODES = {
+  "zh-CN": {
+    unauthenticated: "登录已过期，请重新登录。",
+    authentication_failed: "用户名或密码错误。",
+    account_locked: "多次登录失败，账号已被暂时锁定，请稍后再试。",
+    account_disabled: "该账号已被停用，请联系管理员。",
+    too_many_attempts: "登录尝试过于频繁，请稍后再试。",
+    weak_password: "密码不符合要求：至少 10 个字符，且不能与用户名相同。",
+    forbidden: "您没有执行此操作的权限。",
+    not_found: "未找到请求的内容，或您无权查看。",
+    conflict: "操作与当前状态冲突，请刷新后重试。",
+    claim_conflict: "该检查已被其他医生领取，或当前状态不可领取。请刷新工作列表。",
+    uid_conflict: "该检查的 UID 已属于其他卫生院，已暂停转发，请联系管理员。",
+    retry_later: "服务器正忙，请稍后重试。",
+    invalid_request: "请求参数有误。",
+    bad_request: "请求无效。",
+    validation_failed: "输入有误，请检查后重新提交。",
+    value_not_storable: "输入内容过长或含有无法保存的字符。",
+    invalid_window: "统计时间范围无效（结束早于开始或超过一年）。",
+    invalid_dicom: "不是可接受的 DICOM 文件。",
+    invalid_uid: "DICOM UID 无效。",
+    checksum_mismatch: "数据在传输中损坏（校验和不符），请重新发送。",
+    study_mismatch: "图像不属于所指定的检查。",
+    not_acceptable: "无法以所请求的格式提供该内容。",
+    unsupported_media_type: "不支持的数据格式。",
+    payload_too_large: "上传的数据过大。",
+    method_not_allowed: "不支持此操作。",
+    storage_unavailable: "影像存储暂时不可用，请稍后重试。",
+  },
+  en: {
+    unauthenticated: "Your session has expired. Please log in again.",
+    authentication_failed: "Incorrect username or password.",
+    account_locked: "This account is locked for a while after repeated failed logins.",
+    account_disabled: "This account is disabled. Please contact the administrator.",
+    too_many_attempts: "Too many login attempts. Please wait and try again.",
+    weak_password: "The password does not meet the rules",
+    forbidden: "You are not allowed to do this.",
+    not_found: "The requested item was not found, or you may not see it.",
+    conflict: "This conflicts with the current state. Reload and try again.",
+    claim_conflict: "The study is held by another radiologist or cannot be claimed now.",
+    uid_conflict: "This study's UID belongs to another clinic; forwarding is parked.",
+    retry_later: "The server is busy. Please try again.",
+    invalid_request: "The request is not valid",
+    bad_request: "The request is not valid.",
+    validation_failed: "Invalid input",
+    value_not_storable: "A value is too long or contains characters that cannot be stored.",
+    invalid_window: "The statistics window is not valid",
+    invalid_dicom: "Not an acceptable DICOM file",
+    invalid_uid: "A DICOM UID is not valid",
+    checksum_mismatch: "The data was damaged in transit (checksum mismatch). Send it again.",
+    study_mismatch: "The image does not belong to the study named.",
+    not_acceptable: "This cannot be delivered in the requested format.",
+    unsupported_media_type: "This data format is not supported.",
+    payload_too_large: "The upload is too large.",
+    method_not_allowed: "This operation is not supported.",
+    storage_unavailable: "The image store is unavailable. Please try again later.",
+  },
+};
+
+// Codes whose English message is completed by the hub's detail (it names the offending field).
+const WITH_DETAIL = new Set([
+  "weak_password",
+  "invalid_request",
+  "validation_failed",
+  "invalid_window",
+  "invalid_dicom",
+  "invalid_uid",
+]);
+
+addStrings({
+  "zh-CN": Object.fromEntries(Object.entries(CODES["zh-CN"]).map(([k, v]) => [`error.code.${k}`, v])),
+  en: Object.fromEntries(Object.entries(CODES.en).map(([k, v]) => [`error.code.${k}`, v])),
+});
+
+function byStatus(status) {
+  if (status === 401) return t("error.session");
+  if (status === 403) return t("error.forbidden");
+  if (status === 404) return t("error.notFound");
+  if (status >= 500) return t("error.server");
+  return t("error.generic", { status });
+}
+
+/** The message for an error answer: by code, else by status; English detail only in English. */
+export function problemMessage(status, code, detail) {
+  const english = getLanguage() === "en";
+  if (code && Object.hasOwn(CODES["zh-CN"], code)) {
+    const text = t(`error.code.${code}`);
+    return english && detail && WITH_DETAIL.has(code) ? `${text}: ${detail}` : text;
+  }
+  const text = byStatus(status);
+  return english && detail && status < 500 ? `${text} ${detail}` : text;
+}
+
+/** Whether the code is one this module translates (for tests and pages). */
+export function knownCode(code) {
+  return Object.hasOwn(CODES["zh-CN"], code);
+}

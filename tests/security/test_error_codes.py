@@ -32,9 +32,13 @@ def codes_in_source() -> set[str]:
                 and isinstance(node.value.value, str)
             ):
                 found.add(node.value.value)
-            if isinstance(node, ast.keyword) and node.arg == "code":
-                if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-                    found.add(node.value.value)
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "code"
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
+                found.add(node.value.value)
     return found
 
 

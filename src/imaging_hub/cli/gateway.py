@@ -1,0 +1,127 @@
+"""``imaging-hub gateway``: the clinic DICOM gateway (serve, status)."""
+
+import json
+import signal
+import sys
+import threading
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from imaging_hub.cli.common import ConfigOpt, console, setup
+from imaging_hub.config import GatewaySettings
+
+gateway_app = typer.Typer(help="The clinic DICOM gateway.", no_args_is_help=True)
+
+
+@gateway_app.command("serve")
+def gateway_serve(config: ConfigOpt = None) -> None:
+    """Run the clinic gateway: DICOM SCP, spool and forwarder.
+
+    Logs one line per study forwarded (size, time, ratio); on a terminal it also shows a live
+    progress line (queue, bytes pending, forwarded, uplink throughput, last error).
+    """
+    setup(config)
+    from imaging_hub.dicom_gateway.service import GatewayService
+
+    settings = GatewaySettings()
+    if not settings.hub_token.get_secret_value():
+        console.print("[red]No hub token: set IMAGING_HUB_GATEWAY_HUB_TOKEN or hub_token.[/red]")
+        raise typer.Exit(2)
+    service = GatewayService(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    service.start()
+    try:
+        if sys.stdout.isatty():
+            _serve_with_progress(service, stop)
+        else:
+            while not stop.wait(1.0):
+                pass
+    finally:
+        service.stop()
+
+
+def _progress_line(status: dict[str, Any]) -> str:
+    error = str(status.get("last_error") or "")
+    return (
+        f"queued {status['queue_depth']} ({_size(int(status['bytes_pending']))})  "
+        f"forwarded {status['sent']}  received {status['received']}  "
+        f"refused {status['refused']}  failed {status['failed']}  "
+        f"uplink {_size(int(status['uplink_bytes_per_second']))}/s"
+        + (f"  last error: {error[:80]}" if error else "")
+    )
+
+
+def _serve_with_progress(service: Any, stop: threading.Event) -> None:
+    from rich.live import Live
+    from rich.text import Text
+
+    with Live(Text("starting"), console=console, refresh_per_second=2, transient=True) as live:
+        while not stop.wait(1.0):
+            live.update(Text(_progress_line(service.status())))
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+@gateway_app.command("status")
+def gateway_status(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show the spool: queue depth, bytes pending, per-study progress, last success and error.
+
+    Reads the spool of ``spool_dir`` and works while the gateway runs (or when it is down).
+    """
+    setup(config)
+    from imaging_hub.dicom_gateway.metrics import gateway_status as spool_status
+    from imaging_hub.dicom_gateway.spool import Spool
+
+    settings = GatewaySettings()
+    spool = Spool(settings.spool_dir, clean_tmp=False)  # the running gateway's tmp/
+    try:
+        status = spool_status(spool, None)
+        studies = spool.study_progress()
+    finally:
+        spool.close()
+    if as_json:
+        print(json.dumps({"clinic": settings.clinic, **status, "studies": studies}))
+        return
+    console.print(f"gateway [bold]{settings.clinic}[/bold] ({settings.ae_title})")
+    console.print(
+        f"queue depth: {status['queue_depth']}   bytes pending: {status['bytes_pending']}   "
+        f"sent: {status['sent']}   failed: {status['failed']}   "
+        f"open studies: {status['open_studies']}   received: {status['received']}   "
+        f"refused: {status['refused']}"
+    )
+    console.print(
+        f"last success: {_when(status['last_success_at'])}   "
+        f"last error: {status['last_error'] or '-'}"
+    )
+    table = Table("study", "state", "sent/total", "pending bytes", "failed", "last error")
+    for row in studies:
+        table.add_row(
+            str(row["study_instance_uid"]),
+            str(row["state"]),
+            f"{row['sent']}/{row['total']}",
+            str(row["pending_bytes"]),
+            str(row["failed"]),
+            str(row["last_error"] or ""),
+        )
+    console.print(table)

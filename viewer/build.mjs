@@ -50,6 +50,29 @@ const emptyModules = {
   },
 };
 
+// The app's CSP forbids style attributes (style-src-attr); CSSOM assignments are allowed. Source
+// patches, each required to apply (a new Cornerstone version that changes the code fails the
+// build instead of silently bringing the violation back).
+const PATCHES = [
+  {
+    file: /[\\/]@cornerstonejs[\\/]tools[\\/]dist[\\/]esm[\\/]drawingSvg[\\/]drawTextBox\.js$/,
+    from: "textElement.setAttribute('style', combinedStyle);",
+    to: "textElement.style.cssText = combinedStyle;",
+  },
+];
+const cspPatches = {
+  name: "csp-patches",
+  setup(b) {
+    for (const patch of PATCHES) {
+      b.onLoad({ filter: patch.file }, (args) => {
+        const text = readFileSync(args.path, "utf8");
+        if (!text.includes(patch.from)) throw new Error(`patch does not apply to ${args.path}: ${patch.from}`);
+        return { contents: text.split(patch.from).join(patch.to), loader: "js" };
+      });
+    }
+  },
+};
+
 const common = {
   bundle: true,
   format: "esm",
@@ -60,7 +83,7 @@ const common = {
   sourcemap: false,
   metafile: true,
   logLevel: "warning",
-  plugins: [leaveOut, emptyModules],
+  plugins: [leaveOut, emptyModules, cspPatches],
   define: { "process.env.NODE_ENV": '"production"' },
 };
 

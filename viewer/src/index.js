@@ -355,7 +355,7 @@ export class HubViewer {
     const image = state.images[index];
     const props = vp.getProperties ? vp.getProperties() : {};
     const range = props.voiRange;
-    const voi = range ? [(range.upper + range.lower) / 2, range.upper - range.lower] : null;
+    const voi = range ? toCenterWidth(range) : null;
     return {
       series: state.series,
       index,
@@ -398,7 +398,7 @@ export class HubViewer {
       else {
         const vp = this.viewport(id);
         const range = vp && vp.getProperties().voiRange;
-        if (range && state.shownImageId === image.imageId) state.defaults.set(key, [(range.upper + range.lower) / 2, range.upper - range.lower]);
+        if (range && state.shownImageId === image.imageId) state.defaults.set(key, toCenterWidth(range));
         else return null;
       }
     }
@@ -650,8 +650,14 @@ export class HubViewer {
   }
 }
 
+// DICOM's linear VOI function (PS3.3 C.11.2.1.2), as Cornerstone applies it.
 function toRange([center, width]) {
-  return { lower: center - width / 2, upper: center + width / 2 };
+  return csUtilities.windowLevel.toLowHighRange(width, center);
+}
+
+function toCenterWidth(range) {
+  const { windowCenter, windowWidth } = csUtilities.windowLevel.toWindowLevel(range.lower, range.upper);
+  return [windowCenter, windowWidth];
 }
 
 function round(n, digits) {

@@ -1,27 +1,14 @@
-"""``imaging-hub admin duty``: radiologists' eligibility and on-duty shifts."""
+"""``imaging-hub admin duty``: radiologists' eligibility and on-duty shifts (over
+:mod:`imaging_hub.worklist.reading.duty`)."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from imaging_hub.cli.common import (
-    ConfigOpt,
-    UsernameArg,
-    admin_session,
-    aware_time,
-    cli_audit,
-    console,
-    fail,
-)
+from imaging_hub.cli.common import ConfigOpt, UsernameArg, admin_session, aware_time, console
 
 duty_app = typer.Typer(help="Radiologists' eligibility and on-duty shifts.", no_args_is_help=True)
-
-
-def _duty_audit(session: Any, username: str, op: str, **detail: Any) -> None:
-    from imaging_hub.worklist.audit import trail as audit
-
-    cli_audit(session, audit.ADMIN_USER, "user", username, op, **detail)
 
 
 @duty_app.command("eligibility")
@@ -42,33 +29,20 @@ def duty_eligibility(
     config: ConfigOpt = None,
 ) -> None:
     """Set (replace) or show what a radiologist may read."""
-    from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.access.accounts import get_user
     from imaging_hub.worklist.reading import duty
 
-    with admin_session(config) as session:
-        try:
-            user = get_user(session, username)
-            if show:
-                view = duty.get_eligibility(session, user=user)
-            else:
-                view = duty.set_eligibility(
-                    session,
-                    user=user,
-                    modalities=modality or [],
-                    body_parts=body_part or [],
-                    clinics=clinic or [],
-                )
-                _duty_audit(
-                    session,
-                    username,
-                    "eligibility_set",
-                    modalities=view.modalities,
-                    body_parts=view.body_parts,
-                    clinics=view.clinics,
-                )
-        except ImagingHubError as exc:
-            fail(str(exc))
+    with admin_session(config) as (session, caller):
+        if show:
+            view = duty.eligibility_of(session, caller, username)
+        else:
+            view = duty.replace_eligibility(
+                session,
+                caller,
+                username,
+                modalities=modality or [],
+                body_parts=body_part or [],
+                clinics=clinic or [],
+            )
     console.print(
         f"{view.username}: modalities {', '.join(view.modalities) or 'all'}; "
         f"body parts {', '.join(view.body_parts) or 'all'}; "
@@ -84,26 +58,11 @@ def duty_shift_add(
     config: ConfigOpt = None,
 ) -> None:
     """Add an on-duty shift (at most 24 hours, not overlapping the radiologist's others)."""
-    from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.access.accounts import get_user
     from imaging_hub.worklist.reading import duty
 
     starts_at, ends_at = aware_time(start, "--start"), aware_time(end, "--end")
-    with admin_session(config) as session:
-        try:
-            view = duty.add_shift(
-                session, user=get_user(session, username), starts_at=starts_at, ends_at=ends_at
-            )
-        except ImagingHubError as exc:
-            fail(str(exc))
-        _duty_audit(
-            session,
-            username,
-            "shift_added",
-            shift=view.id,
-            starts_at=view.starts_at.isoformat(),
-            ends_at=view.ends_at.isoformat(),
-        )
+    with admin_session(config) as (session, caller):
+        view = duty.schedule_shift(session, caller, username, starts_at=starts_at, ends_at=ends_at)
     console.print(f"shift {view.id}: {view.username} {view.starts_at} – {view.ends_at}")
 
 
@@ -113,15 +72,10 @@ def duty_shift_delete(
     config: ConfigOpt = None,
 ) -> None:
     """Remove a shift."""
-    from imaging_hub.errors import ImagingHubError
     from imaging_hub.worklist.reading import duty
 
-    with admin_session(config) as session:
-        try:
-            view = duty.delete_shift(session, shift_id=shift_id)
-        except ImagingHubError as exc:
-            fail(str(exc))
-        _duty_audit(session, view.username, "shift_deleted", shift=view.id)
+    with admin_session(config) as (session, caller):
+        view = duty.remove_shift(session, caller, shift_id)
     console.print(f"shift {view.id} of {view.username} removed")
 
 
@@ -131,16 +85,10 @@ def duty_shift_list(
     config: ConfigOpt = None,
 ) -> None:
     """List shifts in start order."""
-    from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.access.accounts import get_user
     from imaging_hub.worklist.reading import duty
 
     table = Table("id", "user", "starts", "ends")
-    with admin_session(config) as session:
-        try:
-            user = get_user(session, username) if username else None
-        except ImagingHubError as exc:
-            fail(str(exc))
-        for view in duty.list_shifts(session, user=user):
+    with admin_session(config) as (session, caller):
+        for view in duty.shifts(session, caller, username=username):
             table.add_row(str(view.id), view.username, str(view.starts_at), str(view.ends_at))
     console.print(table)

@@ -1,21 +1,16 @@
-"""``imaging-hub admin gateway``: clinic gateway credentials."""
+"""``imaging-hub admin gateway``: clinic gateway credentials (over
+:mod:`imaging_hub.worklist.admin.users`)."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from imaging_hub.cli.common import ConfigOpt, admin_session, cli_audit, console, fail
+from imaging_hub.cli.common import ConfigOpt, admin_session, console
 
 gateway_app = typer.Typer(help="Clinic gateway credentials.", no_args_is_help=True)
 
 GatewayArg = Annotated[str, typer.Argument(help="Gateway name, e.g. gateway-clinic-a.")]
-
-
-def _gateway_audit(session: Any, name: str, op: str, **detail: str) -> None:
-    from imaging_hub.worklist.audit import trail as audit
-
-    cli_audit(session, audit.ADMIN_GATEWAY, "gateway", name, op, **detail)
 
 
 @gateway_app.command("create")
@@ -26,67 +21,48 @@ def gateway_create(
     config: ConfigOpt = None,
 ) -> None:
     """Register a clinic gateway and print its token (shown once, stored hashed)."""
-    from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.access.accounts import create_gateway, get_institution
+    from imaging_hub.worklist.admin import users
 
-    with admin_session(config) as session:
-        try:
-            issued = create_gateway(
-                session, clinic=get_institution(session, clinic), name=name, ae_title=ae_title
-            )
-        except ImagingHubError as exc:
-            fail(str(exc))
-        _gateway_audit(session, name, "created", clinic=clinic)
-    console.print(f"gateway {name} for {clinic} created")
+    with admin_session(config) as (session, caller):
+        issued = users.create_gateway(session, caller, name=name, clinic=clinic, ae_title=ae_title)
+    console.print(f"gateway {issued.name} for {issued.clinic} created")
     console.print(f"token (shown once): {issued.token}")
 
 
 @gateway_app.command("rotate")
 def gateway_rotate(name: GatewayArg, config: ConfigOpt = None) -> None:
     """Issue a new token; the previous one keeps working until the next rotation."""
-    from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.access.accounts import get_gateway, rotate_gateway_token
+    from imaging_hub.worklist.admin import users
 
-    with admin_session(config) as session:
-        try:
-            token = rotate_gateway_token(session, gateway=get_gateway(session, name))
-        except ImagingHubError as exc:
-            fail(str(exc))
-        _gateway_audit(session, name, "rotated")
-    console.print(f"new token for {name} (shown once): {token}")
+    with admin_session(config) as (session, caller):
+        issued = users.rotate_gateway(session, caller, name)
+    console.print(f"new token for {name} (shown once): {issued.token}")
     console.print("the previous token works until the next rotation; update the gateway now")
 
 
 @gateway_app.command("revoke")
 def gateway_revoke(name: GatewayArg, config: ConfigOpt = None) -> None:
     """Revoke a gateway: both its tokens stop working at once."""
-    from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.access.accounts import get_gateway, revoke_gateway
+    from imaging_hub.worklist.admin import users
 
-    with admin_session(config) as session:
-        try:
-            revoke_gateway(session, gateway=get_gateway(session, name))
-        except ImagingHubError as exc:
-            fail(str(exc))
-        _gateway_audit(session, name, "revoked")
+    with admin_session(config) as (session, caller):
+        users.revoke_gateway(session, caller, name)
     console.print(f"gateway {name} revoked")
 
 
 @gateway_app.command("list")
 def gateway_list(config: ConfigOpt = None) -> None:
     """List clinic gateways (never their tokens)."""
-    from sqlalchemy import select
-
-    from imaging_hub.worklist.db.models import Gateway
+    from imaging_hub.worklist.admin import users
 
     table = Table("name", "clinic", "AE title", "state", "last seen")
-    with admin_session(config) as session:
-        for gw in session.scalars(select(Gateway).order_by(Gateway.name)):
+    with admin_session(config) as (session, caller):
+        for gw in users.list_gateways(session, caller):
             table.add_row(
                 gw.name,
-                gw.institution.code,
+                gw.clinic,
                 gw.ae_title,
-                "revoked" if gw.revoked_at else "active",
+                "revoked" if gw.revoked else "active",
                 str(gw.last_seen_at or "never"),
             )
     console.print(table)

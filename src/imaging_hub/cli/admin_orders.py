@@ -1,11 +1,12 @@
-"""``imaging-hub admin order``: clinics' exam orders (the Modality Worklist)."""
+"""``imaging-hub admin order``: clinics' exam orders (the Modality Worklist), over
+:mod:`imaging_hub.worklist.orders.orders`."""
 
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from imaging_hub.cli.common import ConfigOpt, admin_session, aware_time, cli_audit, console, fail
+from imaging_hub.cli.common import ConfigOpt, admin_session, aware_time, console, fail
 
 order_app = typer.Typer(help="Clinics' exam orders (the Modality Worklist).", no_args_is_help=True)
 
@@ -26,35 +27,24 @@ def order_create(
     config: ConfigOpt = None,
 ) -> None:
     """Register an exam order at a clinic; prints its pre-assigned StudyInstanceUID."""
-    from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.access.accounts import get_institution
-    from imaging_hub.worklist.audit import trail as audit
     from imaging_hub.worklist.db.models import Priority
     from imaging_hub.worklist.orders import orders
 
     if priority not in {p.value for p in Priority}:
         fail(f"Unknown priority {priority!r}.", 2)
     when = aware_time(scheduled_at, "--scheduled-at")
-    with admin_session(config) as session:
-        try:
-            order = orders.create_order(
-                session,
-                clinic=get_institution(session, clinic),
-                new=orders.NewOrder(
-                    accession_number=accession,
-                    patient_id=patient_id,
-                    modality=modality,
-                    scheduled_at=when,
-                    patient_name=patient_name,
-                    body_part_examined=body_part,
-                    scheduled_station_ae_title=station_ae,
-                    priority=Priority(priority),
-                ),
-                by=None,
-            )
-        except ImagingHubError as exc:
-            fail(str(exc))
-        cli_audit(session, audit.ORDER_WRITTEN, "order", str(order.id), "created")
+    new = orders.NewOrder(
+        accession_number=accession,
+        patient_id=patient_id,
+        modality=modality,
+        scheduled_at=when,
+        patient_name=patient_name,
+        body_part_examined=body_part,
+        scheduled_station_ae_title=station_ae,
+        priority=Priority(priority),
+    )
+    with admin_session(config) as (session, caller):
+        order = orders.place_order(session, caller, new, clinic=clinic)
     console.print(f"order {order.id} at {clinic}: StudyInstanceUID {order.study_instance_uid}")
 
 
@@ -64,16 +54,10 @@ def order_cancel(
     config: ConfigOpt = None,
 ) -> None:
     """Cancel a scheduled order."""
-    from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.audit import trail as audit
     from imaging_hub.worklist.orders import orders
 
-    with admin_session(config) as session:
-        try:
-            orders.cancel_order(session, order_id=order_id, clinic=None)
-        except ImagingHubError as exc:
-            fail(str(exc))
-        cli_audit(session, audit.ORDER_WRITTEN, "order", str(order_id), "cancelled")
+    with admin_session(config) as (session, caller):
+        orders.cancel(session, caller, order_id)
     console.print(f"order {order_id} cancelled")
 
 
@@ -83,22 +67,16 @@ def order_list(
     config: ConfigOpt = None,
 ) -> None:
     """List orders in scheduled order (IDs and UIDs, no patient names)."""
-    from imaging_hub.errors import ImagingHubError
-    from imaging_hub.worklist.access.accounts import get_institution
     from imaging_hub.worklist.orders import orders
 
     table = Table(
         "id", "clinic", "accession", "modality", "scheduled", "status", "StudyInstanceUID"
     )
-    with admin_session(config) as session:
-        try:
-            where = get_institution(session, clinic) if clinic else None
-        except ImagingHubError as exc:
-            fail(str(exc))
-        for order, code in orders.list_orders(session, clinic=where):
+    with admin_session(config) as (session, caller):
+        for order in orders.orders_for(session, caller, clinic=clinic):
             table.add_row(
                 str(order.id),
-                code,
+                order.clinic,
                 order.accession_number,
                 order.modality,
                 str(order.scheduled_at),

@@ -6,12 +6,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from imaging_hub.config import CONFIG_ENV, HubSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from imaging_hub.worklist.access.caller import Caller
 
 console = Console(soft_wrap=True)
 ConfigOpt = Annotated[
@@ -47,38 +52,26 @@ def aware_time(value: str, name: str) -> datetime:
 
 
 @contextmanager
-def admin_session(config: Path | None) -> Iterator[Any]:
-    """A session on the configured hub database (CLI admin commands; the domain commits)."""
+def admin_session(config: Path | None) -> Iterator[tuple["Session", "Caller"]]:
+    """A session on the configured hub database and the console operator as the caller.
+
+    Domain errors (ImagingHubError) are printed and exit 1; the domain functions commit.
+    """
     setup(config)
+    from imaging_hub.errors import ImagingHubError
+    from imaging_hub.worklist.access.caller import Caller
     from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
 
     settings = HubSettings()
     engine = make_engine(settings.resolved_database_url())
     try:
         with session_scope(make_session_factory(engine)) as session:
-            yield session
+            try:
+                yield session, Caller.console()
+            except ImagingHubError as exc:
+                fail(str(exc))
     finally:
         engine.dispose()
 
 
 UsernameArg = Annotated[str, typer.Argument(help="Username.")]
-
-
-def cli_actor() -> dict[str, str]:
-    return {"via": "cli", "os_user": os.environ.get("USER", "")}
-
-
-def cli_audit(
-    session: Any, action: str, object_type: str, name: str, op: str, **detail: Any
-) -> None:
-    """An administration change made from the command line, in the audit trail."""
-    from imaging_hub.worklist.audit import trail as audit
-
-    audit.record(
-        session,
-        actor=None,
-        action=action,
-        object_type=object_type,
-        object_id=name,
-        detail={"op": op, **detail, **cli_actor()},
-    )

@@ -25,6 +25,7 @@ from imaging_hub.worklist import dicomweb
 from imaging_hub.worklist.access import routes as access_routes
 from imaging_hub.worklist.access.accounts import LoginThrottle
 from imaging_hub.worklist.admin import routes as admin_routes
+from imaging_hub.worklist.audit import routes as audit_routes
 from imaging_hub.worklist.db.session import make_engine, make_inline_engine, make_session_factory
 from imaging_hub.worklist.gateways import routes as gateway_routes
 from imaging_hub.worklist.http.deps import HubState
@@ -168,6 +169,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(notification_routes.router)
     app.include_router(stats_routes.router)
     app.include_router(conflict_routes.router)
+    app.include_router(audit_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(duty_routes.router)
     app.include_router(order_routes.router)

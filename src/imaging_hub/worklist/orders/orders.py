@@ -4,10 +4,14 @@ An order carries what the modality needs before the exam (patient, requested pro
 scheduled station and time) and a pre-assigned StudyInstanceUID; when the study arrives, its
 priority comes from the matching order (ingest.complete_study). Values are checked against the
 DICOM value representations they end up in, so an order never breaks the worklist answer.
+
+The edges (``/api/v1/orders``, ``imaging-hub admin order``) call :func:`place_order`,
+:func:`cancel` and :func:`orders_for`, which decide permission, clinic scope, the audit record
+and the commit; the functions above them are their flush-only building blocks.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 
 from sqlalchemy import select
@@ -15,7 +19,13 @@ from sqlalchemy.orm import Session
 
 from imaging_hub.dicom.uids import new_uid
 from imaging_hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from imaging_hub.worklist.db.models import Institution, Order, OrderStatus, Priority, User
+from imaging_hub.worklist.access.accounts import get_institution
+from imaging_hub.worklist.access.caller import Caller, Operator
+from imaging_hub.worklist.audit import trail as audit
+from imaging_hub.worklist.db.models import Institution, Order, OrderStatus, Priority, Role, User
+
+READ = "order.read"
+WRITE = "order.write"
 
 # Short strings (SH, CS, AE): no backslash, no control characters; CS upper case.
 _SH = re.compile(r"^[^\\\x00-\x1f\x7f]*$")
@@ -177,3 +187,112 @@ def clinic_of(user: User) -> Institution:
     if not user.institution.is_clinic:
         raise Forbidden("Only clinic staff register orders.")
     return user.institution
+
+
+# --- Domain functions: what the edges (HTTP, CLI) call ----------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderView:
+    id: int
+    clinic: str
+    accession_number: str
+    patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+    requested_procedure_id: str
+    requested_procedure_description: str
+    modality: str
+    body_part_examined: str
+    scheduled_station_ae_title: str
+    scheduled_at: datetime
+    referring_physician_name: str
+    study_instance_uid: str
+    priority: Priority
+    status: OrderStatus
+
+    @classmethod
+    def of(cls, order: Order, clinic: str) -> "OrderView":
+        values = {f.name: getattr(order, f.name) for f in fields(cls) if f.name != "clinic"}
+        return cls(clinic=clinic, **values)
+
+
+def _writing_clinic(session: Session, caller: Caller, clinic: str | None) -> Institution:
+    """The clinic whose orders *caller* writes: clinic staff their own; the console operator
+    (who holds the hub's database) the one named."""
+    if isinstance(caller.principal, Operator):
+        if clinic is None:
+            raise InvalidRequest("Name the clinic of the order.")
+        return get_institution(session, clinic)
+    caller.require(WRITE)
+    return clinic_of(caller.user)
+
+
+def _audit(session: Session, caller: Caller, order: Order, **detail: object) -> None:
+    audit.record_for(
+        session,
+        caller,
+        audit.ORDER_WRITTEN,
+        object_type="order",
+        object_id=str(order.id),
+        study_uid=order.study_instance_uid,
+        detail=detail,
+    )
+
+
+def place_order(
+    session: Session, caller: Caller, new: NewOrder, *, clinic: str | None = None
+) -> OrderView:
+    """Register an order (audited, committed); the view carries its StudyInstanceUID."""
+    where = _writing_clinic(session, caller, clinic)
+    by = caller.principal if isinstance(caller.principal, User) else None
+    order = create_order(session, clinic=where, new=new, by=by)
+    _audit(session, caller, order, op="created", accession_number=order.accession_number)
+    session.commit()
+    return OrderView.of(order, where.code)
+
+
+def cancel(session: Session, caller: Caller, order_id: int) -> OrderView:
+    """Cancel a scheduled order: clinic staff only their clinic's; the console operator any."""
+    if isinstance(caller.principal, Operator):
+        order = cancel_order(session, order_id=order_id, clinic=None)
+        code = session.get_one(Institution, order.clinic_id).code
+    else:
+        where = _writing_clinic(session, caller, None)
+        order = cancel_order(session, order_id=order_id, clinic=where)
+        code = where.code
+    _audit(session, caller, order, op="cancelled")
+    session.commit()
+    return OrderView.of(order, code)
+
+
+def orders_for(
+    session: Session,
+    caller: Caller,
+    *,
+    clinic: str | None = None,
+    status: OrderStatus | None = None,
+    scheduled_from: datetime | None = None,
+    scheduled_until: datetime | None = None,
+    limit: int = 200,
+) -> list[OrderView]:
+    """Orders in scheduled order; clinic staff see only their own clinic's."""
+    caller.require(READ)
+    where: Institution | None
+    if isinstance(caller.principal, User) and caller.principal.role == Role.clinic_staff:
+        own = clinic_of(caller.principal)
+        if clinic is not None and clinic != own.code:
+            return []
+        where = own
+    else:
+        where = get_institution(session, clinic) if clinic else None
+    found = list_orders(
+        session,
+        clinic=where,
+        status=status,
+        scheduled_from=scheduled_from,
+        scheduled_until=scheduled_until,
+        limit=limit,
+    )
+    return [OrderView.of(order, code) for order, code in found]

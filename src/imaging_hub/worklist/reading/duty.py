@@ -3,7 +3,9 @@
 Eligibility (``eligibilities``): the modalities, body parts and clinics a radiologist may read;
 an empty list means "all". Shifts (``shifts``): windows in which a radiologist is on duty (besides
 the manual ``users.on_duty`` flag). Claims, ``next``, auto-assign and overdue-STAT pushes read
-both (see assignment.py); these functions are how an administrator changes them.
+both (see assignment.py); these functions are how an administrator changes them. The edges
+(``/api/v1/admin/...``, ``imaging-hub admin duty``) call the caller-taking functions at the end,
+which check the permission, write the one ``admin.user`` audit record and commit.
 """
 
 import re
@@ -14,6 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imaging_hub.errors import Conflict, InvalidRequest, NotFound
+from imaging_hub.worklist.access.accounts import get_user
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import Eligibility, Institution, Role, Shift, User
 
 MODALITY = re.compile(r"^[A-Z]{2,16}$")
@@ -176,4 +181,99 @@ def delete_shift(session: Session, *, shift_id: int) -> ShiftView:
     view = _shift_view(shift, username)
     session.delete(shift)
     session.flush()
+    return view
+
+
+# --- Domain functions: what the edges (HTTP, CLI) call ----------------------------------------
+
+ADMIN = "admin.users"
+
+
+def _audit(session: Session, caller: Caller, username: str, **detail: object) -> None:
+    audit.record_for(
+        session, caller, audit.ADMIN_USER, object_type="user", object_id=username, detail=detail
+    )
+
+
+def eligibility_of(session: Session, caller: Caller, username: str) -> EligibilityView:
+    """What a radiologist may read (Conflict for other roles)."""
+    caller.require(ADMIN)
+    return get_eligibility(session, user=get_user(session, username))
+
+
+def replace_eligibility(
+    session: Session,
+    caller: Caller,
+    username: str,
+    *,
+    modalities: list[str],
+    body_parts: list[str],
+    clinics: list[str],
+) -> EligibilityView:
+    """Replace a radiologist's eligibility (empty lists: all); audited, committed."""
+    caller.require(ADMIN)
+    view = set_eligibility(
+        session,
+        user=get_user(session, username),
+        modalities=modalities,
+        body_parts=body_parts,
+        clinics=clinics,
+    )
+    _audit(
+        session,
+        caller,
+        view.username,
+        op="eligibility_set",
+        modalities=view.modalities,
+        body_parts=view.body_parts,
+        clinics=view.clinics,
+    )
+    session.commit()
+    return view
+
+
+def shifts(
+    session: Session,
+    caller: Caller,
+    *,
+    username: str | None = None,
+    ending_after: datetime | None = None,
+    starting_before: datetime | None = None,
+    limit: int = 500,
+) -> list[ShiftView]:
+    """Shifts in start order, optionally of one radiologist and overlapping a window."""
+    caller.require(ADMIN)
+    user = get_user(session, username) if username else None
+    return list_shifts(
+        session, user=user, ending_after=ending_after, starting_before=starting_before, limit=limit
+    )
+
+
+def schedule_shift(
+    session: Session, caller: Caller, username: str, *, starts_at: datetime, ends_at: datetime
+) -> ShiftView:
+    """Add an on-duty window (at most 24 hours, not overlapping); audited, committed."""
+    caller.require(ADMIN)
+    view = add_shift(
+        session, user=get_user(session, username), starts_at=starts_at, ends_at=ends_at
+    )
+    _audit(
+        session,
+        caller,
+        view.username,
+        op="shift_added",
+        shift=view.id,
+        starts_at=view.starts_at.isoformat(),
+        ends_at=view.ends_at.isoformat(),
+    )
+    session.commit()
+    return view
+
+
+def remove_shift(session: Session, caller: Caller, shift_id: int) -> ShiftView:
+    """Remove a shift; audited, committed."""
+    caller.require(ADMIN)
+    view = delete_shift(session, shift_id=shift_id)
+    _audit(session, caller, view.username, op="shift_deleted", shift=view.id)
+    session.commit()
     return view

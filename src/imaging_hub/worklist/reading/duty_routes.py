@@ -1,18 +1,17 @@
 """Administration of radiologists' eligibility and on-duty shifts (``/api/v1/admin``).
 
-Thin edge over :mod:`imaging_hub.worklist.reading.duty`; every change is audited as ``admin.user``.
+Thin edge over :mod:`imaging_hub.worklist.reading.duty`; the domain audits every change as
+``admin.user``.
 """
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
-from imaging_hub.worklist.access.accounts import USERNAME_PATTERN, get_user
-from imaging_hub.worklist.audit import trail as audit
+from imaging_hub.worklist.access.accounts import USERNAME_PATTERN
 from imaging_hub.worklist.db.models import User
-from imaging_hub.worklist.http.deps import AuditDep, SessionDep
+from imaging_hub.worklist.http.deps import CallerDep, SessionDep
 from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.reading import duty
 
@@ -32,134 +31,70 @@ class EligibilityIO(BaseModel):
     clinics: list[ClinicCode] = Field(default_factory=list, max_length=duty.MAX_LIST_ITEMS)
 
 
-class EligibilityOut(EligibilityIO):
-    username: str
-
-
 class ShiftIn(BaseModel):
     username: str = Field(max_length=64, pattern=USERNAME_PATTERN)
     starts_at: AwareDatetime
     ends_at: AwareDatetime
 
 
-class ShiftOut(BaseModel):
-    id: int
-    username: str
-    starts_at: datetime
-    ends_at: datetime
-
-
-def _eligibility_out(view: duty.EligibilityView) -> EligibilityOut:
-    return EligibilityOut(
-        username=view.username,
-        modalities=view.modalities,
-        body_parts=view.body_parts,
-        clinics=view.clinics,
-    )
-
-
-def _shift_out(view: duty.ShiftView) -> ShiftOut:
-    return ShiftOut(
-        id=view.id, username=view.username, starts_at=view.starts_at, ends_at=view.ends_at
-    )
-
-
-@router.get("/users/{username}/eligibility", response_model=EligibilityOut)
-def get_eligibility(username: UsernamePath, _: UserAdmin, session: SessionDep) -> EligibilityOut:
+@router.get("/users/{username}/eligibility", response_model=duty.EligibilityView)
+def get_eligibility(
+    username: UsernamePath, _: UserAdmin, caller: CallerDep, session: SessionDep
+) -> duty.EligibilityView:
     """What a radiologist may read (409 for other roles)."""
-    return _eligibility_out(duty.get_eligibility(session, user=get_user(session, username)))
+    return duty.eligibility_of(session, caller, username)
 
 
-@router.put("/users/{username}/eligibility", response_model=EligibilityOut)
+@router.put("/users/{username}/eligibility", response_model=duty.EligibilityView)
 def put_eligibility(
     username: UsernamePath,
     payload: EligibilityIO,
     _: UserAdmin,
+    caller: CallerDep,
     session: SessionDep,
-    auditor: AuditDep,
-) -> EligibilityOut:
+) -> duty.EligibilityView:
     """Replace a radiologist's eligibility: modality codes (CT, DX...), body parts (CHEST...),
     clinic codes; empty lists mean all."""
-    view = duty.set_eligibility(
-        session,
-        user=get_user(session, username),
-        modalities=payload.modalities,
-        body_parts=payload.body_parts,
-        clinics=payload.clinics,
-    )
-    auditor.record(
-        audit.ADMIN_USER,
-        object_type="user",
-        object_id=view.username,
-        detail={
-            "op": "eligibility_set",
-            "modalities": view.modalities,
-            "body_parts": view.body_parts,
-            "clinics": view.clinics,
-        },
-    )
-    session.commit()
-    return _eligibility_out(view)
+    return duty.replace_eligibility(session, caller, username, **payload.model_dump())
 
 
-@router.get("/shifts", response_model=list[ShiftOut])
+@router.get("/shifts", response_model=list[duty.ShiftView])
 def get_shifts(
     _: UserAdmin,
+    caller: CallerDep,
     session: SessionDep,
     username: Annotated[str | None, Query(max_length=64, pattern=USERNAME_PATTERN)] = None,
     ending_after: AwareDatetime | None = None,
     starting_before: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
-) -> list[ShiftOut]:
+) -> list[duty.ShiftView]:
     """Shifts in start order, optionally of one radiologist and overlapping a window."""
-    user = get_user(session, username) if username else None
-    views = duty.list_shifts(
+    return duty.shifts(
         session,
-        user=user,
+        caller,
+        username=username,
         ending_after=ending_after,
         starting_before=starting_before,
         limit=limit,
     )
-    return [_shift_out(v) for v in views]
 
 
-@router.post("/shifts", response_model=ShiftOut, status_code=201)
-def post_shift(payload: ShiftIn, _: UserAdmin, session: SessionDep, auditor: AuditDep) -> ShiftOut:
+@router.post("/shifts", response_model=duty.ShiftView, status_code=201)
+def post_shift(
+    payload: ShiftIn, _: UserAdmin, caller: CallerDep, session: SessionDep
+) -> duty.ShiftView:
     """Add an on-duty window (at most 24 hours, not overlapping the radiologist's others)."""
-    view = duty.add_shift(
-        session,
-        user=get_user(session, payload.username),
-        starts_at=payload.starts_at,
-        ends_at=payload.ends_at,
+    return duty.schedule_shift(
+        session, caller, payload.username, starts_at=payload.starts_at, ends_at=payload.ends_at
     )
-    auditor.record(
-        audit.ADMIN_USER,
-        object_type="user",
-        object_id=view.username,
-        detail={
-            "op": "shift_added",
-            "shift": view.id,
-            "starts_at": view.starts_at.isoformat(),
-            "ends_at": view.ends_at.isoformat(),
-        },
-    )
-    session.commit()
-    return _shift_out(view)
 
 
 @router.delete("/shifts/{shift_id}", status_code=204)
 def delete_shift(
     shift_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     _: UserAdmin,
+    caller: CallerDep,
     session: SessionDep,
-    auditor: AuditDep,
 ) -> None:
     """Remove a shift (the radiologist is off duty in that window unless flagged on duty)."""
-    view = duty.delete_shift(session, shift_id=shift_id)
-    auditor.record(
-        audit.ADMIN_USER,
-        object_type="user",
-        object_id=view.username,
-        detail={"op": "shift_deleted", "shift": view.id},
-    )
-    session.commit()
+    duty.remove_shift(session, caller, shift_id)

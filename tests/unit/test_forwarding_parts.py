@@ -94,7 +94,13 @@ def test_counters_and_totals(tmp_path: Path) -> None:
     spool.count("refused")
     spool.count("refused", 2)
     totals = spool.totals()
-    assert totals == {"received": 2, "received_bytes": 20, "forwarded_bytes": 0, "refused": 3}
+    assert totals == {
+        "received": 2,
+        "received_bytes": 20,
+        "forwarded": 0,
+        "forwarded_bytes": 0,
+        "refused": 3,
+    }
     spool.close()
 
 

@@ -106,10 +106,72 @@ def test_a_file_replaced_during_the_purge_is_kept(tmp_path: Path) -> None:
         _, path = _put(spool, generate_uid())
         sent_sha = hashlib.sha256(path.read_bytes()).hexdigest()
         path.write_bytes(b"a newer version of the instance")
-        assert spool._remove_if_unchanged(path, sent_sha) is False
+        assert spool.files.remove_if_unchanged(path, sent_sha) is False
         assert path.read_bytes() == b"a newer version of the instance"
         assert not list(spool.tmp.iterdir())
-        assert spool._remove_if_unchanged(path, hashlib.sha256(path.read_bytes()).hexdigest())
+        assert spool.files.remove_if_unchanged(path, hashlib.sha256(path.read_bytes()).hexdigest())
         assert not path.exists()
+    finally:
+        spool.close()
+
+
+def test_totals_never_go_down(tmp_path: Path) -> None:
+    """Issue 12, defect 3: the totals since the spool was created (Prometheus counters) stay
+    where they were when the purge deletes forwarded rows, when a sent instance is queued
+    again, and when an instance is replaced by a changed copy."""
+    spool = Spool(tmp_path / "spool")
+    try:
+        study = generate_uid()
+        uids = [_put(spool, study)[0] for _ in range(3)]
+        _send(spool, *uids)
+        _confirm(spool, study, hours_ago=1)
+        before = spool.totals()
+        assert before["received"] == 3 and before["forwarded"] == 3
+        assert before["forwarded_bytes"] == before["received_bytes"] > 0
+
+        assert spool.purge_forwarded(older_than_seconds=0)[0] == 3
+        assert spool.totals() == before
+
+        # A second study: sent, then reported missing by the hub and queued again.
+        other = generate_uid()
+        sop, _ = _put(spool, other)
+        _send(spool, sop)
+        sent = spool.totals()
+        assert spool.requeue([sop], error="The hub misses 1 instances.") == 1
+        assert spool.totals() == sent
+        # Sent again: one more forwarded.
+        _send(spool, sop)
+        assert spool.totals()["forwarded"] == sent["forwarded"] + 1
+        for key, value in sent.items():
+            assert spool.totals()[key] >= value
+    finally:
+        spool.close()
+
+
+def test_metrics_counters_do_not_decrease_after_the_purge(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from imaging_hub.dicom_gateway.metrics import gateway_registry
+
+    def counters() -> dict[str, float]:
+        text = generate_latest(gateway_registry(spool, None)).decode()
+        return {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line.endswith(tuple("0123456789")) and "_total " in line
+        }
+
+    spool = Spool(tmp_path / "spool")
+    try:
+        study = generate_uid()
+        uids = [_put(spool, study)[0] for _ in range(2)]
+        _send(spool, *uids)
+        _confirm(spool, study, hours_ago=1)
+        before = counters()
+        assert before["imaging_hub_gateway_received_instances_total"] == 2
+        assert before["imaging_hub_gateway_forwarded_instances_total"] == 2
+        spool.purge_forwarded(older_than_seconds=0)
+        after = counters()
+        assert after == before
     finally:
         spool.close()

@@ -70,7 +70,7 @@ def test_a_failed_write_fails_the_commit_and_indexes_nothing(tmp_path: Path) -> 
     data = SAMPLE.read_bytes()
     spool = Spool(tmp_path)
     try:
-        spool.tmp = tmp_path / "gone"  # the staging directory vanished: os.open fails
+        spool.files.tmp = tmp_path / "gone"  # the staging directory vanished: os.open fails
         with pytest.raises(SpoolError):
             spool.commit(spool.stage(data), **_meta(data))
         assert _rows(tmp_path) == 0
@@ -164,7 +164,7 @@ def test_a_file_system_without_direct_io_is_written_through_the_cache(
     """Where opening with O_DIRECT fails with EINVAL (NFS, some FUSE file systems; simulated
     here, the test machine's file systems all have direct I/O), the spool switches to buffered
     O_DSYNC writes once, and stores the instance all the same."""
-    from imaging_hub.dicom_gateway import spool as spool_module
+    from imaging_hub.dicom_gateway.spool import files as spool_module
 
     attempts: list[Path] = []
 
@@ -193,7 +193,7 @@ def test_a_direct_write_that_fails_otherwise_fails_the_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An I/O error is not a missing feature: no fall-back, no Success, nothing indexed."""
-    from imaging_hub.dicom_gateway import spool as spool_module
+    from imaging_hub.dicom_gateway.spool import files as spool_module
 
     def failing_disk(path: Path, parts: tuple[bytes, ...]) -> None:
         raise OSError(errno.EIO, "Input/output error")
@@ -214,7 +214,7 @@ def test_a_direct_write_that_fails_otherwise_fails_the_commit(
 def test_a_large_instance_gets_a_buffer_of_its_own_and_the_kept_one_stays_small(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from imaging_hub.dicom_gateway import spool as spool_module
+    from imaging_hub.dicom_gateway.spool import files as spool_module
 
     monkeypatch.setattr(spool_module, "KEPT_DIRECT_BUFFER_BYTES", 1024 * 1024)
     small, large = os.urandom(10_000), os.urandom(3_000_001)

@@ -1,10 +1,14 @@
 """The forwarder: leases spooled instances, uploads them to the hub, completes stable studies.
 
 Uploads run on a small thread pool, STAT studies first (the spool orders by priority).
-Retryable failures back off exponentially with jitter; permanent ones are parked with their
-reason. Idempotent by SOP Instance UID: a crash between upload and ack means a re-upload, which
-the hub treats as the same instance. At start every stale lease of a crashed run is released,
-so forwarding resumes at once. When the hub reports instances missing at completion, they are
+Retryable failures back off exponentially with jitter. What the hub refuses for good (by its
+problem+json ``code``: a UID conflict, a clinic mismatch, invalid DICOM) is parked with the code
+and the hub's detail — an instance at upload, a study at completion, or a study none of whose
+instances the hub took — and tried again only on the parking schedule (1 min, doubling, at most
+30 min) or when the operator runs ``imaging-hub gateway retry``; never in a loop.
+Idempotent by SOP Instance UID: a crash between upload and ack means a re-upload, which the hub
+treats as the same instance. At start every stale lease of a crashed run is released, so
+forwarding resumes at once. When the hub reports instances missing at completion, they are
 queued again instead of leaving the study stuck. An optional token bucket caps the uplink.
 """
 
@@ -37,7 +41,12 @@ from imaging_hub.dicom.transcode import (
     warm_up_instance,
 )
 from imaging_hub.dicom_gateway.hub_client import HubClient
-from imaging_hub.dicom_gateway.spool import Spool, SpooledInstance
+from imaging_hub.dicom_gateway.spool import (
+    PARK_INITIAL_SECONDS,
+    PARK_MAX_SECONDS,
+    Spool,
+    SpooledInstance,
+)
 from imaging_hub.errors import ForwardError, ImagingHubError
 
 log = logging.getLogger(__name__)
@@ -225,9 +234,13 @@ class Forwarder:
         on_study_forwarded: Callable[[str, int, int, int, float], None] | None = None,
         prepare_processes: int = 0,
         retention_seconds: float | None = None,
+        park_initial_seconds: float = PARK_INITIAL_SECONDS,
+        park_max_seconds: float = PARK_MAX_SECONDS,
     ) -> None:
         """*prepare_processes* > 0 runs *prepare* (transcoding) in that many processes, started
-        as soon as an instance is leased, so it overlaps the uploads in flight."""
+        as soon as an instance is leased, so it overlaps the uploads in flight. What the hub
+        refuses for good is tried again after *park_initial_seconds*, doubling each time up to
+        *park_max_seconds*."""
         self.spool = spool
         self.client = client
         self.concurrency = max(1, concurrency)
@@ -236,6 +249,8 @@ class Forwarder:
         self._next_purge = 0.0
         self.retry_initial = retry_initial_seconds
         self.retry_max = retry_max_seconds
+        self.park_initial = park_initial_seconds
+        self.park_max = park_max_seconds
         self.prepare = prepare
         self.bucket = (
             TokenBucket(bandwidth_limit_bytes_per_second)
@@ -318,7 +333,7 @@ class Forwarder:
         makes room for the next lease at once, so the link never idles at a batch boundary.
         """
         in_flight: set[Future[None]] = set()
-        worked = False
+        worked = self.spool.unpark_due() > 0
         while True:
             room = 0 if self._stop.is_set() else self.concurrency * 2 - len(in_flight)
             if room > 0:
@@ -393,7 +408,13 @@ class Forwarder:
         try:
             data = started_prepare[0] if started_prepare is not None else self.spool.read(item)
         except OSError as exc:
-            self.spool.park(item.sop_instance_uid, error=f"spool file unreadable: {exc}")
+            self.spool.park(
+                item.sop_instance_uid,
+                error=f"spool file unreadable: {exc}",
+                code="spool_file_unreadable",
+                initial=self.park_initial,
+                maximum=self.park_max,
+            )
             log.error("instance %s: spool file unreadable", item.sop_instance_uid)
             self._error("A spool file was unreadable.")
             return
@@ -418,7 +439,7 @@ class Forwarder:
                 delay = backoff_delay(
                     item.attempts, initial=self.retry_initial, maximum=self.retry_max
                 )
-                self.spool.nack(item.sop_instance_uid, delay=delay, error=str(exc))
+                self.spool.nack(item.sop_instance_uid, delay=delay, error=str(exc), code=exc.code)
                 log.warning(
                     "instance %s: upload failed, retry in %.1fs: %s",
                     item.sop_instance_uid,
@@ -426,8 +447,20 @@ class Forwarder:
                     exc,
                 )
             else:
-                self.spool.park(item.sop_instance_uid, error=str(exc))
-                log.error("instance %s: refused by the hub: %s", item.sop_instance_uid, exc)
+                delay = self.spool.park(
+                    item.sop_instance_uid,
+                    error=str(exc),
+                    code=exc.code,
+                    initial=self.park_initial,
+                    maximum=self.park_max,
+                )
+                log.error(
+                    "instance %s: refused by the hub (%s), parked; next try in %.0fs: %s",
+                    item.sop_instance_uid,
+                    exc.code,
+                    delay,
+                    exc,
+                )
             return
         self.spool.ack(item.sop_instance_uid, sha256=item.sha256, sent_bytes=len(payload))
         ended = time.monotonic()
@@ -456,12 +489,38 @@ class Forwarder:
         done = False
         for study_uid in self.spool.stable_studies(self.stability_seconds):
             sop_uids = self.spool.study_instances(study_uid)
+            if not sop_uids and self.spool.park_if_refused(study_uid):
+                log.error("study %s: the hub took none of its instances; parked", study_uid)
+                continue
             try:
                 missing = self.client.complete_study(study_uid, sop_uids)
             except ForwardError as exc:
-                self.spool.mark_study_error(study_uid, str(exc))
                 self._error(str(exc))
-                log.warning("study %s: completion failed: %s", study_uid, exc)
+                if exc.retryable:
+                    delay = backoff_delay(
+                        self.spool.study_attempts(study_uid),
+                        initial=self.retry_initial,
+                        maximum=self.retry_max,
+                    )
+                    self.spool.mark_study_error(study_uid, str(exc), code=exc.code, delay=delay)
+                    log.warning(
+                        "study %s: completion failed, retry in %.1fs: %s", study_uid, delay, exc
+                    )
+                else:
+                    delay = self.spool.park_study(
+                        study_uid,
+                        error=str(exc),
+                        code=exc.code,
+                        initial=self.park_initial,
+                        maximum=self.park_max,
+                    )
+                    log.error(
+                        "study %s: refused by the hub (%s), parked; next try in %.0fs: %s",
+                        study_uid,
+                        exc.code,
+                        delay,
+                        exc,
+                    )
                 continue
             if missing:
                 error = f"The hub misses {len(missing)} instances; they are sent again."

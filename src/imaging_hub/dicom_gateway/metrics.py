@@ -2,8 +2,11 @@
 
 Both are read from the spool at the moment they are asked for (the spool's index is shared by
 every process on it), plus the forwarder's in-process figures (uplink throughput, upload
-failures, last error). Metrics are served by ``prometheus_client``'s small HTTP server on
-``metrics_port`` of the gateway host, from a registry of their own (no global state).
+failures, last error). The status lists the parked studies with their reason (the hub's code
+and detail), so ``gateway status``, the heartbeat and the hub's gateways page show them. Counters
+are monotonic (the spool's totals survive the retention purge). Metrics are served by
+``prometheus_client``'s small HTTP server on ``metrics_port`` of the gateway host, from a
+registry of their own (no global state).
 """
 
 import time
@@ -17,6 +20,9 @@ from prometheus_client.registry import Collector
 from imaging_hub import __version__
 from imaging_hub.dicom_gateway.forwarder import Forwarder
 from imaging_hub.dicom_gateway.spool import Spool
+
+#: Parked studies listed in the status and the heartbeat at most (the count is complete).
+PARKED_LISTED = 50
 
 
 def gateway_status(spool: Spool, forwarder: Forwarder | None) -> dict[str, Any]:
@@ -32,7 +38,9 @@ def gateway_status(spool: Spool, forwarder: Forwarder | None) -> dict[str, Any]:
         "bytes_pending": stats.pending_bytes,
         "failed": stats.failed,
         "open_studies": stats.open_studies,
-        "sent": stats.sent,
+        "parked_studies": stats.parked_studies,
+        "parked": [study.as_dict() for study in spool.parked(limit=PARKED_LISTED)],
+        "sent": totals["forwarded"],
         "received": totals["received"],
         "refused": totals["refused"],
         "last_success_at": stats.last_sent_at,
@@ -60,7 +68,7 @@ class GatewayCollector(Collector):
             ("received_instances", "Instances acknowledged to modalities.", totals["received"]),
             ("received_bytes", "Bytes of acknowledged instances.", totals["received_bytes"]),
             ("refused_instances", "C-STOREs answered with a failure status.", totals["refused"]),
-            ("forwarded_instances", "Instances the hub confirmed.", stats.sent),
+            ("forwarded_instances", "Instances the hub confirmed.", totals["forwarded"]),
             ("forwarded_bytes", "Bytes sent (after transcoding).", totals["forwarded_bytes"]),
             (
                 "upload_failures",
@@ -76,6 +84,7 @@ class GatewayCollector(Collector):
             ("queue_depth", "Instances waiting to be forwarded.", stats.pending),
             ("queue_bytes", "Bytes waiting to be forwarded.", stats.pending_bytes),
             ("failed_instances", "Instances parked after a permanent refusal.", stats.failed),
+            ("parked_studies", "Studies parked after a permanent refusal.", stats.parked_studies),
             ("open_studies", "Studies not yet complete at the hub.", stats.open_studies),
             (
                 "uplink_bytes_per_second",

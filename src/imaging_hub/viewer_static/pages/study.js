@@ -456,6 +456,8 @@ async function renderStudy({ root, params, query, signal, user }) {
   const presetBar = h("div", { class: "presets", role: "group", "aria-label": t("viewer.window") });
   const centerInput = h("input", { type: "number", id: "window-center", step: "any", class: "window-input", "aria-label": t("viewer.center") });
   const widthInput = h("input", { type: "number", id: "window-width", step: "any", min: "0", class: "window-input", "aria-label": t("viewer.width") });
+  const prevButton = h("button", { type: "button", id: "prev-image", on: { click: () => withActive((id) => stepInstance(id, -1)) } }, `‹ ${t("viewer.prev")}`);
+  const nextButton = h("button", { type: "button", id: "next-image", on: { click: () => withActive((id) => stepInstance(id, 1)) } }, `${t("viewer.next")} ›`);
   const measureList = h("ul", { class: "measurements", id: "measurements", "data-testid": "measurements" });
   const fpsInput = h("input", { type: "number", id: "cine-fps", class: "fps-input", min: "1", max: "60", step: "1", value: "15", "aria-label": t("viewer.fps") });
   const cineButton = h("button", { type: "button", id: "cine-toggle", "aria-pressed": "false", on: { click: () => toggleCine() } }, `▶ ${t("viewer.cine")}`);
@@ -555,9 +557,9 @@ async function renderStudy({ root, params, query, signal, user }) {
           h(
             "div",
             { class: "viewer-nav" },
-            h("button", { type: "button", id: "prev-image", on: { click: () => withActive((id) => stepInstance(id, -1)) } }, `‹ ${t("viewer.prev")}`),
+            prevButton,
             position,
-            h("button", { type: "button", id: "next-image", on: { click: () => withActive((id) => stepInstance(id, 1)) } }, `${t("viewer.next")} ›`),
+            nextButton,
             framePosition,
             slider,
           ),
@@ -844,15 +846,21 @@ async function renderStudy({ root, params, query, signal, user }) {
   }
 
   let lastPresetKey = "";
+  let lastVoiText = "";
   function updateToolbar(c, s) {
     const image = s && s.image;
     position.textContent = image ? t("viewer.position", { n: image.instance, total: image.instances }) : "";
     framePosition.textContent = image && image.frames > 1 ? t("viewer.framePosition", { n: image.frame, total: image.frames }) : "";
     framePosition.hidden = !(image && image.frames > 1);
+    prevButton.disabled = !image || image.instance <= 1;
+    nextButton.disabled = !image || image.instance >= image.instances;
     slider.max = String(Math.max(1, (s && s.images) || 1));
     slider.value = String(image ? s.index + 1 : 1);
     slider.disabled = !(s && s.images > 1);
-    if (s && s.voi && document.activeElement !== centerInput && document.activeElement !== widthInput) {
+    // The inputs follow the window only when it changes (typing in them is never overwritten).
+    const voiText = s && s.voi ? `${c.id}|${Math.round(s.voi[0] * 100) / 100}|${Math.round(s.voi[1] * 100) / 100}` : "";
+    if (voiText && voiText !== lastVoiText) {
+      lastVoiText = voiText;
       centerInput.value = String(Math.round(s.voi[0] * 100) / 100);
       widthInput.value = String(Math.round(s.voi[1] * 100) / 100);
     }

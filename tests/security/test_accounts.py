@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from imaging_hub.worklist.access.accounts import LoginThrottle, TooManyAttempts
 from imaging_hub.worklist.audit import trail as audit
-from imaging_hub.worklist.db.models import AccessToken, User
+from imaging_hub.worklist.db.models import AccessToken, AuditEvent, User
 from tests.security.conftest import HubApp
 
 ME = "/api/v1/auth/me"
@@ -318,3 +318,42 @@ def test_gateway_tokens_create_rotate_revoke(hub_app: HubApp) -> None:
             ]
         )
     assert second not in dump and third.json()["token"] not in dump
+
+
+def test_cli_and_http_write_one_audit_shape_for_user_create(hub_app: HubApp) -> None:
+    """The domain writes the record, so both edges produce the same shape; the console adds
+    only who ran it (via=cli, os_user) and where (source_ip=console)."""
+    made = hub_app.client.post(
+        "/api/v1/admin/users",
+        json={
+            "username": "shape-http",
+            "password": "a-long-password-1",
+            "role": "radiologist",
+            "institution": "hub",
+        },
+        headers=hub_app.headers("admin"),
+    )
+    assert made.status_code == 201, made.text
+    cli = hub_app.admin_cli(
+        "user", "create", "shape-cli", "--role", "radiologist", "--institution", "hub"
+    )
+    assert cli.returncode == 0, cli.stderr
+    with hub_app.sessions() as session:
+        rows = {
+            e.object_id: e
+            for e in session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.action == audit.ADMIN_USER,
+                    AuditEvent.object_id.in_(["shape-http", "shape-cli"]),
+                )
+            )
+        }
+        via_http, via_cli = rows["shape-http"], rows["shape-cli"]
+        assert via_http.object_type == via_cli.object_type == "user"
+        assert via_http.detail == {"op": "created", "role": "radiologist", "institution": "hub"}
+        cli_detail = dict(via_cli.detail)
+        assert cli_detail.pop("via") == "cli" and cli_detail.pop("os_user")
+        assert cli_detail == via_http.detail
+        assert via_cli.source_ip == "console" and via_cli.user_id is None
+        admin_id = session.scalars(select(User.id).where(User.username == "admin")).one()
+        assert via_http.user_id == admin_id

@@ -1,4 +1,4 @@
-"""Plain C-STORE requests served on the association's DUL thread (scp._LeanStore).
+"""Plain C-STORE requests served on the association's DUL thread (lean.store.LeanStore).
 
 The requestor is pynetdicom (it lets a test choose PDU sizes and write raw PDUs); the SCP is the
 gateway's, on a real spool over loopback. Each test checks which path served a request: the
@@ -23,6 +23,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from imaging_hub.dicom.dimse import COMMAND_LAST
 from imaging_hub.dicom_gateway import scp
+from imaging_hub.dicom_gateway.lean.store import STATUS_HANDLER_FAILED
 from imaging_hub.dicom_gateway.spool import Spool
 from tests.conftest import SAMPLES
 from tests.peers.dcmtk import echoscu
@@ -151,7 +152,7 @@ def test_a_handler_that_raises_is_answered_c211_and_the_association_goes_on(
         assoc = requestor.associate("127.0.0.1", port, ae_title="LEAN")
         handler.fail_next = True
         first, second = ct_instance(), ct_instance()
-        assert assoc.send_c_store(first).Status == scp.STATUS_HANDLER_FAILED
+        assert assoc.send_c_store(first).Status == STATUS_HANDLER_FAILED
         assert assoc.send_c_store(second).Status == 0x0000
         assoc.release()
         assert set(spooled(tmp_path)) == {second.SOPInstanceUID}

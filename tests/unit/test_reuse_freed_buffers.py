@@ -1,4 +1,4 @@
-"""service.reuse_freed_buffers: an SCP process reuses the memory of freed large buffers.
+"""lean.malloc.reuse_freed_buffers: an SCP process reuses the memory of freed large buffers.
 
 Each run is a fresh interpreter (the C allocator's settings are per process). The workload is
 what receiving instances does to memory: PDU-sized buffers, joined into a data set, a copy,
@@ -12,7 +12,7 @@ import sys
 WORKLOAD = """
 import resource, sys, threading
 if sys.argv[1] == "tuned":
-    from imaging_hub.dicom_gateway.service import reuse_freed_buffers
+    from imaging_hub.dicom_gateway.lean.malloc import reuse_freed_buffers
     assert reuse_freed_buffers()
 
 def receive() -> None:

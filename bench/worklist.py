@@ -54,7 +54,7 @@ from imaging_hub.worklist.db.models import (
     User,
 )
 from imaging_hub.worklist.reading.assignment import sweep
-from imaging_hub.worklist.studies.queries import WorklistFilter, list_worklist
+from imaging_hub.worklist.reading.queries import WorklistFilter, list_worklist
 from imaging_hub.worklist.studies.registration import PRIORITY_RANK, LeasePolicy, SlaPolicy
 
 REPO = Path(__file__).resolve().parents[1]

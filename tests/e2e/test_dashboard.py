@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.db.models import Priority
 from imaging_hub.worklist.reading import assignment
 from tests.peers.browser import OpenPage
@@ -39,7 +40,7 @@ def test_dashboard_charts_in_both_languages(
                     uid = study.study_instance_uid
                     assignment.claim(
                         session=db,
-                        radiologist=rad1,
+                        caller=Caller(rad1),
                         study_instance_uid=uid,
                         lease=lease,
                         now=now - timedelta(hours=1, minutes=50),

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
 from imaging_hub.worklist.access import policy
+from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.access.policy import study_scope
 from imaging_hub.worklist.db.models import (
     Institution,
@@ -21,7 +22,7 @@ from imaging_hub.worklist.db.models import (
     StudyStatus,
 )
 from imaging_hub.worklist.reading import assignment as a
-from imaging_hub.worklist.studies.queries import (
+from imaging_hub.worklist.reading.queries import (
     WorklistFilter,
     claimed_item,
     list_worklist,
@@ -100,7 +101,7 @@ def test_ineligible_radiologists_never_receive_a_study(db: Session) -> None:
     with pytest.raises(Forbidden, match="not eligible"):
         a.claim(
             session=db,
-            radiologist=chest_only,
+            caller=Caller(chest_only),
             study_instance_uid=mixed.study_instance_uid,
             lease=LEASE,
             now=T0,
@@ -120,7 +121,7 @@ def test_off_duty_radiologists_and_other_roles_cannot_claim(db: Session) -> None
         with pytest.raises(Forbidden):
             a.claim(
                 session=db,
-                radiologist=caller,
+                caller=Caller(caller),
                 study_instance_uid=study.study_instance_uid,
                 lease=LEASE,
                 now=T0,
@@ -147,7 +148,7 @@ def test_lease_expiry_returns_an_abandoned_study_and_heartbeat_keeps_it(db: Sess
     for minute in (5, 10, 15):
         a.heartbeat(
             session=db,
-            radiologist=rad1,
+            caller=Caller(rad1),
             study_instance_uid=kept.study_instance_uid,
             lease=LEASE,
             now=T0 + timedelta(minutes=minute),
@@ -171,7 +172,7 @@ def test_lease_expiry_returns_an_abandoned_study_and_heartbeat_keeps_it(db: Sess
     with pytest.raises(ClaimConflict, match="another radiologist"):
         a.heartbeat(
             session=db,
-            radiologist=rad1,
+            caller=Caller(rad1),
             study_instance_uid=abandoned.study_instance_uid,
             lease=LEASE,
             now=later,
@@ -200,7 +201,7 @@ def test_sweep_expires_leases_once_with_a_timeline_event(db: Session) -> None:
     with pytest.raises(ClaimConflict, match="unread, not claimed"):
         a.heartbeat(
             session=db,
-            radiologist=rad1,
+            caller=Caller(rad1),
             study_instance_uid=study.study_instance_uid,
             lease=LEASE,
             now=later,
@@ -211,12 +212,12 @@ def test_claim_release_and_invalid_transitions(db: Session) -> None:
     study = add_study(db)
     uid = study.study_instance_uid
     rad1, rad2 = user(db, "rad1"), user(db, "rad2")
-    got = a.claim(session=db, radiologist=rad1, study_instance_uid=uid, lease=LEASE, now=T0)
+    got = a.claim(session=db, caller=Caller(rad1), study_instance_uid=uid, lease=LEASE, now=T0)
     assert got.assigned_to_id == rad1.id
     # Claiming again renews the lease (idempotent for the holder).
     renewed = a.claim(
         session=db,
-        radiologist=rad1,
+        caller=Caller(rad1),
         study_instance_uid=uid,
         lease=LEASE,
         now=T0 + timedelta(minutes=1),
@@ -224,25 +225,25 @@ def test_claim_release_and_invalid_transitions(db: Session) -> None:
     assert renewed.lease_expires_at == T0 + timedelta(minutes=11)
     before = snapshot(db)
     with pytest.raises(ClaimConflict, match="already claimed"):
-        a.claim(session=db, radiologist=rad2, study_instance_uid=uid, lease=LEASE, now=T0)
+        a.claim(session=db, caller=Caller(rad2), study_instance_uid=uid, lease=LEASE, now=T0)
     with pytest.raises(ClaimConflict):
-        a.release(session=db, user=rad2, study_instance_uid=uid, now=T0)
+        a.release(session=db, caller=Caller(rad2), study_instance_uid=uid, now=T0)
     with pytest.raises(ClaimConflict):
-        a.heartbeat(session=db, radiologist=rad2, study_instance_uid=uid, lease=LEASE, now=T0)
+        a.heartbeat(session=db, caller=Caller(rad2), study_instance_uid=uid, lease=LEASE, now=T0)
     with pytest.raises(NotFound):
-        a.claim(session=db, radiologist=rad2, study_instance_uid="1.2.3", lease=LEASE, now=T0)
+        a.claim(session=db, caller=Caller(rad2), study_instance_uid="1.2.3", lease=LEASE, now=T0)
     assert snapshot(db) == before
-    released = a.release(session=db, user=rad1, study_instance_uid=uid, now=T0)
+    released = a.release(session=db, caller=Caller(rad1), study_instance_uid=uid, now=T0)
     assert (released.status, released.assigned_to_id) == (StudyStatus.unread, None)
     with pytest.raises(ClaimConflict, match="unread, not claimed"):
-        a.release(session=db, user=rad1, study_instance_uid=uid, now=T0)
+        a.release(session=db, caller=Caller(rad1), study_instance_uid=uid, now=T0)
     assert kinds(db, study) == ["complete", "claimed", "released"]
     # A study still receiving, or signed, cannot be claimed.
     receiving = add_study(db, status=StudyStatus.receiving)
     with pytest.raises(ClaimConflict, match="receiving"):
         a.claim(
             session=db,
-            radiologist=rad1,
+            caller=Caller(rad1),
             study_instance_uid=receiving.study_instance_uid,
             lease=LEASE,
             now=T0,
@@ -253,19 +254,24 @@ def test_signed_study_is_final(db: Session) -> None:
     study = add_study(db)
     uid = study.study_instance_uid
     rad1 = user(db, "rad1")
-    a.claim(session=db, radiologist=rad1, study_instance_uid=uid, lease=LEASE, now=T0)
+    a.claim(session=db, caller=Caller(rad1), study_instance_uid=uid, lease=LEASE, now=T0)
     signed = a.record_signed(
         session=db, radiologist=rad1, study_instance_uid=uid, now=T0 + timedelta(minutes=3)
     )
     assert (signed.status, signed.signed_at) == (StudyStatus.signed, T0 + timedelta(minutes=3))
     before = snapshot(db)
     with pytest.raises(ClaimConflict):
-        a.claim(session=db, radiologist=rad1, study_instance_uid=uid, lease=LEASE, now=T0)
+        a.claim(session=db, caller=Caller(rad1), study_instance_uid=uid, lease=LEASE, now=T0)
     with pytest.raises(ClaimConflict):
-        a.release(session=db, user=rad1, study_instance_uid=uid, now=T0)
+        a.release(session=db, caller=Caller(rad1), study_instance_uid=uid, now=T0)
     with pytest.raises(Conflict, match="signed study cannot change"):
         a.set_priority(
-            session=db, user=rad1, study_instance_uid=uid, priority=Priority.stat, sla=SLA, now=T0
+            session=db,
+            caller=Caller(rad1),
+            study_instance_uid=uid,
+            priority=Priority.stat,
+            sla=SLA,
+            now=T0,
         )
     assert snapshot(db) == before
 
@@ -276,7 +282,7 @@ def test_priority_change_recomputes_due_time(db: Session) -> None:
     rad1 = user(db, "rad1")
     changed = a.set_priority(
         session=db,
-        user=rad1,
+        caller=Caller(rad1),
         study_instance_uid=study.study_instance_uid,
         priority=Priority.stat,
         sla=SLA,
@@ -293,7 +299,7 @@ def test_priority_change_recomputes_due_time(db: Session) -> None:
     with pytest.raises(Forbidden):
         a.set_priority(
             session=db,
-            user=user(db, "staff-a"),
+            caller=Caller(user(db, "staff-a")),
             study_instance_uid=study.study_instance_uid,
             priority=Priority.routine,
             sla=SLA,
@@ -327,9 +333,14 @@ def test_admin_reassignment(db: Session) -> None:
     study = add_study(db)
     uid = study.study_instance_uid
     admin, rad1, rad2 = user(db, "admin"), user(db, "rad1"), user(db, "rad2")
-    a.claim(session=db, radiologist=rad1, study_instance_uid=uid, lease=LEASE, now=T0)
+    a.claim(session=db, caller=Caller(rad1), study_instance_uid=uid, lease=LEASE, now=T0)
     moved = a.reassign(
-        session=db, admin=admin, study_instance_uid=uid, to_username="rad2", lease=LEASE, now=T0
+        session=db,
+        caller=Caller(admin),
+        study_instance_uid=uid,
+        to_username="rad2",
+        lease=LEASE,
+        now=T0,
     )
     assert moved.assigned_to_id == rad2.id
     event = db.scalar(select(StudyEvent).where(StudyEvent.kind == "assigned"))
@@ -343,7 +354,7 @@ def test_admin_reassignment(db: Session) -> None:
     with pytest.raises(Conflict, match="not eligible"):
         a.reassign(
             session=db,
-            admin=admin,
+            caller=Caller(admin),
             study_instance_uid=uid,
             to_username="mr-only",
             lease=LEASE,
@@ -352,7 +363,7 @@ def test_admin_reassignment(db: Session) -> None:
     with pytest.raises(Conflict, match="radiologists only"):
         a.reassign(
             session=db,
-            admin=admin,
+            caller=Caller(admin),
             study_instance_uid=uid,
             to_username="consult1",
             lease=LEASE,
@@ -360,10 +371,16 @@ def test_admin_reassignment(db: Session) -> None:
         )
     with pytest.raises(NotFound):
         a.reassign(
-            session=db, admin=admin, study_instance_uid=uid, to_username="nobody", lease=LEASE
+            session=db,
+            caller=Caller(admin),
+            study_instance_uid=uid,
+            to_username="nobody",
+            lease=LEASE,
         )
     with pytest.raises(Forbidden):
-        a.reassign(session=db, admin=rad1, study_instance_uid=uid, to_username="rad1", lease=LEASE)
+        a.reassign(
+            session=db, caller=Caller(rad1), study_instance_uid=uid, to_username="rad1", lease=LEASE
+        )
     assert snapshot(db) == before
 
 
@@ -372,7 +389,7 @@ def test_auto_assign_least_outstanding_work(db: Session) -> None:
     held = add_study(db, priority=Priority.stat)
     a.claim(
         session=db,
-        radiologist=rad1,
+        caller=Caller(rad1),
         study_instance_uid=held.study_instance_uid,
         lease=LEASE,
         now=T0,

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
 from imaging_hub.storage.filesystem import FilesystemStore
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.audit.trail import AccessBatcher
 from imaging_hub.worklist.db.models import (
     ConsultationStatus,
     Instance,
@@ -28,13 +30,9 @@ from imaging_hub.worklist.db.models import (
 )
 from imaging_hub.worklist.reading import assignment as a
 from imaging_hub.worklist.reading import consultations as c
+from imaging_hub.worklist.reading.queries import WorklistFilter, list_worklist
 from imaging_hub.worklist.stats import stats
-from imaging_hub.worklist.studies.queries import (
-    WorklistFilter,
-    list_conflicts,
-    list_worklist,
-    study_detail,
-)
+from imaging_hub.worklist.studies.queries import list_conflicts, open_study
 from imaging_hub.worklist.studies.registration import complete_study, register_instance
 from tests.conftest import SAMPLES
 from tests.worklist_support import SLA, add_study, institution, snapshot, user
@@ -48,11 +46,11 @@ def test_escalation_round_trip(db: Session) -> None:
     study = add_study(db, completed_at=T0)
     uid = study.study_instance_uid
     rad1, consult1, city = user(db, "rad1"), user(db, "consult1"), user(db, "consult-city")
-    a.claim(session=db, radiologist=rad1, study_instance_uid=uid, lease=LEASE, now=T0)
+    a.claim(session=db, caller=Caller(rad1), study_instance_uid=uid, lease=LEASE, now=T0)
     t1 = T0 + timedelta(minutes=2)
     consultation = c.escalate(
         session=db,
-        radiologist=rad1,
+        caller=Caller(rad1),
         study_instance_uid=uid,
         institution_code="province",
         question="右下肺结节？ Nodule in the right lower lobe?",
@@ -74,25 +72,33 @@ def test_escalation_round_trip(db: Session) -> None:
     before = snapshot(db)
     with pytest.raises(NotFound):
         c.give_opinion(
-            session=db, consultant=city, consultation_id=consultation.id, opinion="x", lease=LEASE
+            session=db,
+            caller=Caller(city),
+            consultation_id=consultation.id,
+            opinion="x",
+            lease=LEASE,
         )
     with pytest.raises(Conflict):
         c.give_opinion(
             session=db,
-            consultant=consult1,
+            caller=Caller(consult1),
             consultation_id=consultation.id,
             opinion="  ",
             lease=LEASE,
         )
     with pytest.raises(Forbidden):
         c.give_opinion(
-            session=db, consultant=rad1, consultation_id=consultation.id, opinion="x", lease=LEASE
+            session=db,
+            caller=Caller(rad1),
+            consultation_id=consultation.id,
+            opinion="x",
+            lease=LEASE,
         )
     assert snapshot(db) == before
     t2 = T0 + timedelta(minutes=20)
     answered = c.give_opinion(
         session=db,
-        consultant=consult1,
+        caller=Caller(consult1),
         consultation_id=consultation.id,
         opinion="良性钙化结节。 Benign calcified granuloma.",
         lease=LEASE,
@@ -103,7 +109,7 @@ def test_escalation_round_trip(db: Session) -> None:
     with pytest.raises(Conflict, match="answered"):
         c.give_opinion(
             session=db,
-            consultant=consult1,
+            caller=Caller(consult1),
             consultation_id=consultation.id,
             opinion="again",
             lease=LEASE,
@@ -116,7 +122,7 @@ def test_escalation_round_trip(db: Session) -> None:
     a.record_signed(
         session=db, radiologist=rad1, study_instance_uid=uid, now=t2 + timedelta(minutes=5)
     )
-    detail = study_detail(db, user=consult1, study_instance_uid=uid, now=t2)
+    detail = open_study(db, Caller(consult1), uid, batcher=AccessBatcher(), now=t2)
     assert [e.kind for e in detail.timeline] == [
         "complete",
         "claimed",
@@ -133,7 +139,7 @@ def test_escalation_round_trip(db: Session) -> None:
     assert [x.status for x in detail.consultations] == [ConsultationStatus.closed]
     # The city consultant was never asked: the study is not theirs to see.
     with pytest.raises(NotFound):
-        study_detail(db, user=city, study_instance_uid=uid)
+        open_study(db, Caller(city), uid, batcher=AccessBatcher())
 
 
 def test_escalation_rules(db: Session) -> None:
@@ -144,12 +150,12 @@ def test_escalation_rules(db: Session) -> None:
     with pytest.raises(ClaimConflict):  # not claimed
         c.escalate(
             session=db,
-            radiologist=rad1,
+            caller=Caller(rad1),
             study_instance_uid=uid,
             institution_code="city",
             question="q",
         )
-    a.claim(session=db, radiologist=rad1, study_instance_uid=uid, lease=LEASE)
+    a.claim(session=db, caller=Caller(rad1), study_instance_uid=uid, lease=LEASE)
     before = snapshot(db)
     for code, error in (
         ("clinic-b", Conflict),  # not a city or province
@@ -158,7 +164,7 @@ def test_escalation_rules(db: Session) -> None:
         with pytest.raises(error):
             c.escalate(
                 session=db,
-                radiologist=rad1,
+                caller=Caller(rad1),
                 study_instance_uid=uid,
                 institution_code=code,
                 question="q",
@@ -166,7 +172,7 @@ def test_escalation_rules(db: Session) -> None:
     with pytest.raises(ClaimConflict):  # held by someone else
         c.escalate(
             session=db,
-            radiologist=rad2,
+            caller=Caller(rad2),
             study_instance_uid=uid,
             institution_code="city",
             question="q",
@@ -174,7 +180,7 @@ def test_escalation_rules(db: Session) -> None:
     with pytest.raises(Conflict):
         c.escalate(
             session=db,
-            radiologist=rad1,
+            caller=Caller(rad1),
             study_instance_uid=uid,
             institution_code="city",
             question=" ",
@@ -182,19 +188,21 @@ def test_escalation_rules(db: Session) -> None:
     assert snapshot(db) == before
     consultation = c.escalate(
         session=db,
-        radiologist=rad1,
+        caller=Caller(rad1),
         study_instance_uid=uid,
         institution_code="city",
         question="q",
     )
     with pytest.raises(ClaimConflict):  # escalated: cannot be claimed or escalated again
-        a.claim(session=db, radiologist=rad2, study_instance_uid=uid, lease=LEASE)
-    withdrawn = c.withdraw(session=db, user=rad1, consultation_id=consultation.id, lease=LEASE)
+        a.claim(session=db, caller=Caller(rad2), study_instance_uid=uid, lease=LEASE)
+    withdrawn = c.withdraw(
+        session=db, caller=Caller(rad1), consultation_id=consultation.id, lease=LEASE
+    )
     assert withdrawn.status == ConsultationStatus.withdrawn
     db.refresh(study)
     assert (study.status, study.assigned_to_id) == (StudyStatus.in_progress, rad1.id)
     with pytest.raises(Conflict, match="withdrawn"):
-        c.withdraw(session=db, user=rad1, consultation_id=consultation.id, lease=LEASE)
+        c.withdraw(session=db, caller=Caller(rad1), consultation_id=consultation.id, lease=LEASE)
 
 
 def _instance(uid: str, sop: str, series: str, accession: str = "") -> bytes:
@@ -259,7 +267,7 @@ def test_registration_idempotent_late_instances_and_conflicts(db: Session, tmp_p
     assert study.due_at == study.completed_at + timedelta(minutes=30)
     # A late instance after completion merges into the same study, with a timeline note.
     rad1 = user(db, "rad1")
-    a.claim(session=db, radiologist=rad1, study_instance_uid=study_uid, lease=LEASE)
+    a.claim(session=db, caller=Caller(rad1), study_instance_uid=study_uid, lease=LEASE)
     assert _register(db, store, "clinic-a", _instance(study_uid, sops[2], series_uid, "ACC-7"))
     db.refresh(study)
     assert (study.num_series, study.num_instances, study.status) == (
@@ -274,12 +282,12 @@ def test_registration_idempotent_late_instances_and_conflicts(db: Session, tmp_p
     assert snapshot(db) == before
     count = db.scalar(select(func.count(Instance.id)))
     assert count == 3
-    conflicts = list_conflicts(db)
+    conflicts = list_conflicts(db, Caller(user(db, "admin")))
     assert [(x.study_instance_uid, x.existing_clinic, x.incoming_clinic) for x in conflicts] == [
         (study_uid, "clinic-a", "clinic-b")
     ]
     assert db.scalar(select(func.count(UidConflict.id))) == 1
-    detail = study_detail(db, user=rad1, study_instance_uid=study_uid)
+    detail = open_study(db, Caller(rad1), study_uid, batcher=AccessBatcher())
     assert [e.kind for e in detail.timeline] == ["received", "complete", "claimed", "late_instance"]
     assert [(s.series_instance_uid, s.num_instances) for s in detail.series] == [(series_uid, 3)]
 
@@ -304,7 +312,7 @@ def test_statistics(db: Session) -> None:
         if minutes is not None and rad is not None:
             a.claim(
                 session=db,
-                radiologist=rad,
+                caller=Caller(rad),
                 study_instance_uid=study.study_instance_uid,
                 lease=a.LeasePolicy(lease=timedelta(hours=2)),
                 now=completed + timedelta(minutes=1),

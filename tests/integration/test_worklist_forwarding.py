@@ -8,10 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imaging_hub.errors import Conflict, Forbidden, NotFound
+from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.db.models import ConsultationStatus, Notification, StudyEvent, StudyStatus
 from imaging_hub.worklist.reading import assignment as a
 from imaging_hub.worklist.reading import consultations as c
-from imaging_hub.worklist.studies.queries import WorklistFilter, list_worklist
+from imaging_hub.worklist.reading.queries import WorklistFilter, list_worklist
 from tests.worklist_support import add_study, snapshot, user
 
 LEASE = a.LeasePolicy(lease=timedelta(minutes=10))
@@ -22,10 +23,10 @@ def test_city_forwards_to_province_and_the_answer_returns_to_the_asker(db: Sessi
     study = add_study(db, completed_at=T0)
     uid = study.study_instance_uid
     rad1, city, province = user(db, "rad1"), user(db, "consult-city"), user(db, "consult1")
-    a.claim(session=db, radiologist=rad1, study_instance_uid=uid, lease=LEASE, now=T0)
+    a.claim(session=db, caller=Caller(rad1), study_instance_uid=uid, lease=LEASE, now=T0)
     asked = c.escalate(
         session=db,
-        radiologist=rad1,
+        caller=Caller(rad1),
         study_instance_uid=uid,
         institution_code="city",
         question="纵隔增宽？ Widened mediastinum?",
@@ -46,7 +47,7 @@ def test_city_forwards_to_province_and_the_answer_returns_to_the_asker(db: Sessi
         with pytest.raises(error, match=match):
             c.forward(
                 session=db,
-                consultant=who,
+                caller=Caller(who),
                 consultation_id=asked.id,
                 institution_code=target,
                 note=note,
@@ -55,7 +56,7 @@ def test_city_forwards_to_province_and_the_answer_returns_to_the_asker(db: Sessi
     assert snapshot(db) == before
     onward = c.forward(
         session=db,
-        consultant=city,
+        caller=Caller(city),
         consultation_id=asked.id,
         institution_code="province",
         note="需要省级胸外科意见 Needs the provincial thoracic team.",
@@ -75,7 +76,7 @@ def test_city_forwards_to_province_and_the_answer_returns_to_the_asker(db: Sessi
     with pytest.raises(Conflict, match="forwarded"):
         c.forward(
             session=db,
-            consultant=city,
+            caller=Caller(city),
             consultation_id=asked.id,
             institution_code="province",
             note="again",
@@ -88,7 +89,7 @@ def test_city_forwards_to_province_and_the_answer_returns_to_the_asker(db: Sessi
     t3 = t2 + timedelta(minutes=20)
     c.give_opinion(
         session=db,
-        consultant=province,
+        caller=Caller(province),
         consultation_id=onward.id,
         opinion="考虑胸腺瘤 Thymoma likely.",
         lease=LEASE,

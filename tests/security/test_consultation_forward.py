@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.db.models import Consultation, Institution, Role, User
 from imaging_hub.worklist.reading import assignment as a
 from imaging_hub.worklist.reading import consultations as c
@@ -21,11 +22,11 @@ def _escalated_to_city(hub_app: HubApp) -> int:
         rad1 = s.scalars(select(User).where(User.username == "rad1")).one()
         lease = a.LeasePolicy(lease=timedelta(minutes=10))
         a.claim(
-            session=s, radiologist=rad1, study_instance_uid=study.study_instance_uid, lease=lease
+            session=s, caller=Caller(rad1), study_instance_uid=study.study_instance_uid, lease=lease
         )
         asked = c.escalate(
             session=s,
-            radiologist=rad1,
+            caller=Caller(rad1),
             study_instance_uid=study.study_instance_uid,
             institution_code="city",
             question="Widened mediastinum?",

@@ -36,7 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
-from imaging_hub.worklist.access.policy import study_scope
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.access.policy import Permission, get_study_in_scope, study_scope
 from imaging_hub.worklist.db.models import (
     Consultation,
     ConsultationStatus,
@@ -490,29 +491,31 @@ def _claim_next_locked(
     return row._mapping
 
 
+def _in_scope(session: Session, caller: Caller, permission: Permission, uid: str) -> Study:
+    """The study *uid* for *caller*: the permission checked, then the scope (NotFound outside
+    it, like an unknown study)."""
+    caller.require(permission)
+    return get_study_in_scope(session, principal=caller.user, study_instance_uid=uid)
+
+
 def claim(
-    *,
     session: Session,
-    radiologist: User,
+    caller: Caller,
     study_instance_uid: str,
+    *,
     lease: LeasePolicy,
     now: datetime | None = None,
 ) -> Study:
     """Claim one study explicitly; claiming a study you already hold renews the lease."""
     now = now or utcnow()
+    study = _in_scope(session, caller, Permission.study_claim, study_instance_uid)
+    radiologist = caller.user
     _require_radiologist(session, radiologist, now)
-    study = get_study(session, study_instance_uid)
     if not is_eligible(session, user=radiologist, study=study):
         raise Forbidden("You are not eligible to read this study (modality, body part or clinic).")
     status = effective_status(study, now)
     if status == StudyStatus.in_progress and study.assigned_to_id == radiologist.id:
-        return heartbeat(
-            session=session,
-            radiologist=radiologist,
-            study_instance_uid=study_instance_uid,
-            lease=lease,
-            now=now,
-        )
+        return _extend(session, study, radiologist, lease=lease, now=now)
     if status == StudyStatus.in_progress:
         raise ClaimConflict("This study is already claimed by another radiologist.")
     if status != StudyStatus.unread:
@@ -573,16 +576,22 @@ def _conditional(
 
 
 def heartbeat(
-    *,
     session: Session,
-    radiologist: User,
+    caller: Caller,
     study_instance_uid: str,
+    *,
     lease: LeasePolicy,
     now: datetime | None = None,
 ) -> Study:
     """Extend the caller's lease on a study it holds."""
     now = now or utcnow()
-    study = get_study(session, study_instance_uid)
+    study = _in_scope(session, caller, Permission.study_claim, study_instance_uid)
+    return _extend(session, study, caller.user, lease=lease, now=now)
+
+
+def _extend(
+    session: Session, study: Study, radiologist: User, *, lease: LeasePolicy, now: datetime
+) -> Study:
     require_holder(study, radiologist, now)
     _conditional(session, study, radiologist.id, now, lease_expires_at=now + lease.lease)
     session.commit()
@@ -591,17 +600,14 @@ def heartbeat(
 
 
 def release(
-    *, session: Session, user: User, study_instance_uid: str, now: datetime | None = None
+    session: Session, caller: Caller, study_instance_uid: str, *, now: datetime | None = None
 ) -> Study:
-    """Give a claimed study back to the queue (its holder, or an admin)."""
+    """Give a claimed study back to the queue (its holder)."""
     now = now or utcnow()
-    study = get_study(session, study_instance_uid)
-    if user.role == Role.admin and effective_status(study, now) == StudyStatus.in_progress:
-        holder = study.assigned_to_id
-        assert holder is not None
-    else:
-        require_holder(study, user, now)
-        holder = user.id
+    study = _in_scope(session, caller, Permission.study_claim, study_instance_uid)
+    user = caller.user
+    require_holder(study, user, now)
+    holder = user.id
     _conditional(session, study, holder, now, **UNCLAIMED)
     add_event(session, study, "released", at=now, actor=user, previous_holder_id=holder)
     session.commit()
@@ -610,19 +616,20 @@ def release(
 
 
 def reassign(
-    *,
     session: Session,
-    admin: User,
+    caller: Caller,
     study_instance_uid: str,
+    *,
     to_username: str,
     lease: LeasePolicy,
     now: datetime | None = None,
 ) -> Study:
     """An admin hands an unread or claimed study to an eligible radiologist."""
     now = now or utcnow()
+    admin = caller.user
     if admin.role != Role.admin:
         raise Forbidden("Only an administrator reassigns studies.")
-    study = get_study(session, study_instance_uid)
+    study = _in_scope(session, caller, Permission.study_assign, study_instance_uid)
     target = session.scalar(select(User).where(User.username == to_username))
     if target is None or not target.is_active:
         raise NotFound("No active user with this username.")
@@ -664,19 +671,20 @@ def reassign(
 
 
 def set_priority(
-    *,
     session: Session,
-    user: User,
+    caller: Caller,
     study_instance_uid: str,
+    *,
     priority: Priority,
     sla: SlaPolicy,
     now: datetime | None = None,
 ) -> Study:
     """Change a study's priority (radiologist or admin); the due time is recomputed."""
     now = now or utcnow()
+    user = caller.user
     if user.role not in (Role.radiologist, Role.admin):
         raise Forbidden("Only radiologists and administrators change priorities.")
-    study = get_study(session, study_instance_uid)
+    study = _in_scope(session, caller, Permission.study_prioritize, study_instance_uid)
     if study.status not in (StudyStatus.receiving, *OPEN_STATUSES):
         raise Conflict(f"The priority of a {study.status.value} study cannot change.")
     if study.priority == priority:

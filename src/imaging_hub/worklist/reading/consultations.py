@@ -7,12 +7,16 @@ radiologist (``in_progress`` with a fresh lease), who finalises it by signing. E
 the study's timeline.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from imaging_hub.errors import ClaimConflict, Conflict, Forbidden, NotFound
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.access.policy import Permission, get_study_in_scope
+from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import (
     Consultation,
     ConsultationStatus,
@@ -26,7 +30,6 @@ from imaging_hub.worklist.db.models import (
 )
 from imaging_hub.worklist.reading.assignment import (
     add_event,
-    get_study,
     leased_to,
     require_holder,
     update_study,
@@ -36,6 +39,37 @@ from imaging_hub.worklist.studies.registration import LeasePolicy
 
 CONSULTING_LEVELS = (InstitutionLevel.city, InstitutionLevel.province)
 MAX_TEXT = 10_000
+
+
+@dataclass(frozen=True)
+class ConsultationItem:
+    """A consultation as the API shows it."""
+
+    id: int
+    study_instance_uid: str
+    status: ConsultationStatus
+    to_institution: str
+    question: str
+    opinion: str
+    requested_by: str
+    consultant: str | None
+    requested_at: datetime
+    answered_at: datetime | None
+
+
+def consultation_item(c: Consultation) -> ConsultationItem:
+    return ConsultationItem(
+        id=c.id,
+        study_instance_uid=c.study.study_instance_uid,
+        status=c.status,
+        to_institution=c.to_institution.code,
+        question=c.question,
+        opinion=c.opinion,
+        requested_by=c.requested_by.username,
+        consultant=c.consultant.username if c.consultant is not None else None,
+        requested_at=c.requested_at,
+        answered_at=c.answered_at,
+    )
 
 
 def ancestors(session: Session, institution: Institution) -> list[Institution]:
@@ -61,22 +95,27 @@ def consulting_institution(session: Session, code: str, *, above: Institution) -
 
 
 def escalate(
-    *,
     session: Session,
-    radiologist: User,
+    caller: Caller,
     study_instance_uid: str,
+    *,
     institution_code: str,
     question: str,
     now: datetime | None = None,
 ) -> Consultation:
-    """Ask a city or provincial institution above the caller's for a second opinion."""
+    """Ask a city or provincial institution above the caller's for a second opinion on a study
+    the caller holds; audited."""
+    radiologist = caller.user
     now = now or utcnow()
     if radiologist.role != Role.radiologist:
         raise Forbidden("Only radiologists escalate studies.")
+    caller.require(Permission.study_escalate)
     question = question.strip()
     if not question or len(question) > MAX_TEXT:
         raise Conflict("A consultation needs a question of at most 10,000 characters.")
-    study = get_study(session, study_instance_uid)
+    study = get_study_in_scope(
+        session, principal=radiologist, study_instance_uid=study_instance_uid
+    )
     require_holder(study, radiologist, now)
     target = consulting_institution(session, institution_code, above=radiologist.institution)
     if not update_study(
@@ -114,13 +153,24 @@ def escalate(
     _notify_consultants(
         session, target, study_id=study.id, consultation_id=consultation.id, now=now
     )
+    audit.record_for(
+        session,
+        caller,
+        audit.STUDY_ESCALATED,
+        object_type="consultation",
+        object_id=str(consultation.id),
+        study_uid=study.study_instance_uid,
+        detail={"to": institution_code},
+    )
     session.commit()
     session.refresh(consultation)
     return consultation
 
 
-def get_consultation(session: Session, *, user: User, consultation_id: int) -> Consultation:
+def get_consultation(session: Session, caller: Caller, consultation_id: int) -> Consultation:
     """A consultation the caller may see: its consultants' institution, its asker, admins."""
+    caller.require(Permission.worklist_read)
+    user = caller.user
     c = session.get(Consultation, consultation_id)
     if c is None or not (
         user.role == Role.admin
@@ -155,18 +205,20 @@ def _leave_open(
 
 
 def give_opinion(
-    *,
     session: Session,
-    consultant: User,
+    caller: Caller,
     consultation_id: int,
+    *,
     opinion: str,
     lease: LeasePolicy,
     now: datetime | None = None,
 ) -> Consultation:
     """A consultant of the asked institution answers; the study goes back to the asker."""
+    consultant = caller.user
     now = now or utcnow()
     if consultant.role != Role.consultant:
         raise Forbidden("Only consultants give opinions.")
+    caller.require(Permission.study_opinion)
     opinion = opinion.strip()
     if not opinion or len(opinion) > MAX_TEXT:
         raise Conflict("An opinion must have between 1 and 10,000 characters.")
@@ -207,10 +259,10 @@ def give_opinion(
 
 
 def forward(
-    *,
     session: Session,
-    consultant: User,
+    caller: Caller,
     consultation_id: int,
+    *,
     institution_code: str,
     note: str,
     now: datetime | None = None,
@@ -222,9 +274,11 @@ def forward(
     a consulting institution above the consultant's own. The study stays escalated; the answer
     of the new institution returns it to the asking radiologist as usual. Returns the new one.
     """
+    consultant = caller.user
     now = now or utcnow()
     if consultant.role != Role.consultant:
         raise Forbidden("Only consultants forward consultations.")
+    caller.require(Permission.study_opinion)
     note = note.strip()
     if not note or len(note) > MAX_TEXT:
         raise Conflict("Forwarding needs a note of at most 10,000 characters.")
@@ -303,14 +357,16 @@ def _notify_consultants(
 
 
 def withdraw(
-    *,
     session: Session,
-    user: User,
+    caller: Caller,
     consultation_id: int,
+    *,
     lease: LeasePolicy,
     now: datetime | None = None,
 ) -> Consultation:
-    """The asking radiologist (or an admin) withdraws an open consultation."""
+    """The asking radiologist withdraws an open consultation."""
+    caller.require(Permission.study_escalate)
+    user = caller.user
     now = now or utcnow()
     c = session.get(Consultation, consultation_id)
     if c is None or not (user.role == Role.admin or c.requested_by_id == user.id):
@@ -343,10 +399,12 @@ def _return_to_asker(
 
 
 def list_consultations(
-    session: Session, *, user: User, status: ConsultationStatus | None = None, limit: int = 100
-) -> list[Consultation]:
+    session: Session, caller: Caller, *, status: ConsultationStatus | None = None, limit: int = 100
+) -> list[ConsultationItem]:
     """Consultations the caller takes part in: to its institution (consultants), asked by it
     (radiologists), or all (admins); newest first."""
+    caller.require(Permission.worklist_read)
+    user = caller.user
     stmt = select(Consultation)
     if user.role == Role.consultant:
         stmt = stmt.where(Consultation.to_institution_id == user.institution_id)
@@ -357,4 +415,4 @@ def list_consultations(
     if status is not None:
         stmt = stmt.where(Consultation.status == status)
     stmt = stmt.order_by(Consultation.requested_at.desc(), Consultation.id.desc()).limit(limit)
-    return list(session.scalars(stmt))
+    return [consultation_item(c) for c in session.scalars(stmt)]

@@ -1,75 +1,33 @@
 """``GET /api/v1/worklist`` (filters and sorting) and ``POST /api/v1/worklist/next``."""
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime, BaseModel, TypeAdapter
+from pydantic import AwareDatetime, TypeAdapter
 
-from imaging_hub.worklist.access.policy import study_scope
-from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import Priority, StudyStatus, User
-from imaging_hub.worklist.http.deps import AuditDep, SessionDep, StateDep
+from imaging_hub.worklist.http.deps import CallerDep, SessionDep, StateDep
 from imaging_hub.worklist.http.permissions import require
-from imaging_hub.worklist.reading.assignment import claim_next_item, utcnow
-from imaging_hub.worklist.studies.queries import (
+from imaging_hub.worklist.reading.queries import (
     SortKey,
     WorklistFilter,
     WorklistItem,
-    claimed_item,
-    list_worklist,
+    WorklistPage,
+    next_item,
+    worklist,
 )
 
 router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
 
-
-class WorklistItemOut(BaseModel):
-    study_instance_uid: str
-    patient_name: str
-    patient_id: str
-    patient_sex: str
-    patient_birth_date: str
-    modalities: str
-    body_part_examined: str
-    study_date: str
-    study_description: str
-    accession_number: str
-    clinic: str
-    clinic_name: str
-    num_series: int
-    num_instances: int
-    status: StudyStatus
-    priority: Priority
-    due_at: datetime | None
-    received_at: datetime
-    completed_at: datetime | None
-    assigned_to: str | None
-    lease_expires_at: datetime | None
-    overdue: bool
-
-
-class WorklistOut(BaseModel):
-    items: list[WorklistItemOut]
-    limit: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class WorklistPage:
-    items: list[WorklistItem]
-    limit: int
-    offset: int
-
-
 _PAGE_JSON = TypeAdapter(WorklistPage)
 
 
-@router.get("", response_model=WorklistOut)
+@router.get("", response_model=WorklistPage)
 def get_worklist(
     session: SessionDep,
-    user: Annotated[User, require("worklist.read")],
-    auditor: AuditDep,
+    _: Annotated[User, require("worklist.read")],
+    caller: CallerDep,
+    state: StateDep,
     status: Annotated[list[StudyStatus] | None, Query()] = None,
     priority: Annotated[list[Priority] | None, Query()] = None,
     clinic: Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9-]+$")] = None,
@@ -101,28 +59,22 @@ def get_worklist(
         limit=limit,
         offset=offset,
     )
-    found = list_worklist(session, f, user=user, scope=study_scope(session, user))
-    if found:
-        auditor.access(audit.STUDY_LISTED, study_uid="", object_type="worklist")
-        session.commit()
-    # Serialised once, straight from the query's dataclasses (the same JSON as WorklistOut).
-    page = WorklistPage(items=found, limit=limit, offset=offset)
+    page = worklist(session, caller, f, batcher=state.access_batcher)
+    # Serialised once, straight from the domain's dataclasses (the documented response model).
     return Response(_PAGE_JSON.dump_json(page), media_type="application/json")
 
 
 @router.post(
     "/next",
-    response_model=WorklistItemOut,
+    response_model=WorklistItem,
     responses={204: {"description": "Nothing to read that you are eligible for."}},
 )
 def post_next(
-    session: SessionDep, user: Annotated[User, require("study.claim")], state: StateDep
-) -> WorklistItemOut | Response:
+    session: SessionDep,
+    _: Annotated[User, require("study.claim")],
+    caller: CallerDep,
+    state: StateDep,
+) -> WorklistItem | Response:
     """Claim the highest-priority, earliest-due unread study you are eligible for."""
-    now = utcnow()
-    claimed = claim_next_item(session=session, radiologist=user, lease=state.lease, now=now)
-    if claimed is None:
-        return Response(status_code=204)
-    return WorklistItemOut.model_validate(
-        claimed_item(claimed, holder=user, now=now), from_attributes=True
-    )
+    claimed = next_item(session, caller, lease=state.lease)
+    return Response(status_code=204) if claimed is None else claimed

@@ -8,7 +8,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
 from imaging_hub.errors import NotFound
-from imaging_hub.worklist.db.models import Notification, Role, User
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.access.policy import Permission
+from imaging_hub.worklist.db.models import Notification, Role
 from imaging_hub.worklist.reading.assignment import notify_overdue_stat, utcnow
 
 
@@ -23,10 +25,12 @@ class NotificationItem:
 
 
 def list_notifications(
-    session: Session, *, user: User, unread_only: bool = False, limit: int = 100
+    session: Session, caller: Caller, *, unread_only: bool = False, limit: int = 100
 ) -> list[NotificationItem]:
     """The caller's notifications, newest first. Overdue STAT detection runs here too (lazily),
     so a radiologist polling this sees an overdue STAT even between two background sweeps."""
+    caller.require(Permission.account_self)
+    user = caller.user
     if user.role == Role.radiologist:
         notify_overdue_stat(session=session)
     stmt = (
@@ -50,7 +54,10 @@ def list_notifications(
     ]
 
 
-def mark_read(session: Session, *, user: User, notification_id: int) -> None:
+def mark_read(session: Session, caller: Caller, notification_id: int) -> None:
+    """Mark one of the caller's notifications read (idempotent); commits."""
+    caller.require(Permission.account_self)
+    user = caller.user
     result = session.execute(
         update(Notification)
         .where(

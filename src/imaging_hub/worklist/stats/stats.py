@@ -16,6 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from imaging_hub.errors import Conflict
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.access.policy import Permission
 from imaging_hub.worklist.db.models import (
     Institution,
     Priority,
@@ -234,3 +236,72 @@ def workload(session: Session, *, window: Window, now: datetime) -> list[Workloa
         )
         for u in users
     ]
+
+
+# --- the managers' reports (what the API answers) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    start: date
+    end: date
+    timezone: str
+
+    @classmethod
+    def of(cls, window: Window) -> "WindowInfo":
+        return cls(start=window.start, end=window.end, timezone=str(window.tz))
+
+
+@dataclass(frozen=True)
+class VolumeReport:
+    window: WindowInfo
+    rows: list[VolumeRow]
+
+
+@dataclass(frozen=True)
+class TurnaroundReport:
+    window: WindowInfo
+    rows: list[TurnaroundRow]
+
+
+@dataclass(frozen=True)
+class SlaReport:
+    window: WindowInfo
+    rows: list[SlaRow]
+
+
+@dataclass(frozen=True)
+class WorkloadReport:
+    window: WindowInfo
+    rows: list[WorkloadRow]
+    generated_at: datetime
+
+
+def volume_report(session: Session, caller: Caller, *, window: Window) -> VolumeReport:
+    """Studies received per clinic per local day (no patient data)."""
+    caller.require(Permission.stats_read)
+    return VolumeReport(WindowInfo.of(window), volume(session, window=window))
+
+
+def turnaround_report(session: Session, caller: Caller, *, window: Window) -> TurnaroundReport:
+    """Complete-to-signed minutes by priority, for studies signed in the window."""
+    caller.require(Permission.stats_read)
+    return TurnaroundReport(WindowInfo.of(window), turnaround(session, window=window))
+
+
+def sla_report(
+    session: Session, caller: Caller, *, window: Window, now: datetime | None = None
+) -> SlaReport:
+    """SLA compliance by priority, for studies completed in the window."""
+    caller.require(Permission.stats_read)
+    now = now or datetime.now(UTC)
+    return SlaReport(WindowInfo.of(window), sla_compliance(session, window=window, now=now))
+
+
+def workload_report(
+    session: Session, caller: Caller, *, window: Window, now: datetime | None = None
+) -> WorkloadReport:
+    """Per radiologist: claims and signatures in the window, studies held now."""
+    caller.require(Permission.stats_read)
+    now = now or datetime.now(UTC)
+    return WorkloadReport(WindowInfo.of(window), workload(session, window=window, now=now), now)

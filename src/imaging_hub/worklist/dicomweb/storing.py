@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from imaging_hub.dicom.attributes import read_dataset
 from imaging_hub.dicom.checks import check_received_instance
 from imaging_hub.dicom.from_json import BulkData, json_sop_uids, part10_from_json
+from imaging_hub.dicom.vocabulary import named_sop_uids
 from imaging_hub.errors import Conflict, InvalidDicomError, InvalidRequest, StorageError
 from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist.db.models import Institution
@@ -55,8 +56,7 @@ def _uids(body: IO[bytes]) -> tuple[str, str]:
     try:
         body.seek(0)
         ds = read_dataset(body.read(1 << 20), stop_before_pixels=True)
-        sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
-        return sop_class[:64], str(ds.get("SOPInstanceUID") or "")[:64]
+        return named_sop_uids(ds)
     except Exception:  # the part is not readable DICOM: the response names no UIDs
         return "", ""
     finally:

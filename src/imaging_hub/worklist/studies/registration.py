@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imaging_hub.dicom.attributes import InstanceInfo, parse_instance
+from imaging_hub.dicom.vocabulary import join_values
 from imaging_hub.errors import Conflict, InvalidDicomError, NotFound, RetryLater
 from imaging_hub.storage import ObjectStore, instance_key
 from imaging_hub.worklist.db.models import (
@@ -402,8 +403,8 @@ def _refresh_study_counts(session: Session, study: Study) -> None:
     study.num_series = len(rows)
     study.num_instances = count
     study.total_bytes = total
-    study.modalities = "\\".join(modalities)[:64]
-    study.body_part_examined = "\\".join(body_parts)[:64]
+    study.modalities = join_values(modalities)
+    study.body_part_examined = join_values(body_parts)
 
 
 def _matching_order(session: Session, study: Study) -> Order | None:

@@ -1,0 +1,26 @@
+"""Small pieces of DICOM vocabulary the hub's feature code needs without knowing DICOM itself:
+how a multi-valued string attribute is written, and the SOP UIDs a received data set names.
+"""
+
+from collections.abc import Iterable
+
+from pydicom.dataset import Dataset
+
+#: The separator of the values of a multi-valued string attribute (PS3.5 6.4).
+VALUE_SEPARATOR = "\\"
+#: The longest value of a CS-like summary attribute kept on a study (e.g. ModalitiesInStudy).
+SUMMARY_LIMIT = 64
+
+
+def join_values(values: Iterable[str], *, limit: int = SUMMARY_LIMIT) -> str:
+    """*values* as one multi-valued attribute value (``CT\\MR``), cut to *limit* characters."""
+    return VALUE_SEPARATOR.join(values)[:limit]
+
+
+def named_sop_uids(ds: Dataset) -> tuple[str, str]:
+    """(SOP Class UID, SOP Instance UID) as *ds* names them, unvalidated, each at most 64
+    characters; the SOP class falls back to the File Meta Information's. Empty when absent."""
+    meta = getattr(ds, "file_meta", None)
+    fallback = meta.get("MediaStorageSOPClassUID", "") if meta else ""
+    sop_class = str(ds.get("SOPClassUID") or fallback)
+    return sop_class[:64], str(ds.get("SOPInstanceUID") or "")[:64]

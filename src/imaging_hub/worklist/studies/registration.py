@@ -17,9 +17,12 @@ from sqlalchemy.orm import Session
 
 from imaging_hub.dicom.attributes import InstanceInfo, parse_instance
 from imaging_hub.dicom.vocabulary import join_values
-from imaging_hub.errors import Conflict, InvalidDicomError, NotFound, RetryLater
+from imaging_hub.errors import Conflict, Forbidden, InvalidDicomError, NotFound, RetryLater
 from imaging_hub.storage import ObjectStore, instance_key
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.access.policy import Permission
 from imaging_hub.worklist.db.models import (
+    Gateway,
     Instance,
     Institution,
     Order,
@@ -468,3 +471,68 @@ def complete_study(
         )
     session.commit()
     return []
+
+
+# --- what a clinic gateway asks (the ingest API) ---------------------------------------------
+
+
+def _ingesting_gateway(caller: Caller) -> Gateway:
+    caller.require(Permission.gateway_ingest)
+    gateway = caller.principal
+    if not isinstance(gateway, Gateway):
+        raise Forbidden("Only a clinic gateway sends instances this way.")
+    return gateway
+
+
+def ingest_instance(
+    session: Session,
+    caller: Caller,
+    *,
+    store: ObjectStore,
+    body: BinaryIO,
+    size: int,
+    sha256: str,
+    expected_sha256: str,
+    expected_sop_instance_uid: str,
+) -> StoredInstance:
+    """A gateway's upload of one instance, registered under the gateway's own clinic whatever
+    the data claims (:func:`register_instance`); commits."""
+    gateway = _ingesting_gateway(caller)
+    return register_instance(
+        session,
+        store=store,
+        clinic=gateway.institution,
+        body=body,
+        size=size,
+        sha256=sha256,
+        expected_sha256=expected_sha256,
+        expected_sop_instance_uid=expected_sop_instance_uid,
+        gateway_id=gateway.id,
+    )
+
+
+@dataclass(frozen=True)
+class Completion:
+    complete: bool
+    missing: list[str]
+
+
+def complete_from_gateway(
+    session: Session,
+    caller: Caller,
+    study_instance_uid: str,
+    *,
+    sop_instance_uids: list[str],
+    sla: SlaPolicy,
+) -> Completion:
+    """A gateway says a study of its clinic is whole (:func:`complete_study`); commits."""
+    gateway = _ingesting_gateway(caller)
+    missing = complete_study(
+        session,
+        clinic=gateway.institution,
+        study_instance_uid=study_instance_uid,
+        sop_instance_uids=sop_instance_uids,
+        sla=sla,
+        gateway_id=gateway.id,
+    )
+    return Completion(complete=not missing, missing=missing)

@@ -16,23 +16,19 @@ from starlette.concurrency import run_in_threadpool
 from imaging_hub.dicom.uids import UID_PATTERN
 from imaging_hub.errors import InvalidDicomError
 from imaging_hub.worklist.db.models import Gateway
-from imaging_hub.worklist.http.deps import SessionDep, StateDep
+from imaging_hub.worklist.http.deps import CallerDep, SessionDep, StateDep
 from imaging_hub.worklist.http.permissions import require
-from imaging_hub.worklist.studies.registration import complete_study, register_instance
+from imaging_hub.worklist.studies.registration import (
+    Completion,
+    StoredInstance,
+    complete_from_gateway,
+    ingest_instance,
+)
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 
 UidPath = Annotated[str, Path(max_length=64, pattern=UID_PATTERN.pattern)]
 IngestingGateway = Annotated[Gateway, require("gateway.ingest")]
-
-
-class StoredOut(BaseModel):
-    study_instance_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-    size: int
-    sha256: str
-    created: bool
 
 
 class CompleteIn(BaseModel):
@@ -41,21 +37,21 @@ class CompleteIn(BaseModel):
     )
 
 
-class CompleteOut(BaseModel):
-    complete: bool
-    missing: list[str]
-
-
-@router.put("/instances/{sop_instance_uid}", response_model=StoredOut)
+@router.put(
+    "/instances/{sop_instance_uid}",
+    response_model=StoredInstance,
+    response_model_exclude={"object_key"},  # where the hub keeps it is the hub's business
+)
 async def put_instance(
     sop_instance_uid: UidPath,
     request: Request,
     response: Response,
-    gateway: IngestingGateway,
+    _: IngestingGateway,
+    caller: CallerDep,
     session: SessionDep,
     state: StateDep,
     x_content_sha256: Annotated[str, Header(pattern=r"^[0-9a-fA-F]{64}$")],
-) -> StoredOut:
+) -> StoredInstance:
     limit = state.settings.max_instance_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -72,46 +68,36 @@ async def put_instance(
                 raise InvalidDicomError("The instance is larger than the configured limit.")
             digest.update(chunk)
             body.write(chunk)
-        clinic = gateway.institution
         stored = await run_in_threadpool(
-            register_instance,
+            ingest_instance,
             session,
+            caller,
             store=state.store,
-            clinic=clinic,
             body=body,  # type: ignore[arg-type]
             size=size,
             sha256=digest.hexdigest(),
             expected_sha256=x_content_sha256,
             expected_sop_instance_uid=sop_instance_uid,
-            gateway_id=gateway.id,
         )
     finally:
         body.close()
     response.status_code = 201 if stored.created else 200
-    return StoredOut(
-        study_instance_uid=stored.study_instance_uid,
-        series_instance_uid=stored.series_instance_uid,
-        sop_instance_uid=stored.sop_instance_uid,
-        size=stored.size,
-        sha256=stored.sha256,
-        created=stored.created,
-    )
+    return stored
 
 
-@router.post("/studies/{study_instance_uid}/complete", response_model=CompleteOut)
+@router.post("/studies/{study_instance_uid}/complete", response_model=Completion)
 def post_complete(
     study_instance_uid: UidPath,
     payload: CompleteIn,
-    gateway: IngestingGateway,
+    _: IngestingGateway,
+    caller: CallerDep,
     session: SessionDep,
     state: StateDep,
-) -> CompleteOut:
-    missing = complete_study(
+) -> Completion:
+    return complete_from_gateway(
         session,
-        clinic=gateway.institution,
-        study_instance_uid=study_instance_uid,
+        caller,
+        study_instance_uid,
         sop_instance_uids=payload.sop_instance_uids,
         sla=state.sla,
-        gateway_id=gateway.id,
     )
-    return CompleteOut(complete=not missing, missing=missing)

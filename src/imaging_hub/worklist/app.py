@@ -22,12 +22,12 @@ from imaging_hub.config import HubSettings
 from imaging_hub.storage import ObjectStore, open_store
 from imaging_hub.storage.filesystem import FilesystemStore
 from imaging_hub.worklist import dicomweb
-from imaging_hub.worklist.access import routes as access_routes
 from imaging_hub.worklist.access.accounts import LoginThrottle
 from imaging_hub.worklist.admin import routes as admin_routes
 from imaging_hub.worklist.audit import routes as audit_routes
 from imaging_hub.worklist.db.session import make_engine, make_inline_engine, make_session_factory
 from imaging_hub.worklist.gateways import routes as gateway_routes
+from imaging_hub.worklist.http import auth_routes as access_routes
 from imaging_hub.worklist.http.deps import HubState
 from imaging_hub.worklist.http.middleware import (
     AccessLogMiddleware,

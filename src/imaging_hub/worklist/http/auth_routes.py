@@ -1,4 +1,5 @@
-"""Sign-in, sign-out and the caller's own account.
+"""Sign-in, sign-out and the caller's own account over HTTP (cookies, CSRF: an HTTP concern, so
+here in http/; the account rules are in :mod:`imaging_hub.worklist.access.accounts`).
 
 - ``POST /api/v1/auth/token``: OAuth2 password form -> a short-lived bearer access token (API
   clients, scripts, tests).

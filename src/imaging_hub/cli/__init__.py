@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from imaging_hub import __version__
-from imaging_hub.cli import admin, db, demo_cmd, gateway, hub
+from imaging_hub.cli import admin, db, demo_cmd, gateway, hub, report
 from imaging_hub.cli.common import console
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(hub.hub_app, name="hub")
 app.add_typer(gateway.gateway_app, name="gateway")
 app.add_typer(db.db_app, name="db")
 app.add_typer(admin.admin_app, name="admin")
+app.add_typer(report.report_app, name="report")
 
 
 @app.callback()

@@ -54,6 +54,13 @@ CRL_FILE = "crl.der"
 CRL_VALIDITY = timedelta(days=7)
 CRL_REFRESH = timedelta(days=1)
 DEFAULT_CRL_URL = "http://localhost:8000/api/v1/pki/crl.der"
+#: Where the hub keeps its CA, under its data directory (``<data_dir>/pki``).
+CA_SUBDIR = "pki"
+
+
+def ca_directory(data_dir: Path) -> Path:
+    """The hub CA's directory under the hub's *data_dir*."""
+    return data_dir / CA_SUBDIR
 
 
 class PkiError(ImagingHubError):

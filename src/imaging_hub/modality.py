@@ -1,4 +1,4 @@
-"""A DICOM sender (C-STORE SCU) used by the demo to play the part of an X-ray machine."""
+"""A DICOM sender (C-STORE and C-ECHO SCU) used by the demo to play the part of an X-ray machine."""
 
 import logging
 from collections.abc import Iterable
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pynetdicom import AE, StoragePresentationContexts
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +49,23 @@ def send_files(
     finally:
         assoc.release()
     return SendResult(sent=sent, failed=failed)
+
+
+def echo(
+    *, host: str, port: int, called_ae: str, calling_ae: str = "MODALITY", timeout: float = 5.0
+) -> bool:
+    """Whether the DICOM node at (host, port) answers a C-ECHO with Success."""
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.add_requested_context(Verification)
+    try:
+        assoc = ae.associate(host, port, ae_title=called_ae)
+    except OSError:
+        return False
+    if not assoc.is_established:
+        return False
+    try:
+        status = assoc.send_c_echo()
+        return bool(status) and status.Status == 0x0000
+    finally:
+        assoc.release()

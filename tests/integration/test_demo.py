@@ -1,12 +1,20 @@
-"""Issue 2: `imaging-hub demo`, then rad1's worklist lists the demo studies within 30 s."""
+"""Issue 2: `imaging-hub demo`, then rad1's worklist lists the demo studies within 30 s.
 
+Issue 12: each gateway runs in its own process, and none outlives the demo (Ctrl-C, SIGTERM,
+or the demo killed outright).
+"""
+
+import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from imaging_hub.dicom.samples import sample_studies
 from tests.peers.net import free_port, wait_for_port, wait_until
@@ -25,27 +33,45 @@ def free_port_pair() -> int:
     raise RuntimeError("No two adjacent free ports were found on 127.0.0.1.")
 
 
+def start_demo(tmp_path: Path, port: int, dicom_port: int) -> subprocess.Popen[bytes]:
+    with (tmp_path / "demo.log").open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "imaging_hub",
+                "demo",
+                "--data",
+                str(tmp_path / "demo"),
+                "--port",
+                str(port),
+                "--dicom-port",
+                str(dicom_port),
+                "--password",
+                "demo-password-1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def gateway_pids(tmp_path: Path) -> list[int]:
+    """The gateways' process IDs, from the banner (printed once every gateway answers C-ECHO)."""
+    text = (tmp_path / "demo.log").read_text(encoding="utf-8", errors="replace")
+    return [int(pid) for pid in re.findall(r"DICOM CLINIC_[AB]@\S+\s+\(pid (\d+)", text)]
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def test_demo_lists_the_sample_studies_within_30_seconds(tmp_path: Path) -> None:
     port, dicom_port = free_port(), free_port_pair()
-    log = (tmp_path / "demo.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imaging_hub",
-            "demo",
-            "--data",
-            str(tmp_path / "demo"),
-            "--port",
-            str(port),
-            "--dicom-port",
-            str(dicom_port),
-            "--password",
-            "demo-password-1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_demo(tmp_path, port, dicom_port)
     try:
         wait_for_port(port, timeout=30)
         url = f"http://127.0.0.1:{port}"
@@ -84,8 +110,39 @@ def test_demo_lists_the_sample_studies_within_30_seconds(tmp_path: Path) -> None
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-            log.close()
     output = (tmp_path / "demo.log").read_text(encoding="utf-8")
+    pids = gateway_pids(tmp_path)
+    assert len(pids) == 2 and proc.pid not in pids, output[-3000:]
+    assert not [pid for pid in pids if running(pid)], "a gateway outlived the demo"
     assert "rad1" in output and "demo-password-1" in output
     assert "CLINIC_A" in output and "CLINIC_B" in output
     assert proc.returncode == 0, output[-3000:]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_the_gateways_run_in_their_own_processes_and_stop_with_the_demo(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    port, dicom_port = free_port(), free_port_pair()
+    proc = start_demo(tmp_path, port, dicom_port)
+    try:
+        pids = wait_until(lambda: gateway_pids(tmp_path) or None, timeout=60, interval=0.2)
+        # The banner comes after /healthz and both C-ECHOs answered: all three serve now.
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        assert len(pids) == 2 and proc.pid not in pids
+        assert all(running(pid) for pid in pids)
+        for pid in pids:  # each gateway is a child of the demo, not the demo itself
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            assert parent == proc.pid
+        os.kill(proc.pid, stop)
+        proc.wait(30)
+        deadline = time.monotonic() + 30
+        while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in pids if running(pid)], "a gateway outlived the demo"
+        if stop == signal.SIGTERM:
+            assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -1,4 +1,4 @@
-"""``imaging-hub gateway``: the clinic DICOM gateway (serve, status)."""
+"""``imaging-hub gateway``: the clinic DICOM gateway (serve, status, retry)."""
 
 import json
 import signal
@@ -125,3 +125,47 @@ def gateway_status(
             str(row["last_error"] or ""),
         )
     console.print(table)
+    if status["parked"]:
+        parked = Table("parked study", "code", "reason", "instances", "next try")
+        for item in status["parked"]:
+            parked.add_row(
+                str(item["study_instance_uid"]),
+                str(item["code"] or "-"),
+                str(item["reason"] or ""),
+                str(item["instances"]),
+                _when(item["next_try_at"]),
+            )
+        console.print(parked)
+        console.print("retry now with: imaging-hub gateway retry STUDY_UID | --all")
+
+
+@gateway_app.command("retry")
+def gateway_retry(
+    study_uid: Annotated[
+        str | None, typer.Argument(help="StudyInstanceUID of a parked study.")
+    ] = None,
+    retry_all: Annotated[bool, typer.Option("--all", help="Retry every parked study.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Try a parked study (or all of them) again at the forwarder's next turn, without waiting
+    for the parking schedule. Works while the gateway runs (or when it is down)."""
+    setup(config)
+    from imaging_hub.dicom_gateway.spool import Spool
+    from imaging_hub.errors import InvalidDicomError
+
+    if (study_uid is None) == (not retry_all):
+        console.print("[red]Name one STUDY_UID, or --all.[/red]")
+        raise typer.Exit(2)
+    settings = GatewaySettings()
+    spool = Spool(settings.spool_dir, clean_tmp=False)  # the running gateway's tmp/
+    try:
+        studies, instances = spool.retry(study_uid)
+    except InvalidDicomError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        spool.close()
+    if not studies and not instances:
+        console.print("nothing parked" + (f" for study {study_uid}" if study_uid else ""))
+        raise typer.Exit(1 if study_uid else 0)
+    console.print(f"{studies} studies and {instances} instances will be tried again now")

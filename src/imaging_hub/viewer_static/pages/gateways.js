@@ -1,8 +1,10 @@
 // Admin: clinic gateways (#/admin/gateways) from GET /api/v1/admin/gateways — backlog per clinic,
-// each gateway's last heartbeat, and an alarm when a gateway has been silent too long.
+// each gateway's last heartbeat, an alarm when a gateway has been silent too long, and the studies
+// the gateways parked (the hub refused them for good) with their reason, translated by code.
 
-import { addStrings, formatDateTime, t } from "../i18n.js";
+import { addStrings, formatDateTime, getLanguage, t } from "../i18n.js";
 import { apiGet } from "../api.js";
+import { knownCode } from "../errors.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
 import { formatNumber } from "../format.js";
 import { registerRoute } from "../router.js";
@@ -35,6 +37,15 @@ addStrings({
     "gateways.state.revoked": "已停用",
     "gateways.never": "从未报告",
     "gateways.ago": "{n} 分钟前",
+    "gateways.col.parked": "已暂停检查",
+    "gateways.parked": "已暂停转发的检查",
+    "gateways.parked.hint": "中心拒收的检查不会反复重试：按计划重试（最长间隔 30 分钟），或在卫生院网关上运行 imaging-hub gateway retry 立即重试。",
+    "gateways.col.gateway": "网关",
+    "gateways.col.study": "检查 UID",
+    "gateways.col.reason": "原因",
+    "gateways.col.instances": "图像数",
+    "gateways.col.parkedAt": "暂停时间",
+    "gateways.col.nextTry": "下次重试",
   },
   en: {
     "gateways.title": "Gateways",
@@ -63,6 +74,15 @@ addStrings({
     "gateways.state.revoked": "Revoked",
     "gateways.never": "Never",
     "gateways.ago": "{n} min ago",
+    "gateways.col.parked": "Parked studies",
+    "gateways.parked": "Parked studies",
+    "gateways.parked.hint": "What the hub refused for good is not retried in a loop: it is tried again on a schedule (at most every 30 min), or at once with imaging-hub gateway retry at the clinic's gateway.",
+    "gateways.col.gateway": "Gateway",
+    "gateways.col.study": "Study UID",
+    "gateways.col.reason": "Reason",
+    "gateways.col.instances": "Images",
+    "gateways.col.parkedAt": "Parked at",
+    "gateways.col.nextTry": "Next try",
   },
 });
 
@@ -113,6 +133,25 @@ function lastSeen(gw) {
   );
 }
 
+/** Why a study was parked: the hub's code in the user's language; the hub's English detail
+ *  only in the English interface (and as a tooltip with the code). */
+export function parkedReason(item) {
+  const code = String(item.code || "");
+  const detail = String(item.reason || "");
+  const english = getLanguage() === "en";
+  const text = knownCode(code) ? t(`error.code.${code}`) : english ? detail : code;
+  const shown = english && knownCode(code) && detail ? `${text} (${detail})` : text;
+  return h("span", { class: "error-text", title: code || null, "data-code": code }, shown);
+}
+
+function parkedRows(gateways) {
+  const rows = [];
+  for (const g of gateways) {
+    for (const p of Array.isArray(g.status.parked) ? g.status.parked : []) rows.push({ ...p, gateway: g });
+  }
+  return rows;
+}
+
 function render(container, data) {
   const status = data.alarm
     ? messageBox("error", t("gateways.alarm", { minutes: Math.round(data.silence_alarm_seconds / 60) }))
@@ -127,6 +166,7 @@ function render(container, data) {
       ["queue", "gateways.col.queue", (c) => formatNumber(c.queue_depth)],
       ["bytes", "gateways.col.bytes", (c) => formatBytes(c.bytes_pending)],
       ["failed", "gateways.col.failed", (c) => formatNumber(c.failed)],
+      ["parked", "gateways.col.parked", (c) => formatNumber(c.parked_studies || 0)],
     ],
     data.clinics,
   );
@@ -142,6 +182,7 @@ function render(container, data) {
       ["queue", "gateways.col.queue", (g) => (g.status.queue_depth === undefined ? "" : formatNumber(g.status.queue_depth))],
       ["bytes", "gateways.col.bytes", (g) => formatBytes(g.status.bytes_pending)],
       ["failed", "gateways.col.failed", (g) => (g.status.failed === undefined ? "" : formatNumber(g.status.failed))],
+      ["parked", "gateways.col.parked", (g) => (g.status.parked_studies === undefined ? "" : formatNumber(g.status.parked_studies))],
       ["uplink", "gateways.col.uplink", (g) => (g.status.uplink_bytes_per_second ? `${formatBytes(g.status.uplink_bytes_per_second)}/s` : "")],
       ["lastSuccess", "gateways.col.lastSuccess", (g) => formatDateTime(fromUnix(g.status.last_success_at))],
       ["lastError", "gateways.col.lastError", (g) =>
@@ -151,6 +192,22 @@ function render(container, data) {
     ],
     data.gateways.map((g) => ({ ...g, className: g.silent && !g.revoked ? "row-silent" : null })),
   );
+  const parked = parkedRows(data.gateways);
+  const parkedTable = table(
+    "gateways-parked",
+    [
+      ["gateway", "gateways.col.gateway", (p) => h("span", { title: p.gateway.clinic }, p.gateway.name)],
+      ["study", "gateways.col.study", (p) => h("code", {}, String(p.study_instance_uid || ""))],
+      ["reason", "gateways.col.reason", parkedReason],
+      ["instances", "gateways.col.instances", (p) => formatNumber(p.instances || 0)],
+      ["parkedAt", "gateways.col.parkedAt", (p) => formatDateTime(fromUnix(p.parked_at))],
+      ["nextTry", "gateways.col.nextTry", (p) => formatDateTime(fromUnix(p.next_try_at))],
+    ],
+    parked.map((p) => ({ ...p, className: "row-parked" })),
+  );
+  const parkedSection = parked.length
+    ? [h("h2", {}, t("gateways.parked")), h("p", { class: "hint" }, t("gateways.parked.hint")), h("div", { class: "table-wrap" }, parkedTable)]
+    : [];
   replaceChildren(
     container,
     status,
@@ -158,6 +215,7 @@ function render(container, data) {
     h("div", { class: "table-wrap" }, backlog),
     h("h2", {}, t("gateways.list")),
     data.gateways.length ? h("div", { class: "table-wrap" }, gateways) : h("p", { class: "empty" }, t("gateways.none")),
+    ...parkedSection,
   );
 }
 

@@ -4,7 +4,8 @@ A gateway reports its state every ``heartbeat_seconds`` (version, queue depth, b
 last error, measured uplink throughput, ...). The hub keeps the last report on the Gateway row
 (``status``, ``last_seen_at``). The admin view lists every gateway with a ``silent`` alarm when
 its last report is older than ``gateway_silence_alarm_seconds`` (or it never reported), and
-sums the backlog per clinic.
+sums the backlog per clinic. A heartbeat also lists the gateway's parked studies (what the hub
+refused for good) with the hub's code and detail, so the admin sees why a study did not arrive.
 """
 
 from collections.abc import Callable
@@ -25,6 +26,8 @@ HEARTBEAT_FIELDS: dict[str, type] = {
     "bytes_pending": int,
     "failed": int,
     "open_studies": int,
+    "parked_studies": int,
+    "parked": list,
     "sent": int,
     "received": int,
     "refused": int,
@@ -32,6 +35,17 @@ HEARTBEAT_FIELDS: dict[str, type] = {
     "last_error": str,
     "last_error_at": float,
     "uplink_bytes_per_second": float,
+}
+
+#: Parked studies kept per heartbeat at most, and the fields kept of each.
+PARKED_KEPT = 50
+PARKED_FIELDS: dict[str, type] = {
+    "study_instance_uid": str,
+    "code": str,
+    "reason": str,
+    "instances": int,
+    "parked_at": float,
+    "next_try_at": float,
 }
 
 
@@ -57,6 +71,7 @@ class ClinicBacklog:
     queue_depth: int = 0
     bytes_pending: int = 0
     failed: int = 0
+    parked_studies: int = 0
     gateway_names: list[str] = field(default_factory=list)
 
 
@@ -73,12 +88,25 @@ def record_heartbeat(
         value = status.get(key)
         if value is None:
             continue
-        kept[key] = value[:500] if kind is str else value
+        if kind is list:
+            kept[key] = [_parked(item) for item in value[:PARKED_KEPT] if isinstance(item, dict)]
+        else:
+            kept[key] = value[:500] if kind is str else value
     gateway.status = kept
     gateway.last_seen_at = now()
     if kept.get("ae_title") and not gateway.ae_title:
         gateway.ae_title = str(kept["ae_title"])[:16]
     session.commit()
+
+
+def _parked(item: dict[str, Any]) -> dict[str, Any]:
+    """One parked study of a heartbeat: known fields only, strings bounded."""
+    kept: dict[str, Any] = {}
+    for key, kind in PARKED_FIELDS.items():
+        value = item.get(key)
+        if value is not None:
+            kept[key] = str(value)[:500] if kind is str else value
+    return kept
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -128,4 +156,5 @@ def list_gateways(
         backlog.queue_depth += int(status.get("queue_depth") or 0)
         backlog.bytes_pending += int(status.get("bytes_pending") or 0)
         backlog.failed += int(status.get("failed") or 0)
+        backlog.parked_studies += int(status.get("parked_studies") or 0)
     return views, list(clinics.values())

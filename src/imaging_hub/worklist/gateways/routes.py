@@ -18,6 +18,21 @@ Count = Annotated[int, Field(ge=0, le=10**15)]
 Seconds = Annotated[float, Field(ge=0, le=10**11)]
 
 
+class ParkedStudyIn(BaseModel):
+    """A study the gateway parked: the hub refused it (or its instances) for good."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    study_instance_uid: str = Field(max_length=64)
+    code: str = Field(default="", max_length=64, description="The hub's problem+json code.")
+    reason: str = Field(default="", max_length=2000, description="The hub's detail.")
+    instances: Count = Field(default=0, description="Parked instances of the study.")
+    parked_at: Seconds | None = None
+    next_try_at: Seconds | None = Field(
+        default=None, description="Unix time of the next try on the parking schedule."
+    )
+
+
 class HeartbeatIn(BaseModel):
     """What a gateway reports about itself. Unknown fields are ignored."""
 
@@ -29,6 +44,12 @@ class HeartbeatIn(BaseModel):
     bytes_pending: Count = Field(description="Bytes waiting to be forwarded.")
     failed: Count = Field(default=0, description="Instances parked after a permanent refusal.")
     open_studies: Count = 0
+    parked_studies: Count = Field(default=0, description="Studies parked by the gateway.")
+    parked: list[ParkedStudyIn] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Parked studies with their reason (the most recent first).",
+    )
     sent: Count = 0
     received: Count = 0
     refused: Count = 0
@@ -62,6 +83,7 @@ class ClinicBacklogOut(BaseModel):
     queue_depth: int
     bytes_pending: int
     failed: int
+    parked_studies: int
 
 
 class GatewaysOut(BaseModel):
@@ -101,6 +123,7 @@ def get_gateways(session: SessionDep, state: StateDep) -> GatewaysOut:
                 queue_depth=c.queue_depth,
                 bytes_pending=c.bytes_pending,
                 failed=c.failed,
+                parked_studies=c.parked_studies,
             )
             for c in clinics
         ],

@@ -18,22 +18,19 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
-from imaging_hub.worklist.access.accounts import (
-    AuthenticationFailed,
-    authenticate,
-    change_password,
-    issue_access_token,
-    resolve_token,
-    revoke_access_token,
-    revoke_token_id,
-)
+from imaging_hub.worklist.access.accounts import resolve_token
 from imaging_hub.worklist.access.policy import GRANTS
-from imaging_hub.worklist.audit import trail as audit
+from imaging_hub.worklist.access.sessions import (
+    change_own_password,
+    end_browser_session,
+    sign_in,
+    sign_out,
+)
 from imaging_hub.worklist.db.models import User
 from imaging_hub.worklist.http.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
-    AuditDep,
+    CallerDep,
     SessionDep,
     StateDep,
     client_ip,
@@ -71,49 +68,23 @@ class PasswordIn(BaseModel):
     new_password: str = Field(min_length=10, max_length=256)
 
 
-def _login(
-    request: Request, form: OAuth2PasswordRequestForm, state: StateDep, auditor: AuditDep
-) -> User:
-    """Password check with per-address throttling; success and failure are both audited."""
-    ip = client_ip(request)
-    state.login_throttle.check(ip)
-    session = auditor.session
-    try:
-        user = authenticate(session, username=form.username[:64], password=form.password)
-    except AuthenticationFailed as exc:
-        session.rollback()
-        state.login_throttle.failed(ip)
-        auditor.record(
-            audit.LOGIN_FAILED,
-            object_type="user",
-            object_id=form.username[:64],
-            detail={"reason": str(exc)},
-        )
-        session.commit()
-        raise
-    return user
-
-
 @router.post("/token", response_model=TokenOut)
 def login(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     state: StateDep,
-    auditor: AuditDep,
 ) -> TokenOut:
-    user = _login(request, form, state, auditor)
-    lifetime = timedelta(minutes=state.settings.access_token_minutes)
-    token = issue_access_token(session, user=user, lifetime=lifetime)
-    auditor.record(
-        audit.LOGIN,
-        actor=user,
-        object_type="user",
-        object_id=user.username,
-        detail={"via": "token"},
+    signed = sign_in(
+        session,
+        username=form.username,
+        password=form.password,
+        source_ip=client_ip(request),
+        throttle=state.login_throttle,
+        lifetime=timedelta(minutes=state.settings.access_token_minutes),
+        kind="access",
     )
-    session.commit()
-    return TokenOut(access_token=token, expires_in=int(lifetime.total_seconds()))
+    return TokenOut(access_token=signed.token, expires_in=int(signed.lifetime.total_seconds()))
 
 
 def _set_session_cookies(response: Response, *, token: str, secure: bool, max_age: int) -> str:
@@ -146,28 +117,25 @@ def create_session(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     state: StateDep,
-    auditor: AuditDep,
 ) -> SessionOut:
-    user = _login(request, form, state, auditor)
-    idle = timedelta(minutes=state.settings.session_idle_minutes)
-    token = issue_access_token(session, user=user, lifetime=idle, kind="session")
-    auditor.record(
-        audit.LOGIN,
-        actor=user,
-        object_type="user",
-        object_id=user.username,
-        detail={"via": "session"},
+    signed = sign_in(
+        session,
+        username=form.username,
+        password=form.password,
+        source_ip=client_ip(request),
+        throttle=state.login_throttle,
+        lifetime=timedelta(minutes=state.settings.session_idle_minutes),
+        kind="session",
     )
-    session.commit()
     max_age = state.settings.session_max_hours * 3600
     csrf = _set_session_cookies(
-        response, token=token, secure=state.settings.session_cookie_secure, max_age=max_age
+        response, token=signed.token, secure=state.settings.session_cookie_secure, max_age=max_age
     )
     return SessionOut(
         authenticated=True,
-        username=user.username,
+        username=signed.user.username,
         csrf_token=csrf,
-        expires_in=int(idle.total_seconds()),
+        expires_in=int(signed.lifetime.total_seconds()),
     )
 
 
@@ -184,18 +152,11 @@ def get_session_status(request: Request, session: SessionDep) -> SessionOut:
 
 
 @router.delete("/session", response_model=SessionOut)
-def delete_session(
-    request: Request, response: Response, session: SessionDep, auditor: AuditDep
-) -> SessionOut:
+def delete_session(request: Request, response: Response, session: SessionDep) -> SessionOut:
     """Sign out of the browser session (idempotent; needs no CSRF token: it only ends access)."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    row = resolve_token(session, cookie, kind="session") if cookie else None
-    if row is not None and cookie is not None:
-        revoke_access_token(session, cookie)
-        auditor.record(
-            audit.LOGOUT, actor=row.user, object_type="user", object_id=row.user.username
-        )
-        session.commit()
+    end_browser_session(
+        session, cookie=request.cookies.get(SESSION_COOKIE), source_ip=client_ip(request)
+    )
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
     return SessionOut(authenticated=False)
@@ -217,15 +178,12 @@ def me(user: Annotated[User, require("account.self")]) -> MeOut:
 def logout(
     request: Request,
     response: Response,
-    user: Annotated[User, require("account.self")],
+    _: Annotated[User, require("account.self")],
+    caller: CallerDep,
     session: SessionDep,
-    auditor: AuditDep,
 ) -> Response:
     """Revoke the token (or browser session) this request was made with."""
-    token_id = getattr(request.state, "token_id", None)
-    revoke_token_id(session, token_id=token_id)
-    auditor.record(audit.LOGOUT, object_type="user", object_id=user.username)
-    session.commit()
+    sign_out(session, caller, token_id=getattr(request.state, "token_id", None))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
@@ -236,18 +194,16 @@ def logout(
 def post_password(
     request: Request,
     payload: PasswordIn,
-    user: Annotated[User, require("account.self")],
+    _: Annotated[User, require("account.self")],
+    caller: CallerDep,
     session: SessionDep,
-    auditor: AuditDep,
 ) -> Response:
     """Change your password; every other token and session of your account stops working."""
-    change_password(
+    change_own_password(
         session,
-        user=user,
+        caller,
         current_password=payload.current_password,
         new_password=payload.new_password,
         keep_token_id=getattr(request.state, "token_id", None),
     )
-    auditor.record(audit.PASSWORD_CHANGED, object_type="user", object_id=user.username)
-    session.commit()
     return Response(status_code=204)

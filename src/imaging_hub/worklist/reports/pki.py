@@ -24,6 +24,7 @@ in production). A PKCS#11 token (USB key / HSM) plugs in the same way through
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,14 @@ class CertificateRevoked(PkiError):
     """The signing certificate has been revoked (or has expired): it may not sign any more."""
 
     code = "certificate_revoked"
+
+
+def load_pyhanko() -> None:
+    """Import pyHanko once, without its import-time CryptographyDeprecationWarning about DSA
+    (pyHanko imports the DSA key type; the hub never uses DSA)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="DSA is deprecated")
+        import pyhanko.sign.signers  # noqa: F401
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -573,6 +582,7 @@ def _asn1_cert(cert: x509.Certificate) -> Any:
 def _pyhanko_simple_signer(
     cert: x509.Certificate, key: PrivateKeyTypes, chain: Iterable[x509.Certificate]
 ) -> Any:
+    load_pyhanko()
     from asn1crypto import keys as asn1_keys
     from pyhanko.sign.signers import SimpleSigner
     from pyhanko_certvalidator.registry import SimpleCertificateStore

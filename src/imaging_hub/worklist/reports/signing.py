@@ -12,6 +12,7 @@ with the radiologist's password, a wrong one raising
 
 import hashlib
 import io
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,11 +26,23 @@ from imaging_hub.worklist.reports.pki import (
     ReportSigner,
     UserCredential,
     ValidationMaterial,
+    load_pyhanko,
     signer_display_name,
 )
 from imaging_hub.worklist.reports.timestamps import timestamper_for
 
 SIGNATURE_FIELD = "ReportSignature"
+
+
+class _NoFetchingNotice(logging.Filter):
+    """Drops pyHanko's warning that revocation data is embedded without fetching: the hub
+    hands it its own CRL on purpose, for every signature."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "fetching is not allowed" not in record.getMessage()
+
+
+logging.getLogger("pyhanko.sign.signers.pdf_signer").addFilter(_NoFetchingNotice())
 
 
 class SigningFailed(ImagingHubError):
@@ -51,6 +64,7 @@ class SignedReport:
 
 def validation_context(material: ValidationMaterial, **kwargs: Any) -> Any:
     """A pyHanko ``ValidationContext`` from *material* (revocation checked where declared)."""
+    load_pyhanko()
     from asn1crypto import crl as asn1_crl  # type: ignore[import-untyped]
     from asn1crypto import x509 as asn1_x509
     from pyhanko_certvalidator import ValidationContext
@@ -81,6 +95,7 @@ def sign_pdf(
 ) -> SignedReport:
     """Sign *pdf* with *signer* as PAdES B-LT, timestamped by *timestamper* (pyHanko
     ``TimeStamper``); returns the signed bytes and their SHA-256."""
+    load_pyhanko()
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.sign import fields, signers

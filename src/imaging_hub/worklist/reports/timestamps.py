@@ -25,6 +25,7 @@ from imaging_hub.worklist.reports.pki import (
     _load_key,
     _write_private,
     _write_public,
+    load_pyhanko,
 )
 
 TSA_DIR = "tsa"
@@ -53,6 +54,7 @@ def load_or_create_tsa(ca: HubCA) -> IssuedKey:
 
 
 def _make_hub_timestamper(tsa: IssuedKey, ca_certificate: x509.Certificate) -> Any:
+    load_pyhanko()
     from asn1crypto import keys as asn1_keys  # type: ignore[import-untyped]
     from asn1crypto import tsp
     from asn1crypto import x509 as asn1_x509
@@ -99,6 +101,7 @@ def hub_timestamper(ca: HubCA) -> Any:
 def external_timestamper(url: str, *, timeout: float = 10.0, auth: Any = None) -> Any:
     """pyHanko's ``HTTPTimeStamper`` for an external RFC 3161 service at *url* (its
     ``requests`` client: synchronous, no aiohttp needed)."""
+    load_pyhanko()
     from pyhanko.sign.timestamps.requests_client import HTTPTimeStamper
 
     return HTTPTimeStamper(url, timeout=int(timeout), auth=auth)  # type: ignore[no-untyped-call]

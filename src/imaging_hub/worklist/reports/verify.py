@@ -20,7 +20,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from imaging_hub.worklist.reports.pki import signer_display_name, signer_username
+from imaging_hub.worklist.reports.pki import load_pyhanko, signer_display_name, signer_username
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ def _timestamp_time(embedded_sig: Any) -> datetime | None:
 
 def verify_pdf(data: bytes, trust_roots: Sequence[x509.Certificate]) -> VerificationResult:
     """Verify the (first) signature of *data* against *trust_roots*, with no network access."""
+    load_pyhanko()
     from asn1crypto import x509 as asn1_x509  # type: ignore[import-untyped]
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader

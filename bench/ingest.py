@@ -12,12 +12,20 @@ receiver pays for the sender's disk reads). The gateway runs with durability on 
 fsync'd files, SQLite WAL index) and its forwarder paused (``forward = false``), so the figure
 is SCP ingest alone.
 
-    python -m bench.ingest [--reps 5] [--corpus DIR] [--no-write]
+Beside that receive-only figure, ``--forwarding`` (on by default) also measures the shape users
+live with: the same gateway receiving while it forwards to a hub in another process (``hub
+serve``, SQLite and filesystem store, started by the benchmark), JPEG-LS transcoding for the WAN
+and the uplink capped at 20 Mbit/s. The uplink cannot drain a CT in the time it takes to
+receive one, so the forwarder is busy (reading the spool, transcoding, uploading) throughout the
+receptions that follow: the time measured is still storescu's, start to exit.
+
+    python -m bench.ingest [--reps 5] [--corpus DIR] [--no-write] [--no-forwarding]
 """
 
 import argparse
 import json
 import os
+import secrets
 import sqlite3
 import subprocess
 import tempfile
@@ -90,14 +98,69 @@ class Receiver:
             stop_process(self.proc)
             self.proc = None
 
+    transient = False  # started for its own turn only (see GatewayReceiver)
+
     def check(self, expected: int) -> None:
         """Raise if the receiver does not hold what it acknowledged (where it can be counted)."""
 
 
+#: The uplink of the forwarding gateway: 20 Mbit/s.
+UPLINK_BYTES_PER_SECOND = 20_000_000 // 8
+
+
+@dataclass
+class Hub:
+    """``imaging-hub hub serve`` in its own process (the forwarding gateway's target)."""
+
+    workdir: Path
+    url: str = ""
+    token: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from imaging_hub.worklist.admin.seed import create_demo_network
+        from imaging_hub.worklist.db.migrate import upgrade
+        from imaging_hub.worklist.db.session import (
+            make_engine,
+            make_session_factory,
+            session_scope,
+        )
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        database = f"sqlite:///{self.workdir / 'hub.sqlite3'}"
+        engine = make_engine(database)
+        upgrade(engine)
+        with session_scope(make_session_factory(engine)) as session:
+            network = create_demo_network(session, password=secrets.token_urlsafe(12))
+        engine.dispose()
+        self.token = network.gateway_tokens["clinic-a"]
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = dict(
+            os.environ,
+            IMAGING_HUB_DATA_DIR=str(self.workdir),
+            IMAGING_HUB_DATABASE_URL=database,
+            IMAGING_HUB_HOST="127.0.0.1",
+            IMAGING_HUB_PORT=str(port),
+        )
+        env.pop("IMAGING_HUB_CONFIG", None)
+        with (self.workdir / "hub.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*CLI, "hub", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for_port(port, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
 class GatewayReceiver(Receiver):
-    def __init__(self, workdir: Path, *, workers: int) -> None:
+    def __init__(self, workdir: Path, *, workers: int, hub: Hub | None = None) -> None:
+        forwarding = ", forwarding (JPEG-LS, 20 Mbit/s)" if hub is not None else ""
         super().__init__(
-            f"gateway ({workers} SCP worker{'s' if workers > 1 else ''})",
+            f"gateway ({workers} SCP worker{'s' if workers > 1 else ''}{forwarding})",
             "GATEWAY",
             "file written by direct I/O + fdatasync (O_DSYNC where the file system has no direct "
             "I/O) + directory entry fsync'd + index row committed (SQLite WAL, "
@@ -105,8 +168,29 @@ class GatewayReceiver(Receiver):
             workdir,
         )
         self.workers = workers
+        self.hub = hub
+        # A forwarding gateway keeps forwarding (transcoding, uploading) long after its
+        # workloads: it runs during its own turn only, so the others are not measured beside it.
+        # Its spool stays: at its next turn it resumes with the backlog, as after a busy day.
+        self.transient = hub is not None
 
     def command(self) -> tuple[list[str], dict[str, str]]:
+        hub = self.hub
+        forwarding = (
+            {
+                "IMAGING_HUB_GATEWAY_FORWARD": "true",
+                "IMAGING_HUB_GATEWAY_CLINIC": "clinic-a",
+                "IMAGING_HUB_GATEWAY_HUB_URL": hub.url,
+                "IMAGING_HUB_GATEWAY_HUB_TOKEN": hub.token,
+                "IMAGING_HUB_GATEWAY_TRANSCODE": "jpeg-ls",
+                "IMAGING_HUB_GATEWAY_BANDWIDTH_LIMIT_BYTES_PER_SECOND": str(
+                    UPLINK_BYTES_PER_SECOND
+                ),
+                "IMAGING_HUB_GATEWAY_STABILITY_SECONDS": "2",
+            }
+            if hub is not None
+            else {}
+        )
         env = dict(
             os.environ,
             IMAGING_HUB_GATEWAY_AE_TITLE=self.ae_title,
@@ -118,6 +202,7 @@ class GatewayReceiver(Receiver):
             IMAGING_HUB_GATEWAY_FORWARD="false",
             IMAGING_HUB_GATEWAY_SCP_WORKERS=str(self.workers),
         )
+        env.update(forwarding)
         env.pop("IMAGING_HUB_CONFIG", None)
         return [*CLI, "gateway", "serve"], env
 
@@ -248,7 +333,9 @@ def dx_batches(corpus: Path, first_copy: int, associations: int) -> list[list[Pa
     ]
 
 
-def run(reps: int, corpus: Path, workers: list[int], write: bool) -> None:
+def run(
+    reps: int, corpus: Path, workers: list[int], write: bool, *, forwarding: bool = True
+) -> None:
     manifest = ensure_corpus(corpus, ct_copies=2 * reps, cr_copies=5 * reps)
     info = machine()
     peers = {
@@ -257,8 +344,13 @@ def run(reps: int, corpus: Path, workers: list[int], write: bool) -> None:
     }
     with tempfile.TemporaryDirectory(prefix="imaging-hub-bench-") as tmp:
         base = Path(tmp)
+        hub = Hub(base / "hub") if forwarding else None
         receivers: list[Receiver] = [
             *(GatewayReceiver(base / f"gateway{w}", workers=w) for w in workers),
+            *(
+                GatewayReceiver(base / f"gateway{w}-forwarding", workers=w, hub=hub)
+                for w in (workers if hub is not None else [])
+            ),
             StorescpReceiver(base / "storescp"),
             OrthancReceiver(base / "orthanc"),
         ]
@@ -267,13 +359,17 @@ def run(reps: int, corpus: Path, workers: list[int], write: bool) -> None:
         sent: dict[str, int] = {r.name: 0 for r in receivers}
         probes = [page_cache_write_cost(base)]
         try:
+            if hub is not None:
+                hub.start()
             with ThreadPoolExecutor(len(receivers)) as pool:
-                list(pool.map(lambda r: r.start(), receivers))
+                list(pool.map(lambda r: r.start(), [r for r in receivers if not r.transient]))
             for rep in range(reps):
                 # Rotated each repetition: whatever a receiver leaves behind (background work,
                 # cache state) falls on a different successor each time.
                 shift = rep % len(receivers)
                 for receiver in receivers[shift:] + receivers[:shift]:
+                    if receiver.transient:
+                        receiver.start()
                     plan = [
                         (WORKLOADS[0], ct_batches(corpus, 2 * rep, 1)),
                         (WORKLOADS[1], ct_batches(corpus, 2 * rep + 1, 4)),
@@ -288,12 +384,16 @@ def run(reps: int, corpus: Path, workers: list[int], write: bool) -> None:
                             f"rep {rep + 1}/{reps} {receiver.name:28} {workload:38} {seconds:.3f} s"
                         )
                         time.sleep(0.5)  # let the receiver settle between workloads
+                    if receiver.transient:
+                        receiver.stop()
             for receiver in receivers:
                 receiver.check(sent[receiver.name])
             probes.append(page_cache_write_cost(base))
         finally:
             for receiver in receivers:
                 receiver.stop()
+            if hub is not None:
+                hub.stop()
     lines = report(times, receivers, reps, manifest, probes)
     print("\n".join(lines))
     if write:
@@ -374,9 +474,15 @@ def main() -> None:
         help="comma-separated scp_workers settings of the gateway to measure",
     )
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    parser.add_argument(
+        "--no-forwarding",
+        action="store_true",
+        help="measure the receive-only gateway alone (no hub, no gateway that forwards while "
+        "it receives)",
+    )
     args = parser.parse_args()
     workers = sorted({int(w) for w in args.workers.split(",")})
-    run(args.reps, args.corpus, workers, not args.no_write)
+    run(args.reps, args.corpus, workers, not args.no_write, forwarding=not args.no_forwarding)
 
 
 if __name__ == "__main__":

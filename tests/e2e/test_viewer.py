@@ -237,6 +237,7 @@ def test_read_a_case_window_zoom_scroll_and_measure(
     page.mouse.up()
     item = page.locator("[data-testid=measurements] li.measurement")
     expect(item).to_have_count(1)
+    page.wait_for_timeout(300)  # the list follows the last drawn statistics
     unit = item.get_attribute("data-unit")
     value = float(item.get_attribute("data-value") or "nan")
     points = [

@@ -252,6 +252,8 @@ export class HubViewer {
         element.addEventListener(name, changed);
       }
       element.addEventListener(Events.IMAGE_RENDERED, rendered);
+      // Measurement statistics are computed when annotations are drawn: list them after that.
+      element.addEventListener(toolEnums.Events.ANNOTATION_RENDERED, changed);
     }
     this.engine.resize(true, true);
   }
@@ -630,27 +632,34 @@ export class HubViewer {
   }
 
   destroy() {
-    this.cancelPrefetch();
-    for (const id of [...this.viewports.keys()]) this.stopCine(id);
-    for (const off of this.listeners) off();
-    cancelAnimationFrame(this.frameRequest);
-    for (const tool of MEASURE_TOOLS) {
-      for (const item of annotation.state.getAnnotations(tool) || []) annotation.state.removeAnnotation(item.annotationUID);
+    const steps = [
+      () => this.cancelPrefetch(),
+      () => {
+        for (const id of [...this.viewports.keys()]) this.stopCine(id);
+      },
+      () => {
+        for (const off of this.listeners) off();
+      },
+      () => cancelAnimationFrame(this.frameRequest),
+      // One viewer per page: its measurements go with it.
+      () => annotation.state.removeAllAnnotations(),
+      () => ToolGroupManager.destroyToolGroup(this.group.id),
+      () => this.engine.destroy(),
+      () => this.viewports.clear(),
+      // Decoded pixels of this page are not kept for the next study (bounded memory; no
+      // patient's pixels linger after leaving the page).
+      () => cache.purgeCache(),
+    ];
+    for (const step of steps) {
+      try {
+        step();
+      } catch (err) {
+        console.warn("viewer: cleanup step failed", err);
+      }
     }
-    try {
-      ToolGroupManager.destroyToolGroup(this.group.id);
-    } catch {
-      // Nothing left to destroy.
-    }
-    this.engine.destroy();
-    this.viewports.clear();
-    // Decoded pixels of this page are not kept for the next study (bounded memory; no
-    // patient's pixels linger after leaving the page).
-    cache.purgeCache();
   }
 }
 
-// DICOM's linear VOI function (PS3.3 C.11.2.1.2), as Cornerstone applies it.
 function toRange([center, width]) {
   return csUtilities.windowLevel.toLowHighRange(width, center);
 }

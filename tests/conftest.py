@@ -4,11 +4,25 @@
 - ``tests.peers.postgres``: a throwaway PostgreSQL cluster;
 - ``tests.peers.s3``: an S3 server (moto) for the S3 object store backend;
 - ``tests.peers.dcmtk``: dcmtk's storescu / echoscu as the modality (plain functions).
+
+DICOM samples (``SAMPLES``): the rows of ``tests/data/dicom/INDEX.csv``, a subset of the reference
+corpus kept beside the checkout (not a test dependency). Each row says where its file
+comes from (``provided_by``): ``tests/data`` (committed, licence texts in
+``tests/data/dicom/LICENSES``), ``pydicom`` (the test files pydicom installs) or ``pydicom-data``
+(the PyPI package, installed as ``data_store``; read from its installed folder, never downloaded).
+They are laid out under the corpus' relative paths in a per-session folder of symbolic links,
+each checked against the row's SHA-256.
 """
 
+import atexit
 import csv
+import hashlib
+import importlib.resources
+import shutil
+import tempfile
 from pathlib import Path
 
+import pydicom
 import pytest
 
 pytest_plugins = [
@@ -20,19 +34,48 @@ pytest_plugins = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "dicom-samples"
+DATA = REPO / "tests" / "data" / "dicom"
+
+
+def _package_dirs() -> dict[str, Path]:
+    """Where pydicom and pydicom-data install their DICOM files (``package_file`` is relative)."""
+    return {
+        "tests/data": DATA,
+        "pydicom": Path(pydicom.__file__).resolve().parent / "data",
+        "pydicom-data": Path(str(importlib.resources.files("data_store") / "data")),
+    }
+
+
+def _assemble_samples() -> Path:
+    """A per-session folder with the corpus layout: one symbolic link per INDEX.csv row."""
+    with (DATA / "INDEX.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    dirs = _package_dirs()
+    root = Path(tempfile.mkdtemp(prefix="imaging-hub-samples-"))
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copyfile(DATA / "INDEX.csv", root / "INDEX.csv")
+    for row in rows:
+        where = row["provided_by"]
+        source = dirs[where] / (row["package_file"] or row["path"])
+        if not source.is_file():
+            raise RuntimeError(f"Sample {row['path']} ({where}) is not installed: run `make`.")
+        if hashlib.sha256(source.read_bytes()).hexdigest() != row["sha256"]:
+            raise RuntimeError(f"Sample {row['path']} from {where} differs from INDEX.csv.")
+        link = root / row["path"]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
+    return root
+
+
+SAMPLES = _assemble_samples()
 
 
 def sample_rows() -> list[dict[str, str]]:
-    """Rows of the shared samples' INDEX.csv; a missing corpus is a failure, not a skip."""
-    index = SAMPLES / "INDEX.csv"
-    if not index.is_file():
-        raise RuntimeError(f"The shared DICOM samples are missing: {index} does not exist.")
-    with index.open(encoding="utf-8") as f:
+    """Rows of the samples' INDEX.csv."""
+    with (SAMPLES / "INDEX.csv").open(encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
-    sample_rows()
     return SAMPLES

@@ -71,7 +71,7 @@ def app_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
         stat_uid = ingest(hub, "clinic-b", mr)
         set_priority(hub, stat_uid, Priority.stat, timedelta(minutes=-12))
         hostile = make_instance(
-            SAMPLES / "by-modality" / "CR" / "SiemensMultix.dcm",
+            SAMPLES / "by-modality" / "CR" / "RG2_JPLY_fixed.dcm",
             SpecificCharacterSet="ISO_IR 192",
             PatientName=HOSTILE_NAME,
             PatientID=HOSTILE_ID,

@@ -256,8 +256,8 @@ def test_unknown_calling_ae_is_rejected(gateway: GatewayProcess, tmp_path: Path)
 
 FUZZ_SOURCES = [
     CT,
-    SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm",
-    SAMPLES / "by-modality" / "US" / "YBR_FULL-RLE.dcm",
+    SAMPLES / "by-modality" / "MR" / "MR_small.dcm",
+    SAMPLES / "by-transfer-syntax" / "rle" / "OBXXXX1A_rle.dcm",
     SAMPLES / "by-modality" / "SR" / "test-SR.dcm",
     SAMPLES / "malformed" / "MR_small_trailing_padding.dcm",
     SAMPLES / "by-modality" / "CR" / "RG2_JLSL.dcm",

@@ -11,7 +11,7 @@ from tests.peers.dcmtk import storescu
 from tests.peers.hub import GatewayFactory, HubProcess
 from tests.peers.net import wait_until
 
-CR = SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm"
+CR = SAMPLES / "by-modality" / "MR" / "MR_small.dcm"
 
 
 def test_forwarded_copies_are_deleted_after_the_hub_confirmed_the_study(

@@ -33,7 +33,7 @@ from tests.conftest import SAMPLES
 from tests.peers.dcmtk import echoscu, storescu
 from tests.peers.net import free_port, wait_until
 
-SAMPLE = SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm"
+SAMPLE = SAMPLES / "by-modality" / "MR" / "MR_small.dcm"
 
 
 class RecordingHandler(scp.StoreHandler):

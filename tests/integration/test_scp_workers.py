@@ -21,7 +21,7 @@ from tests.peers.dcmtk import echoscu, storescu
 from tests.peers.hub import GatewayProcess
 from tests.peers.net import free_port, wait_until
 
-SAMPLE = SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm"
+SAMPLE = SAMPLES / "by-modality" / "MR" / "MR_small.dcm"
 WORKER_LINE = re.compile(r"SCP worker (\d+) \(pid (\d+)\) serving")
 
 

@@ -36,7 +36,7 @@ def _bytes(ds: pydicom.Dataset) -> bytes:
         "MR_truncated.dcm",  # native Pixel Data cut short (8130 of 8192 bytes)
         "GH1339_missing_seq_delimiter.dcm",  # encapsulated, no Sequence Delimitation Item
         "emri_small_jpeg_2k_lossless_too_short.dcm",
-        "PX-NewTom_Go_empty_pixeldata.dcm",  # Rows x Columns but an empty Pixel Data
+        "GH1146_private_UN_empty_pixeldata.dcm",  # Rows x Columns but an empty Pixel Data
         "rtplan_truncated.dcm",  # a non-image data set cut in the middle
     ],
 )
@@ -73,7 +73,7 @@ def test_fewer_fragments_than_frames_is_refused() -> None:
 
 
 def test_native_short_by_one_frame_is_refused() -> None:
-    ds = pydicom.dcmread(SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm")
+    ds = pydicom.dcmread(SAMPLES / "by-modality" / "MR" / "MR_small.dcm")
     ds.NumberOfFrames = 2
     with pytest.raises(InvalidDicomError, match="needs 16"):
         check_received_instance(_bytes(ds))
@@ -81,8 +81,10 @@ def test_native_short_by_one_frame_is_refused() -> None:
 
 def test_stray_delimiter_after_pixels_is_accepted() -> None:
     """A real US machine's file with a second delimiter after the Pixel Data is complete."""
-    path = SAMPLES / "by-modality" / "US" / "DIRW0007_US_multiframe_jpeg.dcm"
-    checked = check_received_instance(path.read_bytes())
+    # as fo-dicom's DIRW0007 (a US machine's multi-frame JPEG, too big to keep in tests/data)
+    path = SAMPLES / "by-transfer-syntax" / "jpeg-baseline" / "GH538-jpeg1.dcm"
+    data = path.read_bytes() + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    checked = check_received_instance(data)
     assert checked.identity.sop_instance_uid == str(pydicom.dcmread(path).SOPInstanceUID)
 
 
@@ -120,7 +122,7 @@ def test_stray_item_of_undefined_length_is_refused_on_both_sides() -> None:
     "row",
     [
         "by-modality/CR/RG2_JLSL.dcm",
-        "by-modality/CR/Carestream_DR7500-1.dcm",
+        "by-modality/MR/MR_small.dcm",
         "malformed/MR_small_trailing_padding.dcm",
         "malformed/dx_image_odd_length_pixeldata.dcm",
     ],
@@ -227,7 +229,7 @@ def test_the_data_set_check_agrees_with_the_file_check_on_every_sample() -> None
         assert alone == whole, path
         compared += 1
         refused += whole == "refused"
-    assert compared > 120
+    assert compared > 85  # tests/data/dicom/INDEX.csv lists 101 samples
     assert refused >= 5  # the truncated samples above are among them
 
 
@@ -237,10 +239,9 @@ NATIVE_SYNTAXES = SAMPLES / "by-transfer-syntax"
 @pytest.mark.parametrize(
     "row",
     [
-        "explicit-vr-le/CT1_UNC.explicit_little_endian.dcm",
-        "implicit-vr-le/CT1_UNC.implicit_little_endian.dcm",
-        "explicit-vr-be/CT1_UNC.explicit_big_endian.dcm",
-        "explicit-vr-be/US-RGB-8-epicard.dcm",
+        "../by-modality/MR/emri_small.dcm",  # Explicit VR Little Endian
+        "../by-modality/US/gdcm-US-ALOKA-16.dcm",  # Implicit VR Little Endian
+        "explicit-vr-be/MR_small_bigendian.dcm",
     ],
 )
 @pytest.mark.parametrize("cut", [1, 7, 5000])

@@ -11,8 +11,8 @@ import pydicom
 
 from imaging_hub.dicom.samples import sample_files, sample_studies
 from imaging_hub.dicom.uids import is_valid_uid
+from tests.conftest import SAMPLES
 
-SAMPLES = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "dicom-samples"
 BUNDLED = pathlib.Path(__file__).resolve().parents[2] / "src" / "imaging_hub" / "dicom" / "samples"
 ALLOWED_LICENCE = re.compile(r"^(MIT|BSD)")
 

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from imaging_hub.dicom_gateway.spool import Spool
 from tests.conftest import SAMPLES
 
-SAMPLE = SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm"
+SAMPLE = SAMPLES / "by-modality" / "MR" / "MR_small.dcm"
 
 
 def _put(spool: Spool, data: bytes) -> str:

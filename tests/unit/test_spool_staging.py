@@ -18,7 +18,7 @@ from imaging_hub.dicom_gateway.spool import DIRECT_ALIGNMENT, Spool
 from imaging_hub.errors import SpoolError
 from tests.conftest import SAMPLES
 
-SAMPLE = SAMPLES / "by-modality" / "CR" / "Carestream_DR7500-1.dcm"
+SAMPLE = SAMPLES / "by-modality" / "MR" / "MR_small.dcm"
 
 
 def _meta(data: bytes) -> dict[str, str]:

@@ -7,10 +7,12 @@ in the test's temporary directory (``viewer-*.png``).
 """
 
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 from pydicom.uid import generate_uid
@@ -109,6 +111,7 @@ def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubPr
                 **window,
             ),
         )
+        j2k = ingest(hub, "clinic-a", make_instance(BUNDLED / "RG3_J2KR.dcm"))
         hostile = ingest(
             hub,
             "clinic-a",
@@ -129,6 +132,7 @@ def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubPr
             "mono2": mono2,
             "mono1": mono1,
             "hostile": hostile,
+            "j2k": j2k,
         }
     finally:
         hub.stop()
@@ -274,6 +278,15 @@ def test_read_a_case_window_zoom_scroll_and_measure(
     assert canvas(page)["lit"] > 0.05
     shot(page, tmp_path, "5-multiframe")
 
+    # Cine plays the frames at the chosen rate, and stops.
+    page.fill("#cine-fps", "20")
+    page.click("#cine-toggle")
+    expect(page.locator("#cine-toggle")).to_have_attribute("aria-pressed", "true")
+    frame_now = viewport.get_attribute("data-frame")
+    expect(viewport).not_to_have_attribute("data-frame", frame_now or "")
+    page.click("#cine-toggle")
+    expect(page.locator("#cine-toggle")).to_have_attribute("aria-pressed", "false")
+
     # The help overlay lists the shortcuts.
     page.keyboard.press("?")
     expect(page.locator("#viewer-help")).to_be_visible()
@@ -368,3 +381,30 @@ def test_viewer_bundle_is_served_by_the_hub_only(
     assert accepts and all("transfer-syntax=" in a for a in accepts), accepts
     assert not any("/rendered" in u for u in urls)
     assert bp.problems() == []
+
+
+def test_jpeg2000_decoded_in_the_browser_or_a_clear_error(
+    viewer_hub: tuple[HubProcess, dict[str, str]], open_page: OpenPage, tmp_path: Path
+) -> None:
+    """A JPEG 2000 CR (MONOCHROME1) travels compressed and is decoded by the WASM codec in the
+    worker. Under a policy without 'wasm-unsafe-eval' the codec cannot compile: the viewport then
+    says so clearly (the decode-failure path) instead of showing nothing."""
+    hub, uids = viewer_hub
+    bp = open_page(hub.url)
+    page = bp.page
+    login(bp, hub, "rad1")
+    expect(page.locator("#worklist-table")).to_be_visible()
+    policy = httpx.get(f"{hub.url}/", timeout=10).headers.get("content-security-policy", "")
+    page.goto(f"/#/study/{uids['j2k']}")
+    if "'wasm-unsafe-eval'" in policy:
+        wait_drawn(page)
+        drawn = canvas(page)
+        assert drawn["lit"] > 0.05
+        expect(page.locator(VIEWPORT)).to_have_attribute("data-invert", "true")
+        shot(page, tmp_path, "8-jpeg2000")
+        assert bp.problems() == []
+    else:
+        error = page.locator(".vp-cell.active .vp-message .message-error")
+        expect(error).to_contain_text("此图像无法解码或显示")
+        expect(page.locator(VIEWPORT)).to_have_class(re.compile(r"vp-blank"))
+        shot(page, tmp_path, "8-jpeg2000-blocked")

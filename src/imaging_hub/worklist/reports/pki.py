@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
@@ -168,6 +168,8 @@ class HubCA:
         self.institution = institution
         self.crl_url = crl_url
         self._passphrase = passphrase
+        #: Per-process cache (the hub TSA's timestamper: its key is parsed once).
+        self.cache: dict[str, Any] = {}
 
     # construction
 
@@ -592,7 +594,22 @@ def _pyhanko_simple_signer(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    return SimpleSigner(
+
+    class _HeldKeySigner(SimpleSigner):
+        """pyHanko's SimpleSigner re-parses (and re-checks) the key for every signature;
+        this one signs PKCS#1 v1.5 with the key object it already holds."""
+
+        def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
+            mechanism = self.get_signature_mechanism_for_digest(digest_algorithm)
+            if isinstance(key, rsa.RSAPrivateKey) and mechanism.signature_algo == (
+                "rsassa_pkcs1v15"
+            ):
+                digest = getattr(hashes, digest_algorithm.upper().replace("-", ""))()
+                return key.sign(data, padding.PKCS1v15(), digest)
+            result: bytes = super().sign_raw(data, digest_algorithm)
+            return result
+
+    return _HeldKeySigner(
         signing_cert=_asn1_cert(cert),
         signing_key=asn1_keys.PrivateKeyInfo.load(der),
         cert_registry=SimpleCertificateStore.from_certs(  # type: ignore[no-untyped-call]

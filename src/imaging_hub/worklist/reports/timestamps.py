@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from imaging_hub.worklist.reports.pki import (
     HubCA,
@@ -77,6 +77,26 @@ def _make_hub_timestamper(tsa: IssuedKey, ca_certificate: x509.Certificate) -> A
                 info["nonce"] = req["nonce"]
             return tsp.TSTInfo(info)
 
+        def _sign_tst_info(self, tst_info_data: bytes, md_algorithm: str, dt: datetime) -> Any:
+            # As pyHanko's, but with the key object held (no re-parse and RSA check per stamp).
+            from asn1crypto import cms, core
+            from pyhanko.sign import general
+
+            attribute: Any = general.simple_cms_attribute
+            digest = getattr(hashes, md_algorithm.upper().replace("-", ""))()
+            h = hashes.Hash(digest)
+            h.update(tst_info_data)
+            signed_attrs = cms.CMSAttributes(
+                [
+                    attribute("content_type", "tst_info"),
+                    attribute("signing_time", cms.Time({"utc_time": core.UTCTime(dt)})),
+                    attribute("signing_certificate", general.as_signing_certificate(self.tsa_cert)),
+                    attribute("message_digest", h.finalize()),
+                ]
+            )
+            signature = tsa.key.sign(signed_attrs.dump(), padding.PKCS1v15(), digest)
+            return signature, signed_attrs
+
     der_key = tsa.key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
@@ -94,8 +114,11 @@ def _make_hub_timestamper(tsa: IssuedKey, ca_certificate: x509.Certificate) -> A
 
 
 def hub_timestamper(ca: HubCA) -> Any:
-    """A pyHanko ``TimeStamper`` backed by the hub's own TSA (created on first use)."""
-    return _make_hub_timestamper(load_or_create_tsa(ca), ca.certificate)
+    """A pyHanko ``TimeStamper`` backed by the hub's own TSA (created on first use; kept in
+    the CA object's cache, so its key is read once per process)."""
+    if "hub_timestamper" not in ca.cache:
+        ca.cache["hub_timestamper"] = _make_hub_timestamper(load_or_create_tsa(ca), ca.certificate)
+    return ca.cache["hub_timestamper"]
 
 
 def external_timestamper(url: str, *, timeout: float = 10.0, auth: Any = None) -> Any:

@@ -66,7 +66,9 @@ def test_the_pdf_renders_chinese_glyphs(tmp_path_factory: pytest.TempPathFactory
 
 
 def test_addendum_title_and_no_key_image() -> None:
-    data = render_report_pdf(sample_document("RPT-0002", addendum_of="RPT-0001", key_image_png=None))
+    data = render_report_pdf(
+        sample_document("RPT-0002", addendum_of="RPT-0001", key_image_png=None)
+    )
     assert data.startswith(b"%PDF-")
 
 

@@ -83,9 +83,10 @@ def test_a_changed_password_rewraps_the_same_key(tmp_path: Path) -> None:
     moved = pki.credential.with_new_password(PASSWORD, "new password")
     with pytest.raises(InvalidSigningPassword):
         moved.unlock(PASSWORD)
-    assert moved.unlock("new password").private_numbers() == pki.credential.unlock(
-        PASSWORD
-    ).private_numbers()
+    assert (
+        moved.unlock("new password").private_numbers()
+        == pki.credential.unlock(PASSWORD).private_numbers()
+    )
     moved.save(tmp_path / "users")
     assert mode(tmp_path / "users" / "rad1.key.pem") == 0o600
     assert UserCredential.load(tmp_path / "users", "rad1") == moved

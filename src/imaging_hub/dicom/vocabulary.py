@@ -1,10 +1,17 @@
 """Small pieces of DICOM vocabulary the hub's feature code needs without knowing DICOM itself:
-how a multi-valued string attribute is written, and the SOP UIDs a received data set names.
+how a multi-valued string attribute is written, the SOP UIDs a received data set names, and the
+failure reasons of a refused instance.
 """
 
 from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
+
+#: Failure Reasons of a refused instance (PS3.4 B.2.3 / PS3.18 Table 10.5.3-1).
+PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
 
 #: The separator of the values of a multi-valued string attribute (PS3.5 6.4).
 VALUE_SEPARATOR = "\\"

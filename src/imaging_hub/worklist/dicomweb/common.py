@@ -1,28 +1,31 @@
-"""Shared pieces of the DICOMweb routers: the caller, path parameters, URLs, JSON responses."""
+"""Shared pieces of the DICOMweb routers: the reader (:class:`DicomwebReader`, built per
+request), path parameters, URLs, JSON responses."""
 
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
-from sqlalchemy.orm import Session
 
 from imaging_hub.dicom.uids import UID_PATTERN
+from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.access.policy import Permission, authorize
 from imaging_hub.worklist.db.models import User
-from imaging_hub.worklist.dicomweb.search import InstanceRef, find_instances
+from imaging_hub.worklist.dicomweb.reader import DicomwebReader, NeedsWorker
 from imaging_hub.worklist.http.deps import (
-    AuditDep,
-    Auditor,
+    CallerDep,
     HubState,
     SessionDep,
+    StateDep,
     authenticated_principal,
+    client_ip,
 )
 from imaging_hub.worklist.http.permissions import require
+
+__all__ = ["NeedsWorker", "Reader", "base_url", "dicom_json", "open_caller"]
 
 PREFIX = "/dicomweb"
 DICOM_JSON = "application/dicom+json"
@@ -30,68 +33,17 @@ DICOM_JSON = "application/dicom+json"
 Uid = Annotated[str, Path(max_length=64, pattern=UID_PATTERN.pattern)]
 
 
-class NeedsWorker(Exception):
-    """An answer being made on the event loop would write or do long work: it is made again
-    in a worker thread (see :mod:`imaging_hub.worklist.dicomweb.fast`)."""
-
-
-@dataclass
-class Caller:
-    """The authenticated DICOMweb caller with the request's database session and audit trail.
-
-    *inline*: the answer is being made on the event loop, where nothing may write or take
-    long; what would raises :class:`NeedsWorker` first, before any effect.
-    """
-
-    user: User
-    session: Session
-    auditor: Auditor
-    inline: bool = False
-
-    def audit(self, action: str, *, study_uid: str = "") -> None:
-        """Record a read of patient data (once per session, action and study per window)."""
-        if self.inline and not self.auditor.access_recorded_recently(action, study_uid=study_uid):
-            raise NeedsWorker("The access is to be recorded: a database write.")
-        if self.auditor.access(action, study_uid=study_uid, object_type="dicomweb") is not None:
-            self.session.commit()
-
-    def instances(
-        self,
-        action: str,
-        *,
-        study_uid: str,
-        series_uid: str | None = None,
-        sop_uid: str | None = None,
-    ) -> list[InstanceRef]:
-        """The instances in scope (NotFound otherwise), with the access audited."""
-        refs = find_instances(
-            self.session,
-            user=self.user,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            sop_uid=sop_uid,
-        )
-        self.audit(action, study_uid=study_uid)
-        return refs
-
-
-# No I/O in these two: async, so FastAPI does not hop to the thread pool for them.
+# No I/O here: async, so FastAPI does not hop to the thread pool for it.
 async def _reader(
-    user: Annotated[User, require(Permission.dicomweb_read)], session: SessionDep, auditor: AuditDep
-) -> Caller:
-    return Caller(user, session, auditor)
-
-
-async def _storer(
-    user: Annotated[User, require(Permission.dicomweb_store)],
+    user: Annotated[User, require(Permission.dicomweb_read)],
+    caller: CallerDep,
     session: SessionDep,
-    auditor: AuditDep,
-) -> Caller:
-    return Caller(user, session, auditor)
+    state: StateDep,
+) -> DicomwebReader:
+    return DicomwebReader(user, caller, session, state.access_batcher)
 
 
-Reader = Annotated[Caller, Depends(_reader)]
-Storer = Annotated[Caller, Depends(_storer)]
+Reader = Annotated[DicomwebReader, Depends(_reader)]
 
 
 @contextmanager
@@ -102,7 +54,7 @@ def open_caller(
     permission: Permission,
     *,
     inline: bool = False,
-) -> Iterator[Caller]:
+) -> Iterator[DicomwebReader]:
     """The caller as :data:`Reader` builds it, without FastAPI's dependency solving (for the
     lean routes of :mod:`imaging_hub.worklist.dicomweb.fast`): a database session (closed at
     the end), the credentials checked by :func:`authenticated_principal` on every request,
@@ -118,8 +70,12 @@ def open_caller(
             authenticated_principal(request, session, state, credentials), permission
         )
         assert isinstance(principal, User), "no gateway permission is a DICOMweb permission"
-        auditor = Auditor(session=session, request=request, batcher=state.access_batcher)
-        yield Caller(principal, session, auditor, inline=inline)
+        caller = Caller(
+            principal,
+            source_ip=client_ip(request),
+            session_key=str(getattr(request.state, "session_key", client_ip(request))),
+        )
+        yield DicomwebReader(principal, caller, session, state.access_batcher, inline=inline)
     finally:
         session.close()
 

@@ -18,7 +18,7 @@ first answered on the event loop itself, where the reads are short (indexed SELE
 wait for writers in WAL mode, one ``pread`` of a frame whose place is known). Whatever would
 write or take long (an access to record in the audit trail, a browser session to extend, a
 frame layout to read from the header, decoding, more than :data:`INLINE_READ_BYTES`) raises
-:class:`~imaging_hub.worklist.dicomweb.common.NeedsWorker` before any effect, as does a
+:class:`~imaging_hub.worklist.dicomweb.reader.NeedsWorker` before any effect, as does a
 database that is busy for 20 ms; the answer is then made again, from the start, in a worker
 thread.
 """
@@ -34,12 +34,13 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from imaging_hub.worklist.access.policy import Permission
-from imaging_hub.worklist.dicomweb.common import Caller, NeedsWorker, open_caller
+from imaging_hub.worklist.dicomweb.common import open_caller
+from imaging_hub.worklist.dicomweb.reader import DicomwebReader, NeedsWorker
 from imaging_hub.worklist.http.deps import HubState, bearer_credentials, get_state
 
 #: Makes the answer: (caller, hub state, request) -> response. In a worker thread, or on the
 #: event loop when ``caller.inline``: then it raises NeedsWorker before anything long.
-Handler = Callable[[Caller, HubState, Request], Response]
+Handler = Callable[[DicomwebReader, HubState, Request], Response]
 #: Whether a path parameter's value is one the FastAPI route would accept.
 Check = Callable[[str], bool]
 #: At most this many bytes are read on the event loop (a CT or MR slice; not a radiograph).

@@ -10,23 +10,17 @@ from imaging_hub.dicom.dicomjson import UTF8_CHARSET, attributes_to_json, datase
 from imaging_hub.dicom.frames import read_header
 from imaging_hub.dicom.qido import Level, QidoQuery, parse_query
 from imaging_hub.storage import ObjectStore
-from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.dicomweb.common import (
     DICOM_JSON,
     PREFIX,
-    Caller,
     Reader,
     Uid,
     base_url,
     dicom_json,
 )
+from imaging_hub.worklist.dicomweb.reader import DicomwebReader
 from imaging_hub.worklist.dicomweb.retrieve import instance_url
-from imaging_hub.worklist.dicomweb.search import (
-    InstanceRef,
-    search_instances,
-    search_series,
-    search_studies,
-)
+from imaging_hub.worklist.dicomweb.search import InstanceRef
 from imaging_hub.worklist.http.deps import StateDep
 
 router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
@@ -56,21 +50,13 @@ QIDO_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/studies", summary="QIDO-RS: search for studies", responses=QIDO_RESPONSES)
 def studies(request: Request, caller: Reader) -> Response:
-    rows = search_studies(caller.session, user=caller.user, query=_query(request, "study"))
-    _audit(caller, rows, None)
+    rows = caller.search_studies(_query(request, "study"))
     base = base_url(request)
     return _answer(rows, [f"{base}/studies/{r['StudyInstanceUID']}" for r in rows])
 
 
-def _audit(caller: Caller, rows: list[Any], study: str | None) -> None:
-    if rows:
-        caller.audit(audit.STUDY_LISTED, study_uid=study or "")
-
-
-def _series(request: Request, caller: Caller, study: str | None) -> Response:
-    query = _query(request, "series")
-    rows = search_series(caller.session, user=caller.user, query=query, study_uid=study)
-    _audit(caller, rows, study)
+def _series(request: Request, caller: DicomwebReader, study: str | None) -> Response:
+    rows = caller.search_series(_query(request, "series"), study)
     base = base_url(request)
     urls = [f"{base}/studies/{r['StudyInstanceUID']}/series/{r['SeriesInstanceUID']}" for r in rows]
     return _answer(rows, urls)
@@ -108,18 +94,10 @@ def _with_header(
 
 
 async def _instances(
-    request: Request, caller: Caller, state: Any, study: str | None, series: str | None
+    request: Request, caller: DicomwebReader, state: Any, study: str | None, series: str | None
 ) -> Response:
     query = _query(request, "instance")
-    rows = await run_in_threadpool(
-        search_instances,
-        caller.session,
-        user=caller.user,
-        query=query,
-        study_uid=study,
-        series_uid=series,
-    )
-    await run_in_threadpool(_audit, caller, rows, study)
+    rows = await run_in_threadpool(caller.search_instances, query, study, series)
     base = base_url(request)
     known = {k for values, _ in rows for k in values}
     from_header = query.include_all or bool(query.includefields - known - {"RetrieveURL"})

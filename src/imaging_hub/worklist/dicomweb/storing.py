@@ -18,20 +18,23 @@ from sqlalchemy.orm import Session
 from imaging_hub.dicom.attributes import read_dataset
 from imaging_hub.dicom.checks import check_received_instance
 from imaging_hub.dicom.from_json import BulkData, json_sop_uids, part10_from_json
-from imaging_hub.dicom.vocabulary import named_sop_uids
+from imaging_hub.dicom.vocabulary import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    named_sop_uids,
+)
 from imaging_hub.errors import Conflict, InvalidDicomError, InvalidRequest, StorageError
 from imaging_hub.storage import ObjectStore
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.access.policy import Permission
+from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import Institution
 from imaging_hub.worklist.dicomweb.multipart import ReceivedPart, parse_media_type
 from imaging_hub.worklist.studies.registration import StudyMismatch, register_instance
 
 log = logging.getLogger(__name__)
-
-#: Failure Reasons (PS3.4 B.2.3 / PS3.18 Table 10.5.3-1).
-PROCESSING_FAILURE = 0x0110
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
 
 DICOM_JSON = "application/dicom+json"
 
@@ -219,4 +222,46 @@ def store_json_parts(
             what=(index, sop_class, sop_uid),
             result=result,
         )
+    return result
+
+
+def stow(
+    session: Session,
+    caller: Caller,
+    *,
+    store: ObjectStore,
+    parts: Sequence[ReceivedPart],
+    metadata_and_bulk_data: bool,
+    study_instance_uid: str | None = None,
+) -> StowResult:
+    """STOW-RS by *caller* (clinic staff), always into the caller's own clinic (like a clinic's
+    gateway): every part stored or refused with its reason, one audit record per study stored
+    (or one for a request that stored nothing but had refusals); commits."""
+    caller.require(Permission.dicomweb_store)
+    clinic = caller.user.institution
+    result = (store_json_parts if metadata_and_bulk_data else store_parts)(
+        session, store=store, clinic=clinic, parts=parts, study_instance_uid=study_instance_uid
+    )
+    failed = len(result.failed)
+    studies = sorted({study for _, _, study, _ in result.stored})
+    for study in studies:
+        count = sum(1 for s in result.stored if s[2] == study)
+        audit.record_for(
+            session,
+            caller,
+            audit.STUDY_STORED,
+            object_type="study",
+            object_id=study,
+            study_uid=study,
+            detail={"via": "stow-rs", "instances": count, "failed_parts": failed},
+        )
+    if failed and not studies:
+        audit.record_for(
+            session,
+            caller,
+            audit.STUDY_STORED,
+            object_type="stow",
+            detail={"via": "stow-rs", "failed_parts": failed},
+        )
+    session.commit()
     return result

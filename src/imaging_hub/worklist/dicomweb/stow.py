@@ -5,23 +5,38 @@ Only clinic staff store, always under their own clinic (like a clinic's gateway)
 parsed as it arrives and each part spooled to a temporary file with its size capped.
 """
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from imaging_hub.dicom.dicomjson import store_response
 from imaging_hub.errors import InvalidRequest, PayloadTooLarge
-from imaging_hub.worklist.audit import trail as audit
-from imaging_hub.worklist.dicomweb.common import PREFIX, Caller, Storer, Uid, base_url, dicom_json
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.access.policy import Permission
+from imaging_hub.worklist.db.models import User
+from imaging_hub.worklist.dicomweb.common import PREFIX, Uid, base_url, dicom_json
 from imaging_hub.worklist.dicomweb.multipart import MultipartReader, stow_boundary
-from imaging_hub.worklist.dicomweb.storing import DICOM_JSON, store_json_parts, store_parts
-from imaging_hub.worklist.http.deps import StateDep
+from imaging_hub.worklist.dicomweb.storing import DICOM_JSON, stow
+from imaging_hub.worklist.http.deps import CallerDep, SessionDep, StateDep
+from imaging_hub.worklist.http.permissions import require
 
 router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
 
 
-async def _store(request: Request, caller: Caller, state: StateDep, study: str | None) -> Response:
-    """Store for the caller's own clinic (the policy grants dicomweb.store to clinic staff)."""
+Storer = Annotated[User, require(Permission.dicomweb_store)]
+
+
+async def _store(
+    request: Request,
+    caller: Caller,
+    session: Session,
+    state: StateDep,
+    study: str | None,
+) -> Response:
+    """Parse the body as it arrives, then store it for the caller (:func:`stow`)."""
     boundary, part_type = stow_boundary(request.headers.get("content-type"))
     limit = state.settings.dicomweb_max_request_bytes
     declared = request.headers.get("content-length")
@@ -39,16 +54,16 @@ async def _store(request: Request, caller: Caller, state: StateDep, study: str |
         if not parts:
             raise InvalidRequest("The multipart body has no parts.")
         result = await run_in_threadpool(
-            store_json_parts if part_type == DICOM_JSON else store_parts,
-            caller.session,
+            stow,
+            session,
+            caller,
             store=state.store,
-            clinic=caller.user.institution,
             parts=parts,
+            metadata_and_bulk_data=part_type == DICOM_JSON,
             study_instance_uid=study,
         )
     finally:
         reader.close()
-    await run_in_threadpool(_audit_stored, caller, result.stored, len(result.failed))
     base = base_url(request)
     body = store_response(
         retrieve_url=f"{base}/studies/{study}" if study else None,
@@ -61,33 +76,15 @@ async def _store(request: Request, caller: Caller, state: StateDep, study: str |
     return dicom_json(body, status_code=result.status_code)
 
 
-def _audit_stored(caller: Caller, stored: list[tuple[str, str, str, str]], failed: int) -> None:
-    studies = sorted({study for _, _, study, _ in stored})
-    for study in studies:
-        count = sum(1 for s in stored if s[2] == study)
-        caller.auditor.record(
-            audit.STUDY_STORED,
-            object_type="study",
-            object_id=study,
-            study_uid=study,
-            detail={"via": "stow-rs", "instances": count, "failed_parts": failed},
-        )
-    if failed and not studies:
-        caller.auditor.record(
-            audit.STUDY_STORED,
-            object_type="stow",
-            detail={"via": "stow-rs", "failed_parts": failed},
-        )
-    caller.session.commit()
-
-
 @router.post("/studies", summary="STOW-RS: store instances")
-async def store_instances(request: Request, caller: Storer, state: StateDep) -> Response:
-    return await _store(request, caller, state, None)
+async def store_instances(
+    request: Request, _: Storer, caller: CallerDep, session: SessionDep, state: StateDep
+) -> Response:
+    return await _store(request, caller, session, state, None)
 
 
 @router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
 async def store_study_instances(
-    study: Uid, request: Request, caller: Storer, state: StateDep
+    study: Uid, request: Request, _: Storer, caller: CallerDep, session: SessionDep, state: StateDep
 ) -> Response:
-    return await _store(request, caller, state, study)
+    return await _store(request, caller, session, state, study)

@@ -16,11 +16,9 @@ from fastapi.responses import Response, StreamingResponse
 from imaging_hub.dicom.uids import is_valid_uid
 from imaging_hub.errors import InvalidRequest, NotAcceptable
 from imaging_hub.worklist.access.policy import Permission
-from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.dicomweb.common import (
     DICOM_JSON,
     PREFIX,
-    Caller,
     NeedsWorker,
     Reader,
     Uid,
@@ -33,6 +31,7 @@ from imaging_hub.worklist.dicomweb.multipart import (
     new_boundary,
     parse_accept,
 )
+from imaging_hub.worklist.dicomweb.reader import DicomwebReader
 from imaging_hub.worklist.dicomweb.retrieve import (
     RenderOptions,
     cheap_read_bytes,
@@ -91,23 +90,21 @@ def _instances_or_metadata(request: Request, state: StateDep, refs: list[Instanc
 
 
 def study_resource(study: Uid, request: Request, caller: Reader, state: StateDep) -> Response:
-    refs = caller.instances(audit.STUDY_RETRIEVED, study_uid=study)
+    refs = caller.retrieve(study)
     return _instances_or_metadata(request, state, refs)
 
 
 def series_resource(
     study: Uid, series: Uid, request: Request, caller: Reader, state: StateDep
 ) -> Response:
-    refs = caller.instances(audit.STUDY_RETRIEVED, study_uid=study, series_uid=series)
+    refs = caller.retrieve(study, series)
     return _instances_or_metadata(request, state, refs)
 
 
 def instance_resource(
     study: Uid, series: Uid, instance: Uid, request: Request, caller: Reader, state: StateDep
 ) -> Response:
-    refs = caller.instances(
-        audit.STUDY_RETRIEVED, study_uid=study, series_uid=series, sop_uid=instance
-    )
+    refs = caller.retrieve(study, series, instance)
     return _instances_or_metadata(request, state, refs)
 
 
@@ -156,7 +153,7 @@ MAX_FRAME_LIST = 2000
 
 
 def frames_answer(
-    caller: Caller,
+    caller: DicomwebReader,
     state: HubState,
     request: Request,
     *,
@@ -167,9 +164,7 @@ def frames_answer(
 ) -> Response:
     """Frames of an instance (PS3.18 10.4.1.1.4), for both routes of this path."""
     numbers = parse_frame_list(frames)
-    (ref,) = caller.instances(
-        audit.FRAMES_FETCHED, study_uid=study, series_uid=series, sop_uid=instance
-    )
+    (ref,) = caller.pixels(study, series, instance)
     return _frames(request, state, ref, numbers, inline=caller.inline)
 
 
@@ -220,9 +215,7 @@ def instance_bulkdata(
 ) -> Response:
     if not _TAG.fullmatch(tag):
         raise InvalidRequest("A bulk data tag is eight hexadecimal digits.")
-    (ref,) = caller.instances(
-        audit.FRAMES_FETCHED, study_uid=study, series_uid=series, sop_uid=instance
-    )
+    (ref,) = caller.pixels(study, series, instance)
     if tag.upper() == "7FE00010":
         count = ref.number_of_frames or 1
         return _frames(request, state, ref, list(range(1, count + 1)))
@@ -275,9 +268,7 @@ def _rendered(
 
 
 def _one(caller: Reader, study: str, series: str, instance: str) -> InstanceRef:
-    (ref,) = caller.instances(
-        audit.FRAMES_FETCHED, study_uid=study, series_uid=series, sop_uid=instance
-    )
+    (ref,) = caller.pixels(study, series, instance)
     return ref
 
 
@@ -360,7 +351,7 @@ def _rendered_many(
 def series_rendered(
     study: Uid, series: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:
-    refs = caller.instances(audit.FRAMES_FETCHED, study_uid=study, series_uid=series)
+    refs = caller.pixels(study, series)
     return _rendered_many(request, state, refs, query, "series")
 
 
@@ -368,7 +359,7 @@ def series_rendered(
 def study_rendered(
     study: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:
-    refs = caller.instances(audit.FRAMES_FETCHED, study_uid=study)
+    refs = caller.pixels(study)
     return _rendered_many(request, state, refs, query, "study")
 
 
@@ -382,7 +373,7 @@ def _representative(refs: list[InstanceRef]) -> InstanceRef:
 def series_thumbnail(
     study: Uid, series: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:
-    refs = caller.instances(audit.FRAMES_FETCHED, study_uid=study, series_uid=series)
+    refs = caller.pixels(study, series)
     return _rendered(request, state, _representative(refs), 1, query, thumbnail=True)
 
 
@@ -390,5 +381,5 @@ def series_thumbnail(
 def study_thumbnail(
     study: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:
-    refs = caller.instances(audit.FRAMES_FETCHED, study_uid=study)
+    refs = caller.pixels(study)
     return _rendered(request, state, _representative(refs), 1, query, thumbnail=True)

@@ -547,11 +547,15 @@ async function renderStudy({ root, params, query, signal, user }) {
               action("view-flip-v", t("viewer.flipV"), (id) => viewer.flip(id, false)),
               action("view-reset", t("viewer.reset"), (id) => resetView(id)),
             ),
+            h("button", { type: "button", id: "help-toggle", title: t("viewer.help"), "aria-label": t("viewer.help"), on: { click: () => (helpBox.hidden = !helpBox.hidden) } }, "?"),
+          ),
+          h(
+            "div",
+            { class: "viewer-toolbar viewer-toolbar-2" },
+            h("div", { class: "tool-group", role: "group", "aria-label": t("viewer.window") }, h("span", { class: "toolbar-label" }, t("viewer.window")), presetBar, windowForm),
             h("div", { class: "tool-group", role: "group", "aria-label": t("viewer.layout") }, layoutButtons),
             h("div", { class: "tool-group", role: "group" }, cineButton, fpsInput, h("label", { for: "cine-fps", class: "muted" }, t("viewer.fps"))),
-            h("button", { type: "button", id: "help-toggle", on: { click: () => (helpBox.hidden = !helpBox.hidden) } }, `? ${t("viewer.help")}`),
           ),
-          h("div", { class: "viewer-toolbar viewer-toolbar-2" }, h("span", { class: "toolbar-label" }, t("viewer.window")), presetBar, windowForm),
           statusBox,
           h("div", { class: "viewer-stage" }, grid, helpBox),
           h(

@@ -44,7 +44,14 @@ def codes_in_source() -> set[str]:
 
 ALL_CODES = codes_in_source() | set(HTTP_CODES.values())
 # Codes that never reach the browser: the gateway's own, and the console's audit verification.
-GATEWAY_ONLY = {"spool_error", "forward_failed", "object_not_found", "error", "audit_chain_broken"}
+GATEWAY_ONLY = {
+    "spool_error",
+    "forward_failed",
+    "spool_file_unreadable",
+    "object_not_found",
+    "error",
+    "audit_chain_broken",
+}
 
 
 def test_codes_are_stable_identifiers() -> None:

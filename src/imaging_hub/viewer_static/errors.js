@@ -33,6 +33,12 @@ const CODES = {
     payload_too_large: "上传的数据过大。",
     method_not_allowed: "不支持此操作。",
     storage_unavailable: "影像存储暂时不可用，请稍后重试。",
+    signing_password_wrong: "签名密码错误，报告未签发。",
+    certificate_revoked: "您的签名证书已被吊销，无法签发报告，请联系管理员。",
+    pki_error: "签名证书或密钥无法读取，请联系管理员。",
+    signing_failed: "报告签名或时间戳失败，请稍后重试。",
+    report_font_missing: "服务器缺少中文字体，无法生成报告 PDF，请联系管理员。",
+    invalid_key_image: "关键图像无效。",
   },
   en: {
     unauthenticated: "Your session has expired. Please log in again.",
@@ -61,6 +67,12 @@ const CODES = {
     payload_too_large: "The upload is too large.",
     method_not_allowed: "This operation is not supported.",
     storage_unavailable: "The image store is unavailable. Please try again later.",
+    signing_password_wrong: "Wrong signing password: the report was not signed.",
+    certificate_revoked: "Your signing certificate is revoked. Please contact the administrator.",
+    pki_error: "The signing certificate or key cannot be read. Please contact the administrator.",
+    signing_failed: "Signing or timestamping the report failed. Please try again.",
+    report_font_missing: "The server lacks the Chinese font for report PDFs.",
+    invalid_key_image: "The key image is not valid.",
   },
 };
 

@@ -56,7 +56,9 @@ CANVAS_SAMPLE = """
 
 
 @pytest.fixture(scope="module")
-def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubProcess, dict[str, str]]]:
+def viewer_hub(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[HubProcess, dict[str, str]]]:
     hub = start_hub_process(tmp_path_factory.mktemp("viewer3d") / "hub")
     try:
         study, ct_series, mr_series = generate_uid(), generate_uid(), generate_uid()
@@ -124,16 +126,19 @@ def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubPr
                 SeriesDescription=HOSTILE_NAME,
             ),
         )
-        yield hub, {
-            "study": study,
-            "ct": ct_series,
-            "mr": mr_series,
-            "mono": mono,
-            "mono2": mono2,
-            "mono1": mono1,
-            "hostile": hostile,
-            "j2k": j2k,
-        }
+        yield (
+            hub,
+            {
+                "study": study,
+                "ct": ct_series,
+                "mr": mr_series,
+                "mono": mono,
+                "mono2": mono2,
+                "mono1": mono1,
+                "hostile": hostile,
+                "j2k": j2k,
+            },
+        )
     finally:
         hub.stop()
 
@@ -150,7 +155,8 @@ def wait_drawn(page: Page, selector: str = VIEWPORT) -> None:
         """(selector) => {
             const el = document.querySelector(selector);
             const c = el && el.querySelector('canvas');
-            return el && c && c.width > 0 && el.dataset.imageIndex && !el.classList.contains('vp-blank');
+            return el && c && c.width > 0 && el.dataset.imageIndex
+                && !el.classList.contains('vp-blank');
         }""",
         arg=selector,
     )
@@ -319,9 +325,7 @@ def test_monochrome1_shows_inverted_and_layout(
     assert (two["width"], two["height"]) == (one["width"], one["height"])
     # Same pixels, same window: MONOCHROME1 is the grey-level negative of MONOCHROME2 (the
     # black background around the image excluded).
-    pairs = [
-        (a, b) for a, b in zip(two["grid"], one["grid"], strict=True) if a > 8 or b > 8
-    ]
+    pairs = [(a, b) for a, b in zip(two["grid"], one["grid"], strict=True) if a > 8 or b > 8]
     assert len(pairs) > 200
     inverted = sum(1 for a, b in pairs if abs((a + b) - 255) <= 12)
     assert inverted / len(pairs) > 0.9, pairs[:20]

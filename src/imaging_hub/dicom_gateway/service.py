@@ -44,21 +44,11 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 RESPAWN_MIN_SECONDS = 1.0
-# glibc mallopt() parameters (malloc.h).
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-#: Buffers up to this size come from the heap and are reused; larger ones are mapped and
-#: returned to the system when freed.
-REUSED_BUFFER_BYTES = 32 * 1024 * 1024
-#: Free memory the heap keeps for reuse before it gives memory back to the system.
-KEPT_FREE_BYTES = 64 * 1024 * 1024
-
 
 def build_scp(
     settings: GatewaySettings, spool: Spool, *, on_stored: Any = None
 ) -> tuple[Any, StoreHandler]:
     """The AE and the C-STORE handler of one SCP process (main process or worker)."""
-    reuse_freed_buffers()
     handler = StoreHandler(
         spool,
         max_instance_bytes=settings.max_instance_bytes,
@@ -71,28 +61,6 @@ def build_scp(
         extra_storage_sop_classes=settings.extra_storage_sop_classes,
     )
     return ae, handler
-
-
-def reuse_freed_buffers() -> bool:
-    """Make this process's C allocator (glibc) reuse the memory of freed large buffers.
-
-    Every instance an SCP receives passes through buffers of its size (the PDUs, the data set,
-    the file header). glibc's defaults map buffers over a threshold afresh and give them back
-    on free (or trim the heap), so each new instance page-faults its buffers in again: about
-    one fault per 4 KiB received, a third of the SCP's system time for a CT slice
-    (docs/gateway.md). Set both thresholds explicitly to keep up to :data:`KEPT_FREE_BYTES`
-    for reuse. Returns False (and changes nothing) where the C library is not glibc.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(
-        mallopt(_M_MMAP_THRESHOLD, REUSED_BUFFER_BYTES)
-        and mallopt(_M_TRIM_THRESHOLD, KEPT_FREE_BYTES)
-    )
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from imaging_hub.dicom.dicomjson import UTF8_CHARSET, attributes_to_json, dataset_to_json, tag_hex
+from imaging_hub.dicom.dicomjson import dataset_to_json
 from imaging_hub.dicom.frames import read_header
 from imaging_hub.dicom.qido import Level, QidoQuery, parse_query
+from imaging_hub.dicom.vocabulary import RETRIEVE_URL, qido_result, tags_of
 from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist.dicomweb.common import (
     DICOM_JSON,
@@ -31,12 +32,12 @@ def _query(request: Request, level: Level) -> QidoQuery:
 
 
 def _answer(rows: list[dict[str, Any]], retrieve_urls: list[str]) -> Response:
-    out = []
-    for values, url in zip(rows, retrieve_urls, strict=True):
-        item = attributes_to_json({**values, "SpecificCharacterSet": UTF8_CHARSET})
-        item[tag_hex("RetrieveURL")] = {"vr": "UR", "Value": [url]}
-        out.append(dict(sorted(item.items())))
-    return dicom_json(out)
+    return dicom_json(
+        [
+            qido_result(values, retrieve_url=url)
+            for values, url in zip(rows, retrieve_urls, strict=True)
+        ]
+    )
 
 
 # Documents the real media type (PS3.18 10.6) so clients and schemathesis know what comes back.
@@ -80,17 +81,13 @@ def _with_header(
     store: ObjectStore, values: dict[str, Any], ref: InstanceRef, base: str, query: QidoQuery
 ) -> dict[str, Any]:
     """DB values plus attributes read from the stored header (includefield=all or others)."""
-    item = attributes_to_json({**values, "SpecificCharacterSet": UTF8_CHARSET})
     url = instance_url(base, ref)
-    include = None
-    if not query.include_all:
-        include = {int(tag_hex(k), 16) for k in query.includefields}
+    include = None if query.include_all else tags_of(query.includefields)
     with store.open(ref.object_key) as stream:
         header = dataset_to_json(
             read_header(stream), bulk_data_uri=lambda tag: f"{url}/bulkdata/{tag}", include=include
         )
-    header.update(item)
-    return dict(sorted(header.items()))
+    return qido_result(values, retrieve_url=url, header=header)
 
 
 async def _instances(
@@ -100,15 +97,14 @@ async def _instances(
     rows = await run_in_threadpool(caller.search_instances, query, study, series)
     base = base_url(request)
     known = {k for values, _ in rows for k in values}
-    from_header = query.include_all or bool(query.includefields - known - {"RetrieveURL"})
+    from_header = query.include_all or bool(query.includefields - known - {RETRIEVE_URL})
     out = []
     for values, ref in rows:
         if from_header:
             item = await run_in_threadpool(_with_header, state.store, values, ref, base, query)
         else:
-            item = attributes_to_json({**values, "SpecificCharacterSet": UTF8_CHARSET})
-        item[tag_hex("RetrieveURL")] = {"vr": "UR", "Value": [instance_url(base, ref)]}
-        out.append(dict(sorted(item.items())))
+            item = qido_result(values, retrieve_url=instance_url(base, ref))
+        out.append(item)
     return dicom_json(out)
 
 

@@ -16,8 +16,12 @@ access_log = logging.getLogger("imaging_hub.access")
 
 # The browser app: scripts, styles, images only from the hub itself; no inline script or style;
 # never framed. DICOMweb and API responses carry it too (harmless, and it covers any HTML error).
+# 'wasm-unsafe-eval' lets the viewer's decoding worker compile its WASM codecs (JPEG-LS, JPEG
+# 2000, JPEG); it does not allow eval(). The worker is a same-origin file (worker-src 'self').
+# index.html's <meta> carries the same policy (minus frame-ancestors): keep the two equal.
 APP_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
+    "style-src 'self'; img-src 'self' blob: data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )

@@ -27,7 +27,7 @@ from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist.access.accounts import LoginThrottle, resolve_gateway_token, resolve_token
 from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.audit import trail as audit
-from imaging_hub.worklist.db.models import AuditEvent, Gateway, User
+from imaging_hub.worklist.db.models import Gateway, User
 from imaging_hub.worklist.studies.registration import LeasePolicy, SlaPolicy
 
 SESSION_COOKIE = "ih_session"
@@ -148,81 +148,6 @@ def _slide_session(session: Session, row: Any, settings: HubSettings) -> None:
     if target - row.expires_at > timedelta(minutes=1):
         row.expires_at = target
         session.commit()
-
-
-@dataclass
-class Auditor:
-    """The audit trail bound to one request: who (the authenticated caller), from where."""
-
-    session: Session
-    request: Request
-    batcher: audit.AccessBatcher
-
-    @property
-    def actor(self) -> User | Gateway | None:
-        principal: User | Gateway | None = getattr(self.request.state, "principal", None)
-        return principal
-
-    def record(
-        self,
-        action: str,
-        *,
-        object_type: str = "",
-        object_id: str = "",
-        study_uid: str = "",
-        detail: dict[str, Any] | None = None,
-        actor: User | Gateway | None = None,
-    ) -> AuditEvent:
-        """Append an event in the request's database session; the route commits."""
-        return audit.record(
-            self.session,
-            actor=actor or self.actor,
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            study_uid=study_uid,
-            source_ip=client_ip(self.request),
-            detail=detail,
-        )
-
-    def _access_key(self, action: str, study_uid: str) -> tuple[str, str, str]:
-        key = str(getattr(self.request.state, "session_key", client_ip(self.request)))
-        return (key, action, study_uid)
-
-    def access_recorded_recently(self, action: str, *, study_uid: str) -> bool:
-        """Whether :meth:`access` would record nothing now (a write) for this read."""
-        return self.batcher.recorded_recently(self._access_key(action, study_uid))
-
-    def access(
-        self,
-        action: str,
-        *,
-        study_uid: str,
-        object_type: str = "study",
-        object_id: str = "",
-        detail: dict[str, Any] | None = None,
-    ) -> AuditEvent | None:
-        """A read of patient data, recorded once per (session, action, study) per window."""
-        key, _, _ = self._access_key(action, study_uid)
-        return audit.record_access(
-            self.session,
-            batcher=self.batcher,
-            session_key=key,
-            actor=self.actor,
-            action=action,
-            study_uid=study_uid,
-            source_ip=client_ip(self.request),
-            object_type=object_type,
-            object_id=object_id,
-            detail=detail,
-        )
-
-
-async def get_auditor(request: Request, session: SessionDep, state: StateDep) -> Auditor:
-    return Auditor(session=session, request=request, batcher=state.access_batcher)
-
-
-AuditDep = Annotated[Auditor, Depends(get_auditor)]
 
 
 async def get_caller(

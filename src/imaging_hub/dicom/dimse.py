@@ -14,6 +14,14 @@ from dataclasses import dataclass
 
 from imaging_hub.dicom.uids import is_valid_uid
 
+# DIMSE status codes (PS3.4 B.2.3, PS3.7 C), also the Failure Reasons of STOW-RS (PS3.18).
+SUCCESS = 0x0000
+PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+HANDLER_FAILED = 0xC211  # what pynetdicom answers when a C-STORE handler raises
+
 C_STORE_RQ = 0x0001  # Command Field (PS3.7 E.1)
 C_STORE_RSP = 0x8001
 NO_DATA_SET = 0x0101  # Command Data Set Type: no data set follows

@@ -9,12 +9,25 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from imaging_hub.dicom.dicomjson import UTF8_CHARSET, attributes_to_json, tag_hex
+from imaging_hub.dicom.dimse import CANNOT_UNDERSTAND as CANNOT_UNDERSTAND
+from imaging_hub.dicom.dimse import DATASET_DOES_NOT_MATCH_SOP_CLASS
+from imaging_hub.dicom.dimse import OUT_OF_RESOURCES as OUT_OF_RESOURCES
+from imaging_hub.dicom.dimse import PROCESSING_FAILURE as PROCESSING_FAILURE
 
-#: Failure Reasons of a refused instance (PS3.4 B.2.3 / PS3.18 Table 10.5.3-1).
-PROCESSING_FAILURE = 0x0110
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
+# Failure Reasons of a refused instance (PS3.4 B.2.3 / PS3.18 Table 10.5.3-1): the DIMSE statuses.
+DATASET_DOES_NOT_MATCH = DATASET_DOES_NOT_MATCH_SOP_CLASS
+
+# Retired storage SOP classes that old machines still send (PS3.6 A.1, retired entries); every
+# current one is in pynetdicom's AllStoragePresentationContexts (170 classes, incl. multi-frame
+# US/XA, secondary capture, SR and Encapsulated PDF).
+RETIRED_STORAGE_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.5",  # Nuclear Medicine Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.12.3",  # X-Ray Angiographic Bi-Plane Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.77.1",  # VL Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.77.2",  # VL Multi-frame Image Storage (Retired)
+)
 
 #: The separator of the values of a multi-valued string attribute (PS3.5 6.4).
 VALUE_SEPARATOR = "\\"

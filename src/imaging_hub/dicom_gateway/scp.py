@@ -29,32 +29,21 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from imaging_hub.dicom.checks import check_received_dataset
+from imaging_hub.dicom.dimse import CANNOT_UNDERSTAND as STATUS_CANNOT_UNDERSTAND
+from imaging_hub.dicom.dimse import (
+    DATASET_DOES_NOT_MATCH_SOP_CLASS as STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+)
+from imaging_hub.dicom.dimse import HANDLER_FAILED as STATUS_HANDLER_FAILED
+from imaging_hub.dicom.dimse import OUT_OF_RESOURCES as STATUS_OUT_OF_RESOURCES
+from imaging_hub.dicom.dimse import SUCCESS as STATUS_SUCCESS
 from imaging_hub.dicom.part10 import part10_header
+from imaging_hub.dicom.vocabulary import RETIRED_STORAGE_SOP_CLASSES
 from imaging_hub.dicom_gateway import lean
-from imaging_hub.dicom_gateway.lean.store import STATUS_HANDLER_FAILED
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import InvalidDicomError, SpoolError
 
 log = logging.getLogger(__name__)
 
-# Retired storage SOP classes that old machines still send (PS3.6 A.1, retired entries); every
-# current one is in pynetdicom's AllStoragePresentationContexts (170 classes, incl. multi-frame
-# US/XA, secondary capture, SR and Encapsulated PDF).
-RETIRED_STORAGE_SOP_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (Retired)
-    "1.2.840.10008.5.1.4.1.1.5",  # Nuclear Medicine Image Storage (Retired)
-    "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (Retired)
-    "1.2.840.10008.5.1.4.1.1.12.3",  # X-Ray Angiographic Bi-Plane Image Storage (Retired)
-    "1.2.840.10008.5.1.4.1.1.77.1",  # VL Image Storage (Retired)
-    "1.2.840.10008.5.1.4.1.1.77.2",  # VL Multi-frame Image Storage (Retired)
-)
-
-# DIMSE status codes (PS3.4 B.2.3, PS3.7 C).
-STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-STATUS_CANNOT_UNDERSTAND = 0xC000
-STATUS_PROCESSING_FAILURE = 0x0110
 __all__ = ["STATUS_HANDLER_FAILED", "StoreHandler", "make_ae", "start_scp", "start_shared_scp"]
 
 

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 RESPAWN_MIN_SECONDS = 1.0
 
+
 def build_scp(
     settings: GatewaySettings, spool: Spool, *, on_stored: Any = None
 ) -> tuple[Any, StoreHandler]:

@@ -21,10 +21,9 @@ from imaging_hub.dicom.dimse import (
     parse_store_request,
     store_response_command,
 )
+from imaging_hub.dicom.dimse import HANDLER_FAILED as STATUS_HANDLER_FAILED
 
 log = logging.getLogger(__name__)
-
-STATUS_HANDLER_FAILED = 0xC211  # what pynetdicom answers when a C-STORE handler raises
 
 
 class StoreTarget(Protocol):

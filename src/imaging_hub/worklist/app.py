@@ -1,19 +1,25 @@
 """The hub's FastAPI application, built by :func:`create_app` from settings."""
 
+import gzip
+import hashlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Scope
 
@@ -183,7 +189,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
             max_age=600,
         )
     app.router.routes.append(
-        AppFiles("/", app=StaticFiles(directory=static_dir(), html=True), name="viewer")
+        AppFiles("/", app=AppStaticFiles(directory=static_dir(), html=True), name="viewer")
     )
     return app
 
@@ -205,6 +211,102 @@ class AppFiles(Mount):
         if scope["type"] == "http" and str(scope["path"]).startswith(API_PREFIXES):
             return Match.NONE, {}
         return super().matches(scope)
+
+
+#: Text-like files worth compressing (the viewer bundle is 4 MB of JavaScript, its codecs WASM).
+COMPRESSIBLE = (".js", ".mjs", ".css", ".html", ".json", ".txt", ".svg", ".wasm")
+#: Smaller files go out as they are (gzip's header would eat the saving).
+MIN_COMPRESS_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """One app file in memory: its bytes, their gzip (or None) and a strong ETag of the bytes."""
+
+    raw: bytes
+    gz: bytes | None
+    etag: str
+
+
+class AppStaticFiles(StaticFiles):
+    """The app's files with gzip and revalidation.
+
+    Text-like files (JavaScript, CSS, HTML, WASM) are gzip-compressed once per version of the
+    file (kept in memory, keyed by path, size and mtime; mtime 0 in the gzip header, so the
+    bytes are the same in every worker) and sent compressed to clients that accept gzip. The
+    files' names carry no version, so every response says ``Cache-Control: no-cache``: the
+    browser keeps its copy and revalidates it with the strong ETag (a hash of the content) —
+    a 304 without a body while the file is unchanged, the new file at once after an upgrade.
+    ``.wasm`` goes out as ``application/wasm`` (needed for streaming compilation).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._packed: dict[tuple[str, int, int], _Packed] = {}
+        self._lock = threading.Lock()
+
+    def file_response(
+        self,
+        full_path: "os.PathLike[str] | str",
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        # Conditional requests are answered in get_response, against the content's ETag.
+        return FileResponse(full_path, status_code=status_code, stat_result=stat_result)
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if not isinstance(response, FileResponse) or response.status_code != 200:
+            return response
+        file_path = str(response.path)
+        stat_result = response.stat_result
+        if stat_result is None:
+            return response
+        packed = await anyio.to_thread.run_sync(self._pack, file_path, stat_result)
+        compressible = file_path.endswith(COMPRESSIBLE)
+        request_headers = Headers(scope=scope)
+        use_gzip = packed.gz is not None and _accepts_gzip(request_headers)
+        etag = f'"{packed.etag}-gz"' if use_gzip else f'"{packed.etag}"'
+        headers = {"Cache-Control": "no-cache", "ETag": etag}
+        if compressible:
+            headers["Vary"] = "Accept-Encoding"
+        wanted = request_headers.get("if-none-match", "")
+        if wanted and etag in [tag.strip().removeprefix("W/") for tag in wanted.split(",")]:
+            return Response(status_code=304, headers=headers)
+        media_type = response.media_type or "application/octet-stream"
+        if use_gzip and packed.gz is not None:
+            headers["Content-Encoding"] = "gzip"
+            return Response(packed.gz, media_type=media_type, headers=headers)
+        return Response(packed.raw, media_type=media_type, headers=headers)
+
+    def _pack(self, file_path: str, stat_result: os.stat_result) -> _Packed:
+        key = (file_path, stat_result.st_size, stat_result.st_mtime_ns)
+        with self._lock:
+            found = self._packed.get(key)
+        if found is not None:
+            return found
+        with open(file_path, "rb") as f:
+            raw = f.read()
+        gz = None
+        if file_path.endswith(COMPRESSIBLE) and len(raw) >= MIN_COMPRESS_BYTES:
+            packed_bytes = gzip.compress(raw, compresslevel=9, mtime=0)
+            gz = packed_bytes if len(packed_bytes) < len(raw) else None
+        found = _Packed(raw=raw, gz=gz, etag=hashlib.sha256(raw).hexdigest()[:32])
+        with self._lock:
+            for old in [k for k in self._packed if k[0] == file_path]:
+                del self._packed[old]  # an older version of the same file
+            self._packed[key] = found
+        return found
+
+
+def _accepts_gzip(headers: Headers) -> bool:
+    for item in headers.get("accept-encoding", "").split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
 
 
 def _sweep_loop(state: HubState, stop: threading.Event) -> None:

@@ -112,10 +112,15 @@ def instance_url(base: str, ref: InstanceRef) -> str:
 
 
 def metadata_json(store: ObjectStore, ref: InstanceRef, *, base: str) -> dict[str, object]:
-    """DICOM JSON of one stored instance's header, bulk data as BulkDataURIs."""
+    """DICOM JSON of one stored instance's header, bulk data as BulkDataURIs.
+
+    Available Transfer Syntax UID (PS3.18 F.2, 0008,3002) names the stored syntax (known from
+    the instance's row, no extra read), so a viewer asks for its frames exactly as stored.
+    """
     url = instance_url(base, ref)
     with store.open(ref.object_key) as stream:
         ds = read_header(stream)
+        ds.AvailableTransferSyntaxUID = ref.transfer_syntax_uid
         return dataset_to_json(ds, bulk_data_uri=lambda tag: f"{url}/bulkdata/{tag}")
 
 

@@ -155,6 +155,45 @@ class HubSettings(_TomlSettings):
     dicomweb_max_request_bytes: int = Field(
         default=4 * 1024**3, description="Largest STOW-RS request body accepted, in bytes."
     )
+    report_ca_passphrase: SecretStr | None = Field(
+        default=None,
+        description="Passphrase the hub CA's and timestamping authority's keys are encrypted "
+        "with (data_dir/pki); unset: stored in the clear with file permissions (the demo).",
+    )
+    report_ca_institution: str | None = Field(
+        default=None,
+        description="Organisation named in the hub CA and radiologists' certificates when the "
+        "CA is created; default: the name of the hub (district) institution.",
+    )
+    report_tsa_url: str | None = Field(
+        default=None,
+        description="URL of an external RFC 3161 timestamping service (e.g. a licensed one); "
+        "unset: the hub's own in-process TSA.",
+    )
+    report_critical_categories: list[str] = Field(
+        default_factory=lambda: [
+            "气胸 pneumothorax",
+            "主动脉夹层 aortic dissection",
+            "颅内出血 intracranial haemorrhage",
+            "消化道穿孔 free air",
+            "肺栓塞 pulmonary embolism",
+            "张力性气胸 tension pneumothorax",
+            "其他 other",
+        ],
+        description="Categories a critical result (危急值) may be flagged with.",
+    )
+    report_critical_ack_minutes: int = Field(
+        default=30,
+        ge=1,
+        description="A critical result not acknowledged by the clinic this long after signing "
+        "notifies the signing radiologist and the hub admins.",
+    )
+    report_sign_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Wrong signing passwords allowed per user per login_ip_window_seconds "
+        "before signing is refused with 429 (like logins).",
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -47,6 +47,9 @@ from imaging_hub.worklist.orders import routes as order_routes
 from imaging_hub.worklist.reading import consultation_routes, duty_routes
 from imaging_hub.worklist.reading import routes as reading_routes
 from imaging_hub.worklist.reading.assignment import sweep
+from imaging_hub.worklist.reports import routes as report_routes
+from imaging_hub.worklist.reports import service as report_service
+from imaging_hub.worklist.reports.credentials import ReportsRuntime
 from imaging_hub.worklist.stats import routes as stats_routes
 from imaging_hub.worklist.studies import conflict_routes, registration_routes
 from imaging_hub.worklist.studies import routes as study_routes
@@ -127,6 +130,10 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
         lease=LeasePolicy(lease=timedelta(seconds=settings.claim_lease_seconds)),
     )
 
+    # Report signing: the hub CA (opened or created at first use) and its timestamper, once
+    # per process.
+    reports = ReportsRuntime.from_settings(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
@@ -154,7 +161,9 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     )
     app.hsts = settings.tls_cert_file is not None
     app.state.hub = state
+    app.state.reports = reports
     install_error_handlers(app)
+    report_routes.install_report_error_handlers(app)
     # Before every FastAPI route: the hottest DICOMweb GETs (they fall through when invalid).
     app.router.routes.extend(dicomweb.fast_routes)
 
@@ -179,6 +188,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(admin_routes.router)
     app.include_router(duty_routes.router)
     app.include_router(order_routes.router)
+    app.include_router(report_routes.router)
     app.include_router(dicomweb.router, max_body_size=settings.dicomweb_max_request_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -310,7 +320,8 @@ def _accepts_gzip(headers: Headers) -> bool:
 
 
 def _sweep_loop(state: HubState, stop: threading.Event) -> None:
-    """Expired leases, overdue STAT studies and auto-assignment, every ``sweep_seconds``.
+    """Expired leases, overdue STAT studies, auto-assignment and unacknowledged critical
+    results, every ``sweep_seconds``.
 
     Runs in every worker process; each step is a conditional update, so concurrent sweeps do
     each piece of work once. Stops when the app shuts down.
@@ -322,6 +333,10 @@ def _sweep_loop(state: HubState, stop: threading.Event) -> None:
                 sessions=state.sessions,
                 lease=state.lease,
                 auto_assign_enabled=state.settings.auto_assign,
+            )
+            report_service.sweep(
+                sessions=state.sessions,
+                timeout=timedelta(minutes=state.settings.report_critical_ack_minutes),
             )
         except Exception:  # keep sweeping after a database hiccup; the error is logged
             log.exception("worklist sweep failed")

@@ -64,6 +64,8 @@ class Permission(enum.StrEnum):
     report_read = "report.read"  # read/download a signed report in scope
     report_write = "report.write"  # draft a report
     report_sign = "report.sign"  # sign a report or an addendum
+    report_acknowledge = "report.acknowledge"  # a clinic user records receipt of a critical result
+    report_templates = "report.templates"  # import report templates
     order_read = "order.read"
     order_write = "order.write"  # register exam orders at the clinic
     stats_read = "stats.read"  # volumes, turnaround, workload (no PHI)
@@ -92,6 +94,7 @@ GRANTS: dict[str, frozenset[Permission]] = {
             P.study_prioritize,
             P.study_cancel,
             P.report_read,
+            P.report_templates,
             P.order_read,
             P.stats_read,
             P.dicomweb_read,
@@ -133,6 +136,7 @@ GRANTS: dict[str, frozenset[Permission]] = {
             P.account_self,
             P.study_read_phi,
             P.report_read,
+            P.report_acknowledge,
             P.order_read,
             P.order_write,
             P.dicomweb_read,
@@ -162,6 +166,9 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/redoc"),
         ("HEAD", "/redoc"),
         ("HEAD", "/openapi.json"),
+        # The hub CA certificate and its CRL: what anyone verifying a report needs (no PHI).
+        ("GET", "/api/v1/pki/ca.pem"),
+        ("GET", "/api/v1/pki/crl.der"),
     }
 )
 

@@ -87,6 +87,7 @@ class StudyStatus(enum.StrEnum):
     escalated = "escalated"
     signed = "signed"
     delivered = "delivered"
+    acknowledged = "acknowledged"  # a clinic user recorded receipt of a critical result
     cancelled = "cancelled"
 
 
@@ -436,9 +437,20 @@ class ReportKind(enum.StrEnum):
 
 
 class Report(Base):
-    """A report or an addendum (with its predecessor); a signed one never changes."""
+    """A report or an addendum (with its predecessor); a signed one never changes.
+
+    A draft belongs to its author; signing fills in the signed PDF (``object_key``, its
+    ``sha256``), the signer's certificate serial and the two DICOM objects stored into the study
+    (Encapsulated PDF and TID 2000 SR). A critical result stays open until a clinic user
+    acknowledges it (``acknowledged_*``); ``critical_overdue_at`` marks the one reminder sent
+    when it was not acknowledged in time.
+    """
 
     __tablename__ = "reports"
+    __table_args__ = (
+        Index("ix_reports_study_status", "study_id", "status"),
+        Index("ix_reports_open_critical", "critical", "acknowledged_at", "signed_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
@@ -450,13 +462,59 @@ class Report(Base):
     )
     predecessor_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    template: Mapped[str] = mapped_column(String(64), default="")
     findings: Mapped[str] = mapped_column(Text, default="")
     impression: Mapped[str] = mapped_column(Text, default="")
+    critical: Mapped[bool] = mapped_column(Boolean, default=False)
+    critical_category: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     signed_at: Mapped[datetime | None] = mapped_column()
+    #: The signed PDF in the object store (``storage.report_key``) and its SHA-256.
     object_key: Mapped[str] = mapped_column(String(300), default="")
     sha256: Mapped[str] = mapped_column(String(64), default="")
+    signer_certificate_serial: Mapped[str] = mapped_column(String(64), default="")
+    signer_name: Mapped[str] = mapped_column(String(200), default="")
+    pdf_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    sr_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    acknowledged_at: Mapped[datetime | None] = mapped_column()
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    acknowledgement_method: Mapped[str] = mapped_column(String(32), default="")
+    acknowledgement_read_back: Mapped[str] = mapped_column(Text, default="")
+    critical_overdue_at: Mapped[datetime | None] = mapped_column()
+
+    study: Mapped[Study] = relationship()
+    author: Mapped[User] = relationship(foreign_keys=[author_id])
+    acknowledged_by: Mapped[User | None] = relationship(foreign_keys=[acknowledged_by_id])
+
+
+class ReportTemplate(Base):
+    """A report template imported by an administrator (the built-in ones are package data)."""
+
+    __tablename__ = "report_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SigningCredential(Base):
+    """A radiologist's signing certificate and private key, the key encrypted with the user's
+    own password (PKCS#8). The newest one without ``revoked_at`` is the one in use."""
+
+    __tablename__ = "signing_credentials"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    serial: Mapped[str] = mapped_column(String(64), unique=True)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    encrypted_key_pem: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    revoke_reason: Mapped[str] = mapped_column(String(64), default="")
 
 
 class ConsultationStatus(enum.StrEnum):

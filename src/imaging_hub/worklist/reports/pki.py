@@ -134,6 +134,14 @@ def _load_key(pem: bytes, passphrase: bytes | None) -> PrivateKeyTypes:
         ) from exc
 
 
+def name_value(value: str, *, suffix: str = "", limit: int = 64) -> str:
+    """*value* + *suffix* cut to *limit* UTF-8 bytes (X.520 upper bound of CN and O): a long
+    Chinese institution name is shortened, never refused."""
+    room = limit - len(suffix.encode("utf-8"))
+    data = value.encode("utf-8")[:room].decode("utf-8", errors="ignore").strip()
+    return (data or "-") + suffix
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -195,8 +203,10 @@ class HubCA:
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, institution),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{institution} Report Signing CA"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, name_value(institution)),
+                x509.NameAttribute(
+                    NameOID.COMMON_NAME, name_value(institution, suffix=" Report Signing CA")
+                ),
             ]
         )
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
@@ -349,8 +359,8 @@ class HubCA:
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.institution),
-                x509.NameAttribute(NameOID.COMMON_NAME, display_name),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, name_value(self.institution)),
+                x509.NameAttribute(NameOID.COMMON_NAME, name_value(display_name)),
                 x509.NameAttribute(NameOID.USER_ID, username),
             ]
         )
@@ -387,8 +397,10 @@ class HubCA:
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.institution),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{self.institution} Timestamping"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, name_value(self.institution)),
+                x509.NameAttribute(
+                    NameOID.COMMON_NAME, name_value(self.institution, suffix=" Timestamping")
+                ),
             ]
         )
         cert = self._issue(

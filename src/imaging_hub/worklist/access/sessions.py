@@ -120,7 +120,18 @@ def change_own_password(
         new_password=new_password,
         keep_token_id=keep_token_id,
     )
+    # The report-signing key is encrypted with the password: re-encrypt it (same certificate).
+    from imaging_hub.worklist.reports.credentials import rewrap_for_new_password
+
+    rewrapped = rewrap_for_new_password(
+        session, user=user, old_password=current_password, new_password=new_password
+    )
     audit.record_for(
-        session, caller, audit.PASSWORD_CHANGED, object_type="user", object_id=user.username
+        session,
+        caller,
+        audit.PASSWORD_CHANGED,
+        object_type="user",
+        object_id=user.username,
+        detail={"signing_key_reencrypted": True} if rewrapped else None,
     )
     session.commit()

@@ -728,7 +728,7 @@ def sign(
     notified = _notify_clinic(session, study, report, signed_at) if report.critical else 0
     detail: dict[str, object] = {
         "report_id": report.id,
-        "kind": report.kind.value,
+        "report_kind": report.kind.value,
         "sha256": result.sha256,
         "critical": report.critical,
     }

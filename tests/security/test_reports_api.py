@@ -459,3 +459,24 @@ def test_ca_and_crl_are_public(hub_app: HubApp, tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", ["/api/v1/reports/1/pdf", "/api/v1/studies/1.2.3/report"])
 def test_report_reads_need_a_token(hub_app: HubApp, path: str) -> None:
     assert hub_app.client.get(path).status_code == 401
+
+
+@pytest.mark.postgres
+def test_rules_and_critical_flow_on_postgres(pg_hub_app: HubApp) -> None:
+    study = ingest_study(pg_hub_app)
+    rad1 = Reports(pg_hub_app, "rad1")
+    rad1.claim(study.uid)
+    report_id = rad1.draft(study.uid, critical=True, critical_category=CATEGORY).json()["id"]
+    wrong = rad1.sign(report_id, password="not-my-password")
+    assert wrong.status_code == 401 and wrong.json()["code"] == "signing_password_wrong"
+    signed = rad1.sign(report_id)
+    assert signed.status_code == 200, signed.text
+    assert rad1.sign(report_id).status_code == 409
+    assert Reports(pg_hub_app, "staff-b").pdf(report_id).status_code == 404
+    ack = Reports(pg_hub_app, "staff-a").request(
+        "POST",
+        f"/api/v1/reports/{report_id}/acknowledge",
+        json={"method": "portal", "read_back": "已阅"},
+    )
+    assert ack.status_code == 200, ack.text
+    assert rad1.chain(study.uid).json()["study_status"] == "acknowledged"

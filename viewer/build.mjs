@@ -59,6 +59,15 @@ const PATCHES = [
     from: "textElement.setAttribute('style', combinedStyle);",
     to: "textElement.style.cssText = combinedStyle;",
   },
+  {
+    // loadAndCacheImage drops the promise of putImageLoadObject, which rethrows a failed load:
+    // every frame that fails to decode became an unhandled rejection (a page error), although
+    // the failure already reaches the caller (the same load's promise) and the IMAGE_LOAD_*
+    // events, from which the viewport shows its "cannot be decoded" message.
+    file: /[\\/]@cornerstonejs[\\/]core[\\/]dist[\\/]esm[\\/]loaders[\\/]imageLoader\.js$/,
+    from: "cache.putImageLoadObject(imageId, imageLoadObject);",
+    to: "cache.putImageLoadObject(imageId, imageLoadObject).catch(() => {});",
+  },
 ];
 const cspPatches = {
   name: "csp-patches",

@@ -31,9 +31,11 @@ import {
   ToolGroupManager,
   WindowLevelTool,
   ZoomTool,
+  SynchronizerManager,
   addTool,
   annotation,
   init as toolsInit,
+  synchronizers,
   utilities as toolUtilities,
 } from "@cornerstonejs/tools";
 import { init as loaderInit, wadors } from "@cornerstonejs/dicom-image-loader";
@@ -70,6 +72,9 @@ const TAG = {
   FrameTime: "00181063",
   CineRate: "00180040",
   RecommendedDisplayFrameRate: "00082144",
+  ImagePositionPatient: "00200032",
+  ImageOrientationPatient: "00200037",
+  FrameOfReferenceUID: "00200052",
 };
 
 function firstValue(meta, tag) {
@@ -136,10 +141,18 @@ export function registerSeries(base, metadata) {
   instances.forEach((inst, i) => {
     const frames = Math.max(1, numberValue(inst.meta, TAG.NumberOfFrames) || 1);
     const syntax = firstValue(inst.meta, TAG.TransferSyntaxUID) || firstValue(inst.meta, TAG.AvailableTransferSyntaxUID);
+    // Only Imager Pixel Spacing (a projection image without calibration): Cornerstone's WADO
+    // metadata gives such images no spacing, so lengths would be in pixels. Measured at the
+    // detector plane instead (magnification not corrected; the page labels it "at detector").
+    const detector =
+      spacingKind(inst.meta) === "detector"
+        ? { scale: 1, rowPixelSpacing: numberValue(inst.meta, TAG.ImagerPixelSpacing, 0), columnPixelSpacing: numberValue(inst.meta, TAG.ImagerPixelSpacing, 1) }
+        : null;
     for (let frame = 1; frame <= frames; frame++) {
       const imageId = `wadors:${base}/instances/${inst.sop}/frames/${frame}`;
       wadors.metaDataManager.add(imageId, inst.meta);
       if (syntax) storedSyntax.set(imageId, String(syntax));
+      if (detector) csUtilities.calibratedPixelSpacingMetadataProvider.add(imageId, detector);
       images.push({ imageId, instance: i + 1, instances: instances.length, frame, frames, sop: inst.sop, meta: inst.meta });
     }
   });
@@ -171,6 +184,36 @@ export function cineRate(meta) {
   return 15;
 }
 
+function vector(meta, tag, length) {
+  const element = meta && meta[tag];
+  const list = element && Array.isArray(element.Value) ? element.Value.map(Number) : [];
+  return list.length === length && list.every(Number.isFinite) ? list : null;
+}
+
+/** The slice normal of an image (cross product of its row and column directions), or null. */
+function sliceNormal(meta) {
+  const o = vector(meta, TAG.ImageOrientationPatient, 6);
+  if (!o) return null;
+  const n = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
+  const length = Math.hypot(...n);
+  return length > 0 ? n.map((v) => v / length) : null;
+}
+
+/**
+ * Whether two series (their registerSeries images) can scroll together: both cross-sectional
+ * stacks (each image with a position and an orientation) of more than one image, with the same
+ * orientation (slice normals within about 8 degrees; either direction).
+ */
+export function sameOrientation(imagesA, imagesB) {
+  if (!imagesA || !imagesB || imagesA.length < 2 || imagesB.length < 2) return false;
+  const a = imagesA[0].meta;
+  const b = imagesB[0].meta;
+  const na = sliceNormal(a);
+  const nb = sliceNormal(b);
+  if (!na || !nb || !vector(a, TAG.ImagePositionPatient, 3) || !vector(b, TAG.ImagePositionPatient, 3)) return false;
+  return Math.abs(na[0] * nb[0] + na[1] * nb[1] + na[2] * nb[2]) > 0.99;
+}
+
 let engineCount = 0;
 
 /**
@@ -194,6 +237,10 @@ export class HubViewer {
     this.prefetchJobs = new Map(); // series key -> { cancelled }
     this.primary = "wl";
     this.setPrimaryTool("wl");
+    // Synchronised scrolling (Cornerstone's image slice synchronizer: the target shows the
+    // slice nearest to the source's position, through a registration between the two).
+    this.sliceSync = synchronizers.createImageSliceSynchronizer(`${this.id}-slices`);
+    this.linked = [];
     this.listeners = [];
     this.listen(eventTarget, Events.IMAGE_LOAD_ERROR, (e) => this.loadError(e.detail));
     this.listen(eventTarget, Events.IMAGE_LOAD_FAILED, (e) => this.loadError(e.detail));
@@ -262,6 +309,7 @@ export class HubViewer {
     const state = this.viewports.get(id);
     if (!state) return;
     this.stopCine(id);
+    if (this.linked.includes(id)) this.unlinkSlices();
     try {
       this.group.removeViewports(this.engine.id, id);
       this.engine.disableElement(id);
@@ -370,6 +418,7 @@ export class HubViewer {
       zoom: this.magnification(id),
       rotation: vp.getRotation ? vp.getRotation() : 0,
       cine: state.cine,
+      linked: this.linked.includes(id),
       defaultVoi: image ? this.defaultVoi(id, image) : null,
     };
   }
@@ -499,6 +548,102 @@ export class HubViewer {
     }
     state.cine = false;
     this.changed(id);
+  }
+
+  /**
+   * Scroll viewports ids together (the first one is the reference). Each pair is registered
+   * by a translation: the identity within one Frame of Reference; across Frames of Reference
+   * (a prior study), align "first" maps the first images of the two stacks onto each other,
+   * align "current" the images shown now (scroll each to matching anatomy, then link). The
+   * others then jump to the slice nearest to the reference's. Returns the linked ids.
+   */
+  linkSlices(ids, { align = "first" } = {}) {
+    this.unlinkSlices();
+    const usable = ids.filter((id) => {
+      const state = this.viewports.get(id);
+      return state && this.viewport(id) && state.images.length > 1;
+    });
+    if (usable.length < 2) return [];
+    const [reference, ...others] = usable;
+    const ref = this.viewports.get(reference);
+    const linked = [reference];
+    for (const id of others) {
+      const state = this.viewports.get(id);
+      if (!sameOrientation(ref.images, state.images)) continue;
+      const from = this.registrationImage(reference, align);
+      const to = this.registrationImage(id, align);
+      const sameFrame =
+        firstValue(from.meta, TAG.FrameOfReferenceUID) &&
+        firstValue(from.meta, TAG.FrameOfReferenceUID) === firstValue(to.meta, TAG.FrameOfReferenceUID);
+      const p = vector(from.meta, TAG.ImagePositionPatient, 3);
+      const q = vector(to.meta, TAG.ImagePositionPatient, 3);
+      const shift = sameFrame || !p || !q ? [0, 0, 0] : [q[0] - p[0], q[1] - p[1], q[2] - p[2]];
+      const matrix = translation(shift);
+      // Both directions (the provider inverts for the reverse lookup).
+      csUtilities.spatialRegistrationMetadataProvider.add([id, reference], matrix);
+      linked.push(id);
+    }
+    if (linked.length < 2) return [];
+    for (const id of linked) this.sliceSync.add({ renderingEngineId: this.engine.id, viewportId: id });
+    for (let i = 0; i < linked.length; i++) {
+      for (let j = i + 1; j < linked.length; j++) {
+        if (i === 0) continue;
+        // Pairs of non-reference viewports: through the reference.
+        const a = csUtilities.spatialRegistrationMetadataProvider.get("spatialRegistrationModule", linked[i], reference);
+        const b = csUtilities.spatialRegistrationMetadataProvider.get("spatialRegistrationModule", linked[j], reference);
+        csUtilities.spatialRegistrationMetadataProvider.add([linked[j], linked[i]], translation([b[12] - a[12], b[13] - a[13], b[14] - a[14]]));
+      }
+    }
+    this.linked = linked;
+    for (const id of linked.slice(1)) this.followSlice(reference, id);
+    this.changedAll();
+    return linked;
+  }
+
+  unlinkSlices() {
+    for (const id of this.linked) {
+      try {
+        this.sliceSync.remove({ renderingEngineId: this.engine.id, viewportId: id });
+      } catch {
+        // Already gone.
+      }
+    }
+    this.linked = [];
+  }
+
+  registrationImage(id, align) {
+    const state = this.viewports.get(id);
+    if (align === "current") {
+      const vp = this.viewport(id);
+      const index = vp ? vp.getCurrentImageIdIndex() : 0;
+      return state.images[Math.max(0, Math.min(state.images.length - 1, index))];
+    }
+    return state.images[0];
+  }
+
+  /** Move viewport target to the slice nearest to what viewport source shows (registered). */
+  followSlice(source, target) {
+    const s = this.viewports.get(source);
+    const t = this.viewports.get(target);
+    const vp = this.viewport(source);
+    if (!s || !t || !vp) return;
+    const image = s.images[vp.getCurrentImageIdIndex()] || s.images[0];
+    const p = vector(image.meta, TAG.ImagePositionPatient, 3);
+    const m = csUtilities.spatialRegistrationMetadataProvider.get("spatialRegistrationModule", target, source);
+    if (!p || !m) return;
+    const goal = [p[0] + m[12], p[1] + m[13], p[2] + m[14]];
+    let best = -1;
+    let bestDistance = Infinity;
+    t.images.forEach((im, i) => {
+      const q = vector(im.meta, TAG.ImagePositionPatient, 3);
+      if (!q) return;
+      const d = Math.hypot(q[0] - goal[0], q[1] - goal[1], q[2] - goal[2]);
+      if (d < bestDistance) {
+        bestDistance = d;
+        best = i;
+      }
+    });
+    if (best >= 0) this.jumpTo(target, best);
   }
 
   /** Measurements drawn on the image viewport id shows now: tool, value, unit, points. */
@@ -643,6 +788,8 @@ export class HubViewer {
       () => cancelAnimationFrame(this.frameRequest),
       // One viewer per page: its measurements go with it.
       () => annotation.state.removeAllAnnotations(),
+      () => this.unlinkSlices(),
+      () => SynchronizerManager.destroySynchronizer(this.sliceSync.id),
       () => ToolGroupManager.destroyToolGroup(this.group.id),
       () => this.engine.destroy(),
       () => this.viewports.clear(),
@@ -667,6 +814,16 @@ function toRange([center, width]) {
 function toCenterWidth(range) {
   const { windowCenter, windowWidth } = csUtilities.windowLevel.toWindowLevel(range.lower, range.upper);
   return [windowCenter, windowWidth];
+}
+
+/** A 4x4 translation matrix (column-major, as gl-matrix's mat4). */
+function translation([x, y, z]) {
+  const m = new Float32Array(16);
+  m[0] = m[5] = m[10] = m[15] = 1;
+  m[12] = x;
+  m[13] = y;
+  m[14] = z;
+  return m;
 }
 
 function round(n, digits) {

@@ -17,7 +17,7 @@ import {
   statusLabel,
 } from "../format.js";
 import { can, homePath, registerRoute, setQuery } from "../router.js";
-import { TAG, first, number, personName } from "../dicomjson.js";
+import { TAG, first, number, personName, values } from "../dicomjson.js";
 
 addStrings({
   "zh-CN": {
@@ -163,6 +163,16 @@ addStrings({
     "viewer.key.view": "F 适应窗口，O 原始大小 1:1，I 反相，R 旋转，H 水平翻转，V 垂直翻转",
     "viewer.key.cine": "C 电影播放/停止，[ ] 降低/提高帧率",
     "viewer.key.reset": "Esc 复位（窗、缩放、方向）；Delete 删除最后一个测量；? 显示本帮助",
+    "viewer.key.sync": "S 同步滚动（两个同方向的 CT 序列，例如与既往检查对比）",
+    "viewer.sync": "同步滚动",
+    "viewer.syncTitle": "同方向的断层序列一起滚动（先把两边滚到同一解剖位置，再打开）",
+    "viewer.prior": "既往检查 {date}",
+    "viewer.wrongPatient": "此图像属于另一位患者，已拒绝显示。",
+    "study.priors": "既往检查",
+    "study.noPriors": "没有此患者的其他检查。",
+    "study.priorsFailed": "既往检查无法加载：{message}",
+    "study.compare": "并排对比",
+    "study.priorSeriesFailed": "既往检查的序列无法加载：{message}",
   },
   en: {
     "viewer.loadingBundle": "Loading the viewer…",
@@ -234,6 +244,16 @@ addStrings({
     "viewer.key.view": "F fit, O original size 1:1, I invert, R rotate, H flip horizontal, V flip vertical",
     "viewer.key.cine": "C cine play/stop, [ ] slower/faster",
     "viewer.key.reset": "Esc reset (window, zoom, orientation); Delete removes the last measurement; ? shows this help",
+    "viewer.key.sync": "S link scrolling (two CT series of the same orientation, e.g. against a prior)",
+    "viewer.sync": "Link scrolling",
+    "viewer.syncTitle": "Cross-sectional series of the same orientation scroll together (scroll both to the same anatomy, then switch it on)",
+    "viewer.prior": "PRIOR {date}",
+    "viewer.wrongPatient": "This image belongs to another patient; it is not shown.",
+    "study.priors": "Prior studies",
+    "study.noPriors": "No other studies of this patient.",
+    "study.priorsFailed": "Prior studies cannot be loaded: {message}",
+    "study.compare": "Compare side by side",
+    "study.priorSeriesFailed": "The prior's series cannot be loaded: {message}",
   },
 });
 
@@ -433,21 +453,31 @@ async function renderStudy({ root, params, query, signal, user }) {
     }
   }
 
-  const seriesJson = await apiGet(`${studyBase(uid)}/series`, { includefield: "all" }, { signal, headers: DICOM_JSON });
-  const seriesList = (seriesJson || [])
-    .map((s) => ({
-      uid: first(s, TAG.SeriesInstanceUID),
-      number: number(s, TAG.SeriesNumber),
-      modality: first(s, TAG.Modality),
-      description: first(s, TAG.SeriesDescription),
-      count: number(s, TAG.NumberOfSeriesRelatedInstances) || 0,
-    }))
-    .filter((s) => s.uid)
-    .sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
+  async function studySeries(studyUid) {
+    const json = await apiGet(`${studyBase(studyUid)}/series`, { includefield: "all" }, { signal, headers: DICOM_JSON });
+    return (json || [])
+      .map((s) => ({
+        uid: first(s, TAG.SeriesInstanceUID),
+        study: studyUid,
+        number: number(s, TAG.SeriesNumber),
+        modality: first(s, TAG.Modality),
+        description: first(s, TAG.SeriesDescription),
+        count: number(s, TAG.NumberOfSeriesRelatedInstances) || 0,
+      }))
+      .filter((s) => s.uid)
+      .sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
+  }
+  const seriesList = await studySeries(uid);
   const seriesByUid = new Map(seriesList.map((s) => [s.uid, s]));
+  // Prior studies of the same patient (QIDO-RS by Patient ID, scoped by the hub): uid -> study,
+  // and the series of the priors opened so far.
+  const priorStudies = new Map();
+  const priorSeries = new Map();
+  const seriesInfo = (seriesUid) => seriesByUid.get(seriesUid) || priorSeries.get(seriesUid);
 
   // ---- Layout: series on the left, the viewer grid in the centre, the report slot right ----
   const seriesNav = h("nav", { class: "series-list", id: "series-list", "aria-label": t("study.series") });
+  const priorsBox = h("div", { class: "priors", id: "priors", "aria-live": "polite" });
   const statusBox = h("div", { class: "viewer-status", id: "viewer-status", "aria-live": "polite" });
   const grid = h("div", { class: "viewer-grid", id: "viewer-grid" });
   const position = h("span", { class: "viewer-position", id: "viewer-position" });
@@ -461,6 +491,12 @@ async function renderStudy({ root, params, query, signal, user }) {
   const measureList = h("ul", { class: "measurements", id: "measurements", "data-testid": "measurements" });
   const fpsInput = h("input", { type: "number", id: "cine-fps", class: "fps-input", min: "1", max: "60", step: "1", value: "15", "aria-label": t("viewer.fps") });
   const cineButton = h("button", { type: "button", id: "cine-toggle", "aria-pressed": "false", on: { click: () => toggleCine() } }, `▶ ${t("viewer.cine")}`);
+  let syncOn = true;
+  const syncButton = h(
+    "button",
+    { type: "button", id: "sync-scroll", "data-testid": "sync-scroll", title: t("viewer.syncTitle"), "aria-pressed": "true", on: { click: () => toggleSync() } },
+    t("viewer.sync"),
+  );
   const helpBox = h(
     "div",
     { class: "help-overlay", id: "viewer-help", role: "dialog", "aria-modal": "false", "aria-label": t("viewer.helpTitle"), hidden: true },
@@ -468,7 +504,7 @@ async function renderStudy({ root, params, query, signal, user }) {
     h(
       "ul",
       {},
-      ["scroll", "image", "zoom", "tools", "presets", "view", "cine", "reset"].map((k) => h("li", {}, t(`viewer.key.${k}`))),
+      ["scroll", "image", "zoom", "tools", "presets", "view", "cine", "sync", "reset"].map((k) => h("li", {}, t(`viewer.key.${k}`))),
     ),
     h("button", { type: "button", on: { click: () => (helpBox.hidden = true) } }, t("common.close")),
   );
@@ -528,6 +564,8 @@ async function renderStudy({ root, params, query, signal, user }) {
           h("h2", {}, t("study.series")),
           seriesNav,
           seriesList.length ? null : messageBox("info", t("study.noSeries")),
+          h("h2", {}, t("study.priors")),
+          priorsBox,
           h("h2", {}, t("study.timeline")),
           timelineSlot,
         ),
@@ -553,7 +591,7 @@ async function renderStudy({ root, params, query, signal, user }) {
             "div",
             { class: "viewer-toolbar viewer-toolbar-2" },
             h("div", { class: "tool-group", role: "group", "aria-label": t("viewer.window") }, h("span", { class: "toolbar-label" }, t("viewer.window")), presetBar, windowForm),
-            h("div", { class: "tool-group", role: "group", "aria-label": t("viewer.layout") }, layoutButtons),
+            h("div", { class: "tool-group", role: "group", "aria-label": t("viewer.layout") }, layoutButtons, syncButton),
             h("div", { class: "tool-group", role: "group" }, cineButton, fpsInput, h("label", { for: "cine-fps", class: "muted" }, t("viewer.fps"))),
           ),
           statusBox,
@@ -586,7 +624,7 @@ async function renderStudy({ root, params, query, signal, user }) {
   const progressBars = new Map();
   async function loadThumbnail(series, img) {
     try {
-      const blob = await apiBlob(`${seriesBase(uid, series.uid)}/thumbnail`, undefined, { signal, headers: THUMB_ACCEPT });
+      const blob = await apiBlob(`${seriesBase(series.study, series.uid)}/thumbnail`, undefined, { signal, headers: THUMB_ACCEPT });
       const url = URL.createObjectURL(blob);
       thumbs.push(url);
       img.src = url;
@@ -594,7 +632,7 @@ async function renderStudy({ root, params, query, signal, user }) {
       if (err.name !== "AbortError") img.classList.add("thumb-missing");
     }
   }
-  for (const series of seriesList) {
+  function seriesButton(series) {
     const thumb = h("img", { class: "thumb", alt: "", draggable: "false" });
     const bar = h("progress", { class: "series-progress", max: "1", value: "0", hidden: true });
     progressBars.set(series.uid, bar);
@@ -622,9 +660,58 @@ async function renderStudy({ root, params, query, signal, user }) {
         bar,
       ),
     );
-    seriesNav.appendChild(item);
     loadThumbnail(series, thumb);
+    return item;
   }
+  for (const series of seriesList) seriesNav.appendChild(seriesButton(series));
+
+  // ---- Prior studies of the same patient (listed now; opened side by side on demand) ----
+  async function loadPriors() {
+    if (!item.patient_id) {
+      replaceChildren(priorsBox, h("p", { class: "muted" }, t("study.noPriors")));
+      return;
+    }
+    let found;
+    try {
+      found = await apiGet("/dicomweb/studies", { PatientID: item.patient_id, includefield: "all", limit: 50 }, { signal, headers: DICOM_JSON });
+    } catch (err) {
+      if (err.name !== "AbortError") replaceChildren(priorsBox, messageBox("error", t("study.priorsFailed", { message: err.message })));
+      return;
+    }
+    // Exactly this patient (a Patient ID holding "*" or "?" would match others in QIDO).
+    const priors = (found || [])
+      .filter((s) => first(s, TAG.StudyInstanceUID) && first(s, TAG.StudyInstanceUID) !== uid && first(s, TAG.PatientID) === item.patient_id)
+      .sort((a, b) => String(first(b, TAG.StudyDate)).localeCompare(String(first(a, TAG.StudyDate))));
+    for (const s of priors) priorStudies.set(first(s, TAG.StudyInstanceUID), { date: first(s, TAG.StudyDate) });
+    replaceChildren(
+      priorsBox,
+      priors.length
+        ? h(
+            "ul",
+            { class: "prior-list" },
+            priors.map((s) => {
+              const priorUid = first(s, TAG.StudyInstanceUID);
+              const seriesBox = h("div", { class: "prior-series" });
+              return h(
+                "li",
+                { class: "prior-study", "data-testid": "prior-study", dataset: { studyUid: priorUid } },
+                h(
+                  "div",
+                  { class: "prior-text" },
+                  h("span", { class: "prior-date" }, formatDicomDate(first(s, TAG.StudyDate))),
+                  " ",
+                  h("span", { class: "prior-mod" }, values(s, TAG.ModalitiesInStudy).join(", ")),
+                  first(s, TAG.StudyDescription) ? h("span", { class: "prior-desc" }, first(s, TAG.StudyDescription)) : null,
+                ),
+                h("button", { type: "button", class: "prior-open", "data-testid": "prior-open", on: { click: () => comparePrior(priorUid, seriesBox) } }, t("study.compare")),
+                seriesBox,
+              );
+            }),
+          )
+        : h("p", { class: "muted" }, t("study.noPriors")),
+    );
+  }
+  loadPriors();
 
   if (!seriesList.length) return cleanup;
 
@@ -650,17 +737,18 @@ async function renderStudy({ root, params, query, signal, user }) {
   const windowChoice = new Map(); // viewport id -> preset key
   let cellCount = 0;
 
-  function seriesImages(seriesUid) {
-    if (!metaCache.has(seriesUid)) {
-      const base = seriesBase(uid, seriesUid);
+  function seriesImages(studyUid, seriesUid) {
+    const key = `${studyUid}/${seriesUid}`;
+    if (!metaCache.has(key)) {
+      const base = seriesBase(studyUid, seriesUid);
       const promise = apiGet(`${base}/metadata`, undefined, { signal, headers: DICOM_JSON }).then((meta) => {
-        const mine = (meta || []).filter((m) => first(m, TAG.StudyInstanceUID) === uid && first(m, TAG.SeriesInstanceUID) === seriesUid);
+        const mine = (meta || []).filter((m) => first(m, TAG.StudyInstanceUID) === studyUid && first(m, TAG.SeriesInstanceUID) === seriesUid);
         return lib.registerSeries(base, mine);
       });
-      promise.catch(() => metaCache.delete(seriesUid));
-      metaCache.set(seriesUid, promise);
+      promise.catch(() => metaCache.delete(key));
+      metaCache.set(key, promise);
     }
-    return metaCache.get(seriesUid);
+    return metaCache.get(key);
   }
 
   function showProgress(seriesUid, done, total) {
@@ -684,7 +772,7 @@ async function renderStudy({ root, params, query, signal, user }) {
     };
     const message = h("div", { class: "vp-message", "aria-live": "polite" });
     const cell = h("div", { class: "vp-cell", dataset: { viewportId: id } }, element, overlay.tl, overlay.tr, overlay.bl, overlay.br, message);
-    const entry = { id, cell, element, overlay, message, seriesUid: null, opening: 0 };
+    const entry = { id, cell, element, overlay, message, seriesUid: null, studyUid: null, opening: 0 };
     cell.addEventListener("mousedown", () => activate(cells.indexOf(entry)), true);
     cell.addEventListener("dragover", (event) => {
       if (event.dataTransfer.types.includes("application/x-imaging-hub-series")) {
@@ -696,7 +784,7 @@ async function renderStudy({ root, params, query, signal, user }) {
     cell.addEventListener("drop", (event) => {
       cell.classList.remove("drop-target");
       const seriesUid = event.dataTransfer.getData("application/x-imaging-hub-series");
-      if (!seriesByUid.has(seriesUid)) return;
+      if (!seriesInfo(seriesUid)) return;
       event.preventDefault();
       activate(cells.indexOf(entry));
       openSeries(entry.id, seriesUid);
@@ -727,13 +815,13 @@ async function renderStudy({ root, params, query, signal, user }) {
       else c.element.removeAttribute("data-testid");
     });
     const c = activeCell();
-    for (const b of seriesNav.querySelectorAll(".series-item")) {
+    for (const b of root.querySelectorAll(".series-item")) {
       b.setAttribute("aria-current", c && b.dataset.uid === c.seriesUid ? "true" : "false");
     }
     updateCell(c.id);
   }
 
-  function setLayout(key, { initial = false } = {}) {
+  function setLayout(key, { initial = false, fill = true } = {}) {
     if (!LAYOUTS[key]) key = "1x1";
     layout = key;
     const [rows, cols] = LAYOUTS[key];
@@ -747,7 +835,7 @@ async function renderStudy({ root, params, query, signal, user }) {
     for (const c of removed) windowChoice.delete(c.id);
     if (active >= cells.length) active = 0;
     activate(active);
-    if (!initial) {
+    if (!initial && fill) {
       // New viewports show the next series of the study that is not on screen yet.
       const shown = new Set(cells.map((c) => c.seriesUid).filter(Boolean));
       for (const c of cells) {
@@ -765,15 +853,18 @@ async function renderStudy({ root, params, query, signal, user }) {
   async function openSeries(id, seriesUid, start = {}) {
     const c = cellById(id);
     if (!c) return;
+    const info = seriesInfo(seriesUid);
+    if (!info) return;
     const opening = ++c.opening;
     c.seriesUid = seriesUid;
+    c.studyUid = info.study;
     windowChoice.set(id, start.window ? start.preset || "custom" : "default");
     if (cells[active] === c) activate(active);
     c.element.classList.add("vp-blank"); // at once: never the previous picture under this series
     replaceChildren(c.message, h("span", { class: "loading" }, t("viewer.loading")));
     let images;
     try {
-      images = await seriesImages(seriesUid);
+      images = await seriesImages(info.study, seriesUid);
     } catch (err) {
       if (err.name === "AbortError" || opening !== c.opening) return;
       replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: err.message })));
@@ -786,10 +877,51 @@ async function renderStudy({ root, params, query, signal, user }) {
       const sameInstance = images.findIndex((im) => im.instance === start.image);
       index = found >= 0 ? found : Math.max(0, sameInstance);
     }
-    await viewer.showSeries(id, seriesByUid.get(seriesUid), images, index, { voi: start.window || undefined });
+    await viewer.showSeries(id, info, images, index, { voi: start.window || undefined });
     if (opening !== c.opening || !viewer) return;
     viewer.prefetch(seriesUid, images, index, PREFETCH_BYTES);
+    relink();
     updateCell(id);
+  }
+
+  /** Link scrolling of the viewports that show cross-sectional series of one orientation. */
+  function relink(align = "first") {
+    if (!viewer) return;
+    const c = activeCell();
+    const ids = [c, ...cells.filter((x) => x !== c)].filter((x) => x && x.seriesUid).map((x) => x.id);
+    if (syncOn) viewer.linkSlices(ids, { align });
+    else viewer.unlinkSlices();
+    for (const x of cells) updateCell(x.id);
+  }
+
+  function toggleSync() {
+    syncOn = !syncOn;
+    syncButton.setAttribute("aria-pressed", syncOn ? "true" : "false");
+    // Switched on: what is shown now is taken as matching anatomy.
+    relink("current");
+  }
+
+  /** Open a prior study beside the active viewport: its series listed, the best match shown. */
+  async function comparePrior(priorUid, seriesBox) {
+    let list;
+    try {
+      list = await studySeries(priorUid);
+    } catch (err) {
+      if (err.name !== "AbortError") replaceChildren(seriesBox, messageBox("error", t("study.priorSeriesFailed", { message: err.message })));
+      return;
+    }
+    if (!viewer || signal.aborted) return;
+    for (const series of list) priorSeries.set(series.uid, series);
+    if (!seriesBox.childElementCount) replaceChildren(seriesBox, list.map((series) => seriesButton(series)));
+    if (!list.length) return;
+    const current = seriesInfo(activeCell().seriesUid);
+    const sameModality = list.filter((x) => current && x.modality === current.modality);
+    const pick = (sameModality.length ? sameModality : list).reduce((a, b) => (b.count > a.count ? b : a));
+    if (layout === "1x1") setLayout("1x2", { fill: false });
+    const from = active;
+    const target = cells[(from + 1) % cells.length];
+    if (target === cells[from]) return;
+    await openSeries(target.id, pick.uid);
   }
 
   function overlayLines(el, lines) {
@@ -825,7 +957,15 @@ async function renderStudy({ root, params, query, signal, user }) {
       first(meta, TAG.PatientID),
       formatSexAge(first(meta, TAG.PatientSex), first(meta, TAG.PatientBirthDate), first(meta, TAG.StudyDate)),
     ]);
-    overlayLines(c.overlay.tr, [formatDicomDate(first(meta, TAG.StudyDate)), first(meta, TAG.StudyDescription), first(meta, TAG.AccessionNumber)]);
+    const expectedStudy = c.studyUid || uid;
+    const prior = expectedStudy !== uid ? priorStudies.get(expectedStudy) : null;
+    c.cell.classList.toggle("vp-prior", Boolean(prior));
+    overlayLines(c.overlay.tr, [
+      prior ? t("viewer.prior", { date: formatDicomDate(prior.date) || "—" }) : null,
+      formatDicomDate(first(meta, TAG.StudyDate)),
+      first(meta, TAG.StudyDescription),
+      first(meta, TAG.AccessionNumber),
+    ]);
     overlayLines(c.overlay.bl, [
       [t("viewer.overlaySeries", { number: first(meta, TAG.SeriesNumber) || "—" }), first(meta, TAG.Modality), first(meta, TAG.SeriesDescription)].filter(Boolean).join(" · "),
       t("viewer.overlayImage", { n: image.instance, total: image.instances }),
@@ -835,10 +975,13 @@ async function renderStudy({ root, params, query, signal, user }) {
       s.voi ? t("viewer.overlayWindow", { center: Math.round(s.voi[0]), width: Math.round(s.voi[1]) }) : null,
       s.zoom ? t("viewer.overlayZoom", { zoom: Math.round(s.zoom * 100) }) : null,
     ]);
-    const wrongStudy = first(meta, TAG.StudyInstanceUID) !== uid;
-    if (wrongStudy) {
+    // Wrong-patient guard: an image shows only in a viewport given its own study, which is this
+    // page's study or a listed prior; a prior's image also needs this patient's ID.
+    const wrongStudy = first(meta, TAG.StudyInstanceUID) !== expectedStudy || (expectedStudy !== uid && !prior);
+    const wrongPatient = Boolean(prior) && first(meta, TAG.PatientID) !== item.patient_id;
+    if (wrongStudy || wrongPatient) {
       c.element.classList.add("vp-blank");
-      replaceChildren(c.message, messageBox("error", t("viewer.wrongStudy")));
+      replaceChildren(c.message, messageBox("error", t(wrongStudy ? "viewer.wrongStudy" : "viewer.wrongPatient")));
     } else if (s.error) {
       replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: s.error.message })));
     } else if (!s.shown) {
@@ -893,6 +1036,7 @@ async function renderStudy({ root, params, query, signal, user }) {
       );
     }
     cineButton.setAttribute("aria-pressed", s && s.cine ? "true" : "false");
+    syncButton.classList.toggle("linked", Boolean(s && s.linked));
     cineButton.textContent = s && s.cine ? `■ ${t("viewer.stop")}` : `▶ ${t("viewer.cine")}`;
     renderMeasurements(c.id);
     remember();
@@ -916,6 +1060,7 @@ async function renderStudy({ root, params, query, signal, user }) {
                   unit: m.unit || "",
                   calibration: m.kind,
                   points: m.points.filter(Boolean).map((p) => p.join(",")).join(";"),
+                  ...(m.mean !== undefined && m.mean !== null ? { mean: String(m.mean), sd: String(m.stdDev), modalityUnit: m.modalityUnit || "" } : {}),
                 },
               },
               h("span", { class: "m-label" }, label(m)),
@@ -1003,7 +1148,7 @@ async function renderStudy({ root, params, query, signal, user }) {
       const image = s && s.image;
       const choice = (c && windowChoice.get(c.id)) || "default";
       setQuery({
-        series: c && c.seriesUid ? c.seriesUid : undefined,
+        series: c && c.seriesUid && seriesByUid.has(c.seriesUid) ? c.seriesUid : undefined,
         image: image && image.instance > 1 ? image.instance : undefined,
         frame: image && image.frame > 1 ? image.frame : undefined,
         window: choice !== "default" && s && s.voi ? `${Math.round(s.voi[0])},${Math.round(s.voi[1])}` : undefined,
@@ -1048,6 +1193,7 @@ async function renderStudy({ root, params, query, signal, user }) {
       "=": () => viewer.zoomBy(id, 1.25),
       "-": () => viewer.zoomBy(id, 0.8),
       c: () => toggleCine(),
+      s: () => toggleSync(),
       "[": () => {
         fpsInput.value = String(clampFps() - 1);
         fpsInput.dispatchEvent(new Event("change"));

@@ -397,11 +397,12 @@ def test_take_next_claim_release_and_conflict(app_hub: HubProcess, open_page: Op
     expect(page.locator("#worklist-notice .message-ok")).to_have_text("已领取：赵建国")
     expect(ct_row.locator(".col-assigned")).to_have_text("rad1")
 
-    # rad2's page is stale: claiming the same study is refused, and the page says why.
+    # rad2's page is stale: claiming the same study is refused, and the page says why, in
+    # Chinese (translated by the error's code; the hub's English detail is not shown).
     stale = rad2.page.locator("#worklist-table tbody tr", has_text="赵建国")
     stale.locator("button[data-action=claim]").click()
-    expect(rad2.page.locator("#worklist-notice .message-error")).to_contain_text(
-        "already claimed by another radiologist"
+    expect(rad2.page.locator("#worklist-notice .message-error")).to_have_text(
+        "该检查已被其他医生领取，或当前状态不可领取。请刷新工作列表。"
     )
     # After the refresh nobody else's study offers a button.
     expect(stale.locator(".col-assigned")).to_have_text("rad1")

@@ -12,12 +12,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Create or migrate the hub database to the current schema."""
     setup(config)
-    from imaging_hub.worklist.db.migrate import upgrade
-    from imaging_hub.worklist.db.session import make_engine
+    from imaging_hub.worklist.db.migrate import upgrade_database
 
     settings = HubSettings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url())
-    upgrade(engine)
-    engine.dispose()
+    upgrade_database(settings)
     console.print("database is at the current schema")

@@ -17,14 +17,10 @@ def hub_serve(config: ConfigOpt = None) -> None:
     import uvicorn
 
     from imaging_hub.worklist.app import create_app
-    from imaging_hub.worklist.db.migrate import upgrade
-    from imaging_hub.worklist.db.session import make_engine
+    from imaging_hub.worklist.db.migrate import upgrade_database
 
     settings = HubSettings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url())
-    upgrade(engine)
-    engine.dispose()
+    upgrade_database(settings)
     # Our AccessLogMiddleware logs requests without query strings (they may carry names).
     options: dict[str, Any] = {
         "host": settings.host,

@@ -6,6 +6,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from imaging_hub.config import HubSettings
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -22,3 +24,15 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def upgrade_database(settings: HubSettings) -> None:
+    """Create the hub's data directory and bring its database to the current schema."""
+    from imaging_hub.worklist.db.session import make_engine
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()

@@ -16,6 +16,7 @@ import {
   setCurrentUser,
   start,
 } from "./router.js";
+import { mountNotifications } from "./notifications.js";
 import "./pages/index.js";
 
 let activePath = null;
@@ -108,6 +109,7 @@ function init() {
     render();
   });
   onUserChange(renderShell);
+  mountNotifications(document.getElementById("topbar"));
   onBeforeRender((route) => {
     activePath = route ? route.path : null;
     renderNav();

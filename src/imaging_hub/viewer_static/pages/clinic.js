@@ -1,12 +1,15 @@
 // Clinic staff landing page (#/clinic): the clinic's own studies, newest first, from QIDO-RS
 // (GET /dicomweb/studies, which the hub scopes to the caller's clinic), each linking to the
-// study page. Reading status and signed reports are not available to clinic accounts yet: the
-// page says so plainly.
+// study page. Each row also shows the hub's reading status and the report (GET
+// /api/v1/studies/{uid}/report per row: study_status, the signed report and addenda): signed
+// reports and addenda download as PDF; a critical result (危急值) stands out until a clinic user
+// acknowledges it (method + read-back: POST /api/v1/reports/{id}/acknowledge).
 
-import { addStrings, formatDicomDate, t } from "../i18n.js";
-import { apiGet } from "../api.js";
+import { addStrings, formatDateTime, formatDicomDate, t } from "../i18n.js";
+import { apiGet, apiPost } from "../api.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
-import { formatNumber, formatPersonName, formatSexAge } from "../format.js";
+import { formatNumber, formatPersonName, formatSexAge, statusLabel } from "../format.js";
+import { downloadReportPdf } from "./report_pane.js";
 import { registerRoute, setQuery } from "../router.js";
 import { TAG, first, number, personName, values } from "../dicomjson.js";
 
@@ -23,8 +26,25 @@ addStrings({
     "clinic.col.modality": "类型",
     "clinic.col.description": "检查项目",
     "clinic.col.images": "图像",
-    "clinic.notYet":
-      "这里列出已传到影像中心的本院检查（最新的在前）。阅片状态和报告下载将在卫生院门户的下一个版本中提供。",
+    "clinic.col.status": "状态",
+    "clinic.col.report": "报告",
+    "clinic.intro": "这里列出已传到影像中心的本院检查（最新的在前），以及阅片状态和已签发的报告。",
+    "clinic.download": "下载报告",
+    "clinic.downloadAddendum": "补充报告 {n}",
+    "clinic.critical": "危急值：{category}",
+    "clinic.criticalOpen": "有 {n} 份危急值报告尚未确认接收，请尽快通知临床并确认。",
+    "clinic.acknowledge": "确认接收危急值",
+    "clinic.ackTitle": "确认接收危急值",
+    "clinic.ackMethod": "通知方式",
+    "clinic.ackReadBack": "复述内容（接收人复述的结果）",
+    "clinic.ackConfirm": "确认",
+    "clinic.ackCancel": "取消",
+    "clinic.ackNeedReadBack": "请填写复述内容。",
+    "clinic.acknowledged": "已确认 {time}",
+    "clinic.method.phone": "电话",
+    "clinic.method.portal": "门户",
+    "clinic.method.in_person": "当面",
+    "clinic.method.message": "消息",
   },
   en: {
     "clinic.title": "Our studies",
@@ -38,8 +58,25 @@ addStrings({
     "clinic.col.modality": "Modality",
     "clinic.col.description": "Description",
     "clinic.col.images": "Images",
-    "clinic.notYet":
-      "These are your clinic's studies that reached the hub (newest first). Reading status and report downloads come with the next release of the clinic portal.",
+    "clinic.col.status": "Status",
+    "clinic.col.report": "Report",
+    "clinic.intro": "Your clinic's studies that reached the hub (newest first), with their reading status and signed reports.",
+    "clinic.download": "Download report",
+    "clinic.downloadAddendum": "Addendum {n}",
+    "clinic.critical": "Critical result: {category}",
+    "clinic.criticalOpen": "{n} critical result(s) not yet acknowledged: inform the clinician and acknowledge.",
+    "clinic.acknowledge": "Acknowledge critical result",
+    "clinic.ackTitle": "Acknowledge the critical result",
+    "clinic.ackMethod": "How it was passed on",
+    "clinic.ackReadBack": "Read-back (the result as the receiver repeated it)",
+    "clinic.ackConfirm": "Acknowledge",
+    "clinic.ackCancel": "Cancel",
+    "clinic.ackNeedReadBack": "Enter the read-back.",
+    "clinic.acknowledged": "Acknowledged {time}",
+    "clinic.method.phone": "Phone",
+    "clinic.method.portal": "Portal",
+    "clinic.method.in_person": "In person",
+    "clinic.method.message": "Message",
   },
 });
 
@@ -72,6 +109,58 @@ const COLUMNS = [
   }],
 ];
 
+const METHODS = ["phone", "portal", "in_person", "message"];
+const STATUS_CONCURRENCY = 4;
+
+/** A dialog asking how the critical result was passed on and its read-back; resolves after a successful POST. */
+function acknowledgeDialog(report, { signal, onDone }) {
+  const method = h(
+    "select",
+    { id: "critical-ack-method", "data-testid": "critical-ack-method" },
+    METHODS.map((m) => h("option", { value: m }, t(`clinic.method.${m}`))),
+  );
+  const readBack = h("textarea", { id: "critical-ack-readback", "data-testid": "critical-ack-readback", rows: "3", maxlength: "4000", required: true });
+  const error = h("div", { "aria-live": "assertive" });
+  const confirm = h("button", { type: "submit", class: "primary", id: "critical-ack-confirm", "data-testid": "critical-ack-confirm" }, t("clinic.ackConfirm"));
+  const form = h(
+    "form",
+    { method: "dialog", class: "report-sign-form" },
+    h("h2", {}, t("clinic.ackTitle")),
+    h("p", { class: "report-critical-band" }, t("clinic.critical", { category: report.critical_category })),
+    h("p", { class: "report-text" }, report.impression),
+    h("div", { class: "field" }, h("label", { for: "critical-ack-method" }, t("clinic.ackMethod")), method),
+    h("div", { class: "field" }, h("label", { for: "critical-ack-readback" }, t("clinic.ackReadBack")), readBack),
+    error,
+    h("div", { class: "report-actions" }, h("button", { type: "button", on: { click: () => close() } }, t("clinic.ackCancel")), confirm),
+  );
+  const dialog = h("dialog", { class: "report-sign-dialog", id: "critical-ack-dialog", "aria-label": t("clinic.ackTitle") }, form);
+  function close() {
+    if (dialog.open) dialog.close();
+    dialog.remove();
+  }
+  dialog.addEventListener("cancel", () => setTimeout(close));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!readBack.value.trim()) {
+      replaceChildren(error, messageBox("error", t("clinic.ackNeedReadBack")));
+      return;
+    }
+    confirm.disabled = true;
+    try {
+      await apiPost(`/api/v1/reports/${encodeURIComponent(report.id)}/acknowledge`, { method: method.value, read_back: readBack.value }, { signal });
+      close();
+      onDone();
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      confirm.disabled = false;
+      replaceChildren(error, messageBox("error", err.message));
+    }
+  });
+  document.body.appendChild(dialog);
+  dialog.showModal();
+  readBack.focus();
+}
+
 registerRoute({
   path: "/clinic",
   title: "clinic.title",
@@ -96,6 +185,90 @@ registerRoute({
       }, 300);
     });
 
+    const critical = h("div", { class: "clinic-critical", id: "clinic-critical", "aria-live": "polite" });
+    const openCritical = new Set();
+    const showCritical = () =>
+      replaceChildren(critical, openCritical.size ? h("p", { class: "message message-error clinic-critical-banner", role: "alert" }, t("clinic.criticalOpen", { n: openCritical.size })) : null);
+
+    function reportButtons(chain) {
+      const parts = [];
+      const report = chain.report;
+      if (!report) return parts;
+      const fail = (err) => {
+        if (err.name !== "AbortError") replaceChildren(status, messageBox("error", err.message));
+      };
+      parts.push(
+        h(
+          "button",
+          { type: "button", class: "small", "data-testid": "report-download", dataset: { reportId: String(report.id) }, on: { click: () => downloadReportPdf(report, { signal }).catch(fail) } },
+          t("clinic.download"),
+        ),
+      );
+      chain.addenda.forEach((a, i) =>
+        parts.push(
+          h(
+            "button",
+            { type: "button", class: "small", "data-testid": "report-download-addendum", dataset: { reportId: String(a.id) }, on: { click: () => downloadReportPdf(a, { signal }).catch(fail) } },
+            t("clinic.downloadAddendum", { n: i + 1 }),
+          ),
+        ),
+      );
+      return parts;
+    }
+
+    function fillRow(entry, chain) {
+      const { row, statusCell, reportCell } = entry;
+      row.dataset.status = chain.study_status;
+      replaceChildren(statusCell, h("span", { class: ["chip", `status-${chain.study_status}`] }, statusLabel(chain.study_status)));
+      const docs = [chain.report, ...chain.addenda].filter(Boolean);
+      const criticalDoc = docs.find((d) => d.critical && !d.acknowledged_at) || docs.find((d) => d.critical);
+      const parts = reportButtons(chain);
+      row.classList.remove("critical-open");
+      openCritical.delete(entry.uid);
+      if (criticalDoc) {
+        parts.unshift(h("span", { class: "chip critical-chip" }, t("clinic.critical", { category: criticalDoc.critical_category })));
+        if (!criticalDoc.acknowledged_at) {
+          row.classList.add("critical-open");
+          openCritical.add(entry.uid);
+          parts.push(
+            h(
+              "button",
+              {
+                type: "button",
+                class: "small danger",
+                "data-testid": "critical-acknowledge",
+                on: { click: () => acknowledgeDialog(criticalDoc, { signal, onDone: () => refreshRow(entry) }) },
+              },
+              t("clinic.acknowledge"),
+            ),
+          );
+        } else {
+          parts.push(h("span", { class: "muted clinic-acked" }, t("clinic.acknowledged", { time: formatDateTime(criticalDoc.acknowledged_at) })));
+        }
+      }
+      replaceChildren(reportCell, parts);
+      showCritical();
+    }
+
+    async function refreshRow(entry) {
+      try {
+        fillRow(entry, await apiGet(`/api/v1/studies/${encodeURIComponent(entry.uid)}/report`, undefined, { signal }));
+      } catch (err) {
+        if (err.name === "AbortError") return;
+        replaceChildren(entry.statusCell, "—");
+      }
+    }
+
+    async function fillReports(rows) {
+      openCritical.clear();
+      showCritical();
+      const queue = rows.slice();
+      const worker = async () => {
+        while (queue.length) await refreshRow(queue.shift());
+      };
+      await Promise.all(Array.from({ length: STATUS_CONCURRENCY }, worker));
+    }
+
     async function load() {
       setQuery({ patient: search.trim(), offset: offset || undefined });
       try {
@@ -104,17 +277,38 @@ registerRoute({
           headers: { Accept: "application/dicom+json" },
         });
         const list = Array.isArray(studies) ? studies : [];
+        const rows = [];
         replaceChildren(status);
         const table = h(
           "table",
           { class: "worklist", id: "clinic-studies" },
-          h("thead", {}, h("tr", {}, COLUMNS.map(([key, label]) => h("th", { scope: "col", class: `col-${key}` }, t(label))))),
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              COLUMNS.map(([key, label]) => h("th", { scope: "col", class: `col-${key}` }, t(label))),
+              h("th", { scope: "col", class: "col-status" }, t("clinic.col.status")),
+              h("th", { scope: "col", class: "col-report" }, t("clinic.col.report")),
+            ),
+          ),
           h(
             "tbody",
             {},
             list.map((s) => {
               const uid = first(s, TAG.StudyInstanceUID);
-              return h("tr", { dataset: { uid } }, COLUMNS.map(([key, , cell]) => h("td", { class: `col-${key}` }, cell(s, uid))));
+              const statusCell = h("td", { class: "col-status" });
+              const reportCell = h("td", { class: "col-report" });
+              const row = h(
+                "tr",
+                { "data-testid": "clinic-study-row", "data-study-uid": uid, "data-status": "", dataset: { uid } },
+                COLUMNS.map(([key, , cell]) => h("td", { class: `col-${key}` }, cell(s, uid))),
+                statusCell,
+                reportCell,
+              );
+              rows.push({ uid, row, statusCell, reportCell });
+              return row;
             }),
           ),
         );
@@ -125,6 +319,7 @@ registerRoute({
           h("span", { class: "page-number" }, t("common.page", { n: Math.floor(offset / PAGE) + 1 })),
           h("button", { type: "button", id: "clinic-next", disabled: list.length < PAGE, on: { click: () => { offset += PAGE; load(); } } }, t("common.next")),
         );
+        await fillReports(rows);
       } catch (err) {
         if (err.name !== "AbortError") replaceChildren(status, messageBox("error", err.message));
       }
@@ -135,7 +330,8 @@ registerRoute({
         "section",
         { class: "clinic-page" },
         h("h1", {}, t("clinic.heading", { institution: user.institution_name })),
-        h("p", { class: "message message-info", id: "clinic-not-yet" }, t("clinic.notYet")),
+        h("p", { class: "clinic-intro muted", id: "clinic-intro" }, t("clinic.intro")),
+        critical,
         h("form", { class: "filters", role: "search", on: { submit: (e) => e.preventDefault() } },
           h("div", { class: "field field-wide" }, h("label", { for: "clinic-search" }, t("clinic.search")), input)),
         status,

@@ -18,6 +18,7 @@ import {
 } from "../format.js";
 import { can, homePath, registerRoute, setQuery } from "../router.js";
 import { TAG, first, number, personName, values } from "../dicomjson.js";
+import { mountReportPane } from "./report_pane.js";
 
 addStrings({
   "zh-CN": {
@@ -619,6 +620,7 @@ async function renderStudy({ root, params, query, signal, user }) {
   renderHead();
   renderClaim();
   replaceChildren(timelineSlot, timelineBlock(detail.timeline || []));
+  disposers.push(mountReportPane(root.querySelector("[data-testid=report-pane-slot]"), { studyUid: uid, study: detail, user, signal, onChange: () => refreshDetail().then(() => renderClaim()) }));
 
   // ---- Series thumbnails (draggable into a viewport) with a progress bar each ----
   const progressBars = new Map();

@@ -1,0 +1,218 @@
+// Consultation (escalation) in the browser, shown in the report pane: the study's consultations
+// with question and opinion; "escalate" for the radiologist holding the claim (a question and a
+// city/provincial institution above theirs: POST /api/v1/studies/{uid}/escalate); the
+// consultant's opinion form on an open consultation (POST /api/v1/consultations/{id}/opinion);
+// withdrawing an open one (the asker). API: docs/worklist.md "Escalation".
+
+import { addStrings, formatDateTime, hasString, t } from "../i18n.js";
+import { apiGet, apiPost } from "../api.js";
+import { h, messageBox, replaceChildren } from "../dom.js";
+import { can } from "../router.js";
+
+addStrings({
+  "zh-CN": {
+    "consult.title": "会诊",
+    "consult.escalate": "申请会诊",
+    "consult.institution": "会诊机构（代码）",
+    "consult.institutionHint": "上级市级或省级机构的代码，如 city、province",
+    "consult.question": "会诊问题",
+    "consult.submit": "提交会诊申请",
+    "consult.cancel": "取消",
+    "consult.to": "会诊机构：{institution}",
+    "consult.askedBy": "{user} 于 {time} 提问",
+    "consult.answeredBy": "{user} 于 {time} 答复",
+    "consult.opinion": "会诊意见",
+    "consult.opinionSubmit": "提交会诊意见",
+    "consult.withdraw": "撤回会诊",
+    "consult.waiting": "等待会诊意见…",
+    "consult.needQuestion": "请填写会诊问题和会诊机构。",
+    "consult.needOpinion": "请填写会诊意见。",
+    "consult.status.open": "待答复",
+    "consult.status.answered": "已答复",
+    "consult.status.withdrawn": "已撤回",
+    "consult.status.closed": "已结束",
+    "consult.status.forwarded": "已转上级",
+  },
+  en: {
+    "consult.title": "Consultation",
+    "consult.escalate": "Escalate",
+    "consult.institution": "Institution (code)",
+    "consult.institutionHint": "a city or provincial institution above yours, e.g. city, province",
+    "consult.question": "Question",
+    "consult.submit": "Ask for an opinion",
+    "consult.cancel": "Cancel",
+    "consult.to": "Asked: {institution}",
+    "consult.askedBy": "asked by {user} at {time}",
+    "consult.answeredBy": "answered by {user} at {time}",
+    "consult.opinion": "Opinion",
+    "consult.opinionSubmit": "Send the opinion",
+    "consult.withdraw": "Withdraw",
+    "consult.waiting": "Awaiting the opinion…",
+    "consult.needQuestion": "Enter a question and an institution.",
+    "consult.needOpinion": "Enter the opinion.",
+    "consult.status.open": "Open",
+    "consult.status.answered": "Answered",
+    "consult.status.withdrawn": "Withdrawn",
+    "consult.status.closed": "Closed",
+    "consult.status.forwarded": "Forwarded",
+  },
+});
+
+const enc = encodeURIComponent;
+
+function statusText(status) {
+  return hasString(`consult.status.${status}`) ? t(`consult.status.${status}`) : status;
+}
+
+/** Institution codes the user asked before (for the datalist); best effort. */
+async function knownInstitutions(signal) {
+  try {
+    const list = await apiGet("/api/v1/consultations", undefined, { signal });
+    return [...new Set((list || []).map((c) => c.to_institution).filter(Boolean))];
+  } catch {
+    return [];
+  }
+}
+
+function consultationItem(c, { user, signal, onChange, showError }) {
+  const parts = [
+    h(
+      "div",
+      { class: "consult-head" },
+      h("span", { class: ["chip", `consult-${c.status}`] }, statusText(c.status)),
+      h("span", { class: "consult-to" }, t("consult.to", { institution: c.to_institution })),
+    ),
+    h("p", { class: "consult-question" }, c.question),
+    h("p", { class: "consult-meta" }, t("consult.askedBy", { user: c.requested_by, time: formatDateTime(c.requested_at) })),
+  ];
+  if (c.opinion) {
+    parts.push(
+      h("h4", {}, t("consult.opinion")),
+      h("p", { class: "consult-opinion-text", "data-testid": "consult-opinion-text" }, c.opinion),
+      h("p", { class: "consult-meta" }, t("consult.answeredBy", { user: c.consultant || "", time: formatDateTime(c.answered_at) })),
+    );
+  } else if (c.status === "open") {
+    if (can("study.opinion", user)) {
+      const text = h("textarea", { id: `consult-opinion-${c.id}`, class: "report-field", "data-testid": "consult-opinion", rows: "4", maxlength: "10000" });
+      const send = h("button", { type: "submit", class: "primary", "data-testid": "consult-opinion-submit", id: `consult-opinion-submit-${c.id}` }, t("consult.opinionSubmit"));
+      const form = h(
+        "form",
+        { class: "consult-opinion-form" },
+        h("label", { for: `consult-opinion-${c.id}` }, t("consult.opinion")),
+        text,
+        send,
+      );
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        if (!text.value.trim()) {
+          showError(new Error(t("consult.needOpinion")));
+          return;
+        }
+        send.disabled = true;
+        try {
+          await apiPost(`/api/v1/consultations/${enc(c.id)}/opinion`, { opinion: text.value }, { signal });
+          await onChange();
+        } catch (err) {
+          if (err.name === "AbortError") return;
+          send.disabled = false;
+          showError(err);
+        }
+      });
+      parts.push(form);
+    } else {
+      parts.push(h("p", { class: "consult-meta" }, t("consult.waiting")));
+      if (can("study.escalate", user) && c.requested_by === user.username) {
+        parts.push(
+          h(
+            "button",
+            {
+              type: "button",
+              class: "small",
+              "data-testid": "consult-withdraw",
+              on: {
+                click: async (event) => {
+                  event.target.disabled = true;
+                  try {
+                    await apiPost(`/api/v1/consultations/${enc(c.id)}/withdraw`, undefined, { signal });
+                    await onChange();
+                  } catch (err) {
+                    if (err.name === "AbortError") return;
+                    event.target.disabled = false;
+                    showError(err);
+                  }
+                },
+              },
+            },
+            t("consult.withdraw"),
+          ),
+        );
+      }
+    }
+  }
+  return h("li", { class: "consult-item", "data-testid": "consult-item", dataset: { id: String(c.id), status: c.status } }, parts);
+}
+
+/**
+ * The study's consultations block: options { studyUid, detail (GET /api/v1/studies/{uid}), user,
+ * signal, onChange (async; after an escalation, opinion or withdrawal) }.
+ */
+export function consultationBlock({ studyUid, detail, user, signal, onChange }) {
+  const consultations = (detail && detail.consultations) || [];
+  const item = (detail && detail.study) || {};
+  const messages = h("div", { class: "consult-messages", "aria-live": "polite" });
+  const showError = (err) => replaceChildren(messages, messageBox("error", err.message || String(err)));
+  const holder = item.status === "in_progress" && item.assigned_to === user.username;
+  const canEscalate = can("study.escalate", user) && holder;
+  if (!consultations.length && !canEscalate) return h("div", { class: "consult-block consult-empty" });
+
+  const formSlot = h("div", { class: "consult-form-slot" });
+  function openForm() {
+    const listId = "consult-institutions";
+    const institution = h("input", { id: "escalate-institution", "data-testid": "escalate-institution", list: listId, maxlength: "63", autocomplete: "off", placeholder: t("consult.institutionHint"), required: true });
+    const datalist = h("datalist", { id: listId });
+    knownInstitutions(signal).then((codes) => replaceChildren(datalist, codes.map((code) => h("option", { value: code }))));
+    const question = h("textarea", { id: "escalate-question", class: "report-field", "data-testid": "escalate-question", rows: "3", maxlength: "10000", required: true });
+    const submit = h("button", { type: "submit", class: "primary", id: "escalate-submit", "data-testid": "escalate-submit" }, t("consult.submit"));
+    const form = h(
+      "form",
+      { class: "consult-escalate-form", id: "escalate-form" },
+      h("div", { class: "field" }, h("label", { for: "escalate-institution" }, t("consult.institution")), institution, datalist),
+      h("div", { class: "field" }, h("label", { for: "escalate-question" }, t("consult.question")), question),
+      h("div", { class: "report-actions" }, h("button", { type: "button", on: { click: () => replaceChildren(formSlot) } }, t("consult.cancel")), submit),
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const code = institution.value.trim().toLowerCase();
+      if (!code || !question.value.trim()) {
+        showError(new Error(t("consult.needQuestion")));
+        return;
+      }
+      submit.disabled = true;
+      try {
+        await apiPost(`/api/v1/studies/${enc(studyUid)}/escalate`, { institution: code, question: question.value }, { signal });
+        await onChange();
+      } catch (err) {
+        if (err.name === "AbortError") return;
+        submit.disabled = false;
+        showError(err);
+      }
+    });
+    replaceChildren(formSlot, form);
+    institution.focus();
+  }
+
+  const hasOpen = consultations.some((c) => c.status === "open");
+  return h(
+    "div",
+    { class: "consult-block", id: "consultations" },
+    h("h3", {}, t("consult.title")),
+    messages,
+    consultations.length
+      ? h("ul", { class: "consult-list", id: "consult-list" }, consultations.map((c) => consultationItem(c, { user, signal, onChange, showError })))
+      : null,
+    canEscalate && !hasOpen
+      ? h("button", { type: "button", id: "escalate", "data-testid": "escalate", on: { click: openForm } }, t("consult.escalate"))
+      : null,
+    formSlot,
+  );
+}

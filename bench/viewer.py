@@ -393,6 +393,23 @@ def main() -> None:
     ]
     if ohif_error:
         targets.append(f"- OHIF: {ohif_error}")
+    met = {
+        "first image ≤ 500 ms (DX, CT)": max(median(ours["dx"]), median(ours["ct"])) <= 500,
+        "scrolling ≥ 60 slices/s": median(ours["fps"]) >= 60,
+        "tab memory ≤ 2× pixels": median(ours["rss"]) <= 2 * ct_pixel_bytes,
+    }
+    if ohif:
+        met["first image ≤ OHIF (DX, CT)"] = all(
+            median(ours[k]) <= median(ohif[k]) for k in ("dx", "ct")
+        )
+        met["whole CT ≤ OHIF"] = median(ours["ct_loaded"]) <= median(
+            [v for v in ohif["ct_loaded"] if v == v] or [float("inf")]
+        )
+    targets.append(
+        "- Verdict in this run: "
+        + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in met.items())
+        + "."
+    )
     for line in rows:
         print(line)
     lines = [

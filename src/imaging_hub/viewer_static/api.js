@@ -10,6 +10,8 @@ import { problemMessage } from "./errors.js";
 import { t } from "./i18n.js";
 
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+// 401 answers whose code says the session is fine (POST /api/v1/reports/{id}/sign, docs/reports.md).
+const NOT_SESSION_401 = new Set(["signing_password_wrong"]);
 let csrfToken = null; // non-null while we believe a session is active
 
 /** An HTTP or network failure with a message already in the user's language (error.message). */
@@ -124,7 +126,8 @@ export async function request(path, options = {}) {
   }
   if (!response.ok) {
     const error = await errorFrom(response);
-    if (response.status === 401 && auth && csrfToken !== null) {
+    // A wrong signing password is a 401 about that password, not about the session.
+    if (response.status === 401 && auth && csrfToken !== null && !NOT_SESSION_401.has(error.code)) {
       csrfToken = null;
       for (const fn of unauthorizedHandlers) fn(error);
     }

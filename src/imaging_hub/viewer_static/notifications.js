@@ -65,7 +65,7 @@ export function mountNotifications(topbar) {
   }
 
   function renderBadge() {
-    label.textContent = `🔔 ${t("notify.title")}`;
+    label.textContent = t("notify.title");
     button.setAttribute("aria-label", t("notify.title"));
     const list = unread();
     count.hidden = list.length === 0;

@@ -246,7 +246,7 @@ registerRoute({
           parts.push(h("span", { class: "muted clinic-acked" }, t("clinic.acknowledged", { time: formatDateTime(criticalDoc.acknowledged_at) })));
         }
       }
-      replaceChildren(reportCell, parts);
+      replaceChildren(reportCell, h("div", { class: "clinic-report-cell" }, parts));
       showCritical();
     }
 

@@ -1,0 +1,214 @@
+"""The report pane beside the viewer, and the clinic's side of a signed report, in Debian chromium
+against a real hub: rad1 takes the next study, writes findings and impression through the
+``report-*`` hooks (hostile HTML included), reloads (the draft is kept: saved on the hub as typed),
+signs with the password (a wrong one first: the Chinese message of its code, nothing signed),
+sees the signed status with its SHA-256, downloads the PDF and writes and signs an addendum;
+staff-a then sees the signed study on the clinic page, downloads the report and acknowledges the
+critical result. Screenshots of each step are kept in the test's temporary directory
+(``report-*.png``).
+"""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+from pydicom.uid import generate_uid
+
+from tests.e2e.support import BUNDLED, ingest, login, make_instance
+from tests.peers.browser import OpenPage
+from tests.peers.hub import HubProcess, start_hub_process
+
+pytestmark = pytest.mark.e2e
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+CATEGORY = "颅内出血 intracranial haemorrhage"
+
+
+@pytest.fixture(scope="module")
+def report_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubProcess, str]]:
+    hub = start_hub_process(tmp_path_factory.mktemp("report-pane") / "hub")
+    try:
+        study, series = generate_uid(), generate_uid()
+        instances = [
+            make_instance(
+                BUNDLED / "CT_small.dcm",
+                study=study,
+                series=series,
+                SeriesNumber=1,
+                InstanceNumber=n,
+                SpecificCharacterSet="ISO_IR 192",
+                PatientName="李^雷",
+                PatientID="R-1",
+                BodyPartExamined="HEAD",
+                StudyDescription="头颅CT平扫",
+            )
+            for n in (1, 2)
+        ]
+        ingest(hub, "clinic-a", *instances)
+        yield hub, study
+    finally:
+        hub.stop()
+
+
+def api(hub: HubProcess, username: str) -> httpx.Client:
+    token = httpx.post(
+        f"{hub.url}/api/v1/auth/token",
+        data={"username": username, "password": hub.passwords[username]},
+        timeout=10,
+    ).json()["access_token"]
+    return httpx.Client(
+        base_url=hub.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+
+
+def shot(page: Page, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=str(tmp_path / f"report-{name}.png"))
+
+
+def wait_saved(page: Page) -> None:
+    status = page.locator("[data-testid=report-status]")
+    expect(status).to_have_attribute("data-status", "draft")
+    expect(status).to_contain_text("保存")
+    expect(status).not_to_contain_text("未保存")
+
+
+def test_write_sign_addendum_and_clinic_acknowledges(
+    report_hub: tuple[HubProcess, str], open_page: OpenPage, tmp_path: Path
+) -> None:
+    hub, uid = report_hub
+    bp = open_page(hub.url)
+    page = bp.page
+    login(bp, hub, "rad1")
+    page.locator("[data-testid=worklist-next], #next-study").first.click()
+    expect(page).to_have_url(f"{hub.url}/#/study/{uid}")
+    pane = page.locator("[data-testid=report-pane-slot] .report-pane")
+    expect(pane).to_be_visible()
+
+    # The order's clinical question (no order: the study description) and the template the hub
+    # suggests for CT HEAD, pre-selected; its sections insert their "normal" text.
+    expect(page.locator("#report-question")).to_contain_text("头颅CT平扫")
+    template = page.locator("[data-testid=report-template]")
+    expect(template).to_have_value("ct-head-noncontrast")
+    expect(page.locator("[data-testid=report-status]")).to_have_attribute("data-status", "none")
+    page.locator("#report-all-normal").click()
+    findings = page.locator("[data-testid=report-findings]")
+    expect(findings).not_to_have_value("")
+    wait_saved(page)
+
+    findings.fill(f"右侧颞叶见片状高密度影，约 3 cm。{HOSTILE}")
+    page.locator("[data-testid=report-impression]").fill("右侧颞叶脑出血。")
+    page.locator("[data-testid=report-critical]").check()
+    page.locator("#report-critical-category").select_option(CATEGORY)
+    wait_saved(page)
+    shot(page, tmp_path, "1-draft")
+
+    # A reload keeps the draft: it lives on the hub.
+    page.reload()
+    expect(page.locator("[data-testid=report-findings]")).to_have_value(
+        f"右侧颞叶见片状高密度影，约 3 cm。{HOSTILE}"
+    )
+    expect(page.locator("[data-testid=report-impression]")).to_have_value("右侧颞叶脑出血。")
+    expect(page.locator("[data-testid=report-critical]")).to_be_checked()
+    expect(page.locator("#report-critical-category")).to_have_value(CATEGORY)
+    expect(page.locator("[data-testid=report-template]")).to_have_value("ct-head-noncontrast")
+    page.locator("[data-testid=report-save]").click()
+    wait_saved(page)
+
+    # Signing asks for the password again; a wrong one is explained in Chinese by its code and
+    # signs nothing.
+    page.locator("[data-testid=report-sign]").click()
+    password = page.locator("[data-testid=report-sign-password]")
+    expect(password).to_be_visible()
+    password.fill("not-my-password")
+    page.locator("[data-testid=report-sign-confirm]").click()
+    expect(page.locator("#report-sign-dialog .message-error")).to_have_text(
+        "签名密码错误，报告未签发。"
+    )
+    shot(page, tmp_path, "2-wrong-password")
+    with api(hub, "rad1") as client:
+        chain = client.get(f"/api/v1/studies/{uid}/report").json()
+        assert chain["report"] is None and chain["draft"]["status"] == "draft"
+    password.fill(hub.passwords["rad1"])
+    page.locator("[data-testid=report-sign-confirm]").click()
+    status = page.locator("[data-testid=report-status]")
+    expect(status).to_have_attribute("data-status", "signed", timeout=30_000)
+    with api(hub, "rad1") as client:
+        chain = client.get(f"/api/v1/studies/{uid}/report").json()
+    report = chain["report"]
+    assert report["status"] == "signed" and report["critical"] is True
+    expect(status).to_have_attribute("data-sha256", report["sha256"])
+    expect(status).to_contain_text("已签发")
+    expect(page.locator("[data-testid=report-sha256]")).to_have_text(report["sha256"])
+    # Read-only now: the editor is gone; the hostile text is shown as text.
+    expect(page.locator("#report-editor")).to_have_count(0)
+    expect(page.locator(".report-findings-text").first).to_contain_text(HOSTILE)
+    expect(page.locator("#study-status")).to_have_text("已签发")
+    shot(page, tmp_path, "3-signed")
+
+    with page.expect_download() as download:
+        page.locator("[data-testid=report-pdf]").first.click()
+    pdf = Path(download.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF")
+
+    # An addendum: a new draft, edited and signed the same way; the first report stays.
+    page.locator("[data-testid=report-addendum]").click()
+    expect(page.locator("#report-editor")).to_have_attribute("data-kind", "addendum")
+    page.locator("[data-testid=report-impression]").fill("补充：建议复查头颅CT。")
+    wait_saved(page)
+    page.locator("[data-testid=report-sign]").click()
+    page.locator("[data-testid=report-sign-password]").fill(hub.passwords["rad1"])
+    page.locator("[data-testid=report-sign-confirm]").click()
+    expect(page.locator(".report-doc")).to_have_count(2, timeout=30_000)
+    expect(status).to_have_attribute("data-status", "signed")
+    expect(page.locator(".report-doc-addendum")).to_contain_text("建议复查头颅CT")
+    with api(hub, "rad1") as client:
+        chain = client.get(f"/api/v1/studies/{uid}/report").json()
+    assert len(chain["addenda"]) == 1
+    assert chain["report"]["sha256"] == report["sha256"]
+    expect(status).to_have_attribute("data-sha256", chain["addenda"][0]["sha256"])
+    shot(page, tmp_path, "4-addendum")
+    assert bp.problems() == []
+
+    # The clinic: the signed study with its status, the report download, the critical result
+    # standing out until acknowledged (method + read-back).
+    staff = open_page(hub.url)
+    spage = staff.page
+    login(staff, hub, "staff-a")
+    row = spage.locator(f"[data-testid=clinic-study-row][data-study-uid='{uid}']")
+    expect(row).to_have_attribute("data-status", "signed")
+    expect(row).to_have_class(re.compile(r"critical-open"))
+    expect(spage.locator("#clinic-critical .message-error")).to_contain_text("危急值")
+    expect(spage.locator("[data-testid=notifications-count]")).to_have_text("1")
+    shot(spage, tmp_path, "5-clinic-critical")
+    with spage.expect_download() as download:
+        row.locator("[data-testid=report-download]").click()
+    assert Path(download.value.path()).read_bytes() == pdf
+    with spage.expect_download() as download:
+        row.locator("[data-testid=report-download-addendum]").click()
+    assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
+
+    row.locator("[data-testid=critical-acknowledge]").click()
+    spage.locator("#critical-ack-method").select_option("phone")
+    spage.locator("#critical-ack-readback").fill("右侧颞叶脑出血，已电话告知王医生")
+    shot(spage, tmp_path, "6-acknowledge")
+    spage.locator("#critical-ack-confirm").click()
+    expect(row).to_have_attribute("data-status", "acknowledged")
+    expect(row).not_to_have_class(re.compile(r"critical-open"))
+    expect(row).to_contain_text("已确认接收")
+    expect(spage.locator("#clinic-critical .message-error")).to_have_count(0)
+    with api(hub, "staff-a") as client:
+        acked = client.get(f"/api/v1/studies/{uid}/report").json()["report"]
+    assert acked["acknowledgement_method"] == "phone"
+    assert acked["acknowledgement_read_back"] == "右侧颞叶脑出血，已电话告知王医生"
+    shot(spage, tmp_path, "7-acknowledged")
+    assert staff.problems() == []
+
+    # The same pane in English: the labels follow the language.
+    page.locator("#lang-switch").click()
+    expect(page.locator(".report-title")).to_have_text("Report")
+    expect(page.locator("[data-testid=report-status]")).to_contain_text("Signed")
+    shot(page, tmp_path, "8-english")
+    assert bp.problems() == []

@@ -59,9 +59,7 @@ def api(hub: HubProcess, username: str) -> httpx.Client:
         data={"username": username, "password": hub.passwords[username]},
         timeout=10,
     ).json()["access_token"]
-    return httpx.Client(
-        base_url=hub.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
+    return httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
 def shot(page: Page, tmp_path: Path, name: str) -> None:
@@ -71,8 +69,7 @@ def shot(page: Page, tmp_path: Path, name: str) -> None:
 def wait_saved(page: Page) -> None:
     status = page.locator("[data-testid=report-status]")
     expect(status).to_have_attribute("data-status", "draft")
-    expect(status).to_contain_text("保存")
-    expect(status).not_to_contain_text("未保存")
+    expect(status).to_contain_text("已于")  # "草稿 · 已于 hh:mm 保存"
 
 
 def test_write_sign_addendum_and_clinic_acknowledges(

@@ -154,9 +154,10 @@ function consultationItem(c, { user, signal, onChange, showError }) {
 
 /**
  * The study's consultations block: options { studyUid, detail (GET /api/v1/studies/{uid}), user,
- * signal, onChange (async; after an escalation, opinion or withdrawal) }.
+ * signal, onChange (async; after an escalation, opinion or withdrawal), beforeAction (async;
+ * before an escalation: the pane saves the draft) }.
  */
-export function consultationBlock({ studyUid, detail, user, signal, onChange }) {
+export function consultationBlock({ studyUid, detail, user, signal, onChange, beforeAction }) {
   const consultations = (detail && detail.consultations) || [];
   const item = (detail && detail.study) || {};
   const messages = h("div", { class: "consult-messages", "aria-live": "polite" });
@@ -189,6 +190,7 @@ export function consultationBlock({ studyUid, detail, user, signal, onChange }) 
       }
       submit.disabled = true;
       try {
+        if (beforeAction) await beforeAction();
         await apiPost(`/api/v1/studies/${enc(studyUid)}/escalate`, { institution: code, question: question.value }, { signal });
         await onChange();
       } catch (err) {

@@ -309,6 +309,9 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
       messages,
     ];
     parts.push(signedDocs.map((r) => signedDocument(r, { signal, onError: showError })));
+    // A consultation (with its opinion) is input for the report: above the editor when there is one.
+    const consultFirst = Boolean(detail && (detail.consultations || []).length);
+    if (consultFirst) parts.push(consultSlot);
 
     editor = null;
     if (doc) {
@@ -316,7 +319,7 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
     } else {
       parts.push(h("p", { class: "report-readonly", id: "report-readonly" }, readonlyReason(chain, item, user)));
       // Keep the hooks present (read-only), so a watcher sees the pane's state.
-      if (!signedDocs.length) {
+      if (!signedDocs.length && can("report.write", user)) {
         parts.push(
           h("textarea", { class: "report-field", "data-testid": "report-findings", readonly: true, "aria-label": t("report.findings"), rows: "3" }),
           h("textarea", { class: "report-field", "data-testid": "report-impression", readonly: true, "aria-label": t("report.impression"), rows: "2" }),
@@ -350,7 +353,7 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
         );
       }
     }
-    parts.push(consultSlot);
+    if (!consultFirst) parts.push(consultSlot);
     replaceChildren(pane, parts);
     renderConsultations();
   }
@@ -363,6 +366,8 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
         detail,
         user,
         signal,
+        // Typed text reaches the hub before the study changes hands.
+        beforeAction: () => (editor ? editor.flush().catch(() => {}) : undefined),
         onChange: async () => {
           await refresh(true);
           notify();

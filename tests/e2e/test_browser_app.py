@@ -289,7 +289,7 @@ def test_wrong_password_expired_session_and_clinic_landing(
     expect(page.locator("#app .message-error")).to_have_text("您没有执行此操作的权限。")
     expect(page.locator("#nav a")).to_have_text(["本院检查"])
     page.click("#nav a")
-    expect(page.locator("#clinic-not-yet")).to_contain_text("下一个版本")
+    expect(page.locator("#clinic-intro")).to_contain_text("阅片状态")
     expect(page.locator(".clinic-page h1")).to_contain_text("A镇卫生院")
     expect(page.locator("#session-role")).to_have_text("卫生院工作人员")
     assert bp.problems() == []

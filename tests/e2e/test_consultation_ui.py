@@ -112,5 +112,6 @@ def test_escalate_answer_and_the_radiologist_sees_the_opinion(
     )
     expect(page.locator("[data-testid=report-findings]")).to_be_editable()
     expect(page.locator("#study-timeline li[data-kind=opinion]")).to_have_count(1)
+    expect(page.locator("#study-timeline .timeline-opinion")).to_have_text(OPINION)
     shot(page, tmp_path, "5-opinion")
     assert rad.problems() == []

@@ -324,6 +324,10 @@ function timelineBlock(timeline) {
         h("span", { class: "timeline-at" }, formatDateTime(e.at)),
         h("span", { class: "timeline-kind" }, eventLabel(e.kind)),
         e.actor ? h("span", { class: "timeline-actor" }, e.actor) : null,
+        // A consultant's opinion is read in the timeline too (text, never markup).
+        e.kind === "opinion" && e.detail && typeof e.detail.opinion === "string"
+          ? h("blockquote", { class: "timeline-opinion" }, e.detail.opinion)
+          : null,
       ),
     ),
   );

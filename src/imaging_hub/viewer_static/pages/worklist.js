@@ -99,7 +99,7 @@ addStrings({
 });
 
 export const REFRESH_MS = 15000;
-const STATUSES = ["receiving", "unread", "in_progress", "escalated", "signed", "delivered", "cancelled"];
+const STATUSES = ["receiving", "unread", "in_progress", "escalated", "signed", "delivered", "acknowledged", "cancelled"];
 const OPEN = ["unread", "in_progress", "escalated"];
 const PRIORITIES = ["stat", "urgent", "routine"];
 const MODALITIES = ["CR", "DX", "CT", "MR", "US", "MG", "XA", "RF", "NM", "PT", "ES", "OT"];
@@ -394,7 +394,8 @@ function renderWorklist({ root, query, signal, user }) {
               `row-${item.priority}`,
               overdue ? "row-overdue" : null,
             ],
-            dataset: { uid: item.study_instance_uid },
+            "data-testid": "worklist-row",
+            dataset: { uid: item.study_instance_uid, studyUid: item.study_instance_uid },
           },
           columns.map(([key, , , cell]) => h("td", { class: `col-${key}` }, cell(item))),
         );
@@ -463,7 +464,7 @@ function renderWorklist({ root, query, signal, user }) {
         { class: "page-head" },
         h("h1", {}, t("worklist.title")),
         updated,
-        claims ? h("button", { type: "button", class: "primary next-study", id: "next-study", on: { click: takeNext } }, t("worklist.nextStudy")) : null,
+        claims ? h("button", { type: "button", class: "primary next-study", id: "next-study", "data-testid": "worklist-next", on: { click: takeNext } }, t("worklist.nextStudy")) : null,
       ),
       notice,
       filters,

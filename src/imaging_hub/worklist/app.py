@@ -51,7 +51,7 @@ from imaging_hub.worklist.reports import routes as report_routes
 from imaging_hub.worklist.reports import service as report_service
 from imaging_hub.worklist.reports.credentials import ReportsRuntime
 from imaging_hub.worklist.stats import routes as stats_routes
-from imaging_hub.worklist.studies import conflict_routes, registration_routes
+from imaging_hub.worklist.studies import clinic_routes, conflict_routes, registration_routes
 from imaging_hub.worklist.studies import routes as study_routes
 from imaging_hub.worklist.studies.registration import LeasePolicy, SlaPolicy
 
@@ -184,6 +184,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(notification_routes.router)
     app.include_router(stats_routes.router)
     app.include_router(conflict_routes.router)
+    app.include_router(clinic_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(duty_routes.router)

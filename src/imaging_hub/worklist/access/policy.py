@@ -66,6 +66,7 @@ class Permission(enum.StrEnum):
     report_sign = "report.sign"  # sign a report or an addendum
     report_acknowledge = "report.acknowledge"  # a clinic user records receipt of a critical result
     report_templates = "report.templates"  # import report templates
+    clinic_studies = "clinic.studies"  # the clinic page: a clinic's studies with report status
     order_read = "order.read"
     order_write = "order.write"  # register exam orders at the clinic
     stats_read = "stats.read"  # volumes, turnaround, workload (no PHI)
@@ -95,6 +96,7 @@ GRANTS: dict[str, frozenset[Permission]] = {
             P.study_cancel,
             P.report_read,
             P.report_templates,
+            P.clinic_studies,
             P.order_read,
             P.stats_read,
             P.dicomweb_read,
@@ -137,6 +139,7 @@ GRANTS: dict[str, frozenset[Permission]] = {
             P.study_read_phi,
             P.report_read,
             P.report_acknowledge,
+            P.clinic_studies,
             P.order_read,
             P.order_write,
             P.dicomweb_read,

@@ -9,7 +9,11 @@ from imaging_hub.worklist.db.models import ConsultationStatus, User
 from imaging_hub.worklist.http.deps import CallerDep, SessionDep, StateDep
 from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.reading import consultations
-from imaging_hub.worklist.reading.consultations import ConsultationItem, consultation_item
+from imaging_hub.worklist.reading.consultations import (
+    ConsultationItem,
+    ConsultingTarget,
+    consultation_item,
+)
 
 router = APIRouter(prefix="/api/v1/consultations", tags=["consultations"])
 
@@ -33,6 +37,17 @@ def get_consultations(
     status: ConsultationStatus | None = None,
 ) -> list[ConsultationItem]:
     return consultations.list_consultations(session, caller, status=status)
+
+
+@router.get("/targets", response_model=list[ConsultingTarget])
+def get_targets(
+    session: SessionDep,
+    _: Annotated[User, require("study.escalate")],
+    caller: CallerDep,
+) -> list[ConsultingTarget]:
+    """The institutions the caller may escalate to: the city and provincial ones above the
+    caller's institution, nearest first (``code``, ``name``, ``level``)."""
+    return consultations.consulting_targets(session, caller)
 
 
 @router.get("/{consultation_id}", response_model=ConsultationItem)

@@ -82,6 +82,27 @@ def ancestors(session: Session, institution: Institution) -> list[Institution]:
     return chain
 
 
+@dataclass(frozen=True)
+class ConsultingTarget:
+    """An institution the caller may ask for an opinion (city or province above theirs)."""
+
+    code: str
+    name: str
+    level: InstitutionLevel
+
+
+def consulting_targets(session: Session, caller: Caller) -> list[ConsultingTarget]:
+    """The city and provincial institutions in the chain above the caller's institution, nearest
+    first: exactly those :func:`escalate` accepts (no PHI)."""
+    caller.require(Permission.study_escalate)
+    user = caller.user
+    return [
+        ConsultingTarget(code=i.code, name=i.name, level=i.level)
+        for i in ancestors(session, user.institution)
+        if i.level in CONSULTING_LEVELS
+    ]
+
+
 def consulting_institution(session: Session, code: str, *, above: Institution) -> Institution:
     """The city or provincial institution *code* in the chain above *above*, to be asked."""
     target = session.scalar(select(Institution).where(Institution.code == code))

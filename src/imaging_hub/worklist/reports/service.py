@@ -172,6 +172,22 @@ class ReportChain:
     #: Whether the caller may write now: the report (holding the claim) or an addendum.
     can_write_report: bool
     can_write_addendum: bool
+    #: The latest signed report of another study of the same patient in the caller's scope.
+    prior_report: "PriorReport | None" = None
+
+
+@dataclass(frozen=True)
+class PriorReport:
+    """The patient's previous signed report (text only), shown beside the editor."""
+
+    id: int
+    study_instance_uid: str
+    study_date: str
+    modality: str
+    signed_at: datetime | None
+    findings: str
+    impression: str
+    radiologist: str
 
 
 @dataclass(frozen=True)
@@ -301,6 +317,37 @@ def _require_holder(study: Study, user: User, now: datetime) -> None:
 # --- reading the chain -----------------------------------------------------------------------
 
 
+def _prior_report(session: Session, user: User, study: Study) -> Report | None:
+    """The latest signed report (not addendum) of another study of *study*'s patient that
+    *user* may see; one query."""
+    return session.scalar(
+        select(Report)
+        .join(Study, Report.study_id == Study.id)
+        .where(
+            Study.patient_pk == study.patient_pk,
+            Study.id != study.id,
+            Report.kind == ReportKind.report,
+            Report.status == ReportStatus.signed,
+            study_scope(session, user),
+        )
+        .order_by(Report.signed_at.desc(), Report.id.desc())
+        .limit(1)
+    )
+
+
+def prior_report_item(report: Report) -> PriorReport:
+    return PriorReport(
+        id=report.id,
+        study_instance_uid=report.study.study_instance_uid,
+        study_date=report.study.study_date,
+        modality=report.study.modalities,
+        signed_at=report.signed_at,
+        findings=report.findings,
+        impression=report.impression,
+        radiologist=report.signer_name or report.author.display_name or report.author.username,
+    )
+
+
 def get_chain(
     session: Session,
     caller: Caller,
@@ -319,6 +366,7 @@ def get_chain(
     signed = _signed_chain(session, study)
     main = next((r for r in signed if r.kind == ReportKind.report), None)
     addenda = tuple(report_item(r) for r in signed if r.kind == ReportKind.addendum)
+    prior = _prior_report(session, user, study)
     draft: Report | None = None
     if user.role == Role.radiologist:
         draft = _own_draft(session, study, user, ReportKind.addendum if main else ReportKind.report)
@@ -339,7 +387,21 @@ def get_chain(
         can_write_addendum=main is not None
         and user.role == Role.radiologist
         and study.status in SIGNED_STATES,
+        prior_report=prior_report_item(prior) if prior else None,
     )
+    if prior is not None:
+        # Reading the prior report is a read of that study's signed text: audited like one.
+        audit.record_access(
+            session,
+            batcher=batcher,
+            session_key=caller.session_key,
+            actor=caller.actor,
+            action=REPORT_READ,
+            study_uid=prior.study.study_instance_uid,
+            source_ip=caller.source_ip,
+            object_type="study",
+            detail={"as_prior_of": study.study_instance_uid},
+        )
     if signed:
         audit.record_access(
             session,
@@ -351,6 +413,7 @@ def get_chain(
             source_ip=caller.source_ip,
             object_type="study",
         )
+    if signed or prior is not None:
         session.commit()
     return chain
 

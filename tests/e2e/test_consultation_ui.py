@@ -1,5 +1,6 @@
 """Consultation in the browser (Debian chromium, a real hub): rad1 escalates the study it holds
-from the report pane (``escalate``: a question and the provincial hospital), consult1 answers in
+from the report pane (``escalate``: a question and the provincial hospital, picked from the institutions
+above the hub), consult1 answers in
 its view of the study (``consult-opinion``), rad1 gets the "opinion arrived" notification in the
 top bar, sees the opinion text beside the report pane, marks the notification read and can write
 the report again. Hostile text in the question and the opinion stays text. Screenshots are kept
@@ -62,7 +63,15 @@ def test_escalate_answer_and_the_radiologist_sees_the_opinion(
     expect(status).to_contain_text("已于")  # "已于 hh:mm 保存": on the hub
 
     page.locator("[data-testid=escalate]").click()
-    page.locator("#escalate-institution").fill("province")
+    # The picker offers the city and provincial institutions above the hub, nearest first.
+    target = page.locator("[data-testid=escalate-institution]")
+    expect(target).to_be_enabled()
+    expect(target.locator("option")).to_have_count(2)
+    assert target.locator("option").evaluate_all("os => os.map(o => o.value)") == [
+        "city",
+        "province",
+    ]
+    target.select_option("province")
     page.locator("#escalate-question").fill(QUESTION)
     shot(page, tmp_path, "1-escalate")
     page.locator("#escalate-submit").click()

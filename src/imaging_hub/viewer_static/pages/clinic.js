@@ -1,9 +1,9 @@
-// Clinic staff landing page (#/clinic): the clinic's own studies, newest first, from QIDO-RS
-// (GET /dicomweb/studies, which the hub scopes to the caller's clinic), each linking to the
-// study page. Each row also shows the hub's reading status and the report (GET
-// /api/v1/studies/{uid}/report per row: study_status, the signed report and addenda): signed
-// reports and addenda download as PDF; a critical result (危急值) stands out until a clinic user
-// acknowledges it (method + read-back: POST /api/v1/reports/{id}/acknowledge).
+// Clinic staff landing page (#/clinic): the clinic's own studies, newest first, each linking to
+// the study page, with the hub's reading status and the report facts — all from one request
+// (GET /api/v1/clinic/studies?limit&offset&patient=, scoped to the caller's clinic by the hub):
+// signed reports and addenda download as PDF; a critical result (危急值) stands out until a
+// clinic user acknowledges it (method + read-back: POST /api/v1/reports/{id}/acknowledge; the
+// dialog reads the report's text then, GET /api/v1/studies/{uid}/report).
 
 import { addStrings, formatDateTime, formatDicomDate, t } from "../i18n.js";
 import { apiGet, apiPost } from "../api.js";
@@ -11,7 +11,6 @@ import { h, messageBox, replaceChildren } from "../dom.js";
 import { formatNumber, formatPersonName, formatSexAge, statusLabel } from "../format.js";
 import { downloadReportPdf } from "./report_pane.js";
 import { registerRoute, setQuery } from "../router.js";
-import { TAG, first, number, personName, values } from "../dicomjson.js";
 
 addStrings({
   "zh-CN": {
@@ -82,35 +81,28 @@ addStrings({
 
 const PAGE = 25;
 
-/** QIDO parameters for the clinic list: a PatientName substring match, newest first. */
+/** Query parameters of GET /api/v1/clinic/studies for a search term and page offset. */
 export function clinicQuery(search, offset) {
-  const term = search.trim().replace(/[*?\\]/g, "");
+  const term = search.trim();
   return {
-    PatientName: term ? `*${term}*` : undefined,
+    patient: term || undefined,
     limit: PAGE,
     offset: offset || undefined,
   };
 }
 
 const COLUMNS = [
-  ["patient", "clinic.col.patient", (s, uid) => {
-    const name = personName(s, TAG.PatientName);
-    return h("a", { class: "patient-link", href: `#/study/${encodeURIComponent(uid)}`, title: name }, formatPersonName(name) || "—");
-  }],
-  ["patientId", "clinic.col.patientId", (s) => first(s, TAG.PatientID)],
-  ["sexAge", "clinic.col.sexAge", (s) =>
-    formatSexAge(first(s, TAG.PatientSex), first(s, TAG.PatientBirthDate), first(s, TAG.StudyDate))],
-  ["date", "clinic.col.date", (s) => formatDicomDate(first(s, TAG.StudyDate))],
-  ["modality", "clinic.col.modality", (s) => values(s, TAG.ModalitiesInStudy).join(", ")],
-  ["description", "clinic.col.description", (s) => first(s, TAG.StudyDescription)],
-  ["images", "clinic.col.images", (s) => {
-    const n = number(s, TAG.NumberOfStudyRelatedInstances);
-    return n === null ? "" : formatNumber(n);
-  }],
+  ["patient", "clinic.col.patient", (s) =>
+    h("a", { class: "patient-link", href: `#/study/${encodeURIComponent(s.study_instance_uid)}`, title: s.patient_name }, formatPersonName(s.patient_name) || "—")],
+  ["patientId", "clinic.col.patientId", (s) => s.patient_id],
+  ["sexAge", "clinic.col.sexAge", (s) => formatSexAge(s.patient_sex, s.patient_birth_date, s.study_date)],
+  ["date", "clinic.col.date", (s) => formatDicomDate(s.study_date)],
+  ["modality", "clinic.col.modality", (s) => (s.modalities || "").split("\\").filter(Boolean).join(", ")],
+  ["description", "clinic.col.description", (s) => s.study_description],
+  ["images", "clinic.col.images", (s) => formatNumber(s.num_instances)],
 ];
 
 const METHODS = ["phone", "portal", "in_person", "message"];
-const STATUS_CONCURRENCY = 4;
 
 /** A dialog asking how the critical result was passed on and its read-back; resolves after a successful POST. */
 function acknowledgeDialog(report, { signal, onDone }) {
@@ -190,25 +182,25 @@ registerRoute({
     const showCritical = () =>
       replaceChildren(critical, openCritical.size ? h("p", { class: "message message-error clinic-critical-banner", role: "alert" }, t("clinic.criticalOpen", { n: openCritical.size })) : null);
 
-    function reportButtons(chain) {
+    const fail = (err) => {
+      if (err.name !== "AbortError") replaceChildren(status, messageBox("error", err.message));
+    };
+
+    function reportButtons(item) {
       const parts = [];
-      const report = chain.report;
-      if (!report) return parts;
-      const fail = (err) => {
-        if (err.name !== "AbortError") replaceChildren(status, messageBox("error", err.message));
-      };
+      if (!item.report_id) return parts;
       parts.push(
         h(
           "button",
-          { type: "button", class: "small", "data-testid": "report-download", dataset: { reportId: String(report.id) }, on: { click: () => downloadReportPdf(report, { signal }).catch(fail) } },
+          { type: "button", class: "small", "data-testid": "report-download", dataset: { reportId: String(item.report_id) }, on: { click: () => downloadReportPdf({ id: item.report_id }, { signal }).catch(fail) } },
           t("clinic.download"),
         ),
       );
-      chain.addenda.forEach((a, i) =>
+      item.addenda.forEach((id, i) =>
         parts.push(
           h(
             "button",
-            { type: "button", class: "small", "data-testid": "report-download-addendum", dataset: { reportId: String(a.id) }, on: { click: () => downloadReportPdf(a, { signal }).catch(fail) } },
+            { type: "button", class: "small", "data-testid": "report-download-addendum", dataset: { reportId: String(id) }, on: { click: () => downloadReportPdf({ id }, { signal }).catch(fail) } },
             t("clinic.downloadAddendum", { n: i + 1 }),
           ),
         ),
@@ -216,69 +208,54 @@ registerRoute({
       return parts;
     }
 
-    function fillRow(entry, chain) {
-      const { row, statusCell, reportCell } = entry;
-      row.dataset.status = chain.study_status;
-      replaceChildren(statusCell, h("span", { class: ["chip", `status-${chain.study_status}`] }, statusLabel(chain.study_status)));
-      const docs = [chain.report, ...chain.addenda].filter(Boolean);
-      const criticalDoc = docs.find((d) => d.critical && !d.acknowledged_at) || docs.find((d) => d.critical);
-      const parts = reportButtons(chain);
-      row.classList.remove("critical-open");
-      openCritical.delete(entry.uid);
-      if (criticalDoc) {
-        parts.unshift(h("span", { class: "chip critical-chip" }, t("clinic.critical", { category: criticalDoc.critical_category })));
-        if (!criticalDoc.acknowledged_at) {
+    /** The critical document's text for the dialog (the list carries no report text). */
+    async function acknowledge(item) {
+      try {
+        const chain = await apiGet(`/api/v1/studies/${encodeURIComponent(item.study_instance_uid)}/report`, undefined, { signal });
+        const doc = [chain.report, ...chain.addenda].find((d) => d && d.id === item.critical_report_id);
+        acknowledgeDialog(doc || { id: item.critical_report_id, critical_category: item.critical_category, impression: "" }, { signal, onDone: () => load() });
+      } catch (err) {
+        fail(err);
+      }
+    }
+
+    function studyRow(item) {
+      const uid = item.study_instance_uid;
+      const parts = reportButtons(item);
+      const row = h(
+        "tr",
+        { "data-testid": "clinic-study-row", "data-study-uid": uid, "data-status": item.status, dataset: { uid } },
+        COLUMNS.map(([key, , cell]) => h("td", { class: `col-${key}` }, cell(item))),
+        h("td", { class: "col-status" }, h("span", { class: ["chip", `status-${item.status}`] }, statusLabel(item.status))),
+        h("td", { class: "col-report" }, h("div", { class: "clinic-report-cell" }, parts)),
+      );
+      if (item.critical) {
+        parts.unshift(h("span", { class: "chip critical-chip" }, t("clinic.critical", { category: item.critical_category })));
+        if (!item.acknowledged) {
           row.classList.add("critical-open");
-          openCritical.add(entry.uid);
+          openCritical.add(uid);
           parts.push(
             h(
               "button",
-              {
-                type: "button",
-                class: "small danger",
-                "data-testid": "critical-acknowledge",
-                on: { click: () => acknowledgeDialog(criticalDoc, { signal, onDone: () => refreshRow(entry) }) },
-              },
+              { type: "button", class: "small danger", "data-testid": "critical-acknowledge", on: { click: () => acknowledge(item) } },
               t("clinic.acknowledge"),
             ),
           );
         } else {
-          parts.push(h("span", { class: "muted clinic-acked" }, t("clinic.acknowledged", { time: formatDateTime(criticalDoc.acknowledged_at) })));
+          parts.push(h("span", { class: "muted clinic-acked" }, t("clinic.acknowledged", { time: formatDateTime(item.acknowledged_at) })));
         }
+        replaceChildren(row.querySelector(".clinic-report-cell"), parts);
       }
-      replaceChildren(reportCell, h("div", { class: "clinic-report-cell" }, parts));
-      showCritical();
-    }
-
-    async function refreshRow(entry) {
-      try {
-        fillRow(entry, await apiGet(`/api/v1/studies/${encodeURIComponent(entry.uid)}/report`, undefined, { signal }));
-      } catch (err) {
-        if (err.name === "AbortError") return;
-        replaceChildren(entry.statusCell, "—");
-      }
-    }
-
-    async function fillReports(rows) {
-      openCritical.clear();
-      showCritical();
-      const queue = rows.slice();
-      const worker = async () => {
-        while (queue.length) await refreshRow(queue.shift());
-      };
-      await Promise.all(Array.from({ length: STATUS_CONCURRENCY }, worker));
+      return row;
     }
 
     async function load() {
       setQuery({ patient: search.trim(), offset: offset || undefined });
       try {
-        const studies = await apiGet("/dicomweb/studies", clinicQuery(search, offset), {
-          signal,
-          headers: { Accept: "application/dicom+json" },
-        });
-        const list = Array.isArray(studies) ? studies : [];
-        const rows = [];
+        const page = await apiGet("/api/v1/clinic/studies", clinicQuery(search, offset), { signal });
+        const list = (page && page.items) || [];
         replaceChildren(status);
+        openCritical.clear();
         const table = h(
           "table",
           { class: "worklist", id: "clinic-studies" },
@@ -293,25 +270,9 @@ registerRoute({
               h("th", { scope: "col", class: "col-report" }, t("clinic.col.report")),
             ),
           ),
-          h(
-            "tbody",
-            {},
-            list.map((s) => {
-              const uid = first(s, TAG.StudyInstanceUID);
-              const statusCell = h("td", { class: "col-status" });
-              const reportCell = h("td", { class: "col-report" });
-              const row = h(
-                "tr",
-                { "data-testid": "clinic-study-row", "data-study-uid": uid, "data-status": "", dataset: { uid } },
-                COLUMNS.map(([key, , cell]) => h("td", { class: `col-${key}` }, cell(s, uid))),
-                statusCell,
-                reportCell,
-              );
-              rows.push({ uid, row, statusCell, reportCell });
-              return row;
-            }),
-          ),
+          h("tbody", {}, list.map(studyRow)),
         );
+        showCritical();
         replaceChildren(wrap, table, list.length ? null : h("p", { class: "empty" }, t("clinic.empty")));
         replaceChildren(
           pager,
@@ -319,9 +280,8 @@ registerRoute({
           h("span", { class: "page-number" }, t("common.page", { n: Math.floor(offset / PAGE) + 1 })),
           h("button", { type: "button", id: "clinic-next", disabled: list.length < PAGE, on: { click: () => { offset += PAGE; load(); } } }, t("common.next")),
         );
-        await fillReports(rows);
       } catch (err) {
-        if (err.name !== "AbortError") replaceChildren(status, messageBox("error", err.message));
+        fail(err);
       }
     }
 

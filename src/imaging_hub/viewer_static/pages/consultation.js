@@ -1,6 +1,7 @@
 // Consultation (escalation) in the browser, shown in the report pane: the study's consultations
 // with question and opinion; "escalate" for the radiologist holding the claim (a question and a
-// city/provincial institution above theirs: POST /api/v1/studies/{uid}/escalate); the
+// city/provincial institution above theirs, picked from GET /api/v1/consultations/targets:
+// POST /api/v1/studies/{uid}/escalate); the
 // consultant's opinion form on an open consultation (POST /api/v1/consultations/{id}/opinion);
 // withdrawing an open one (the asker). API: docs/worklist.md "Escalation".
 
@@ -13,8 +14,11 @@ addStrings({
   "zh-CN": {
     "consult.title": "会诊",
     "consult.escalate": "申请会诊",
-    "consult.institution": "会诊机构（代码）",
-    "consult.institutionHint": "上级市级或省级机构的代码，如 city、province",
+    "consult.institution": "会诊机构",
+    "consult.target": "{name}（{level}）",
+    "consult.noTargets": "本机构之上没有可申请会诊的市级或省级机构。",
+    "consult.level.city": "市级",
+    "consult.level.province": "省级",
     "consult.question": "会诊问题",
     "consult.submit": "提交会诊申请",
     "consult.cancel": "取消",
@@ -36,8 +40,11 @@ addStrings({
   en: {
     "consult.title": "Consultation",
     "consult.escalate": "Escalate",
-    "consult.institution": "Institution (code)",
-    "consult.institutionHint": "a city or provincial institution above yours, e.g. city, province",
+    "consult.institution": "Institution",
+    "consult.target": "{name} ({level})",
+    "consult.noTargets": "No city or provincial institution above yours to ask.",
+    "consult.level.city": "city",
+    "consult.level.province": "province",
     "consult.question": "Question",
     "consult.submit": "Ask for an opinion",
     "consult.cancel": "Cancel",
@@ -60,18 +67,19 @@ addStrings({
 
 const enc = encodeURIComponent;
 
+function levelText(level) {
+  return hasString(`consult.level.${level}`) ? t(`consult.level.${level}`) : level;
+}
+
 function statusText(status) {
   return hasString(`consult.status.${status}`) ? t(`consult.status.${status}`) : status;
 }
 
-/** Institution codes the user asked before (for the datalist); best effort. */
-async function knownInstitutions(signal) {
-  try {
-    const list = await apiGet("/api/v1/consultations", undefined, { signal });
-    return [...new Set((list || []).map((c) => c.to_institution).filter(Boolean))];
-  } catch {
-    return [];
-  }
+/** The institutions the caller may escalate to (GET /api/v1/consultations/targets): the city
+ * and provincial ones above the caller's institution, nearest first. */
+async function consultingTargets(signal) {
+  const list = await apiGet("/api/v1/consultations/targets", undefined, { signal });
+  return Array.isArray(list) ? list : [];
 }
 
 function consultationItem(c, { user, signal, onChange, showError }) {
@@ -168,22 +176,31 @@ export function consultationBlock({ studyUid, detail, user, signal, onChange, be
 
   const formSlot = h("div", { class: "consult-form-slot" });
   function openForm() {
-    const listId = "consult-institutions";
-    const institution = h("input", { id: "escalate-institution", "data-testid": "escalate-institution", list: listId, maxlength: "63", autocomplete: "off", placeholder: t("consult.institutionHint"), required: true });
-    const datalist = h("datalist", { id: listId });
-    knownInstitutions(signal).then((codes) => replaceChildren(datalist, codes.map((code) => h("option", { value: code }))));
+    const institution = h("select", { id: "escalate-institution", "data-testid": "escalate-institution", required: true, disabled: true });
+    consultingTargets(signal)
+      .then((targets) => {
+        replaceChildren(
+          institution,
+          targets.map((i) => h("option", { value: i.code }, t("consult.target", { name: i.name, level: levelText(i.level), code: i.code }))),
+        );
+        institution.disabled = !targets.length;
+        if (!targets.length) showError(new Error(t("consult.noTargets")));
+      })
+      .catch((err) => {
+        if (err.name !== "AbortError") showError(err);
+      });
     const question = h("textarea", { id: "escalate-question", class: "report-field", "data-testid": "escalate-question", rows: "3", maxlength: "10000", required: true });
     const submit = h("button", { type: "submit", class: "primary", id: "escalate-submit", "data-testid": "escalate-submit" }, t("consult.submit"));
     const form = h(
       "form",
       { class: "consult-escalate-form", id: "escalate-form" },
-      h("div", { class: "field" }, h("label", { for: "escalate-institution" }, t("consult.institution")), institution, datalist),
+      h("div", { class: "field" }, h("label", { for: "escalate-institution" }, t("consult.institution")), institution),
       h("div", { class: "field" }, h("label", { for: "escalate-question" }, t("consult.question")), question),
       h("div", { class: "report-actions" }, h("button", { type: "button", on: { click: () => replaceChildren(formSlot) } }, t("consult.cancel")), submit),
     );
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const code = institution.value.trim().toLowerCase();
+      const code = institution.value;
       if (!code || !question.value.trim()) {
         showError(new Error(t("consult.needQuestion")));
         return;
@@ -200,7 +217,7 @@ export function consultationBlock({ studyUid, detail, user, signal, onChange, be
       }
     });
     replaceChildren(formSlot, form);
-    institution.focus();
+    question.focus();
   }
 
   const hasOpen = consultations.some((c) => c.status === "open");

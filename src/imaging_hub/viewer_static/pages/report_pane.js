@@ -2,12 +2,13 @@
 // <aside data-testid="report-pane-slot">): the order's clinical question, a template with
 // sections ("normal" text and ready phrases), findings and impression, the critical-result flag
 // with its category, drafts saved on the hub as the user types (debounced PUT), signing with the
-// password asked again, the signed documents (time, SHA-256, PDF) and addenda; the study's
+// password asked again, the signed documents (time, SHA-256, PDF) and addenda; the patient's
+// prior signed report (collapsible, text only); the study's
 // consultations (escalate, the consultant's opinion) from consultation.js. API: docs/reports.md.
 // Only the radiologist holding the claim writes the report; everyone else sees it read-only
 // with the reason. All text from the API goes in with h() (textContent), never as markup.
 
-import { addStrings, formatDateTime, getLanguage, t } from "../i18n.js";
+import { addStrings, formatDateTime, formatDicomDate, getLanguage, t } from "../i18n.js";
 import { apiBlob, apiGet, apiPost, request } from "../api.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
 import { can } from "../router.js";
@@ -64,7 +65,8 @@ addStrings({
     "report.criticalBand": "危急值：{category}",
     "report.acknowledged": "卫生院已确认接收（{time}，{user}）",
     "report.notAcknowledged": "卫生院尚未确认接收危急值",
-    "report.prior": "既往报告",
+    "report.prior": "上次报告",
+    "report.priorMeta": "检查日期 {date} · {modality} · {radiologist} 签发于 {time}",
     "event.report_drafted": "报告草稿",
     "event.addendum_drafted": "补充报告草稿",
     "event.addendum_signed": "补充报告已签发",
@@ -123,6 +125,7 @@ addStrings({
     "report.acknowledged": "Acknowledged by the clinic ({time}, {user})",
     "report.notAcknowledged": "The clinic has not acknowledged the critical result yet",
     "report.prior": "Prior report",
+    "report.priorMeta": "study of {date} · {modality} · signed by {radiologist} at {time}",
     "event.report_drafted": "Report drafted",
     "event.addendum_drafted": "Addendum drafted",
     "event.addendum_signed": "Addendum signed",
@@ -279,6 +282,38 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
     replaceChildren(el, text);
   }
 
+  // Whether the prior report is unfolded, kept over the pane's re-renders.
+  let priorOpen = false;
+
+  /** The patient's previous signed report (chain.prior_report), text only, collapsible. */
+  function priorBlock(prior) {
+    if (!prior) return null;
+    const details = h(
+      "details",
+      { class: "report-prior", id: "report-prior", "data-testid": "report-prior", dataset: { reportId: String(prior.id), studyUid: prior.study_instance_uid } },
+      h("summary", {}, t("report.prior")),
+      h(
+        "p",
+        { class: "report-prior-meta muted" },
+        t("report.priorMeta", {
+          date: formatDicomDate(prior.study_date) || "—",
+          modality: prior.modality || "—",
+          radiologist: prior.radiologist,
+          time: formatDateTime(prior.signed_at),
+        }),
+      ),
+      h("span", { class: "report-label" }, t("report.findings")),
+      h("p", { class: "report-text", "data-testid": "report-prior-findings" }, prior.findings),
+      h("span", { class: "report-label" }, t("report.impression")),
+      h("p", { class: "report-text", "data-testid": "report-prior-impression" }, prior.impression),
+    );
+    details.open = priorOpen;
+    details.addEventListener("toggle", () => {
+      priorOpen = details.open;
+    });
+    return details;
+  }
+
   function render() {
     if (disposed) return;
     lastKey = stateKey();
@@ -307,6 +342,7 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
         : null,
       status,
       messages,
+      priorBlock(chain.prior_report),
     ];
     parts.push(signedDocs.map((r) => signedDocument(r, { signal, onError: showError })));
     // A consultation (with its opinion) is input for the report: above the editor when there is one.

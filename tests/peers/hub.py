@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from imaging_hub.worklist.admin.seed import create_demo_network
@@ -61,9 +62,11 @@ class HubProcess:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     sessions: sessionmaker[Session] = field(init=False)
+    _engine: Engine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.sessions = make_session_factory(make_engine(self.database_url))
+        self._engine = make_engine(self.database_url)
+        self.sessions = make_session_factory(self._engine)
 
     def token(self, username: str) -> str:
         response = httpx.post(
@@ -86,9 +89,11 @@ class HubProcess:
         self.proc = _launch("hub", env=self.env, log_path=self.log_path, port=self.port)
 
     def stop(self) -> None:
+        """Stop the hub and close this side's database connections (``sessions`` reconnects)."""
         if self.proc is not None:
             _stop(self.proc)
             self.proc = None
+        self._engine.dispose()
 
     def kill(self) -> None:
         """kill -9, as a crash or a power cut would."""

@@ -8,10 +8,11 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from imaging_hub.worklist.audit import trail as audit
@@ -20,11 +21,25 @@ from imaging_hub.worklist.db.models import AuditEvent
 from imaging_hub.worklist.db.session import make_engine, make_session_factory
 from tests.security.conftest import HubApp
 
+OpenSessions = Callable[[str], sessionmaker[Session]]
 
-def _sessions(url: str) -> sessionmaker[Session]:
-    engine = make_engine(url)
-    upgrade(engine)
-    return make_session_factory(engine)
+
+@pytest.fixture
+def open_sessions() -> Iterator[OpenSessions]:
+    """Sessions on a migrated database at a URL; every engine is disposed at teardown."""
+    engines: list[Engine] = []
+
+    def open_(url: str) -> sessionmaker[Session]:
+        engine = make_engine(url)
+        engines.append(engine)
+        upgrade(engine)
+        return make_session_factory(engine)
+
+    try:
+        yield open_
+    finally:
+        for engine in engines:
+            engine.dispose()
 
 
 def _append(sessions: sessionmaker[Session], n: int, prefix: str = "t") -> None:
@@ -53,9 +68,11 @@ def _verify_cli(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_chain_verifies_and_detects_an_edited_row(tmp_path: Path) -> None:
+def test_chain_verifies_and_detects_an_edited_row(
+    tmp_path: Path, open_sessions: OpenSessions
+) -> None:
     url = f"sqlite:///{tmp_path / 'a.sqlite3'}"
-    sessions = _sessions(url)
+    sessions = open_sessions(url)
     _append(sessions, 5)
     with sessions() as session:
         report = audit.verify_chain(session)
@@ -75,9 +92,11 @@ def test_chain_verifies_and_detects_an_edited_row(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("deleted", "first_bad"), [(2, 2), (5, 5)])
-def test_chain_detects_a_deleted_row(tmp_path: Path, deleted: int, first_bad: int) -> None:
+def test_chain_detects_a_deleted_row(
+    tmp_path: Path, open_sessions: OpenSessions, deleted: int, first_bad: int
+) -> None:
     url = f"sqlite:///{tmp_path / 'a.sqlite3'}"
-    sessions = _sessions(url)
+    sessions = open_sessions(url)
     _append(sessions, 5)
     with sessions() as session:
         session.execute(text(f"DELETE FROM audit_events WHERE id = {deleted}"))
@@ -90,9 +109,11 @@ def test_chain_detects_a_deleted_row(tmp_path: Path, deleted: int, first_bad: in
     assert f"event {first_bad}" in result.stdout
 
 
-def test_a_rehashed_edit_is_still_caught_by_the_next_link(tmp_path: Path) -> None:
+def test_a_rehashed_edit_is_still_caught_by_the_next_link(
+    tmp_path: Path, open_sessions: OpenSessions
+) -> None:
     """An attacker who edits a row and recomputes its hash breaks the next row's prev_hash."""
-    sessions = _sessions(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+    sessions = open_sessions(f"sqlite:///{tmp_path / 'a.sqlite3'}")
     _append(sessions, 4)
     with sessions() as session:
         row = session.get(AuditEvent, 2)
@@ -125,13 +146,17 @@ def _concurrent_appends(sessions: sessionmaker[Session]) -> None:
     assert report.events == 90
 
 
-def test_concurrent_writers_never_fork_the_chain_sqlite(tmp_path: Path) -> None:
-    _concurrent_appends(_sessions(f"sqlite:///{tmp_path / 'a.sqlite3'}"))
+def test_concurrent_writers_never_fork_the_chain_sqlite(
+    tmp_path: Path, open_sessions: OpenSessions
+) -> None:
+    _concurrent_appends(open_sessions(f"sqlite:///{tmp_path / 'a.sqlite3'}"))
 
 
 @pytest.mark.postgres
-def test_concurrent_writers_never_fork_the_chain_postgres(postgres_url: str) -> None:
-    _concurrent_appends(_sessions(postgres_url))
+def test_concurrent_writers_never_fork_the_chain_postgres(
+    postgres_url: str, open_sessions: OpenSessions
+) -> None:
+    _concurrent_appends(open_sessions(postgres_url))
 
 
 def test_access_batching_one_event_per_study_per_session_per_window() -> None:

@@ -1,10 +1,10 @@
 """Consultation in the browser (Debian chromium, a real hub): rad1 escalates the study it holds
-from the report pane (``escalate``: a question and the provincial hospital, picked from the institutions
-above the hub), consult1 answers in
-its view of the study (``consult-opinion``), rad1 gets the "opinion arrived" notification in the
-top bar, sees the opinion text beside the report pane, marks the notification read and can write
-the report again. Hostile text in the question and the opinion stays text. Screenshots are kept
-in the test's temporary directory (``consult-*.png``).
+from the report pane (``escalate``: a question and the provincial hospital, picked from the
+institutions above the hub), consult1 answers in its view of the study (``consult-opinion``),
+rad1 gets the "opinion arrived" notification in the top bar, sees the opinion text beside the
+report pane, marks the notification read and can write the report again. Hostile text in the
+question and the opinion stays text. Screenshots are kept in the test's temporary directory
+(``consult-*.png``).
 """
 
 from collections.abc import Iterator

@@ -209,3 +209,61 @@ def test_write_sign_addendum_and_clinic_acknowledges(
     expect(page.locator("[data-testid=report-status]")).to_contain_text("Signed")
     shot(page, tmp_path, "8-english")
     assert bp.problems() == []
+
+
+def test_the_patients_prior_report_beside_the_pane(
+    report_hub: tuple[HubProcess, str], open_page: OpenPage, tmp_path: Path
+) -> None:
+    """A second study of a patient whose earlier study was signed: the pane offers the earlier
+    report, folded, text only; another clinic's staff does not get the study at all."""
+    hub, _ = report_hub
+
+    def study_of_r2(date: str) -> str:
+        return ingest(
+            hub,
+            "clinic-a",
+            make_instance(
+                BUNDLED / "CT_small.dcm",
+                SpecificCharacterSet="ISO_IR 192",
+                PatientName="韩^梅",
+                PatientID="R-2",
+                BodyPartExamined="HEAD",
+                StudyDate=date,
+            ),
+        )
+
+    earlier = study_of_r2("20230105")
+    with api(hub, "rad2") as client:
+        assert client.post(f"/api/v1/studies/{earlier}/claim").status_code == 200
+        draft = client.put(
+            f"/api/v1/studies/{earlier}/report",
+            json={"findings": f"脑实质未见异常。{HOSTILE}", "impression": "头颅CT平扫未见异常。"},
+        )
+        assert draft.status_code == 200, draft.text
+        signed = client.post(
+            f"/api/v1/reports/{draft.json()['id']}/sign", json={"password": hub.passwords["rad2"]}
+        )
+        assert signed.status_code == 200, signed.text
+    later = study_of_r2("20240105")
+
+    staff = open_page(hub.url)
+    spage = staff.page
+    login(staff, hub, "staff-a")
+    # From the clinic page (one list request) to the later study.
+    spage.locator(f"[data-testid=clinic-study-row][data-study-uid='{later}'] .patient-link").click()
+    expect(spage).to_have_url(f"{hub.url}/#/study/{later}")
+    prior = spage.locator("[data-testid=report-prior]")
+    expect(prior).to_have_attribute("data-study-uid", earlier)
+    expect(prior.locator("summary")).to_have_text("上次报告")
+    expect(spage.locator("[data-testid=report-prior-impression]")).to_be_hidden()
+    prior.locator("summary").click()
+    expect(spage.locator("[data-testid=report-prior-impression]")).to_have_text(
+        "头颅CT平扫未见异常。"
+    )
+    expect(spage.locator("[data-testid=report-prior-findings]")).to_have_text(
+        f"脑实质未见异常。{HOSTILE}"
+    )
+    shot(spage, tmp_path, "9-prior")
+    assert staff.problems() == []
+    with api(hub, "staff-b") as client:
+        assert client.get(f"/api/v1/studies/{later}/report").status_code == 404

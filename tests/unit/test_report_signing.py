@@ -136,3 +136,19 @@ def test_cli_report_verify(tmp_path: Path, pki: Pki, signed: SignedReport, other
         app, ["report", "verify", str(tmp_path / "none.pdf"), "--trust", str(ca_pem)]
     )
     assert missing.exit_code != 0
+
+
+def test_signing_and_verifying_work_where_an_event_loop_runs(pki: Pki) -> None:
+    """pyHanko runs asyncio.run inside: from a thread with a running loop (an async caller, a
+    test driving a browser) signing and verifying still work (off the loop, in a thread)."""
+    import asyncio
+
+    async def inside_a_loop() -> tuple[SignedReport, bool]:
+        report = sign_with_password(
+            render_report_pdf(sample_document()), pki.credential, PASSWORD, pki.ca
+        )
+        return report, verify_pdf(report.pdf, [pki.ca.certificate]).ok
+
+    report, ok = asyncio.run(inside_a_loop())
+    assert ok
+    assert report.pdf.startswith(b"%PDF")

@@ -22,14 +22,16 @@ in production). A PKCS#11 token (USB key / HSM) plugs in the same way through
 ``pyhanko.sign.pkcs11.PKCS11Signer`` (docs/reports.md).
 """
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -82,12 +84,29 @@ class CertificateRevoked(PkiError):
     code = "certificate_revoked"
 
 
+T = TypeVar("T")
+
+
 def load_pyhanko() -> None:
     """Import pyHanko once, without its import-time CryptographyDeprecationWarning about DSA
     (pyHanko imports the DSA key type; the hub never uses DSA)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="DSA is deprecated")
         import pyhanko.sign.signers  # noqa: F401
+
+
+def off_the_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a blocking pyHanko function that runs ``asyncio.run`` inside (signing, validation).
+
+    asyncio.run refuses to start where an event loop is already running in this thread (an async
+    caller, a test driving a browser): then *fn* runs in a short-lived thread of its own.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args, **kwargs)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pyhanko") as pool:
+        return pool.submit(fn, *args, **kwargs).result()
 
 
 # --- files -------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from imaging_hub.worklist.reports.pki import (
     UserCredential,
     ValidationMaterial,
     load_pyhanko,
+    off_the_loop,
     signer_display_name,
 )
 from imaging_hub.worklist.reports.timestamps import timestamper_for
@@ -120,7 +121,7 @@ def sign_pdf(
             meta, signer=signer.pyhanko_signer(), timestamper=timestamper
         )
         out = io.BytesIO()
-        pdf_signer.sign_pdf(writer, output=out)
+        off_the_loop(pdf_signer.sign_pdf, writer, output=out)
     except (SigningError, PdfError, ValueError) as exc:
         raise SigningFailed(f"The report could not be signed: {exc}") from exc
     data = out.getvalue()

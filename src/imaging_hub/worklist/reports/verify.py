@@ -20,7 +20,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from imaging_hub.worklist.reports.pki import load_pyhanko, signer_display_name, signer_username
+from imaging_hub.worklist.reports.pki import (
+    load_pyhanko,
+    off_the_loop,
+    signer_display_name,
+    signer_username,
+)
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ def verify_pdf(data: bytes, trust_roots: Sequence[x509.Certificate]) -> Verifica
         return _failed(data, f"The embedded validation data is damaged: {exc}.")
 
     try:
-        status = validate_pdf_signature(sig, signer_vc, ts_validation_context=ts_vc)
+        status = off_the_loop(validate_pdf_signature, sig, signer_vc, ts_validation_context=ts_vc)
     except (SignatureValidationError, PdfError, ValueError, KeyError, TypeError) as exc:
         return _failed(data, f"The signature cannot be validated: {exc}.", count=len(signatures))
 

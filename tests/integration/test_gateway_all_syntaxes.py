@@ -127,7 +127,7 @@ def test_every_transfer_syntax_arrives_pixel_identical(
     hub: HubProcess, start_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
     sources = corpus()
-    assert len(sources) > 60
+    assert len(sources) > 40  # 45 in tests/data today: every syntax and the modality groups
     (tmp_path / "send").mkdir()
     files = [renamed(p, tmp_path / "send" / f"{n:03d}.dcm") for n, p in enumerate(sources)]
     files.append(encapsulated_pdf(tmp_path / "send" / "pdf.dcm"))
@@ -187,4 +187,6 @@ def test_every_transfer_syntax_arrives_pixel_identical(
         if expected is not None:
             got = frames(stored)
             assert got is not None and np.array_equal(got, expected), path
-    assert transcoded >= 10  # the native ones went over the WAN as JPEG-LS
+    # The native images went over the WAN as JPEG-LS (6 with pixels in tests/data today; the
+    # palette-colour US one may travel as it is).
+    assert transcoded >= 5

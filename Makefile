@@ -41,6 +41,8 @@ bench: $(STAMP) bench-peers
 	$(BIN)/python -m bench.wan $(BENCH_WAN_ARGS)
 	$(BIN)/python -m bench.dicomweb $(BENCH_DICOMWEB_ARGS)
 	$(BIN)/python -m bench.worklist
+	$(BIN)/python -m bench.reports
+	$(BIN)/python -m bench.viewer $(BENCH_VIEWER_ARGS)
 
 # The diagnostic viewer's Cornerstone3D bundle (needs Node 20+ and npm): `viewer` rebuilds the
 # committed src/imaging_hub/viewer_static/viewer/ from viewer/package-lock.json; `viewer-check`

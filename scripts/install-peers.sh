@@ -4,10 +4,11 @@
 #   postgresql   the production database path (binaries in /usr/lib/postgresql/15/bin)
 #   chromium     the browser for the Playwright end-to-end tests
 #   fonts-wqy-microhei  a CJK font: Chinese in screenshots and in reportlab PDFs
+#   poppler-utils       pdftoppm / pdftotext: the report PDFs rendered and read back in tests
 #   docker-compose      validates docker/compose.yml (no Docker engine runs here)
 set -euo pipefail
 #   extra package names as arguments, e.g. `install-peers.sh orthanc` (make bench-peers)
-packages=(dcmtk postgresql chromium fonts-wqy-microhei iproute2 docker-compose "$@")
+packages=(dcmtk postgresql chromium fonts-wqy-microhei poppler-utils iproute2 docker-compose "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,7 +9,6 @@ by the clinic and reminded when they are not.
 
 import hashlib
 import io
-import shutil
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -197,7 +196,6 @@ def hub_app_display_name(hub_app: HubApp, username: str) -> str:
         return user.display_name or user.username
 
 
-@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="needs poppler-utils")
 def test_html_in_findings_is_printed_as_text(hub_app: HubApp, tmp_path: Path) -> None:
     study = ingest_study(hub_app)
     body = signed_report(hub_app, study)

@@ -15,9 +15,10 @@ from imaging_hub.worklist.reports.pdf import (
 )
 from tests.report_support import PATIENT_NAME, sample_document
 
-needs_poppler = pytest.mark.skipif(
-    shutil.which("pdftoppm") is None, reason="poppler-utils (pdftoppm, pdftotext) not installed"
-)
+
+def _poppler() -> None:
+    """poppler-utils is a test peer (scripts/install-peers.sh): missing is a failure, not a skip."""
+    assert shutil.which("pdftoppm") and shutil.which("pdftotext"), "install poppler-utils"
 
 
 def test_the_pdf_embeds_the_cjk_font_and_is_deterministic() -> None:
@@ -27,8 +28,8 @@ def test_the_pdf_embeds_the_cjk_font_and_is_deterministic() -> None:
     assert render_report_pdf(sample_document()) == data
 
 
-@needs_poppler
 def test_markup_in_findings_prints_as_text(tmp_path: Path) -> None:
+    _poppler()
     path = tmp_path / "report.pdf"
     path.write_bytes(render_report_pdf(sample_document()))
     text = subprocess.run(
@@ -41,10 +42,10 @@ def test_markup_in_findings_prints_as_text(tmp_path: Path) -> None:
     assert "see verify" in text
 
 
-@needs_poppler
 def test_the_pdf_renders_chinese_glyphs(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Rendered with pdftoppm and kept as an artefact (report-artefacts/report-1.png under the
     pytest temporary folder); the patient's name must show as Chinese, not as boxes."""
+    _poppler()
     out = tmp_path_factory.mktemp("report-artefacts")
     (out / "report.pdf").write_bytes(render_report_pdf(sample_document()))
     subprocess.run(

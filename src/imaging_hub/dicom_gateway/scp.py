@@ -373,10 +373,14 @@ def listen_socket(host: str, port: int, *, backlog: int = 64) -> socket.socket:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
-    sock.setblocking(False)  # workers race for each connection; losers get EAGAIN
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)  # workers race for each connection; losers get EAGAIN
+    except BaseException:
+        sock.close()  # e.g. the port is taken: no socket left open behind the error
+        raise
     return sock
 
 

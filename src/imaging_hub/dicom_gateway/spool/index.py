@@ -78,13 +78,18 @@ class Index:
         self.db = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30
         )
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a commit survives a crash of the process, but not a power cut until the next
-        # WAL sync. What is promised survives anyway: the instance file and its directory entry
-        # are fsync'd before Success, and opening the spool re-indexes files the index lacks.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a commit survives a crash of the process, but not a power cut until the
+            # next WAL sync. What is promised survives anyway: the instance file and its
+            # directory entry are fsync'd before Success, and opening the spool re-indexes files
+            # the index lacks.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self._migrate()
+        except BaseException:
+            self.db.close()  # e.g. a locked or corrupt index: no connection left open
+            raise
 
     def _migrate(self) -> None:
         with self.tx() as db:

@@ -59,6 +59,7 @@ def _forward(hub: HubProcess, tmp_path: Path, transcoder: WanTranscoder) -> tupl
         wait_until(lambda: spool.stats().sent == 1 or None, timeout=60)
     finally:
         forwarder.stop()
+        client.close()
         spool.close()
     key = instance_key(
         "clinic-a", str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)

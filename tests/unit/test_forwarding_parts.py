@@ -128,6 +128,7 @@ def test_transcoding_processes_are_started_and_warm_before_forwarding(tmp_path: 
         assert all(process.is_alive() for process in started)
     finally:
         forwarder.stop()
+        client.close()
         spool.close()
 
 

@@ -482,6 +482,9 @@ class Report(Base):
     acknowledgement_method: Mapped[str] = mapped_column(String(32), default="")
     acknowledgement_read_back: Mapped[str] = mapped_column(Text, default="")
     critical_overdue_at: Mapped[datetime | None] = mapped_column()
+    #: The key image the radiologist marked (series, instance, frame, window shown), printed in
+    #: the signed PDF; ``None`` without one.
+    key_image: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     study: Mapped[Study] = relationship()
     author: Mapped[User] = relationship(foreign_keys=[author_id])

@@ -25,7 +25,9 @@ from imaging_hub.worklist.reports.service import (
     AckMethod,
     DraftInput,
     EmptyImpression,
+    InvalidKeyImageReference,
     InvalidReport,
+    KeyImageRef,
     ReportChain,
     ReportItem,
 )
@@ -43,15 +45,41 @@ def runtime_of(request: Request) -> ReportsRuntime:
     return runtime
 
 
+UidField = Annotated[str, Field(max_length=64, pattern=UID_PATTERN.pattern)]
+WindowValue = Annotated[
+    float,
+    Field(allow_inf_nan=False, ge=-service.KEY_IMAGE_MAX_WINDOW, le=service.KEY_IMAGE_MAX_WINDOW),
+]
+
+
+class KeyImageIn(BaseModel):
+    series_instance_uid: UidField
+    sop_instance_uid: UidField
+    frame: int = Field(default=1, ge=1, le=service.KEY_IMAGE_MAX_FRAME)
+    window_center: WindowValue | None = None
+    window_width: WindowValue | None = None
+
+    def domain(self) -> KeyImageRef:
+        return KeyImageRef(**self.model_dump())
+
+
 class DraftIn(BaseModel):
     template: str = Field(default="", max_length=64)
     findings: str = Field(default="", max_length=service.FINDINGS_MAX)
     impression: str = Field(default="", max_length=service.IMPRESSION_MAX)
     critical: bool = False
     critical_category: str = Field(default="", max_length=64)
+    key_image: KeyImageIn | None = None
 
     def domain(self) -> DraftInput:
-        return DraftInput(**self.model_dump())
+        return DraftInput(
+            template=self.template,
+            findings=self.findings,
+            impression=self.impression,
+            critical=self.critical,
+            critical_category=self.critical_category,
+            key_image=self.key_image.domain() if self.key_image is not None else None,
+        )
 
 
 class SignIn(BaseModel):
@@ -261,6 +289,7 @@ REPORT_STATUS: list[tuple[type[Exception], int, str]] = [
     (InvalidKeyImage, 422, "Unprocessable Content"),
     (EmptyImpression, 422, "Unprocessable Content"),
     (InvalidReport, 422, "Unprocessable Content"),
+    (InvalidKeyImageReference, 422, "Unprocessable Content"),
 ]
 
 

@@ -14,37 +14,46 @@ Rules:
   per user like logins); a signed report never changes (409 ``report_already_signed``);
 - corrections are addenda: a new document amending the latest signed one, signed the same way;
   the study stays signed and the first PDF is untouched;
+- a draft may mark one key image (an image instance of the same study, a frame, the window
+  shown): validated when saved (422 ``report_key_image_invalid``), rendered server-side to PNG
+  at signing (at most :data:`KEY_IMAGE_MAX_PX` a side) and printed in the PDF; an addendum
+  marks its own;
 - a report flagged critical notifies the clinic's staff when signed and stays open until a
   clinic user acknowledges it; unacknowledged after ``report_critical_ack_minutes`` the signer and
   the hub admins are notified (:func:`notify_unacknowledged_critical`, from the sweep).
 """
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from imaging_hub.dicom.render import render_frame
 from imaging_hub.dicom.report_objects import (
     build_encapsulated_pdf,
     build_report_sr,
     patient_study_attributes,
 )
-from imaging_hub.errors import Conflict, Forbidden, ImagingHubError, NotFound
+from imaging_hub.dicom.uids import is_valid_uid
+from imaging_hub.errors import Conflict, Forbidden, ImagingHubError, InvalidDicomError, NotFound
 from imaging_hub.storage import ObjectStore, report_key
 from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.access.policy import Permission, get_study_in_scope, study_scope
 from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import (
+    Instance,
     Notification,
     Order,
     Report,
     ReportKind,
     ReportStatus,
     Role,
+    Series,
     Study,
     StudyStatus,
     User,
@@ -72,6 +81,11 @@ AckMethod = Literal["phone", "portal", "in_person", "message"]
 
 FINDINGS_MAX = 20_000
 IMPRESSION_MAX = 10_000
+#: The key image is rendered to fit this many pixels a side (never enlarged).
+KEY_IMAGE_MAX_PX = 1024
+#: Frame numbers (1-based) and window values beyond these are not from a viewer.
+KEY_IMAGE_MAX_FRAME = 100_000
+KEY_IMAGE_MAX_WINDOW = 1e7
 
 
 class ReportNotHolder(Forbidden):
@@ -110,6 +124,13 @@ class InvalidReport(ImagingHubError):
     code = "report_invalid"
 
 
+class InvalidKeyImageReference(ImagingHubError):
+    """The key image is not an image instance of this study, its frame is out of range, its
+    window incomplete, or it cannot be rendered (HTTP 422)."""
+
+    code = "report_key_image_invalid"
+
+
 class ReportNotCritical(Conflict):
     """Only a critical result is acknowledged."""
 
@@ -123,6 +144,19 @@ class AlreadyAcknowledged(Conflict):
 
 
 # --- what the API answers --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyImageRef:
+    """The key image of a report: an image instance of the study, its frame (1-based, as in
+    WADO-RS) and the window shown (centre/width in the image's modality units), or neither for
+    the image's own VOI."""
+
+    series_instance_uid: str
+    sop_instance_uid: str
+    frame: int = 1
+    window_center: float | None = None
+    window_width: float | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,8 @@ class ReportItem:
     acknowledged_by: str | None
     acknowledgement_method: str
     acknowledgement_read_back: str
+    #: The key image marked on the draft (printed in the signed PDF), or null.
+    key_image: KeyImageRef | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +233,8 @@ class DraftInput:
     impression: str = ""
     critical: bool = False
     critical_category: str = ""
+    #: The key image; None removes it (the draft is saved whole).
+    key_image: KeyImageRef | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +243,19 @@ class ReportPdf:
     filename: str
     sha256: str
     data: bytes
+
+
+def _key_image_of(report: Report) -> KeyImageRef | None:
+    stored: dict[str, Any] | None = report.key_image
+    if not stored:
+        return None
+    return KeyImageRef(
+        series_instance_uid=str(stored["series_instance_uid"]),
+        sop_instance_uid=str(stored["sop_instance_uid"]),
+        frame=int(stored.get("frame", 1)),
+        window_center=stored.get("window_center"),
+        window_width=stored.get("window_width"),
+    )
 
 
 def report_item(report: Report) -> ReportItem:
@@ -235,6 +286,7 @@ def report_item(report: Report) -> ReportItem:
         acknowledged_by=report.acknowledged_by.username if report.acknowledged_by else None,
         acknowledgement_method=report.acknowledgement_method,
         acknowledgement_read_back=report.acknowledgement_read_back,
+        key_image=_key_image_of(report),
     )
 
 
@@ -433,12 +485,71 @@ def _check_draft(session: Session, data: DraftInput, runtime: ReportsRuntime) ->
         raise InvalidReport("The findings or the impression are too long.")
 
 
+def _key_image_instance(session: Session, study: Study, ref: KeyImageRef) -> Instance:
+    """The stored instance *ref* names, if it is an image of *study*; else
+    :class:`InvalidKeyImageReference`."""
+    for uid in (ref.series_instance_uid, ref.sop_instance_uid):
+        if not is_valid_uid(uid):
+            raise InvalidKeyImageReference("The key image's UIDs must be valid DICOM UIDs.")
+    row = session.execute(
+        select(Instance, Series.modality)
+        .join(Series, Instance.series_id == Series.id)
+        .where(
+            Series.study_id == study.id,
+            Series.series_instance_uid == ref.series_instance_uid,
+            Instance.sop_instance_uid == ref.sop_instance_uid,
+        )
+    ).first()
+    if row is None:
+        raise InvalidKeyImageReference("The key image is not an instance of this study.")
+    instance, modality = row
+    if modality in objects.NON_IMAGE:
+        raise InvalidKeyImageReference("The key image must be an image, not a document.")
+    if not 1 <= ref.frame <= min(instance.number_of_frames or 1, KEY_IMAGE_MAX_FRAME):
+        raise InvalidKeyImageReference("The key image's frame is not a frame of the instance.")
+    return instance
+
+
+def _check_key_image(session: Session, study: Study, ref: KeyImageRef | None) -> None:
+    if ref is None:
+        return
+    center, width = ref.window_center, ref.window_width
+    if (center is None) != (width is None):
+        raise InvalidKeyImageReference("Give both the window centre and width, or neither.")
+    if center is not None and width is not None:
+        if not all(math.isfinite(v) and abs(v) <= KEY_IMAGE_MAX_WINDOW for v in (center, width)):
+            raise InvalidKeyImageReference("The key image's window is out of range.")
+        if width <= 0:
+            raise InvalidKeyImageReference("The key image's window width must be positive.")
+    _key_image_instance(session, study, ref)
+
+
+def _render_key_image(
+    session: Session, store: ObjectStore, study: Study, ref: KeyImageRef
+) -> bytes:
+    """The key image's frame as PNG (windowed as marked, else the image's own VOI), at most
+    :data:`KEY_IMAGE_MAX_PX` a side."""
+    instance = _key_image_instance(session, study, ref)
+    try:
+        return render_frame(
+            store.get(instance.object_key),
+            ref.frame - 1,
+            window_center=ref.window_center,
+            window_width=ref.window_width,
+            size=(KEY_IMAGE_MAX_PX, KEY_IMAGE_MAX_PX),
+            fmt="png",
+        )
+    except (InvalidDicomError, ValueError) as exc:
+        raise InvalidKeyImageReference(f"The key image cannot be rendered: {exc}") from exc
+
+
 def _write(report: Report, data: DraftInput, now: datetime) -> None:
     report.template = data.template
     report.findings = data.findings
     report.impression = data.impression
     report.critical = data.critical
     report.critical_category = data.critical_category if data.critical else ""
+    report.key_image = asdict(data.key_image) if data.key_image is not None else None
     report.updated_at = now
 
 
@@ -462,6 +573,7 @@ def save_draft(
         )
     _require_holder(study, user, now)
     _check_draft(session, data, runtime)
+    _check_key_image(session, study, data.key_image)
     report = _own_draft(session, study, user, ReportKind.report)
     if report is None:
         report = Report(study_id=study.id, kind=ReportKind.report, author_id=user.id)
@@ -506,6 +618,7 @@ def save_addendum(
     if not signed or study.status not in SIGNED_STATES:
         raise ReportNotSigned("There is no signed report to amend yet.")
     _check_draft(session, data, runtime)
+    _check_key_image(session, study, data.key_image)
     report = _own_draft(session, study, user, ReportKind.addendum)
     if report is None:
         report = Report(
@@ -566,6 +679,7 @@ def update_draft(
     if report.kind == ReportKind.report:
         _require_holder(report.study, user, now)
     _check_draft(session, data, runtime)
+    _check_key_image(session, report.study, data.key_image)
     _write(report, data, now)
     session.commit()
     session.refresh(report)
@@ -598,6 +712,7 @@ def _document(
     signed_at: datetime,
     runtime: ReportsRuntime,
     predecessor: Report | None,
+    key_image_png: bytes | None = None,
 ) -> ReportDocument:
     study = report.study
     patient = study.patient
@@ -628,6 +743,7 @@ def _document(
         critical_category=report.critical_category,
         verify_hint=hint,
         addendum_of=str(predecessor.id) if predecessor is not None else None,
+        key_image_png=key_image_png,
     )
 
 
@@ -698,6 +814,11 @@ def sign(
         predecessor = signed[-1]
     if not report.impression.strip():
         raise EmptyImpression("A report is signed only with an impression.")
+    # Rendered before the key is unlocked: an image that cannot be printed signs nothing.
+    key_image = _key_image_of(report)
+    key_image_png = (
+        _render_key_image(session, store, study, key_image) if key_image is not None else None
+    )
 
     throttle_key = f"sign:{user.id}"
     runtime.sign_throttle.check(throttle_key)
@@ -727,6 +848,7 @@ def sign(
         signed_at=signed_at,
         runtime=runtime,
         predecessor=predecessor,
+        key_image_png=key_image_png,
     )
     result = sign_pdf(
         render_report_pdf(document),
@@ -795,6 +917,8 @@ def sign(
         "sha256": result.sha256,
         "critical": report.critical,
     }
+    if key_image is not None:
+        detail["key_image"] = key_image.sop_instance_uid
     if predecessor is not None:
         add_event(session, study, "addendum_signed", at=signed_at, actor=user, **detail)
     if report.critical:

@@ -356,6 +356,36 @@ export class HubViewer {
     this.changed(id);
   }
 
+  /**
+   * Give viewport id the whole series after showSeries was given a part of it (the first image,
+   * from its instance-level metadata, shown before the series' /metadata arrived). The image on
+   * screen stays as it is: the stack's image list is replaced in place (no setStack, which would
+   * clear the canvas, reset window and camera and draw again). Returns false when the viewport
+   * no longer shows an image of the new list (the caller then uses showSeries).
+   */
+  extendSeries(id, images) {
+    const state = this.viewports.get(id);
+    const vp = this.viewport(id);
+    if (!state || !vp || !images.length) return false;
+    const current = vp.getCurrentImageId && vp.getCurrentImageId();
+    const index = images.findIndex((im) => im.imageId === current);
+    if (index < 0 || !(vp.imageKeyToIndexMap instanceof Map) || !Array.isArray(vp.imageIds)) return false;
+    const ids = images.map((im) => im.imageId);
+    // StackViewport's own fields, as setStack fills them (Cornerstone 5.x); the image, its
+    // actor, window and camera are untouched.
+    vp.imageIds = ids;
+    vp.imageKeyToIndexMap.clear();
+    ids.forEach((imageId, i) => {
+      vp.imageKeyToIndexMap.set(imageId, i);
+      vp.imageKeyToIndexMap.set(csUtilities.imageIdToURI(imageId), i);
+    });
+    vp.currentImageIdIndex = index;
+    vp.targetImageIdIndex = index;
+    state.images = images;
+    this.changed(id);
+    return true;
+  }
+
   fail(id, imageId, err) {
     const state = this.viewports.get(id);
     if (!state) return;

@@ -394,6 +394,13 @@ async function renderStudy({ root, params, query, signal, user }) {
     }
     throw err;
   }
+  // The viewer bundle (cached, revalidated) loads and initialises while the page asks for the
+  // rest; awaited where the viewer starts.
+  const bundle = import("../viewer/viewer.js").then(async (mod) => {
+    await mod.initViewer({ maxCacheBytes: CACHE_BYTES });
+    return mod;
+  });
+  bundle.catch(() => {});
   let item = detail.study;
   const claimBox = h("div", { class: "claim-box", id: "claim-box", "aria-live": "polite" });
   const headSlot = h("div", { class: "study-head-slot" });
@@ -725,8 +732,7 @@ async function renderStudy({ root, params, query, signal, user }) {
   replaceChildren(statusBox, h("span", { class: "loading" }, t("viewer.loadingBundle")));
   let lib;
   try {
-    lib = await import("../viewer/viewer.js");
-    await lib.initViewer({ maxCacheBytes: CACHE_BYTES });
+    lib = await bundle;
   } catch (err) {
     replaceChildren(statusBox, messageBox("error", t("viewer.bundleFailed", { message: err.message || String(err) })));
     return cleanup;
@@ -755,6 +761,21 @@ async function renderStudy({ root, params, query, signal, user }) {
       metaCache.set(key, promise);
     }
     return metaCache.get(key);
+  }
+
+  // The first image of a series without waiting for the series' /metadata (for a 300-slice CT
+  // the hub reads 300 headers before it answers): the series' first instance in display order
+  // from QIDO-RS (the hub's index orders by Instance Number), then that instance's own
+  // /metadata. null when QIDO gives no Instance Number (the order would be a guess).
+  async function firstImages(studyUid, seriesUid) {
+    const base = seriesBase(studyUid, seriesUid);
+    const found = await apiGet(`${base}/instances`, { limit: 1 }, { signal, headers: DICOM_JSON });
+    const inst = (found || [])[0];
+    const sop = inst && first(inst, TAG.SOPInstanceUID);
+    if (!sop || number(inst, TAG.InstanceNumber) === null) return null;
+    const meta = await apiGet(`${base}/instances/${encodeURIComponent(sop)}/metadata`, undefined, { signal, headers: DICOM_JSON });
+    const mine = (meta || []).filter((m) => first(m, TAG.StudyInstanceUID) === studyUid && first(m, TAG.SeriesInstanceUID) === seriesUid);
+    return mine.length ? lib.registerSeries(base, mine) : null;
   }
 
   function showProgress(seriesUid, done, total) {
@@ -868,9 +889,23 @@ async function renderStudy({ root, params, query, signal, user }) {
     if (cells[active] === c) activate(active);
     c.element.classList.add("vp-blank"); // at once: never the previous picture under this series
     replaceChildren(c.message, h("span", { class: "loading" }, t("viewer.loading")));
+    // A series not loaded yet that opens at its first image: that image is shown from its own
+    // metadata while the series' /metadata loads (in parallel), then the stack is extended.
+    const early = !metaCache.has(`${info.study}/${seriesUid}`) && (start.image || 1) === 1 && (start.frame || 1) === 1;
+    const whole = seriesImages(info.study, seriesUid);
+    let wholeDone = false;
+    whole.then(() => (wholeDone = true), () => {});
+    let shownEarly = false;
+    if (early) {
+      const part = await firstImages(info.study, seriesUid).catch(() => null);
+      if (part && !wholeDone && opening === c.opening && viewer) {
+        await viewer.showSeries(id, info, part, 0, { voi: start.window || undefined });
+        shownEarly = opening === c.opening;
+      }
+    }
     let images;
     try {
-      images = await seriesImages(info.study, seriesUid);
+      images = await whole;
     } catch (err) {
       if (err.name === "AbortError" || opening !== c.opening) return;
       replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: err.message })));
@@ -883,7 +918,12 @@ async function renderStudy({ root, params, query, signal, user }) {
       const sameInstance = images.findIndex((im) => im.instance === start.image);
       index = found >= 0 ? found : Math.max(0, sameInstance);
     }
-    await viewer.showSeries(id, info, images, index, { voi: start.window || undefined });
+    if (shownEarly && viewer.extendSeries(id, images)) {
+      const s = viewer.state(id);
+      index = s && s.index >= 0 ? s.index : index;
+    } else {
+      await viewer.showSeries(id, info, images, index, { voi: start.window || undefined });
+    }
     if (opening !== c.opening || !viewer) return;
     viewer.prefetch(seriesUid, images, index, PREFETCH_BYTES);
     relink();
@@ -930,8 +970,15 @@ async function renderStudy({ root, params, query, signal, user }) {
     await openSeries(target.id, pick.uid);
   }
 
+  // Overlay text is updated in place (only lines whose text changed are touched): scrolling
+  // through a series rewrites a few text nodes, not the overlay's elements.
   function overlayLines(el, lines) {
-    replaceChildren(el, lines.filter(Boolean).map((line) => h("div", {}, line)));
+    const wanted = lines.filter(Boolean).map(String);
+    while (el.childElementCount > wanted.length) el.lastElementChild.remove();
+    wanted.forEach((line, i) => {
+      const row = el.children[i] || el.appendChild(h("div", {}));
+      if (row.textContent !== line) row.textContent = line;
+    });
   }
 
   /** Bring a viewport's overlay, test hooks and (for the active one) the toolbar up to date. */
@@ -1048,8 +1095,13 @@ async function renderStudy({ root, params, query, signal, user }) {
     remember();
   }
 
+  let lastMeasureKey = null;
   function renderMeasurements(id) {
     const list = viewer.measurements(id);
+    // Rebuilt only when the list changed (not on every slice of a scroll).
+    const measureKey = JSON.stringify([id, getLanguage(), list]);
+    if (measureKey === lastMeasureKey) return;
+    lastMeasureKey = measureKey;
     const label = (m) => t(`viewer.m.${m.tool === lib.TOOLS.length ? "length" : m.tool === lib.TOOLS.angle ? "angle" : "ellipse"}`);
     const qualifier = (m) => (m.unit === "°" ? "" : m.kind === "detector" ? ` ${t("viewer.atDetector")}` : m.kind === "pixels" ? ` ${t("viewer.pixels")}` : "");
     replaceChildren(

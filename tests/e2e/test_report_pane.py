@@ -4,11 +4,13 @@ against a real hub: rad1 takes the next study, writes findings and impression th
 signs with the password (a wrong one first: the Chinese message of its code, nothing signed),
 sees the signed status with its SHA-256, downloads the PDF and writes and signs an addendum;
 staff-a then sees the signed study on the clinic page, downloads the report and acknowledges the
-critical result. Screenshots of each step are kept in the test's temporary directory
-(``report-*.png``).
+critical result. On the way the radiologist marks the image shown in the viewer as the key image
+(a thumbnail beside the text, kept with the draft) and the signed PDF carries it. Screenshots
+of each step are kept in the test's temporary directory (``report-*.png``).
 """
 
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +68,15 @@ def shot(page: Page, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(tmp_path / f"report-{name}.png"))
 
 
+def pdf_image_sizes(pdf: Path) -> list[tuple[int, int]]:
+    """(width, height) of the image XObjects in *pdf* (poppler's pdfimages)."""
+    listing = subprocess.run(
+        ["pdfimages", "-list", str(pdf)], capture_output=True, check=True, text=True
+    ).stdout
+    rows = [line.split() for line in listing.splitlines()[2:] if line.strip()]
+    return [(int(row[3]), int(row[4])) for row in rows if row[2] == "image"]
+
+
 def wait_saved(page: Page) -> None:
     status = page.locator("[data-testid=report-status]")
     expect(status).to_have_attribute("data-status", "draft")
@@ -100,6 +111,22 @@ def test_write_sign_addendum_and_clinic_acknowledges(
     page.locator("[data-testid=report-critical]").check()
     page.locator("#report-critical-category").select_option(CATEGORY)
     wait_saved(page)
+
+    # The key image: the image the active viewport shows (instance, frame, window), marked with
+    # one click; its thumbnail comes from WADO-RS rendered; saved with the draft.
+    viewport = page.locator("[data-testid=viewport]")
+    expect(viewport).to_have_attribute("data-sop", re.compile(r"^[0-9.]+$"), timeout=30_000)
+    sop = viewport.get_attribute("data-sop")
+    expect(page.locator("[data-testid=report-key-image-thumb]")).to_have_count(0)
+    page.locator("[data-testid=report-key-image-set]").click()
+    thumb = page.locator("[data-testid=report-key-image-thumb]")
+    expect(thumb).to_be_visible()
+    expect(thumb).to_have_attribute("src", re.compile(r"^blob:"))
+    assert thumb.evaluate("img => img.naturalWidth") > 0
+    wait_saved(page)
+    with api(hub, "rad1") as client:
+        marked = client.get(f"/api/v1/studies/{uid}/report").json()["draft"]["key_image"]
+    assert marked["sop_instance_uid"] == sop and marked["frame"] == 1
     shot(page, tmp_path, "1-draft")
 
     # A reload keeps the draft: it lives on the hub.
@@ -111,6 +138,8 @@ def test_write_sign_addendum_and_clinic_acknowledges(
     expect(page.locator("[data-testid=report-critical]")).to_be_checked()
     expect(page.locator("#report-critical-category")).to_have_value(CATEGORY)
     expect(page.locator("[data-testid=report-template]")).to_have_value("ct-head-noncontrast")
+    expect(page.locator("[data-testid=report-key-image]")).to_have_attribute("data-sop", str(sop))
+    expect(page.locator("[data-testid=report-key-image-thumb]")).to_be_visible()
     page.locator("[data-testid=report-save]").click()
     wait_saved(page)
 
@@ -149,6 +178,8 @@ def test_write_sign_addendum_and_clinic_acknowledges(
         page.locator("[data-testid=report-pdf]").first.click()
     pdf = Path(download.value.path()).read_bytes()
     assert pdf.startswith(b"%PDF")
+    assert report["key_image"]["sop_instance_uid"] == sop
+    assert (128, 128) in pdf_image_sizes(Path(download.value.path()))  # CT_small, rendered
 
     # An addendum: a new draft, edited and signed the same way; the first report stays.
     page.locator("[data-testid=report-addendum]").click()

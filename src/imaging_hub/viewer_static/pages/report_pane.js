@@ -3,7 +3,9 @@
 // sections ("normal" text and ready phrases), findings and impression, the critical-result flag
 // with its category, drafts saved on the hub as the user types (debounced PUT), signing with the
 // password asked again, the signed documents (time, SHA-256, PDF) and addenda; the patient's
-// prior signed report (collapsible, text only); the study's
+// prior signed report (collapsible, text only); a key image taken from the viewer's active
+// viewport (instance, frame, window; a thumbnail from WADO-RS rendered; printed in the signed
+// PDF); the study's
 // consultations (escalate, the consultant's opinion) from consultation.js. API: docs/reports.md.
 // Only the radiologist holding the claim writes the report; everyone else sees it read-only
 // with the reason. All text from the API goes in with h() (textContent), never as markup.
@@ -67,6 +69,16 @@ addStrings({
     "report.notAcknowledged": "卫生院尚未确认接收危急值",
     "report.prior": "上次报告",
     "report.priorMeta": "检查日期 {date} · {modality} · {radiologist} 签发于 {time}",
+    "report.keyImage": "关键图像",
+    "report.keyImageSet": "设为关键图像",
+    "report.keyImageRemove": "移除关键图像",
+    "report.keyImageNone": "未选关键图像：将查看器中显示的图像设为关键图像，签发时打印在报告中。",
+    "report.keyImageAlt": "关键图像缩略图",
+    "report.keyImageMeta": "第 {frame} 帧 · {window}",
+    "report.keyImageOwnWindow": "图像自带窗宽窗位",
+    "report.keyImageWindow": "窗位 {center} / 窗宽 {width}",
+    "report.keyImageNoViewport": "请先在查看器中显示一幅本检查的图像。",
+    "report.keyImagePrior": "关键图像必须来自本检查，不能取自对比的既往检查。",
     "event.report_drafted": "报告草稿",
     "event.addendum_drafted": "补充报告草稿",
     "event.addendum_signed": "补充报告已签发",
@@ -126,6 +138,16 @@ addStrings({
     "report.notAcknowledged": "The clinic has not acknowledged the critical result yet",
     "report.prior": "Prior report",
     "report.priorMeta": "study of {date} · {modality} · signed by {radiologist} at {time}",
+    "report.keyImage": "Key image",
+    "report.keyImageSet": "Use as key image",
+    "report.keyImageRemove": "Remove key image",
+    "report.keyImageNone": "No key image: use the image shown in the viewer; it is printed in the signed report.",
+    "report.keyImageAlt": "Key image thumbnail",
+    "report.keyImageMeta": "frame {frame} · {window}",
+    "report.keyImageOwnWindow": "the image's own window",
+    "report.keyImageWindow": "centre {center} / width {width}",
+    "report.keyImageNoViewport": "Show an image of this study in the viewer first.",
+    "report.keyImagePrior": "The key image must come from this study, not from a prior shown for comparison.",
     "event.report_drafted": "Report drafted",
     "event.addendum_drafted": "Addendum drafted",
     "event.addendum_signed": "Addendum signed",
@@ -136,7 +158,27 @@ addStrings({
 });
 
 const SAVE_DELAY = 1200;
+const THUMB_SIZE = 160;
 const enc = encodeURIComponent;
+
+/**
+ * The image shown in the study page's active viewport ([data-testid=viewport], kept up to date
+ * by study.js: data-series, data-sop, data-frame, data-window "centre,width") as a key image
+ * reference, or null when none is shown. A viewport showing a prior study (.vp-prior) gives
+ * { prior: true }.
+ */
+export function viewportKeyImage(root = document) {
+  const vp = root.querySelector("[data-testid=viewport]");
+  if (!vp || !vp.dataset.sop || !vp.dataset.series) return null;
+  if (vp.closest(".vp-prior")) return { prior: true };
+  const ref = { series_instance_uid: vp.dataset.series, sop_instance_uid: vp.dataset.sop, frame: Math.max(1, Number(vp.dataset.frame) || 1), window_center: null, window_width: null };
+  const [center, width] = (vp.dataset.window || "").split(",").map(Number);
+  if (vp.dataset.window && Number.isFinite(center) && Number.isFinite(width) && width > 0) {
+    ref.window_center = center;
+    ref.window_width = width;
+  }
+  return ref;
+}
 
 function hhmm(date) {
   return new Intl.DateTimeFormat(getLanguage(), { hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(date);
@@ -237,6 +279,7 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
   let reloadTimer = null;
   let disposed = false;
   let lastKey = "";
+  let thumbUrl = null; // the key image thumbnail's object URL, revoked when replaced
   const consultSlot = h("div", { class: "report-consult" });
 
   const pane = h("section", { class: "report-pane", id: "report-pane", "aria-label": t("report.title") });
@@ -268,7 +311,7 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
       if (chain.draft.kind === "report" && chain.can_write_report) return chain.draft;
       if (chain.draft.kind === "addendum" && chain.can_write_addendum) return chain.draft;
     }
-    if (!chain.report && chain.can_write_report) return { kind: "report", id: null, template: "", findings: "", impression: "", critical: false, critical_category: "" };
+    if (!chain.report && chain.can_write_report) return { kind: "report", id: null, template: "", findings: "", impression: "", critical: false, critical_category: "", key_image: null };
     return null;
   }
 
@@ -350,6 +393,8 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
     if (consultFirst) parts.push(consultSlot);
 
     editor = null;
+    if (thumbUrl) URL.revokeObjectURL(thumbUrl);
+    thumbUrl = null;
     if (doc) {
       parts.push(editorBlock(doc, status, messages, showError));
     } else {
@@ -420,6 +465,7 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
       critical: Boolean(doc.critical),
       critical_category: doc.critical_category || "",
     };
+    let keyImage = doc.key_image || null;
     if (!doc.id && !values.template) values.template = chain.suggested_template || (templates.find((x) => x.matches) || {}).code || "";
     let current = doc;
 
@@ -501,7 +547,94 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
         impression: impression.value,
         critical: critical.checked,
         critical_category: critical.checked ? category.value : "",
+        key_image: keyImage,
       };
+    }
+
+    const keyBox = h("div", { class: "report-key-image", id: "report-key-image", "data-testid": "report-key-image" });
+
+    function setThumbUrl(url) {
+      if (thumbUrl) URL.revokeObjectURL(thumbUrl);
+      thumbUrl = url;
+    }
+
+    /** The marked image: a thumbnail (WADO-RS rendered, windowed as marked) and a remove button. */
+    function renderKeyImage() {
+      const setButton = h(
+        "button",
+        { type: "button", class: "small", id: "report-key-image-set", "data-testid": "report-key-image-set", on: { click: () => markKeyImage() } },
+        t("report.keyImageSet"),
+      );
+      const head = h("div", { class: "report-sections-head" }, h("span", { class: "report-label" }, t("report.keyImage")), setButton);
+      delete keyBox.dataset.loaded;
+      if (!keyImage) {
+        setThumbUrl(null);
+        keyBox.dataset.sop = "";
+        replaceChildren(keyBox, head, h("p", { class: "muted report-key-image-none" }, t("report.keyImageNone")));
+        return;
+      }
+      const ref = keyImage;
+      keyBox.dataset.sop = ref.sop_instance_uid;
+      keyBox.dataset.frame = String(ref.frame);
+      const hasWindow = ref.window_center !== null && ref.window_center !== undefined && ref.window_width;
+      const img = h("img", { class: "report-key-image-thumb", "data-testid": "report-key-image-thumb", alt: t("report.keyImageAlt"), hidden: true });
+      const remove = h(
+        "button",
+        {
+          type: "button",
+          class: "small",
+          id: "report-key-image-remove",
+          "data-testid": "report-key-image-remove",
+          on: {
+            click: () => {
+              keyImage = null;
+              renderKeyImage();
+              changed();
+            },
+          },
+        },
+        t("report.keyImageRemove"),
+      );
+      const windowText = hasWindow ? t("report.keyImageWindow", { center: Math.round(ref.window_center), width: Math.round(ref.window_width) }) : t("report.keyImageOwnWindow");
+      replaceChildren(
+        keyBox,
+        head,
+        h("figure", { class: "report-key-image-figure" }, img, h("figcaption", { class: "muted" }, t("report.keyImageMeta", { frame: ref.frame, window: windowText }), " ", remove)),
+      );
+      const path = `/dicomweb/studies/${enc(studyUid)}/series/${enc(ref.series_instance_uid)}/instances/${enc(ref.sop_instance_uid)}/frames/${enc(ref.frame)}/rendered`;
+      const params = { viewport: `${THUMB_SIZE},${THUMB_SIZE}`, window: hasWindow ? `${ref.window_center},${ref.window_width},LINEAR` : undefined };
+      apiBlob(path, params, { signal, headers: { Accept: "image/jpeg" } })
+        .then((blob) => {
+          if (keyImage !== ref || disposed) return;
+          const url = URL.createObjectURL(blob);
+          setThumbUrl(url);
+          img.addEventListener("load", () => {
+            img.hidden = false;
+            keyBox.dataset.loaded = "true";
+          }, { once: true });
+          img.src = url;
+        })
+        .catch((err) => {
+          if (err.name !== "AbortError" && keyImage === ref) showError(err);
+        });
+    }
+
+    /** Take the image, frame and window of the viewer's active viewport as the key image. */
+    function markKeyImage() {
+      replaceChildren(messages);
+      const ref = viewportKeyImage();
+      if (!ref) {
+        showError(new Error(t("report.keyImageNoViewport")));
+        return;
+      }
+      if (ref.prior) {
+        showError(new Error(t("report.keyImagePrior")));
+        return;
+      }
+      keyImage = ref;
+      renderKeyImage();
+      changed();
+      save().catch(() => {});
     }
 
     function showSaved() {
@@ -536,6 +669,13 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
         if (err.name === "AbortError") return;
         dirty = true;
         setStatus(status, "error", t("report.status.saveFailed", { message: err.message }));
+        if (err.code === "report_key_image_invalid" && body.key_image) {
+          // The hub refused the marked image (not of this study): drop it, keep the text.
+          keyImage = null;
+          renderKeyImage();
+          showError(err);
+          changed(); // saved again without it
+        }
         if (["report_not_holder", "report_already_signed", "report_not_author"].includes(err.code)) {
           dirty = false;
           await refresh(true);
@@ -571,6 +711,7 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
     });
     pane.classList.toggle("report-pane-critical", values.critical);
     renderSections();
+    renderKeyImage();
 
     const signButton = h("button", { type: "button", id: "report-sign", class: "primary", "data-testid": "report-sign", on: { click: () => openSign() } }, t("report.sign"));
     const saveButton = h("button", { type: "button", id: "report-save", "data-testid": "report-save", on: { click: () => save().catch(() => {}) } }, t("report.save"));
@@ -614,6 +755,7 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
         h("label", { class: "sr-only", for: "report-critical-category" }, t("report.criticalCategory")),
         category,
       ),
+      keyBox,
       h("div", { class: "report-actions" }, saveButton, signButton),
     );
   }
@@ -717,6 +859,8 @@ export function mountReportPane(slot, { studyUid, study, user, signal, onChange 
   return () => {
     onUnload();
     disposed = true;
+    if (thumbUrl) URL.revokeObjectURL(thumbUrl);
+    thumbUrl = null;
     clearTimeout(reloadTimer);
     clearInterval(poll);
     if (observer) observer.disconnect();

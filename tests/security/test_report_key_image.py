@@ -139,6 +139,7 @@ def test_an_instance_not_of_this_study_is_refused(hub_app: HubApp) -> None:
     for bad in ("1.2.abc", "1..2", "../1.2", "1" * 65, ""):
         response = rad1.draft(study.uid, key_image=key_image(hub_app, study, sop_instance_uid=bad))
         assert response.status_code == 422, (bad, response.text)
+        assert response.json()["code"] == "validation_failed"
     with hub_app.sessions() as session:
         report = session.get(Report, first.json()["id"])
         assert report is not None and report.key_image is None  # nothing was stored

@@ -63,6 +63,9 @@ def send_files(
         assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
         if not assoc.is_established:
             raise ConnectionError("The association was not established.")
+        # pynetdicom closes its socket only if shutdown() succeeds, which fails once the peer
+        # is gone (a killed gateway): closed here when the association has ended.
+        raw = assoc.dul.socket.socket if assoc.dul.socket is not None else None
         try:
             for path in files:
                 if not assoc.is_established:
@@ -76,4 +79,7 @@ def send_files(
         finally:
             if assoc.is_established:
                 assoc.release()
+            assoc.join(timeout)
+            if raw is not None and not assoc.is_alive():
+                raw.close()
     return statuses

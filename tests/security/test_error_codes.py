@@ -86,6 +86,7 @@ def test_the_browser_translates_every_code_the_hub_answers() -> None:
         ("GET", "/api/v1/studies/1.2.3", 404, "not_found"),
         ("GET", "/api/v1/worklist?limit=-5", 422, "validation_failed"),
         ("DELETE", "/api/v1/worklist", 405, "method_not_allowed"),
+        ("GET", "/api/v1/worklist?patient=a%00b", 400, "bad_request"),
         ("GET", "/api/v1/stats/volume?start=2026-02-01&end=2026-01-01", 409, "invalid_window"),
     ],
 )

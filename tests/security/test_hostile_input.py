@@ -199,6 +199,7 @@ def test_oversized_bodies_get_413(hub_app: HubApp) -> None:
     response = hub_app.client.post("/api/v1/admin/users", json=big, headers=admin)
     assert response.status_code == 413
     assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "payload_too_large"
     form = hub_app.client.post(
         "/api/v1/auth/token", data={"username": "admin", "password": "p" * (2 * 1024 * 1024)}
     )
@@ -214,6 +215,7 @@ def test_oversized_bodies_get_413(hub_app: HubApp) -> None:
         headers={**admin, "Content-Type": "application/json"},
     )
     assert streamed.status_code == 413  # no Content-Length: counted while streaming
+    assert streamed.json()["code"] == "payload_too_large"
 
 
 def test_security_headers_everywhere(hub_app: HubApp) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imaging_hub.worklist.http.problems import problem_body
+
 access_log = logging.getLogger("imaging_hub.access")
 
 # The browser app: scripts, styles, images only from the hub itself; no inline script or style;
@@ -117,12 +119,12 @@ class ProblemFor413Middleware:
     """Starlette's request body limiter answers 413 in plain text; make it problem+json."""
 
     BODY = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Content Too Large",
-            "status": 413,
-            "detail": "The request body is larger than this endpoint accepts.",
-        }
+        problem_body(
+            413,
+            "Content Too Large",
+            "The request body is larger than this endpoint accepts.",
+            "payload_too_large",
+        )
     ).encode()
 
     def __init__(self, app: ASGIApp) -> None:
@@ -160,12 +162,7 @@ class RejectNulMiddleware:
     """
 
     BODY = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Bad Request",
-            "status": 400,
-            "detail": "The URL contains a NUL character.",
-        }
+        problem_body(400, "Bad Request", "The URL contains a NUL character.", "bad_request")
     ).encode()
 
     def __init__(self, app: ASGIApp) -> None:

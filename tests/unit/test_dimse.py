@@ -2,6 +2,7 @@
 against pynetdicom's own decoder and encoder."""
 
 import struct
+import warnings
 from io import BytesIO
 from typing import Any
 
@@ -82,7 +83,11 @@ def _decoded_by_pynetdicom(command: bytes) -> Any:
     message = C_STORE_RQ()
     message.command_set = decode(BytesIO(command), True, True)
     message.data_set = BytesIO(b"")
-    return message.message_to_primitive()
+    with warnings.catch_warnings():
+        # pynetdicom reads a UID with a leading zero ("1.2.03") with a validation warning; the
+        # one UID rule (dicom/uids.py) accepts it everywhere alike. The values are compared.
+        warnings.simplefilter("ignore", UserWarning)
+        return message.message_to_primitive()
 
 
 @pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.1.1"])

@@ -99,7 +99,9 @@ let ready = null;
 export function initViewer({ maxCacheBytes = 768 * 1024 * 1024, cpu = false } = {}) {
   if (ready) return ready;
   ready = (async () => {
-    csInit();
+    // One WebGL context per viewport of the largest layout (2x2), not Cornerstone's default 7:
+    // each context costs its creation when a study page opens.
+    csInit({ rendering: { webGlContextCount: 4 } });
     if (cpu) setUseCPURendering(true);
     const base = new URL(".", import.meta.url).href;
     loaderInit({
@@ -234,6 +236,7 @@ export class HubViewer {
     this.viewports = new Map(); // id -> { element, images, series, error, shownImageId, pending }
     this.pendingChange = new Set();
     this.frameRequest = 0;
+    this.scrollRequest = 0;
     this.prefetchJobs = new Map(); // series key -> { cancelled }
     this.primary = "wl";
     this.setPrimaryTool("wl");
@@ -419,11 +422,43 @@ export class HubViewer {
     this.changed(id);
   }
 
+  /**
+   * Scroll viewport id by delta images. Steps are batched per animation frame (a burst of keys
+   * or wheel steps within one frame moves once, by their sum) and the new image is drawn in that
+   * same frame (see flushRender), not one frame later.
+   */
   scroll(id, delta) {
-    const vp = this.viewport(id);
-    if (!vp) return;
-    const index = vp.getTargetImageIdIndex ? vp.getTargetImageIdIndex() : vp.getCurrentImageIdIndex();
-    this.jumpTo(id, index + delta);
+    const state = this.viewports.get(id);
+    if (!state || !this.viewport(id)) return;
+    state.scrollDelta = (state.scrollDelta || 0) + delta;
+    if (this.scrollRequest) return;
+    this.scrollRequest = requestAnimationFrame(() => {
+      this.scrollRequest = 0;
+      for (const [vid, st] of this.viewports) {
+        const step = st.scrollDelta || 0;
+        st.scrollDelta = 0;
+        const vp = step && this.viewport(vid);
+        if (!vp) continue;
+        const index = vp.getTargetImageIdIndex ? vp.getTargetImageIdIndex() : vp.getCurrentImageIdIndex();
+        this.jumpTo(vid, index + step).then(() => this.flushRender());
+      }
+    });
+  }
+
+  /**
+   * Draw now what Cornerstone would draw at the next animation frame. Its rendering engine
+   * draws in a requestAnimationFrame callback; a render asked for from inside one (our batched
+   * scroll) would wait a whole frame, so every other frame would show no new slice.
+   */
+  flushRender() {
+    const engine = this.engine;
+    if (!engine || !engine._animationFrameSet || typeof engine._renderFlaggedViewports !== "function") return;
+    cancelAnimationFrame(engine._animationFrameHandle);
+    try {
+      engine._renderFlaggedViewports();
+    } catch (err) {
+      console.warn("viewer: render failed", err);
+    }
   }
 
   /** What viewport id shows now (for the overlay, the URL and the test hooks). */
@@ -444,7 +479,7 @@ export class HubViewer {
       shown: state.shownImageId === (image && image.imageId),
       error: state.error && image && state.error.imageId === image.imageId ? state.error : null,
       voi,
-      invert: Boolean(props.invert),
+      invert: invertOf(vp),
       zoom: this.magnification(id),
       rotation: vp.getRotation ? vp.getRotation() : 0,
       cine: state.cine,
@@ -496,7 +531,7 @@ export class HubViewer {
   resetWindow(id) {
     const vp = this.viewport(id);
     if (!vp) return;
-    const invert = vp.getProperties().invert;
+    const invert = invertOf(vp);
     vp.resetProperties();
     vp.setProperties({ invert });
     vp.render();
@@ -505,7 +540,7 @@ export class HubViewer {
   setInvert(id, value) {
     const vp = this.viewport(id);
     if (!vp) return;
-    vp.setProperties({ invert: value === undefined ? !vp.getProperties().invert : value });
+    vp.setProperties({ invert: value === undefined ? !invertOf(vp) : value });
     vp.render();
   }
 
@@ -816,6 +851,7 @@ export class HubViewer {
         for (const off of this.listeners) off();
       },
       () => cancelAnimationFrame(this.frameRequest),
+      () => cancelAnimationFrame(this.scrollRequest),
       // One viewer per page: its measurements go with it.
       () => annotation.state.removeAllAnnotations(),
       () => this.unlinkSlices(),
@@ -835,6 +871,18 @@ export class HubViewer {
       }
     }
   }
+}
+
+/**
+ * Whether viewport vp shows its image inverted. On the CPU path (software WebGL, see
+ * softwareWebGL) Cornerstone keeps a MONOCHROME1 image's inversion in its fallback viewport and
+ * not in the viewport's properties, which then say false for an inverted picture.
+ */
+function invertOf(vp) {
+  const fallback = vp && vp.useCPURendering && vp._cpuFallbackEnabledElement && vp._cpuFallbackEnabledElement.viewport;
+  if (fallback && typeof fallback.invert === "boolean") return fallback.invert;
+  const props = vp && vp.getProperties ? vp.getProperties() : {};
+  return Boolean(props.invert);
 }
 
 function toRange([center, width]) {

@@ -981,6 +981,15 @@ async function renderStudy({ root, params, query, signal, user }) {
     });
   }
 
+  // Dates of the overlay formatted once per value and language (updateCell runs on every slice
+  // of a scroll).
+  const overlayDates = new Map();
+  function overlayDate(value) {
+    const key = `${getLanguage()}|${value}`;
+    if (!overlayDates.has(key)) overlayDates.set(key, formatDicomDate(value));
+    return overlayDates.get(key);
+  }
+
   /** Bring a viewport's overlay, test hooks and (for the active one) the toolbar up to date. */
   function updateCell(id) {
     const c = cellById(id);
@@ -1014,8 +1023,8 @@ async function renderStudy({ root, params, query, signal, user }) {
     const prior = expectedStudy !== uid ? priorStudies.get(expectedStudy) : null;
     c.cell.classList.toggle("vp-prior", Boolean(prior));
     overlayLines(c.overlay.tr, [
-      prior ? t("viewer.prior", { date: formatDicomDate(prior.date) || "—" }) : null,
-      formatDicomDate(first(meta, TAG.StudyDate)),
+      prior ? t("viewer.prior", { date: overlayDate(prior.date) || "—" }) : null,
+      overlayDate(first(meta, TAG.StudyDate)),
       first(meta, TAG.StudyDescription),
       first(meta, TAG.AccessionNumber),
     ]);

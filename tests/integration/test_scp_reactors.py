@@ -158,11 +158,21 @@ def _associated(
     server = scp.start_scp(scp.make_ae(ae_title), handler, "127.0.0.1", port)
     requestor = AE(ae_title="REQUESTOR")
     requestor.add_requested_context(Verification)
+    assoc = None
     try:
         assoc = requestor.associate("127.0.0.1", port, ae_title=ae_title, max_pdu=max_pdu)
         assert assoc.is_established
         yield assoc, handler, port
     finally:
+        if assoc is not None:
+            if assoc.is_alive():
+                assoc.abort()
+            assoc.join()
+            # pynetdicom closes the requestor's socket with shutdown() then close() in one try:
+            # after a test cut the connection, shutdown fails and close never runs.
+            transport = assoc.dul.socket
+            if transport is not None and transport.socket is not None:
+                transport.socket.close()
         server.shutdown()
         spool.close()
 

@@ -23,6 +23,7 @@ import queue
 import socket
 import ssl
 import threading
+import weakref
 
 import pynetdicom
 from pynetdicom import evt
@@ -141,9 +142,16 @@ def attach(event: evt.Event, handler: StoreTarget) -> None:
     dimse = assoc.dimse
     dimse.send_msg = functools.partial(send_msg, dimse, dimse.send_msg)  # type: ignore[method-assign]
     setattr(assoc, "_imaging_hub_wake", (waiter, wake))  # noqa: B010  closed by detach
+    # An association that ends without EVT_CONN_CLOSE (a PDU cut by a dropped connection) must
+    # not keep its wake-up sockets open: they close when the association object goes too.
+    weakref.finalize(assoc, _close_sockets, waiter, wake)
+
+
+def _close_sockets(*socks: socket.socket) -> None:
+    for sock in socks:
+        sock.close()
 
 
 def detach(event: evt.Event) -> None:
     """EVT_CONN_CLOSE: close the wake-up sockets `attach` made."""
-    for sock in getattr(event.assoc, "_imaging_hub_wake", ()):
-        sock.close()
+    _close_sockets(*getattr(event.assoc, "_imaging_hub_wake", ()))

@@ -7,13 +7,28 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck peers unit clean bench bench-peers viewer viewer-check
+.PHONY: demo test lint typecheck peers unit clean bench bench-peers viewer viewer-check lock
 
-$(STAMP): pyproject.toml
+# Exact versions with hashes of every dependency (runtime + test extras) from the lock file,
+# then the project itself without resolving anything again.
+LOCK := requirements/test-lock.txt
+PIP_TOOLS := pip-tools==7.7.0
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# Refresh the lock files from pyproject.toml's ranges (PyPI only), reinstall, run the tests.
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q $(PIP_TOOLS)
+	cd requirements && PIP_CONFIG_FILE=/dev/null ../.venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --generate-hashes --no-emit-find-links --no-emit-index-url --strip-extras --output-file=lock.txt ../pyproject.toml
+	cd requirements && PIP_CONFIG_FILE=/dev/null ../.venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --generate-hashes --no-emit-find-links --no-emit-index-url --strip-extras --extra=test --output-file=test-lock.txt ../pyproject.toml
+	rm -rf .venv-lock
+	rm -f $(STAMP)
+	$(MAKE) test
 
 demo: $(STAMP)
 	$(BIN)/imaging-hub demo $(DEMO_ARGS)

@@ -142,6 +142,7 @@ def test_signing_and_verifying_work_where_an_event_loop_runs(pki: Pki) -> None:
     """pyHanko runs asyncio.run inside: from a thread with a running loop (an async caller, a
     test driving a browser) signing and verifying still work (off the loop, in a thread)."""
     import asyncio
+    import concurrent.futures
 
     async def inside_a_loop() -> tuple[SignedReport, bool]:
         report = sign_with_password(
@@ -149,6 +150,9 @@ def test_signing_and_verifying_work_where_an_event_loop_runs(pki: Pki) -> None:
         )
         return report, verify_pdf(report.pdf, [pki.ca.certificate]).ok
 
-    report, ok = asyncio.run(inside_a_loop())
+    # A thread of its own: in the whole suite the main thread may already run a loop (the
+    # browser tests' Playwright), where asyncio.run itself would refuse to start.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        report, ok = pool.submit(lambda: asyncio.run(inside_a_loop())).result()
     assert ok
     assert report.pdf.startswith(b"%PDF")

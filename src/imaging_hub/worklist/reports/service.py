@@ -574,28 +574,7 @@ def save_draft(
     _require_holder(study, user, now)
     _check_draft(session, data, runtime)
     _check_key_image(session, study, data.key_image)
-    report = _own_draft(session, study, user, ReportKind.report)
-    if report is None:
-        report = Report(study_id=study.id, kind=ReportKind.report, author_id=user.id)
-        report.created_at = now
-        session.add(report)
-        _write(report, data, now)
-        session.flush()
-        add_event(session, study, "report_drafted", at=now, actor=user, report_id=report.id)
-        audit.record_for(
-            session,
-            caller,
-            REPORT_DRAFTED,
-            object_type="report",
-            object_id=str(report.id),
-            study_uid=study.study_instance_uid,
-            detail={"op": "created", "kind": "report"},
-        )
-    else:
-        _write(report, data, now)
-    session.commit()
-    session.refresh(report)
-    return report_item(report)
+    return _keep_draft(session, caller, study, ReportKind.report, data, now, predecessor=None)
 
 
 def save_addendum(
@@ -619,26 +598,45 @@ def save_addendum(
         raise ReportNotSigned("There is no signed report to amend yet.")
     _check_draft(session, data, runtime)
     _check_key_image(session, study, data.key_image)
-    report = _own_draft(session, study, user, ReportKind.addendum)
+    return _keep_draft(
+        session, caller, study, ReportKind.addendum, data, now, predecessor=signed[-1]
+    )
+
+
+def _keep_draft(
+    session: Session,
+    caller: Caller,
+    study: Study,
+    kind: ReportKind,
+    data: DraftInput,
+    now: datetime,
+    *,
+    predecessor: Report | None,
+) -> ReportItem:
+    """Create the caller's draft of *kind* (event + audit record) or update the one they hold."""
+    user = caller.user
+    report = _own_draft(session, study, user, kind)
+    amends = {} if predecessor is None else {"amends": predecessor.id}
     if report is None:
-        report = Report(
-            study_id=study.id,
-            kind=ReportKind.addendum,
-            author_id=user.id,
-            predecessor_id=signed[-1].id,
-        )
+        report = Report(study_id=study.id, kind=kind, author_id=user.id)
         report.created_at = now
         session.add(report)
-        _write(report, data, now)
+        created = True
+    else:
+        created = False
+    if predecessor is not None:
+        report.predecessor_id = predecessor.id
+    _write(report, data, now)
+    if created:
         session.flush()
         add_event(
             session,
             study,
-            "addendum_drafted",
+            f"{kind.value}_drafted",
             at=now,
             actor=user,
             report_id=report.id,
-            amends=signed[-1].id,
+            **amends,
         )
         audit.record_for(
             session,
@@ -647,11 +645,8 @@ def save_addendum(
             object_type="report",
             object_id=str(report.id),
             study_uid=study.study_instance_uid,
-            detail={"op": "created", "kind": "addendum", "amends": signed[-1].id},
+            detail={"op": "created", "kind": kind.value, **amends},
         )
-    else:
-        report.predecessor_id = signed[-1].id
-        _write(report, data, now)
     session.commit()
     session.refresh(report)
     return report_item(report)

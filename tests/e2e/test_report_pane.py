@@ -12,6 +12,7 @@ of each step are kept in the test's temporary directory (``report-*.png``).
 import re
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -27,12 +28,27 @@ pytestmark = pytest.mark.e2e
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CATEGORY = "颅内出血 intracranial haemorrhage"
+QUESTION = "头颅CT平扫：突发头痛、呕吐 2 小时"
 
 
 @pytest.fixture(scope="module")
 def report_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubProcess, str]]:
     hub = start_hub_process(tmp_path_factory.mktemp("report-pane") / "hub")
     try:
+        # The clinic's order carries the clinical question the pane shows above the editor.
+        with api(hub, "staff-a") as staff:
+            placed = staff.post(
+                "/api/v1/orders",
+                json={
+                    "accession_number": "ACC-RP-1",
+                    "patient_id": "R-1",
+                    "patient_name": "李^雷",
+                    "modality": "CT",
+                    "scheduled_at": datetime.now(UTC).isoformat(),
+                    "requested_procedure_description": QUESTION,
+                },
+            )
+            assert placed.status_code == 201, placed.text
         study, series = generate_uid(), generate_uid()
         instances = [
             make_instance(
@@ -46,6 +62,7 @@ def report_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubPr
                 PatientID="R-1",
                 BodyPartExamined="HEAD",
                 StudyDescription="头颅CT平扫",
+                AccessionNumber="ACC-RP-1",
             )
             for n in (1, 2)
         ]
@@ -95,9 +112,9 @@ def test_write_sign_addendum_and_clinic_acknowledges(
     pane = page.locator("[data-testid=report-pane-slot] .report-pane")
     expect(pane).to_be_visible()
 
-    # The order's clinical question (no order: the study description) and the template the hub
-    # suggests for CT HEAD, pre-selected; its sections insert their "normal" text.
-    expect(page.locator("#report-question")).to_contain_text("头颅CT平扫")
+    # The order's clinical question and the template the hub suggests for CT HEAD, pre-selected;
+    # its sections insert their "normal" text.
+    expect(page.locator("#report-question")).to_contain_text(QUESTION)
     template = page.locator("[data-testid=report-template]")
     expect(template).to_have_value("ct-head-noncontrast")
     expect(page.locator("[data-testid=report-status]")).to_have_attribute("data-status", "none")

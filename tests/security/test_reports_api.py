@@ -161,6 +161,8 @@ def test_rad1_drafts_and_signs_and_the_study_is_signed(hub_app: HubApp) -> None:
     assert before["report"] is None and before["draft"] is None
     assert before["can_write_report"] is True
     assert before["suggested_template"] == "ct-head-noncontrast"
+    # No order: no clinical question (the study description is never passed off as one).
+    assert before["clinical_question"] == ""
 
     first = rad1.draft(study.uid, template="ct-head-noncontrast")
     assert first.status_code == 200, first.text

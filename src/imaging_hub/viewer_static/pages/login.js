@@ -49,6 +49,7 @@ registerRoute({
     if (query.get("expired")) status.appendChild(messageBox("info", t("login.expired")));
     const username = h("input", {
       id: "login-username",
+      "data-testid": "login-username",
       name: "username",
       autocomplete: "username",
       required: true,
@@ -57,12 +58,13 @@ registerRoute({
     });
     const password = h("input", {
       id: "login-password",
+      "data-testid": "login-password",
       name: "password",
       type: "password",
       autocomplete: "current-password",
       required: true,
     });
-    const submit = h("button", { type: "submit", class: "primary", id: "login-submit" }, t("login.submit"));
+    const submit = h("button", { type: "submit", class: "primary", id: "login-submit", "data-testid": "login-submit" }, t("login.submit"));
     const form = h(
       "form",
       { class: "login-form", id: "login-form", novalidate: true },

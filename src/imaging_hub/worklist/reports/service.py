@@ -345,12 +345,13 @@ def matching_order(session: Session, study: Study) -> Order | None:
 
 
 def clinical_question(session: Session, study: Study) -> str:
-    """What the clinic asked: the matching order's requested procedure, or the study's
-    description."""
+    """What the clinic asked: the matching order's requested procedure; empty without an order
+    (a study description is the modality's label for the exam, not a clinician's question, so it
+    is never shown as one)."""
     order = matching_order(session, study)
     if order is not None and order.requested_procedure_description:
         return order.requested_procedure_description
-    return study.study_description
+    return ""
 
 
 def _holds_claim(study: Study, user: User, now: datetime) -> bool:

@@ -79,6 +79,7 @@ class Permission(enum.StrEnum):
     gateway_ingest = "gateway.ingest"  # a clinic gateway uploads instances, completes studies
     gateway_heartbeat = "gateway.heartbeat"  # a clinic gateway reports its status
     gateway_reports = "gateway.reports"  # a clinic gateway pulls signed reports of its clinic
+    gateway_orders = "gateway.orders"  # a clinic gateway syncs its clinic's orders, reports MPPS
 
 
 P = Permission
@@ -146,7 +147,9 @@ GRANTS: dict[str, frozenset[Permission]] = {
             P.dicomweb_store,
         }
     ),
-    GATEWAY: frozenset({P.gateway_ingest, P.gateway_heartbeat, P.gateway_reports}),
+    GATEWAY: frozenset(
+        {P.gateway_ingest, P.gateway_heartbeat, P.gateway_reports, P.gateway_orders}
+    ),
 }
 
 PRINCIPALS: tuple[str, ...] = (*(r.value for r in Role), GATEWAY)

@@ -386,10 +386,11 @@ class Shift(Base):
 
 
 class OrderStatus(enum.StrEnum):
-    scheduled = "scheduled"
-    in_progress = "in_progress"
-    completed = "completed"
-    cancelled = "cancelled"
+    scheduled = "scheduled"  # registered, nothing performed yet (portal: "ordered")
+    in_progress = "in_progress"  # MPPS IN PROGRESS at the modality (portal: "scanning")
+    completed = "completed"  # MPPS COMPLETED or "exam done" clicked by clinic staff
+    discontinued = "discontinued"  # MPPS DISCONTINUED (with the modality's reason)
+    cancelled = "cancelled"  # cancelled by clinic staff (with a reason)
 
 
 class Order(Base):
@@ -424,6 +425,22 @@ class Order(Base):
     )
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The exam type of the catalogue (``orders/catalogue``) and the images it normally makes
+    #: (0: unknown, e.g. a CT whose slice count varies).
+    exam_type: Mapped[str] = mapped_column(String(32), default="")
+    expected_images: Mapped[int] = mapped_column(Integer, default=0)
+    #: The clinical question: Reason for the Requested Procedure (0040,1002), LO.
+    reason_for_procedure: Mapped[str] = mapped_column(String(64), default="")
+    #: The Modality Performed Procedure Step the gateway saw for this order, if any.
+    mpps_uid: Mapped[str] = mapped_column(String(64), default="")
+    mpps_status: Mapped[str] = mapped_column(String(16), default="")
+    #: Why the step was discontinued (MPPS) or the order cancelled (clinic staff).
+    status_reason: Mapped[str] = mapped_column(String(200), default="")
+    #: "Exam done" clicked in the portal (machines without MPPS).
+    done_at: Mapped[datetime | None] = mapped_column()
+    done_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    #: Bumped on every change; the gateways' order feed is ordered by it.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
 
 class ReportStatus(enum.StrEnum):
@@ -485,6 +502,12 @@ class Report(Base):
     #: The key image the radiologist marked (series, instance, frame, window shown), printed in
     #: the signed PDF; ``None`` without one.
     key_image: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: When the clinic's gateway confirmed it holds the signed PDF (set once: "delivered").
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    delivered_gateway_id: Mapped[int | None] = mapped_column(ForeignKey("gateways.id"))
+    #: Where the acknowledgement was recorded: "portal" (hub) or "gateway" (the clinic's LAN
+    #: page, synced when the WAN was back).
+    acknowledged_via: Mapped[str] = mapped_column(String(16), default="")
 
     study: Mapped[Study] = relationship()
     author: Mapped[User] = relationship(foreign_keys=[author_id])

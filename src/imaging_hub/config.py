@@ -147,6 +147,13 @@ class HubSettings(_TomlSettings):
         default=300, description="A gateway silent this long raises an alarm in the admin view."
     )
     workers: int = Field(default=1, description="Number of uvicorn worker processes.")
+    max_request_header_bytes: int = Field(
+        default=65536,
+        ge=8192,
+        le=1 << 20,
+        description="A request whose headers (request line included) exceed this many bytes is "
+        "answered 431 and its connection closed.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Browser origins allowed to call the hub cross-origin (CORS), e.g. an OHIF "
@@ -283,4 +290,50 @@ class GatewaySettings(_TomlSettings):
     metrics_port: int = Field(
         default=0,
         description="Port of the Prometheus metrics endpoint on the gateway host; 0 disables it.",
+    )
+    # --- reports back at the clinic (dicom_gateway/reports.py, lan_page.py) ---
+    pull_reports: bool = Field(
+        default=True,
+        description="Pull the clinic's signed reports from the hub, keep them in "
+        "spool_dir/reports/ and confirm receipt (the study becomes 'delivered').",
+    )
+    report_poll_wait_seconds: float = Field(
+        default=25.0,
+        ge=0,
+        le=30,
+        description="Long-poll wait of the report pull (the hub answers at once when a report "
+        "is waiting).",
+    )
+    report_node: str | None = Field(
+        default=None,
+        description="Clinic DICOM node that receives each signed report as an Encapsulated PDF "
+        "(C-STORE), as AE@host:port; unset: none.",
+    )
+    reports_keep_days: int = Field(
+        default=90,
+        ge=1,
+        description="Pulled reports are deleted from the gateway this many days after they were "
+        "pulled (never while an acknowledgement or a delivery to report_node is waiting, nor "
+        "an unacknowledged critical result).",
+    )
+    staff_sync_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Interval of the sync of the clinic staff's sign-in verifiers (LAN page).",
+    )
+    lan_page_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the LAN page (reports for clinic staff while the WAN is down); "
+        "0 disables it.",
+    )
+    lan_page_host: str | None = Field(
+        default=None, description="Address the LAN page binds; default: host."
+    )
+    lan_page_tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate to serve the LAN page over HTTPS."
+    )
+    lan_page_tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of lan_page_tls_cert_file."
     )

@@ -34,6 +34,7 @@ from imaging_hub.worklist.admin.seed import DEMO_GATEWAYS, create_demo_network
 from imaging_hub.worklist.app import create_app
 from imaging_hub.worklist.db.migrate import upgrade
 from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
+from imaging_hub.worklist.http.server import server_options
 
 log = logging.getLogger(__name__)
 console = Console(soft_wrap=True)
@@ -171,7 +172,9 @@ def run_demo(
     engine.dispose()
 
     server = uvicorn.Server(
-        uvicorn.Config(create_app(hub_settings), host=host, port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(hub_settings), **server_options(hub_settings), log_level="warning"
+        )
     )
     hub_thread = threading.Thread(target=server.run, name="hub", daemon=True)
     hub_url = f"http://{host}:{port}"

@@ -18,23 +18,14 @@ def hub_serve(config: ConfigOpt = None) -> None:
 
     from imaging_hub.worklist.app import create_app
     from imaging_hub.worklist.db.migrate import upgrade_database
+    from imaging_hub.worklist.http.server import server_options
 
     settings = HubSettings()
     upgrade_database(settings)
-    # Our AccessLogMiddleware logs requests without query strings (they may carry names).
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": "info",
-        "access_log": False,
-        "server_header": False,
-    }
     if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
         console.print("[red]Set both tls_cert_file and tls_key_file to serve HTTPS.[/red]")
         raise typer.Exit(2)
-    if settings.tls_cert_file is not None:
-        options["ssl_certfile"] = str(settings.tls_cert_file)
-        options["ssl_keyfile"] = str(settings.tls_key_file)
+    options: dict[str, Any] = {**server_options(settings), "log_level": "info"}
     if settings.workers > 1:
         uvicorn.run(
             "imaging_hub.worklist.app:app_from_environment",

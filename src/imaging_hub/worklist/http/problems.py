@@ -46,6 +46,7 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     422: "validation_failed",
     429: "too_many_attempts",
+    431: "headers_too_large",
 }
 
 

@@ -2,8 +2,8 @@
 
 e2e tests and outside checks find elements by these ``data-testid`` values; each must be set
 somewhere in the app's source (pages build their DOM with ``h()``, so the attribute appears as
-``"data-testid": "<hook>"`` or ``data-testid="<hook>"``). The order hooks belong to the clinic
-portal's order form, which is not built yet (issue 14).
+``"data-testid": "<hook>"`` or ``data-testid="<hook>"``), the clinic portal's order form
+(``order-new``, ``order-submit``) included.
 """
 
 import re
@@ -38,6 +38,8 @@ HOOKS = [
     "report-status",
     "escalate",
     "consult-opinion",
+    "order-new",
+    "order-submit",
     "clinic-study-row",
     "report-download",
     "critical-acknowledge",

@@ -16,13 +16,14 @@ let csrfToken = null; // non-null while we believe a session is active
 
 /** An HTTP or network failure with a message already in the user's language (error.message). */
 export class ApiError extends Error {
-  constructor({ status, title, detail, code, message }) {
+  constructor({ status, title, detail, code, message, errors }) {
     super(message);
     this.name = "ApiError";
     this.status = status; // 0 for a network failure
     this.title = title || "";
     this.detail = detail || ""; // the hub's English detail (for logs and the English screen)
     this.code = code || ""; // the hub's stable error code (docs/errors.md)
+    this.errors = errors || []; // a 422's per-field errors: [{ field, message }]
   }
 }
 
@@ -78,6 +79,7 @@ async function errorFrom(response) {
   let title = response.statusText;
   let detail = "";
   let code = "";
+  let errors = [];
   const type = response.headers.get("content-type") || "";
   if (type.includes("json")) {
     try {
@@ -86,6 +88,7 @@ async function errorFrom(response) {
       if (typeof body.detail === "string") detail = body.detail;
       else if (body.detail !== undefined) detail = JSON.stringify(body.detail);
       if (typeof body.code === "string") code = body.code;
+      if (Array.isArray(body.errors)) errors = body.errors.filter((e) => e && typeof e === "object");
     } catch {
       // A broken error body: keep the status line.
     }
@@ -95,6 +98,7 @@ async function errorFrom(response) {
     title,
     detail,
     code,
+    errors,
     message: problemMessage(response.status, code, detail),
   });
 }

@@ -1,37 +1,53 @@
-// Clinic staff landing page (#/clinic): the clinic's own studies, newest first, each linking to
-// the study page, with the hub's reading status and the report facts — all from one request
-// (GET /api/v1/clinic/studies?limit&offset&patient=, scoped to the caller's clinic by the hub):
-// signed reports and addenda download as PDF; a critical result (危急值) stands out until a
-// clinic user acknowledges it (method + read-back: POST /api/v1/reports/{id}/acknowledge; the
-// dialog reads the report's text then, GET /api/v1/studies/{uid}/report).
+// Clinic portal (#/clinic), the clinic staff's landing page (docs/clinic-return.md):
+// - "new exam order" (`order-new` opens pages/order_form.js; `order-submit` sends it);
+// - the clinic's exams, orders without images included, newest first — one request per page
+//   (GET /api/v1/clinic/studies?limit&offset&patient=, scoped to the caller's clinic by the hub),
+//   refreshed every 15 s without touching the order form. One `clinic-study-row` per exam with
+//   `data-study-uid` and `data-status` = the hub's `stage` (ordered … acknowledged, cancelled,
+//   discontinued), shown as a coloured label in the user's language;
+// - per row: the signed PDF and its addenda (`report-download`), "exam done" for an exam that is
+//   ordered or scanning (POST /api/v1/orders/{id}/done, confirmed first), cancelling an ordered
+//   exam with a reason (POST /api/v1/orders/{id}/cancel);
+// - critical results (危急值) in a red band above the list until a clinic user acknowledges each
+//   (`critical-acknowledge`: method + read-back, POST /api/v1/reports/{id}/acknowledge; the
+//   dialog reads the report's text then, GET /api/v1/studies/{uid}/report).
+// Everything from the API goes into the page as text (h()).
 
-import { addStrings, formatDateTime, formatDicomDate, t } from "../i18n.js";
+import { addStrings, formatDateTime, getLanguage, minutesUntil, t } from "../i18n.js";
 import { apiGet, apiPost } from "../api.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
-import { formatNumber, formatPersonName, formatSexAge, statusLabel } from "../format.js";
+import { formatPersonName, formatSexAge, priorityLabel } from "../format.js";
 import { downloadReportPdf } from "./report_pane.js";
+import { examTypeDetail, examTypeName, loadExamTypes, orderForm } from "./order_form.js";
 import { registerRoute, setQuery } from "../router.js";
 
 addStrings({
   "zh-CN": {
     "clinic.title": "本院检查",
     "clinic.heading": "{institution}",
-    "clinic.search": "患者姓名",
+    "clinic.search": "患者姓名或 ID",
     "clinic.empty": "还没有本院的检查。",
-    "clinic.col.patient": "患者姓名",
-    "clinic.col.patientId": "患者 ID",
-    "clinic.col.sexAge": "性别/年龄",
-    "clinic.col.date": "检查日期",
-    "clinic.col.modality": "类型",
-    "clinic.col.description": "检查项目",
-    "clinic.col.images": "图像",
+    "clinic.emptySearch": "没有符合条件的检查。",
+    "clinic.col.patient": "患者",
+    "clinic.col.exam": "检查项目",
+    "clinic.col.accession": "检查号",
+    "clinic.col.priority": "优先级",
+    "clinic.col.due": "报告时限",
     "clinic.col.status": "状态",
-    "clinic.col.report": "报告",
-    "clinic.intro": "这里列出已传到影像中心的本院检查（最新的在前），以及阅片状态和已签发的报告。",
+    "clinic.col.radiologist": "阅片医生",
+    "clinic.col.report": "报告与操作",
+    "clinic.intro": "本院的检查申请和检查（最新的在前）：检查进度、阅片状态和已签发的报告。列表每 15 秒自动刷新。",
+    "clinic.updated": "更新于 {time}",
+    "clinic.refresh": "刷新",
+    "clinic.images": "{n} 幅图像",
+    "clinic.question": "临床问题：{text}",
+    "clinic.overdue": "已超时 {n} 分钟",
     "clinic.download": "下载报告",
+    "clinic.downloadTitle": "下载已签名的报告 PDF（可打印）",
     "clinic.downloadAddendum": "补充报告 {n}",
     "clinic.critical": "危急值：{category}",
     "clinic.criticalOpen": "有 {n} 份危急值报告尚未确认接收，请尽快通知临床并确认。",
+    "clinic.criticalItem": "{patient} · {exam} · {category}",
     "clinic.acknowledge": "确认接收危急值",
     "clinic.ackTitle": "确认接收危急值",
     "clinic.ackMethod": "通知方式",
@@ -44,26 +60,56 @@ addStrings({
     "clinic.method.portal": "门户",
     "clinic.method.in_person": "当面",
     "clinic.method.message": "消息",
+    "clinic.done": "检查完成",
+    "clinic.doneTitle": "确认检查已完成？",
+    "clinic.doneText": "{patient} 的 {exam}（检查号 {accession}）已做完，图像全部发出后即可阅片。设备支持 MPPS 时无需点击。",
+    "clinic.doneConfirm": "确认完成",
+    "clinic.doneOk": "已标记为检查完成：{accession}",
+    "clinic.cancel": "取消申请",
+    "clinic.cancelTitle": "取消检查申请",
+    "clinic.cancelText": "{patient} 的 {exam}（检查号 {accession}）将被取消，设备的工作列表中不再显示。",
+    "clinic.cancelReason": "取消原因",
+    "clinic.cancelNeedReason": "请填写取消原因。",
+    "clinic.cancelConfirm": "取消此申请",
+    "clinic.cancelOk": "检查申请已取消：{accession}",
+    "clinic.back": "返回",
+    "clinic.stage.ordered": "已申请",
+    "clinic.stage.scanning": "检查中",
+    "clinic.stage.receiving": "图像接收中",
+    "clinic.stage.waiting": "待阅片",
+    "clinic.stage.reading": "阅片中",
+    "clinic.stage.signed": "已签发",
+    "clinic.stage.delivered": "报告已送达",
+    "clinic.stage.acknowledged": "已确认接收",
+    "clinic.stage.discontinued": "检查中止",
+    "clinic.stage.cancelled": "已取消",
   },
   en: {
-    "clinic.title": "Our studies",
+    "clinic.title": "Our exams",
     "clinic.heading": "{institution}",
-    "clinic.search": "Patient name",
-    "clinic.empty": "No studies from your clinic yet.",
-    "clinic.col.patient": "Patient name",
-    "clinic.col.patientId": "Patient ID",
-    "clinic.col.sexAge": "Sex/age",
-    "clinic.col.date": "Study date",
-    "clinic.col.modality": "Modality",
-    "clinic.col.description": "Description",
-    "clinic.col.images": "Images",
+    "clinic.search": "Patient name or ID",
+    "clinic.empty": "No exams from your clinic yet.",
+    "clinic.emptySearch": "No exams match.",
+    "clinic.col.patient": "Patient",
+    "clinic.col.exam": "Exam",
+    "clinic.col.accession": "Accession",
+    "clinic.col.priority": "Priority",
+    "clinic.col.due": "Report due",
     "clinic.col.status": "Status",
-    "clinic.col.report": "Report",
-    "clinic.intro": "Your clinic's studies that reached the hub (newest first), with their reading status and signed reports.",
+    "clinic.col.radiologist": "Radiologist",
+    "clinic.col.report": "Report and actions",
+    "clinic.intro": "Your clinic's orders and exams (newest first): progress, reading status and signed reports. The list refreshes every 15 s.",
+    "clinic.updated": "Updated {time}",
+    "clinic.refresh": "Refresh",
+    "clinic.images": "{n} images",
+    "clinic.question": "Clinical question: {text}",
+    "clinic.overdue": "Overdue by {n} min",
     "clinic.download": "Download report",
+    "clinic.downloadTitle": "Download the signed report PDF (to print)",
     "clinic.downloadAddendum": "Addendum {n}",
     "clinic.critical": "Critical result: {category}",
     "clinic.criticalOpen": "{n} critical result(s) not yet acknowledged: inform the clinician and acknowledge.",
+    "clinic.criticalItem": "{patient} · {exam} · {category}",
     "clinic.acknowledge": "Acknowledge critical result",
     "clinic.ackTitle": "Acknowledge the critical result",
     "clinic.ackMethod": "How it was passed on",
@@ -76,10 +122,43 @@ addStrings({
     "clinic.method.portal": "Portal",
     "clinic.method.in_person": "In person",
     "clinic.method.message": "Message",
+    "clinic.done": "Exam done",
+    "clinic.doneTitle": "Is the exam done?",
+    "clinic.doneText": "{exam} of {patient} (accession {accession}) is finished; it is read once all its images are sent. Not needed when the machine sends MPPS.",
+    "clinic.doneConfirm": "Exam done",
+    "clinic.doneOk": "Marked as done: {accession}",
+    "clinic.cancel": "Cancel order",
+    "clinic.cancelTitle": "Cancel the exam order",
+    "clinic.cancelText": "{exam} of {patient} (accession {accession}) is cancelled and leaves the machines' worklist.",
+    "clinic.cancelReason": "Reason",
+    "clinic.cancelNeedReason": "Enter the reason.",
+    "clinic.cancelConfirm": "Cancel this order",
+    "clinic.cancelOk": "Order cancelled: {accession}",
+    "clinic.back": "Back",
+    "clinic.stage.ordered": "Ordered",
+    "clinic.stage.scanning": "Scanning",
+    "clinic.stage.receiving": "Receiving images",
+    "clinic.stage.waiting": "Waiting for reading",
+    "clinic.stage.reading": "Being read",
+    "clinic.stage.signed": "Signed",
+    "clinic.stage.delivered": "Report delivered",
+    "clinic.stage.acknowledged": "Acknowledged",
+    "clinic.stage.discontinued": "Discontinued",
+    "clinic.stage.cancelled": "Cancelled",
   },
 });
 
 const PAGE = 25;
+const REFRESH_MS = 15000;
+export const STAGES = ["ordered", "scanning", "receiving", "waiting", "reading", "signed", "delivered", "acknowledged", "discontinued", "cancelled"];
+// The hub's study status → the portal's stage, for a row without `stage`.
+const STAGE_OF_STATUS = { receiving: "receiving", unread: "waiting", in_progress: "reading", escalated: "reading", signed: "signed", delivered: "delivered", acknowledged: "acknowledged", cancelled: "cancelled" };
+// Stages whose report is still to come: a passed due time is shown as overdue.
+const OPEN_STAGES = new Set(["receiving", "waiting", "reading"]);
+const METHODS = ["phone", "portal", "in_person", "message"];
+
+// Whether the order form is open: kept over re-renders (language switch) of the page.
+let formOpen = false;
 
 /** Query parameters of GET /api/v1/clinic/studies for a search term and page offset. */
 export function clinicQuery(search, offset) {
@@ -91,41 +170,37 @@ export function clinicQuery(search, offset) {
   };
 }
 
-const COLUMNS = [
-  ["patient", "clinic.col.patient", (s) =>
-    h("a", { class: "patient-link", href: `#/study/${encodeURIComponent(s.study_instance_uid)}`, title: s.patient_name }, formatPersonName(s.patient_name) || "—")],
-  ["patientId", "clinic.col.patientId", (s) => s.patient_id],
-  ["sexAge", "clinic.col.sexAge", (s) => formatSexAge(s.patient_sex, s.patient_birth_date, s.study_date)],
-  ["date", "clinic.col.date", (s) => formatDicomDate(s.study_date)],
-  ["modality", "clinic.col.modality", (s) => (s.modalities || "").split("\\").filter(Boolean).join(", ")],
-  ["description", "clinic.col.description", (s) => s.study_description],
-  ["images", "clinic.col.images", (s) => formatNumber(s.num_instances)],
-];
+/** A row's portal stage: the hub's `stage`, else derived from its study status. */
+export function stageOf(item) {
+  if (item.stage && STAGES.includes(item.stage)) return item.stage;
+  return STAGE_OF_STATUS[item.status] || item.stage || item.status || "ordered";
+}
 
-const METHODS = ["phone", "portal", "in_person", "message"];
+export function stageLabel(stage) {
+  return STAGES.includes(stage) ? t(`clinic.stage.${stage}`) : String(stage || "");
+}
 
-/** A dialog asking how the critical result was passed on and its read-back; resolves after a successful POST. */
-function acknowledgeDialog(report, { signal, onDone }) {
-  const method = h(
-    "select",
-    { id: "critical-ack-method", "data-testid": "critical-ack-method" },
-    METHODS.map((m) => h("option", { value: m }, t(`clinic.method.${m}`))),
-  );
-  const readBack = h("textarea", { id: "critical-ack-readback", "data-testid": "critical-ack-readback", rows: "3", maxlength: "4000", required: true });
+/** The exam's name: from the catalogue by `exam_type`, else the study description. */
+function examName(item, types) {
+  const type = item.exam_type ? types.get(item.exam_type) : null;
+  if (type) return examTypeName(type);
+  return item.exam_type || item.study_description || item.requested_procedure_description || "—";
+}
+
+/** A modal dialog: title, text, optional fields; `action()` does the call, errors stay in the dialog. */
+function actionDialog({ id, title, text, body = [], confirmLabel, danger = false, action, initialFocus }) {
   const error = h("div", { "aria-live": "assertive" });
-  const confirm = h("button", { type: "submit", class: "primary", id: "critical-ack-confirm", "data-testid": "critical-ack-confirm" }, t("clinic.ackConfirm"));
+  const confirm = h("button", { type: "submit", class: danger ? "danger" : "primary", id: `${id}-confirm`, "data-testid": `${id}-confirm` }, confirmLabel);
   const form = h(
     "form",
     { method: "dialog", class: "report-sign-form" },
-    h("h2", {}, t("clinic.ackTitle")),
-    h("p", { class: "report-critical-band" }, t("clinic.critical", { category: report.critical_category })),
-    h("p", { class: "report-text" }, report.impression),
-    h("div", { class: "field" }, h("label", { for: "critical-ack-method" }, t("clinic.ackMethod")), method),
-    h("div", { class: "field" }, h("label", { for: "critical-ack-readback" }, t("clinic.ackReadBack")), readBack),
+    h("h2", {}, title),
+    text ? h("p", { class: "dialog-text" }, text) : null,
+    body,
     error,
-    h("div", { class: "report-actions" }, h("button", { type: "button", on: { click: () => close() } }, t("clinic.ackCancel")), confirm),
+    h("div", { class: "report-actions" }, h("button", { type: "button", id: `${id}-back`, on: { click: () => close() } }, t("clinic.back")), confirm),
   );
-  const dialog = h("dialog", { class: "report-sign-dialog", id: "critical-ack-dialog", "aria-label": t("clinic.ackTitle") }, form);
+  const dialog = h("dialog", { class: "report-sign-dialog", id, "aria-label": title }, form);
   function close() {
     if (dialog.open) dialog.close();
     dialog.remove();
@@ -133,24 +208,55 @@ function acknowledgeDialog(report, { signal, onDone }) {
   dialog.addEventListener("cancel", () => setTimeout(close));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (!readBack.value.trim()) {
-      replaceChildren(error, messageBox("error", t("clinic.ackNeedReadBack")));
-      return;
-    }
+    replaceChildren(error);
     confirm.disabled = true;
     try {
-      await apiPost(`/api/v1/reports/${encodeURIComponent(report.id)}/acknowledge`, { method: method.value, read_back: readBack.value }, { signal });
+      const message = await action();
+      if (message) {
+        replaceChildren(error, messageBox("error", message));
+        confirm.disabled = false;
+        return;
+      }
       close();
-      onDone();
     } catch (err) {
-      if (err.name === "AbortError") return;
       confirm.disabled = false;
-      replaceChildren(error, messageBox("error", err.message));
+      if (err.name !== "AbortError") replaceChildren(error, messageBox("error", err.message));
     }
   });
+  document.getElementById(id)?.remove();
   document.body.appendChild(dialog);
   dialog.showModal();
-  readBack.focus();
+  (initialFocus || confirm).focus();
+  return { close };
+}
+
+/** A dialog asking how the critical result was passed on and its read-back. */
+function acknowledgeDialog(report, { signal, onDone }) {
+  const method = h(
+    "select",
+    { id: "critical-ack-method", "data-testid": "critical-ack-method" },
+    METHODS.map((m) => h("option", { value: m }, t(`clinic.method.${m}`))),
+  );
+  const readBack = h("textarea", { id: "critical-ack-readback", "data-testid": "critical-ack-readback", rows: "3", maxlength: "4000", required: true });
+  actionDialog({
+    id: "critical-ack",
+    title: t("clinic.ackTitle"),
+    confirmLabel: t("clinic.ackConfirm"),
+    danger: true,
+    initialFocus: readBack,
+    body: [
+      h("p", { class: "report-critical-band" }, t("clinic.critical", { category: report.critical_category })),
+      h("p", { class: "report-text" }, report.impression),
+      h("div", { class: "field" }, h("label", { for: "critical-ack-method" }, t("clinic.ackMethod")), method),
+      h("div", { class: "field" }, h("label", { for: "critical-ack-readback" }, t("clinic.ackReadBack")), readBack),
+    ],
+    action: async () => {
+      if (!readBack.value.trim()) return t("clinic.ackNeedReadBack");
+      await apiPost(`/api/v1/reports/${encodeURIComponent(report.id)}/acknowledge`, { method: method.value, read_back: readBack.value }, { signal });
+      onDone();
+      return null;
+    },
+  });
 }
 
 registerRoute({
@@ -163,7 +269,10 @@ registerRoute({
   render({ root, user, query, signal }) {
     let search = (query.get("patient") || "").slice(0, 64);
     let offset = Math.max(0, Number(query.get("offset")) || 0);
-    const status = h("div", { "aria-live": "polite" });
+    let types = new Map();
+    let loading = false;
+    const status = h("div", { class: "clinic-messages", "aria-live": "polite" });
+    const updated = h("span", { class: "updated", id: "clinic-updated" });
     const wrap = h("div", { class: "table-wrap" });
     const pager = h("div", { class: "pager" });
     const input = h("input", { id: "clinic-search", type: "search", value: search, maxlength: "64", autocomplete: "off" });
@@ -178,13 +287,44 @@ registerRoute({
     });
 
     const critical = h("div", { class: "clinic-critical", id: "clinic-critical", "aria-live": "polite" });
-    const openCritical = new Set();
-    const showCritical = () =>
-      replaceChildren(critical, openCritical.size ? h("p", { class: "message message-error clinic-critical-banner", role: "alert" }, t("clinic.criticalOpen", { n: openCritical.size })) : null);
-
     const fail = (err) => {
       if (err.name !== "AbortError") replaceChildren(status, messageBox("error", err.message));
     };
+    const note = (text) => replaceChildren(status, messageBox("ok", text));
+
+    // The order form: folded away until `order-new`; open over re-renders.
+    const formSlot = h("div", { class: "order-slot", id: "order-slot" });
+    const newButton = h(
+      "button",
+      { type: "button", class: "primary order-new", id: "order-new", "data-testid": "order-new", "aria-expanded": "false", "aria-controls": "order-slot" },
+      t("order.new"),
+    );
+    function openForm(focus) {
+      formOpen = true;
+      newButton.setAttribute("aria-expanded", "true");
+      newButton.hidden = true;
+      const form = orderForm({
+        signal,
+        onCreated: () => load(),
+        onClose: () => closeForm(),
+      });
+      replaceChildren(formSlot, form.element);
+      if (focus) form.focus();
+    }
+    function closeForm() {
+      formOpen = false;
+      newButton.setAttribute("aria-expanded", "false");
+      newButton.hidden = false;
+      replaceChildren(formSlot);
+      newButton.focus();
+    }
+    newButton.addEventListener("click", () => openForm(true));
+
+    const describe = (item, types_) => ({
+      patient: formatPersonName(item.patient_name) || item.patient_id || "—",
+      exam: examName(item, types_),
+      accession: item.accession_number || "—",
+    });
 
     function reportButtons(item) {
       const parts = [];
@@ -192,11 +332,18 @@ registerRoute({
       parts.push(
         h(
           "button",
-          { type: "button", class: "small", "data-testid": "report-download", dataset: { reportId: String(item.report_id) }, on: { click: () => downloadReportPdf({ id: item.report_id }, { signal }).catch(fail) } },
+          {
+            type: "button",
+            class: "small",
+            "data-testid": "report-download",
+            title: t("clinic.downloadTitle"),
+            dataset: { reportId: String(item.report_id) },
+            on: { click: () => downloadReportPdf({ id: item.report_id }, { signal }).catch(fail) },
+          },
           t("clinic.download"),
         ),
       );
-      item.addenda.forEach((id, i) =>
+      (item.addenda || []).forEach((id, i) =>
         parts.push(
           h(
             "button",
@@ -212,68 +359,185 @@ registerRoute({
     async function acknowledge(item) {
       try {
         const chain = await apiGet(`/api/v1/studies/${encodeURIComponent(item.study_instance_uid)}/report`, undefined, { signal });
-        const doc = [chain.report, ...chain.addenda].find((d) => d && d.id === item.critical_report_id);
+        const doc = [chain.report, ...(chain.addenda || [])].find((d) => d && d.id === item.critical_report_id);
         acknowledgeDialog(doc || { id: item.critical_report_id, critical_category: item.critical_category, impression: "" }, { signal, onDone: () => load() });
       } catch (err) {
         fail(err);
       }
     }
 
-    function studyRow(item) {
-      const uid = item.study_instance_uid;
-      const parts = reportButtons(item);
-      const row = h(
-        "tr",
-        { "data-testid": "clinic-study-row", "data-study-uid": uid, "data-status": item.status, dataset: { uid } },
-        COLUMNS.map(([key, , cell]) => h("td", { class: `col-${key}` }, cell(item))),
-        h("td", { class: "col-status" }, h("span", { class: ["chip", `status-${item.status}`] }, statusLabel(item.status))),
-        h("td", { class: "col-report" }, h("div", { class: "clinic-report-cell" }, parts)),
+    function examDone(item) {
+      const d = describe(item, types);
+      actionDialog({
+        id: "order-done",
+        title: t("clinic.doneTitle"),
+        text: t("clinic.doneText", d),
+        confirmLabel: t("clinic.doneConfirm"),
+        action: async () => {
+          await apiPost(`/api/v1/orders/${encodeURIComponent(item.order_id)}/done`, {}, { signal });
+          note(t("clinic.doneOk", d));
+          load();
+          return null;
+        },
+      });
+    }
+
+    function cancelOrder(item) {
+      const d = describe(item, types);
+      const reason = h("textarea", { id: "order-cancel-reason", "data-testid": "order-cancel-reason", rows: "2", maxlength: "200", required: true });
+      actionDialog({
+        id: "order-cancel",
+        title: t("clinic.cancelTitle"),
+        text: t("clinic.cancelText", d),
+        confirmLabel: t("clinic.cancelConfirm"),
+        danger: true,
+        initialFocus: reason,
+        body: h("div", { class: "field" }, h("label", { for: "order-cancel-reason" }, t("clinic.cancelReason")), reason),
+        action: async () => {
+          if (!reason.value.trim()) return t("clinic.cancelNeedReason");
+          await apiPost(`/api/v1/orders/${encodeURIComponent(item.order_id)}/cancel`, { reason: reason.value.trim() }, { signal });
+          note(t("clinic.cancelOk", d));
+          load();
+          return null;
+        },
+      });
+    }
+
+    function dueCell(item, stage) {
+      if (!item.due_at) return "—";
+      const minutes = minutesUntil(item.due_at);
+      const overdue = OPEN_STAGES.has(stage) && minutes !== null && minutes < 0;
+      return h(
+        "span",
+        { class: overdue ? "overdue" : null },
+        formatDateTime(item.due_at),
+        overdue ? h("span", { class: "overdue-badge" }, t("clinic.overdue", { n: -minutes })) : null,
       );
+    }
+
+    function studyRow(item, openCritical) {
+      const uid = item.study_instance_uid || "";
+      const stage = stageOf(item);
+      const d = describe(item, types);
+      const hasImages = Boolean(item.num_instances) && uid;
+      const type = item.exam_type ? types.get(item.exam_type) : null;
+      const modality = type ? examTypeDetail(type) : (item.modalities || "").split("\\").filter(Boolean).join(", ");
+      const actions = reportButtons(item);
+      const row = h("tr", {
+        "data-testid": "clinic-study-row",
+        "data-study-uid": uid,
+        "data-status": stage,
+        dataset: { uid, orderId: item.order_id ? String(item.order_id) : "", accession: item.accession_number || "" },
+        class: [item.priority === "stat" ? "row-stat" : null, item.priority === "urgent" ? "row-urgent" : null],
+      });
       if (item.critical) {
-        parts.unshift(h("span", { class: "chip critical-chip" }, t("clinic.critical", { category: item.critical_category })));
+        actions.unshift(h("span", { class: "chip critical-chip" }, t("clinic.critical", { category: item.critical_category })));
         if (!item.acknowledged) {
           row.classList.add("critical-open");
-          openCritical.add(uid);
-          parts.push(
-            h(
-              "button",
-              { type: "button", class: "small danger", "data-testid": "critical-acknowledge", on: { click: () => acknowledge(item) } },
-              t("clinic.acknowledge"),
-            ),
+          openCritical.push({ item, d });
+          actions.push(
+            h("button", { type: "button", class: "small danger", "data-testid": "critical-acknowledge", on: { click: () => acknowledge(item) } }, t("clinic.acknowledge")),
           );
         } else {
-          parts.push(h("span", { class: "muted clinic-acked" }, t("clinic.acknowledged", { time: formatDateTime(item.acknowledged_at) })));
+          actions.push(h("span", { class: "muted clinic-acked" }, t("clinic.acknowledged", { time: formatDateTime(item.acknowledged_at) })));
         }
-        replaceChildren(row.querySelector(".clinic-report-cell"), parts);
       }
+      if (item.order_id && (stage === "ordered" || stage === "scanning")) {
+        actions.push(h("button", { type: "button", class: "small", "data-testid": "order-done", on: { click: () => examDone(item) } }, t("clinic.done")));
+      }
+      if (item.order_id && stage === "ordered") {
+        actions.push(h("button", { type: "button", class: "small", "data-testid": "order-cancel", on: { click: () => cancelOrder(item) } }, t("clinic.cancel")));
+      }
+      const name = formatPersonName(item.patient_name) || "—";
+      const patient = [
+        hasImages
+          ? h("a", { class: "patient-link", href: `#/study/${encodeURIComponent(uid)}`, title: item.patient_name || "" }, name)
+          : h("span", { class: "patient-name", title: item.patient_name || "" }, name),
+        h("span", { class: "cell-sub muted" }, [item.patient_id, formatSexAge(item.patient_sex, item.patient_birth_date, item.study_date)].filter(Boolean).join(" · ")),
+      ];
+      const exam = [
+        h("span", { class: "exam-name" }, d.exam),
+        modality ? h("span", { class: "cell-sub muted" }, modality) : null,
+        item.reason_for_procedure ? h("span", { class: "cell-sub clinic-question" }, t("clinic.question", { text: item.reason_for_procedure })) : null,
+        hasImages ? h("span", { class: "cell-sub muted" }, t("clinic.images", { n: item.num_instances })) : null,
+      ];
+      const stageCell = [
+        h("span", { class: ["chip", "stage", `stage-${stage}`], "data-testid": "clinic-stage" }, stageLabel(stage)),
+        item.status_reason ? h("span", { class: "cell-sub muted stage-reason" }, item.status_reason) : null,
+      ];
+      const cells = [
+        ["patient", patient],
+        ["exam", exam],
+        ["accession", item.accession_number || "—"],
+        ["priority", item.priority ? h("span", { class: ["chip", `priority-${item.priority}`] }, priorityLabel(item.priority)) : "—"],
+        ["due", dueCell(item, stage)],
+        ["status", stageCell],
+        ["radiologist", item.radiologist || "—"],
+        ["report", h("div", { class: "clinic-report-cell" }, actions)],
+      ];
+      for (const [key, content] of cells) row.appendChild(h("td", { class: `col-${key}` }, content));
       return row;
     }
 
-    async function load() {
-      setQuery({ patient: search.trim(), offset: offset || undefined });
-      try {
-        const page = await apiGet("/api/v1/clinic/studies", clinicQuery(search, offset), { signal });
-        const list = (page && page.items) || [];
-        replaceChildren(status);
-        openCritical.clear();
-        const table = h(
-          "table",
-          { class: "worklist", id: "clinic-studies" },
+    function showCritical(open) {
+      if (!open.length) {
+        replaceChildren(critical);
+        return;
+      }
+      replaceChildren(
+        critical,
+        h(
+          "div",
+          { class: "message message-error clinic-critical-banner", role: "alert" },
+          h("p", { class: "clinic-critical-title" }, t("clinic.criticalOpen", { n: open.length })),
           h(
-            "thead",
-            {},
-            h(
-              "tr",
-              {},
-              COLUMNS.map(([key, label]) => h("th", { scope: "col", class: `col-${key}` }, t(label))),
-              h("th", { scope: "col", class: "col-status" }, t("clinic.col.status")),
-              h("th", { scope: "col", class: "col-report" }, t("clinic.col.report")),
+            "ul",
+            { class: "clinic-critical-list" },
+            open.map(({ item, d }) =>
+              h(
+                "li",
+                { dataset: { studyUid: item.study_instance_uid } },
+                h("span", {}, t("clinic.criticalItem", { ...d, category: item.critical_category })),
+                h("button", { type: "button", class: "small", on: { click: () => acknowledge(item) } }, t("clinic.acknowledge")),
+              ),
             ),
           ),
-          h("tbody", {}, list.map(studyRow)),
+        ),
+      );
+    }
+
+    const headers = [
+      ["patient", "clinic.col.patient"],
+      ["exam", "clinic.col.exam"],
+      ["accession", "clinic.col.accession"],
+      ["priority", "clinic.col.priority"],
+      ["due", "clinic.col.due"],
+      ["status", "clinic.col.status"],
+      ["radiologist", "clinic.col.radiologist"],
+      ["report", "clinic.col.report"],
+    ];
+
+    async function load() {
+      setQuery({ patient: search.trim(), offset: offset || undefined });
+      loading = true;
+      try {
+        const [page, catalogue] = await Promise.all([
+          apiGet("/api/v1/clinic/studies", clinicQuery(search, offset), { signal }),
+          loadExamTypes({ signal }).catch(() => []),
+        ]);
+        types = new Map(catalogue.map((x) => [x.code, x]));
+        const list = (page && page.items) || [];
+        if (status.querySelector(".message-error")) replaceChildren(status);
+        const openCritical = [];
+        const table = h(
+          "table",
+          { class: "worklist clinic-table", id: "clinic-studies" },
+          h("thead", {}, h("tr", {}, headers.map(([key, label]) => h("th", { scope: "col", class: `col-${key}` }, t(label))))),
+          h("tbody", {}, list.map((item) => studyRow(item, openCritical))),
         );
-        showCritical();
-        replaceChildren(wrap, table, list.length ? null : h("p", { class: "empty" }, t("clinic.empty")));
+        showCritical(openCritical);
+        replaceChildren(wrap, table, list.length ? null : h("p", { class: "empty" }, t(search.trim() ? "clinic.emptySearch" : "clinic.empty")));
+        replaceChildren(updated, t("clinic.updated", { time: formatDateTime(new Date()) }));
         replaceChildren(
           pager,
           h("button", { type: "button", id: "clinic-prev", disabled: offset === 0, on: { click: () => { offset = Math.max(0, offset - PAGE); load(); } } }, t("common.prev")),
@@ -282,24 +546,40 @@ registerRoute({
         );
       } catch (err) {
         fail(err);
+      } finally {
+        loading = false;
       }
     }
 
     root.appendChild(
       h(
         "section",
-        { class: "clinic-page" },
-        h("h1", {}, t("clinic.heading", { institution: user.institution_name })),
-        h("p", { class: "clinic-intro muted", id: "clinic-intro" }, t("clinic.intro")),
+        { class: "clinic-page", lang: getLanguage() },
+        h("div", { class: "clinic-head" }, h("h1", {}, t("clinic.heading", { institution: user.institution_name })), newButton),
         critical,
-        h("form", { class: "filters", role: "search", on: { submit: (e) => e.preventDefault() } },
-          h("div", { class: "field field-wide" }, h("label", { for: "clinic-search" }, t("clinic.search")), input)),
+        formSlot,
+        h("p", { class: "clinic-intro muted", id: "clinic-intro" }, t("clinic.intro")),
+        h(
+          "form",
+          { class: "filters", role: "search", on: { submit: (e) => e.preventDefault() } },
+          h("div", { class: "field field-wide" }, h("label", { for: "clinic-search" }, t("clinic.search")), input),
+          h("div", { class: "field field-buttons" }, updated, h("button", { type: "button", id: "clinic-refresh", on: { click: () => load() } }, t("clinic.refresh"))),
+        ),
         status,
         wrap,
         pager,
       ),
     );
+    if (formOpen) openForm(false);
     load();
-    return () => clearTimeout(debounce);
+    // Auto refresh: the list only (the form and open dialogs are elsewhere in the DOM).
+    const timer = setInterval(() => {
+      if (!loading && document.visibilityState === "visible") load();
+    }, REFRESH_MS);
+    return () => {
+      clearTimeout(debounce);
+      clearInterval(timer);
+      for (const id of ["critical-ack", "order-done", "order-cancel"]) document.getElementById(id)?.remove();
+    };
   },
 });

@@ -357,3 +357,43 @@ def test_cli_and_http_write_one_audit_shape_for_user_create(hub_app: HubApp) -> 
         assert via_cli.source_ip == "console" and via_cli.user_id is None
         admin_id = session.scalars(select(User.id).where(User.username == "admin")).one()
         assert via_http.user_id == admin_id
+
+
+def test_an_admin_cannot_disable_or_demote_themselves(hub_app: HubApp) -> None:
+    client = hub_app.client
+    for method, path, body in (
+        ("POST", "/api/v1/admin/users/admin/disable", None),
+        ("PATCH", "/api/v1/admin/users/admin", {"is_active": False}),
+        ("PATCH", "/api/v1/admin/users/admin", {"role": "radiologist", "institution": "hub"}),
+    ):
+        refused = client.request(method, path, json=body, headers=hub_app.headers("admin"))
+        assert refused.status_code == 409, (path, refused.text)
+        assert refused.json()["code"] == "last_admin"
+    with hub_app.sessions() as session:
+        admin = session.scalars(select(User).where(User.username == "admin")).one()
+        assert admin.is_active and admin.role.value == "admin"
+    # The admin's own token still works: nothing changed.
+    assert client.get(ME, headers=hub_app.headers("admin")).status_code == 200
+
+
+def test_the_last_active_admin_cannot_be_disabled_by_another_admin(hub_app: HubApp) -> None:
+    client = hub_app.client
+    created = client.post(
+        "/api/v1/admin/users",
+        json={
+            "username": "admin2",
+            "password": "Second-admin-passw0rd!",
+            "role": "admin",
+            "institution": "hub",
+        },
+        headers=hub_app.headers("admin"),
+    )
+    assert created.status_code == 201, created.text
+    admin2 = {"Authorization": f"Bearer {_login(hub_app, 'admin2', 'Second-admin-passw0rd!')}"}
+    # Two active admins: admin2 may disable admin ...
+    assert client.post("/api/v1/admin/users/admin/disable", headers=admin2).status_code == 200
+    # ... but then admin2 is the last one and cannot lose the role or be disabled by anyone.
+    refused = client.post("/api/v1/admin/users/admin2/disable", headers=admin2)
+    assert refused.status_code == 409 and refused.json()["code"] == "last_admin"
+    with hub_app.sessions() as session:
+        assert session.scalars(select(User).where(User.username == "admin2")).one().is_active

@@ -8,9 +8,10 @@ HTTP routes (:mod:`.routes`) and ``imaging-hub admin user|gateway`` only transla
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from imaging_hub.errors import Conflict
 from imaging_hub.worklist.access import accounts
 from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.audit import trail as audit
@@ -124,6 +125,34 @@ def create_user(
     return UserView.of(user)
 
 
+class LastAdmin(Conflict):
+    """The change would leave the hub without an active administrator, or an administrator
+    would lock themselves out."""
+
+    code = "last_admin"
+
+
+def _keep_an_admin(
+    session: Session, caller: Caller, user: User, *, active: bool, role: Role
+) -> None:
+    """Refuse disabling oneself, and disabling or demoting the last active administrator."""
+    losing_admin = user.role == Role.admin and user.is_active and (not active or role != Role.admin)
+    if not losing_admin:
+        return
+    if isinstance(caller.principal, User) and caller.principal.id == user.id:
+        raise LastAdmin(
+            "You cannot disable your own account or take away your own administrator role; "
+            "ask another administrator."
+        )
+    others = session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.role == Role.admin, User.is_active.is_(True), User.id != user.id)
+    )
+    if not others:
+        raise LastAdmin("This is the last active administrator: enable or create another first.")
+
+
 def update_user(
     session: Session,
     caller: Caller,
@@ -137,6 +166,13 @@ def update_user(
     """Change role, institution or display name; ``is_active=False`` disables at once."""
     caller.require(USERS)
     user = accounts.get_user(session, username)
+    _keep_an_admin(
+        session,
+        caller,
+        user,
+        active=user.is_active if is_active is None else is_active,
+        role=role or user.role,
+    )
     changes = {
         k: v.value if isinstance(v, Role) else v
         for k, v in {
@@ -165,6 +201,7 @@ def set_active(session: Session, caller: Caller, username: str, *, active: bool)
     """Enable (clearing a lockout) or disable an account: its tokens and sessions stop at once."""
     caller.require(USERS)
     user = accounts.get_user(session, username)
+    _keep_an_admin(session, caller, user, active=active, role=user.role)
     accounts.set_active(session, user=user, active=active)
     _user_audit(session, caller, user.username, op="enabled" if active else "disabled")
     session.commit()

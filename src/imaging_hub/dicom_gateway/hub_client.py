@@ -1,4 +1,4 @@
-"""The gateway's HTTP client to the hub: instance upload, study completion.
+"""The gateway's HTTP client to the hub: instance upload, study completion, MPPS states.
 
 Errors are classified here, by the problem+json ``code`` the hub answers (never by its message):
 network trouble, 5xx, 401/408/429 and the codes in :data:`imaging_hub.errors.RETRYABLE_CODES` are
@@ -6,10 +6,11 @@ retryable; every other refusal (a UID conflict, invalid DICOM, too large) is fin
 or study is parked with the hub's code and detail.
 """
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -45,19 +46,26 @@ class HubClient:
     def close(self) -> None:
         self._client.close()
 
+    @staticmethod
+    def _unreachable(exc: httpx.HTTPError) -> ForwardError:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return ForwardError(
+                "The hub's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED): "
+                "check hub_url and hub_ca_file.",
+                retryable=True,
+            )
+        return ForwardError(f"The hub could not be reached ({type(exc).__name__}).", retryable=True)
+
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise ForwardError(
-                    "The hub's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED): "
-                    "check hub_url and hub_ca_file.",
-                    retryable=True,
-                ) from exc
-            raise ForwardError(
-                f"The hub could not be reached ({type(exc).__name__}).", retryable=True
-            ) from exc
+            raise self._unreachable(exc) from exc
+        self._raise_for_problem(response)
+        return response
+
+    @staticmethod
+    def _raise_for_problem(response: httpx.Response) -> None:
         if response.status_code >= 400:
             detail, code = "", ""
             try:
@@ -76,7 +84,6 @@ class HubClient:
                 retryable=retryable,
                 code=code or f"http_{response.status_code}",
             )
-        return response
 
     def put_instance(
         self, sop_instance_uid: str, data: bytes | Iterator[bytes], sha256: str
@@ -101,5 +108,101 @@ class HubClient:
         missing: list[str] = response.json().get("missing", [])
         return missing
 
+    def post_mpps(self, mpps_uid: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Report an MPPS step's state (``POST /api/v1/gateway/mpps/{uid}``; idempotent)."""
+        response = self._request("POST", f"/api/v1/gateway/mpps/{mpps_uid}", json=body)
+        try:
+            result: dict[str, Any] = response.json()
+        except ValueError:
+            result = {}
+        return result
+
+    def orders(self, etag: str) -> tuple[list[Any] | None, str]:
+        """The clinic's order snapshot for the Modality Worklist (``GET /api/v1/gateway/orders``).
+
+        (items, ETag); items is None when the hub answers 304 (unchanged since *etag*).
+        """
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._request(
+            "GET",
+            "/api/v1/gateway/orders",
+            headers=headers,
+            timeout=httpx.Timeout(30.0, connect=10.0),
+        )
+        if response.status_code == 304:
+            return None, etag
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        items = body.get("orders") if isinstance(body, dict) else None
+        if response.status_code != 200 or not isinstance(items, list):
+            raise ForwardError("The hub's order list is malformed.", retryable=True)
+        return items, response.headers.get("ETag", "")
+
     def heartbeat(self, status: dict[str, Any]) -> None:
         self._request("POST", "/api/v1/gateways/heartbeat", json=status)
+
+    # --- reports back at the clinic (docs/clinic-return.md, "Hub API for gateways") ---
+
+    def poll_reports(self, wait: float) -> list[dict[str, Any]]:
+        """Signed reports and addenda of the clinic not yet confirmed (long-poll up to *wait* s)."""
+        response = self._request(
+            "GET",
+            "/api/v1/gateway/reports",
+            params={"wait": f"{wait:g}"},
+            timeout=httpx.Timeout(wait + 30.0, connect=10.0),
+        )
+        body = response.json()
+        reports = body.get("reports") if isinstance(body, dict) else None
+        if not isinstance(reports, list):
+            raise ForwardError("The hub's report list is malformed.", retryable=True)
+        return [item for item in reports if isinstance(item, dict)]
+
+    def download_report(
+        self, report_id: int, kind: str, out: BinaryIO, *, max_bytes: int
+    ) -> tuple[int, str]:
+        """Stream the report's ``pdf`` or ``dicom`` into *out*; (size, SHA-256 hex)."""
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self._client.stream("GET", f"/api/v1/gateway/reports/{report_id}/{kind}") as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._raise_for_problem(r)
+                for chunk in r.iter_bytes(1024 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ForwardError(
+                            f"The report's {kind} is larger than {max_bytes} bytes.",
+                            retryable=False,
+                            code="payload_too_large",
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        return size, digest.hexdigest()
+
+    def confirm_report(self, report_id: int, sha256: str) -> str:
+        """Tell the hub this gateway holds the report's PDF; the hub's ``delivered_at``."""
+        response = self._request(
+            "POST", f"/api/v1/gateway/reports/{report_id}/received", json={"sha256": sha256}
+        )
+        return str(response.json().get("delivered_at") or "")
+
+    def acknowledge_report(self, report_id: int, acknowledgement: dict[str, Any]) -> dict[str, Any]:
+        """Pass on an acknowledgement a clinic user made on the LAN page."""
+        response = self._request(
+            "POST", f"/api/v1/gateway/reports/{report_id}/acknowledge", json=acknowledgement
+        )
+        body: dict[str, Any] = response.json() if response.content else {}
+        return body
+
+    def staff(self) -> list[dict[str, Any]]:
+        """The clinic's active staff: user name, display name, argon2id password hash."""
+        body = self._request("GET", "/api/v1/gateway/staff").json()
+        staff = body.get("staff") if isinstance(body, dict) else None
+        if not isinstance(staff, list):
+            raise ForwardError("The hub's staff list is malformed.", retryable=True)
+        return [item for item in staff if isinstance(item, dict)]

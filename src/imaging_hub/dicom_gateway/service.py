@@ -29,6 +29,7 @@ from imaging_hub.config import GatewaySettings
 from imaging_hub.dicom_gateway.forwarder import Forwarder, wan_preparer
 from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.metrics import gateway_registry, gateway_status
+from imaging_hub.dicom_gateway.reports import ReportPuller, ReportStore
 from imaging_hub.dicom_gateway.scp import (
     StoreHandler,
     listen_socket,
@@ -144,8 +145,57 @@ class GatewayService:
         self._socket: socket.socket | None = None
         self._supervisor: threading.Thread | None = None
         self.workers: list[BaseProcess] = []
+        self.reports: ReportStore | None = None
+        self.report_puller: ReportPuller | None = None
+        self.lan_page: Any = None
+        self._report_client: HubClient | None = None
+        if settings.pull_reports or settings.lan_page_port:
+            self._init_reports()
+
+    def _init_reports(self) -> None:
+        """Reports back at the clinic (``reports.py``) and the LAN page (``lan_page.py``)."""
+        settings = self.settings
+        self.reports = ReportStore(settings.spool_dir)
+        if settings.pull_reports:
+            from imaging_hub.dicom_gateway.report_sender import DicomNode
+
+            self._report_client = HubClient(  # its own: the long-poll holds a connection
+                settings.hub_url,
+                settings.hub_token.get_secret_value(),
+                ca_file=settings.hub_ca_file,
+            )
+            self.report_puller = ReportPuller(
+                self.reports,
+                self._report_client,
+                wait_seconds=settings.report_poll_wait_seconds,
+                staff_sync_seconds=settings.staff_sync_seconds,
+                retry_initial_seconds=settings.retry_initial_seconds,
+                retry_max_seconds=settings.retry_max_seconds,
+                keep_days=settings.reports_keep_days,
+                node=DicomNode.parse(settings.report_node) if settings.report_node else None,
+                calling_ae=settings.ae_title,
+            )
+        if settings.lan_page_port:
+            from imaging_hub.dicom_gateway.lan_page import LanPage, LanPageServer
+
+            page = LanPage(
+                self.reports,
+                clinic=settings.clinic,
+                secure_cookie=settings.lan_page_tls_cert_file is not None,
+            )
+            self.lan_page = LanPageServer(
+                page,
+                host=settings.lan_page_host or settings.host,
+                port=settings.lan_page_port,
+                tls_cert_file=settings.lan_page_tls_cert_file,
+                tls_key_file=settings.lan_page_tls_key_file,
+            )
 
     def start(self) -> None:
+        if self.report_puller is not None:
+            self.report_puller.start()
+        if self.lan_page is not None:
+            self.lan_page.start()
         if self.settings.forward:
             self.forwarder.start()
         if self.settings.scp_workers == 1:
@@ -187,7 +237,10 @@ class GatewayService:
         )
 
     def status(self) -> dict[str, Any]:
-        return gateway_status(self.spool, self.forwarder)
+        status = gateway_status(self.spool, self.forwarder)
+        if self.reports is not None:
+            status.update(self.reports.counts())
+        return status
 
     def _beat(self) -> None:
         """Report to the hub until stopped; a hub that does not answer is tried next time."""
@@ -258,8 +311,18 @@ class GatewayService:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+        if self.lan_page is not None:
+            self.lan_page.stop()
+        reports_stopped = True
+        if self.report_puller is not None:  # a long-poll in flight is left to end (daemon)
+            reports_stopped = self.report_puller.stop(timeout=2.0)
         if self.settings.forward:
             self.forwarder.stop()
         self._heartbeat.join(10)
         self.client.close()
         self.spool.close()
+        if reports_stopped:
+            if self._report_client is not None:
+                self._report_client.close()
+            if self.reports is not None:
+                self.reports.close()

@@ -1,0 +1,805 @@
+"""Signed reports back at the clinic: pulled from the hub, kept durably, confirmed once.
+
+- :class:`ReportStore`: ``<spool_dir>/reports/`` (the PDFs, ``<id>.pdf``, and the Encapsulated
+  PDF instances for the clinic DICOM node, ``<id>.dcm``) and ``<spool_dir>/reports.sqlite``
+  (SQLite WAL, ``synchronous=FULL``: a row committed before the hub is told survives a power
+  cut): the pulled reports, their delivery to the DICOM node, acknowledgements made on the LAN
+  page waiting for the hub, and the staff's sign-in verifiers.
+- :class:`ReportPuller`: threads of the gateway's main process. The pull loop long-polls
+  ``GET /api/v1/gateway/reports``; for each report it streams the PDF into ``reports/tmp/``,
+  checks its SHA-256 against the hub's, fsyncs, renames it into place, fsyncs the directory,
+  commits the row and only THEN confirms (``POST …/received``). A crash between store and
+  confirm is confirmed again at the next start (the hub answers the same ``delivered_at``): the
+  study is never ``delivered`` without the file, and the file is never kept twice. The same
+  loop pushes acknowledgements made offline and syncs the staff list (at start and every
+  ``staff_sync_seconds``). A second thread C-STOREs the Encapsulated PDF to ``report_node``
+  with back-off.
+
+While the hub is unreachable the loop backs off (``retry_initial_seconds`` doubling up to
+``retry_max_seconds``) and logs the outage once, and its end once. No patient data is logged:
+reports are named by their hub id.
+"""
+
+import hashlib
+import logging
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydicom import dcmread
+
+from imaging_hub.dicom_gateway.hub_client import HubClient
+from imaging_hub.errors import ForwardError
+
+log = logging.getLogger(__name__)
+
+REPORTS_DB = "reports.sqlite"
+REPORTS_DIR = "reports"
+MAX_REPORT_BYTES = 64 * 1024**2  # a signed report PDF is well under 1 MiB
+ACK_METHODS = ("phone", "portal", "in_person", "message")
+NODE_POLL_SECONDS = 5.0
+ENCAPSULATED_PDF_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    predecessor_id INTEGER,
+    study_instance_uid TEXT NOT NULL,
+    accession_number TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    patient_name TEXT NOT NULL,
+    patient_sex TEXT NOT NULL,
+    patient_birth_date TEXT NOT NULL,
+    study_date TEXT NOT NULL,
+    study_description TEXT NOT NULL,
+    modalities TEXT NOT NULL,
+    signed_at TEXT NOT NULL,
+    signer_name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    critical INTEGER NOT NULL,
+    critical_category TEXT NOT NULL,
+    hub_acknowledged_at TEXT,
+    pdf_sop_instance_uid TEXT NOT NULL,
+    stored_at REAL NOT NULL,
+    delivered_at TEXT,
+    node_state TEXT NOT NULL DEFAULT 'none',
+    node_attempts INTEGER NOT NULL DEFAULT 0,
+    node_next_try_at REAL NOT NULL DEFAULT 0,
+    node_last_error TEXT NOT NULL DEFAULT '',
+    node_sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS reports_signed ON reports (signed_at);
+CREATE TABLE IF NOT EXISTS acknowledgements (
+    report_id INTEGER PRIMARY KEY REFERENCES reports (id),
+    username TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    method TEXT NOT NULL,
+    read_back TEXT NOT NULL,
+    acknowledged_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS staff (
+    username TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    password_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _text(item: Mapping[str, Any], key: str, limit: int = 256) -> str:
+    value = item.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = "\\".join(str(v) for v in value)
+    return str(value)[:limit]
+
+
+def _report_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**62:
+        raise ValueError("a report id must be a positive integer")
+    return value
+
+
+@dataclass(frozen=True)
+class HeldReport:
+    """A report the gateway holds, with where it stands (LAN page, status, node delivery)."""
+
+    id: int
+    kind: str
+    predecessor_id: int | None
+    study_instance_uid: str
+    accession_number: str
+    patient_id: str
+    patient_name: str
+    patient_sex: str
+    patient_birth_date: str
+    study_date: str
+    study_description: str
+    modalities: str
+    signed_at: str
+    signer_name: str
+    sha256: str
+    size: int
+    critical: bool
+    critical_category: str
+    hub_acknowledged_at: str | None
+    pdf_sop_instance_uid: str
+    stored_at: float
+    delivered_at: str | None
+    node_state: str
+    node_attempts: int
+    node_next_try_at: float
+    node_last_error: str
+    node_sent_at: float | None
+    # From the acknowledgements table (a LAN page acknowledgement), if any:
+    ack_username: str | None = None
+    ack_display_name: str | None = None
+    ack_method: str | None = None
+    ack_at: str | None = None
+    ack_state: str | None = None
+
+    @property
+    def acknowledged_at(self) -> str | None:
+        """When the critical result was acknowledged (at the hub, or here on the LAN page)."""
+        return self.hub_acknowledged_at or self.ack_at
+
+    @property
+    def awaiting_acknowledgement(self) -> bool:
+        return self.critical and self.acknowledged_at is None
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    username: str
+    display_name: str
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class PendingAck:
+    report_id: int
+    username: str
+    method: str
+    read_back: str
+    acknowledged_at: str
+    attempts: int
+
+
+_HELD_COLUMNS = (
+    "r.*, a.username AS ack_username, a.display_name AS ack_display_name, "
+    "a.method AS ack_method, a.acknowledged_at AS ack_at, a.state AS ack_state"
+)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _holds_pdf(path: Path, sha256: str) -> bool:
+    """Whether the Part 10 file *path* is an Encapsulated PDF holding the PDF of *sha256*."""
+    try:
+        ds = dcmread(path)
+        document = bytes(ds.EncapsulatedDocument)
+        length = int(ds.get("EncapsulatedDocumentLength") or len(document))
+    except Exception:
+        return False
+    return (
+        str(ds.SOPClassUID) == ENCAPSULATED_PDF_SOP_CLASS
+        and hashlib.sha256(document[:length]).hexdigest() == sha256
+    )
+
+
+class ReportStore:
+    """``reports.sqlite`` + ``reports/`` in the spool directory (thread-safe: one lock)."""
+
+    def __init__(self, spool_dir: Path, *, clean_tmp: bool = True) -> None:
+        self.root = Path(spool_dir)
+        self.dir = self.root / REPORTS_DIR
+        self.tmp = self.dir / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        if clean_tmp:  # partial downloads of a crashed gateway: never confirmed
+            for leftover in self.tmp.iterdir():
+                leftover.unlink(missing_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.root / REPORTS_DB, isolation_level=None, check_same_thread=False, timeout=30
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute(sql, args).fetchall())
+
+    # --- files ---
+
+    def pdf_path(self, report_id: int) -> Path:
+        return self.dir / f"{int(report_id)}.pdf"
+
+    def dicom_path(self, report_id: int) -> Path:
+        return self.dir / f"{int(report_id)}.dcm"
+
+    def write_file(
+        self, target: Path, fill: Callable[[BinaryIO], tuple[int, str]], expect_sha256: str | None
+    ) -> tuple[int, str]:
+        """Write *target* durably: *fill* streams into a temp file (returning size and
+        SHA-256), checked against *expect_sha256*, fsync'd, renamed, directory fsync'd."""
+        part = self.tmp / f"{target.name}.{uuid.uuid4().hex}.part"
+        try:
+            with part.open("wb") as out:
+                size, sha256 = fill(out)
+                out.flush()
+                os.fsync(out.fileno())
+            if expect_sha256 is not None and sha256 != expect_sha256:
+                raise ForwardError(
+                    f"{target.name}: the downloaded bytes do not match the hub's SHA-256.",
+                    retryable=True,
+                    code="checksum_mismatch",
+                )
+            os.replace(part, target)
+            _fsync_dir(self.dir)
+        finally:
+            part.unlink(missing_ok=True)
+        return size, sha256
+
+    # --- reports ---
+
+    def held(self, report_id: int) -> HeldReport | None:
+        rows = self._rows(
+            f"SELECT {_HELD_COLUMNS} FROM reports r "
+            "LEFT JOIN acknowledgements a ON a.report_id = r.id WHERE r.id = ?",
+            int(report_id),
+        )
+        return HeldReport(**dict(rows[0])) if rows else None
+
+    def record(self, item: Mapping[str, Any], *, size: int, node: bool) -> None:
+        """The row of a report whose PDF is in place (after :meth:`write_file`)."""
+        values = {
+            "id": _report_id(item.get("id")),
+            "kind": "addendum" if item.get("kind") == "addendum" else "report",
+            "predecessor_id": item.get("predecessor_id")
+            if isinstance(item.get("predecessor_id"), int)
+            else None,
+            "study_instance_uid": _text(item, "study_instance_uid", 64),
+            "accession_number": _text(item, "accession_number", 64),
+            "patient_id": _text(item, "patient_id", 64),
+            "patient_name": _text(item, "patient_name", 324),
+            "patient_sex": _text(item, "patient_sex", 16),
+            "patient_birth_date": _text(item, "patient_birth_date", 16),
+            "study_date": _text(item, "study_date", 16),
+            "study_description": _text(item, "study_description", 128),
+            "modalities": _text(item, "modalities", 128),
+            "signed_at": _text(item, "signed_at", 64),
+            "signer_name": _text(item, "signer_name", 128),
+            "sha256": _text(item, "sha256", 64).lower(),
+            "size": size,
+            "critical": 1 if item.get("critical") is True else 0,
+            "critical_category": _text(item, "critical_category", 128),
+            "hub_acknowledged_at": _text(item, "acknowledged_at", 64) or None,
+            "pdf_sop_instance_uid": _text(item, "pdf_sop_instance_uid", 64),
+            "stored_at": time.time(),
+            "node_state": "pending" if node else "none",
+        }
+        columns = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in values if k not in ("id", "stored_at"))
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO reports ({columns}) VALUES ({marks}) "
+                f"ON CONFLICT (id) DO UPDATE SET {updates}",
+                values,
+            )
+
+    def mark_delivered(self, report_id: int, delivered_at: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE reports SET delivered_at = ? WHERE id = ?",
+                (delivered_at or datetime.now(UTC).isoformat(), report_id),
+            )
+
+    def unconfirmed(self) -> list[HeldReport]:
+        """Held but the hub not told yet (a crash between store and confirm)."""
+        rows = self._rows(
+            f"SELECT {_HELD_COLUMNS} FROM reports r LEFT JOIN acknowledgements a "
+            "ON a.report_id = r.id WHERE r.delivered_at IS NULL ORDER BY r.id"
+        )
+        return [HeldReport(**dict(row)) for row in rows]
+
+    def recent(self, *, search: str = "", limit: int = 200) -> list[HeldReport]:
+        """The reports held, critical results awaiting acknowledgement first, then newest."""
+        where, args = "", []
+        term = search.strip()[:64]
+        if term:
+            like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where = (
+                "WHERE r.patient_name LIKE ? ESCAPE '\\' OR r.patient_id LIKE ? ESCAPE '\\' "
+                "OR r.accession_number LIKE ? ESCAPE '\\'"
+            )
+            args = [like, like, like]
+        rows = self._rows(
+            f"SELECT {_HELD_COLUMNS} FROM reports r LEFT JOIN acknowledgements a "
+            f"ON a.report_id = r.id {where} ORDER BY "
+            "(r.critical = 1 AND r.hub_acknowledged_at IS NULL AND a.report_id IS NULL) DESC, "
+            "r.signed_at DESC, r.id DESC LIMIT ?",
+            *args,
+            limit,
+        )
+        return [HeldReport(**dict(row)) for row in rows]
+
+    # --- acknowledgements made on the LAN page ---
+
+    def acknowledge(
+        self,
+        report_id: int,
+        *,
+        username: str,
+        display_name: str,
+        method: str,
+        read_back: str,
+        now: datetime | None = None,
+    ) -> bool:
+        """Record a clinic user's acknowledgement here at once (pushed to the hub later);
+        False if the report is not a critical result held here, or already acknowledged."""
+        if method not in ACK_METHODS or not read_back.strip():
+            raise ValueError("method and read-back are required")
+        at = (now or datetime.now(UTC)).isoformat()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT critical, hub_acknowledged_at FROM reports WHERE id = ?", (report_id,)
+            ).fetchone()
+            if row is None or not row["critical"] or row["hub_acknowledged_at"]:
+                return False
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO acknowledgements "
+                "(report_id, username, display_name, method, read_back, acknowledged_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (report_id, username, display_name, method, read_back.strip()[:4000], at),
+            )
+            return cursor.rowcount == 1
+
+    def pending_acknowledgements(self) -> list[PendingAck]:
+        rows = self._rows(
+            "SELECT report_id, username, method, read_back, acknowledged_at, attempts "
+            "FROM acknowledgements WHERE state = 'pending' ORDER BY acknowledged_at"
+        )
+        return [PendingAck(**dict(row)) for row in rows]
+
+    def mark_acknowledgement(self, report_id: int, state: str, error: str = "") -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE acknowledgements SET state = ?, attempts = attempts + 1, last_error = ? "
+                "WHERE report_id = ?",
+                (state, error[:500], report_id),
+            )
+
+    # --- delivery to the clinic DICOM node ---
+
+    def node_due(self, now: float) -> list[HeldReport]:
+        rows = self._rows(
+            f"SELECT {_HELD_COLUMNS} FROM reports r LEFT JOIN acknowledgements a "
+            "ON a.report_id = r.id WHERE r.node_state = 'pending' AND r.node_next_try_at <= ? "
+            "ORDER BY r.node_next_try_at, r.id LIMIT 20",
+            now,
+        )
+        return [HeldReport(**dict(row)) for row in rows]
+
+    def mark_node(
+        self, report_id: int, *, sent: bool, error: str = "", next_try_at: float = 0.0
+    ) -> None:
+        with self._tx() as db:
+            if sent:
+                db.execute(
+                    "UPDATE reports SET node_state = 'sent', node_sent_at = ?, "
+                    "node_attempts = node_attempts + 1, node_last_error = '' WHERE id = ?",
+                    (time.time(), report_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE reports SET node_attempts = node_attempts + 1, node_last_error = ?, "
+                    "node_next_try_at = ? WHERE id = ?",
+                    (error[:500], next_try_at, report_id),
+                )
+
+    # --- staff verifiers ---
+
+    def replace_staff(self, staff: Sequence[Mapping[str, Any]]) -> int:
+        """Replace the verifiers with the hub's list (one transaction); how many are kept."""
+        rows: dict[str, tuple[str, str, str]] = {}
+        for item in staff:
+            username = _text(item, "username", 64)
+            password_hash = _text(item, "password_hash", 512)
+            if username and password_hash.startswith("$argon2"):
+                rows[username] = (username, _text(item, "display_name", 128), password_hash)
+        with self._tx() as db:
+            db.execute("DELETE FROM staff")
+            db.executemany(
+                "INSERT INTO staff (username, display_name, password_hash) VALUES (?, ?, ?)",
+                list(rows.values()),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('staff_synced_at', ?)",
+                (str(time.time()),),
+            )
+        return len(rows)
+
+    def staff_member(self, username: str) -> StaffMember | None:
+        rows = self._rows(
+            "SELECT username, display_name, password_hash FROM staff WHERE username = ?",
+            username,
+        )
+        return StaffMember(**dict(rows[0])) if rows else None
+
+    # --- status and retention ---
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            one = self._db.execute(
+                "SELECT count(*) AS held, "
+                "coalesce(sum(delivered_at IS NULL), 0) AS unconfirmed, "
+                "coalesce(sum(node_state = 'pending'), 0) AS node_waiting, "
+                "coalesce(sum(critical = 1 AND hub_acknowledged_at IS NULL AND id NOT IN "
+                "(SELECT report_id FROM acknowledgements)), 0) AS critical_open FROM reports"
+            ).fetchone()
+            acks = self._db.execute(
+                "SELECT count(*) FROM acknowledgements WHERE state = 'pending'"
+            ).fetchone()[0]
+            staff = self._db.execute("SELECT count(*) FROM staff").fetchone()[0]
+        return {
+            "reports_held": int(one["held"]),
+            "reports_unconfirmed": int(one["unconfirmed"]),
+            "reports_waiting_for_node": int(one["node_waiting"]),
+            "reports_critical_open": int(one["critical_open"]),
+            "acknowledgements_waiting": int(acks),
+            "staff_verifiers": int(staff),
+        }
+
+    def prune(self, *, keep_days: int, now: float | None = None) -> int:
+        """Delete reports pulled more than *keep_days* ago, unless something still waits."""
+        cutoff = (now or time.time()) - keep_days * 86400
+        rows = self._rows(
+            "SELECT r.id FROM reports r LEFT JOIN acknowledgements a ON a.report_id = r.id "
+            "WHERE r.stored_at < ? AND r.delivered_at IS NOT NULL AND r.node_state != 'pending' "
+            "AND (a.report_id IS NULL OR a.state != 'pending') "
+            "AND NOT (r.critical = 1 AND r.hub_acknowledged_at IS NULL AND a.report_id IS NULL)",
+            cutoff,
+        )
+        for row in rows:
+            report_id = int(row["id"])
+            with self._tx() as db:
+                db.execute("DELETE FROM acknowledgements WHERE report_id = ?", (report_id,))
+                db.execute("DELETE FROM reports WHERE id = ?", (report_id,))
+            self.pdf_path(report_id).unlink(missing_ok=True)
+            self.dicom_path(report_id).unlink(missing_ok=True)
+        return len(rows)
+
+
+class StaffVerifier:
+    """Offline sign-in of clinic staff against the argon2id hashes synced from the hub."""
+
+    _hasher = PasswordHasher()
+    # A hash to verify against when the user is unknown, so the answer takes as long.
+    _dummy = _hasher.hash("not a password of anyone")
+
+    def __init__(self, store: ReportStore) -> None:
+        self.store = store
+        self._gate = threading.BoundedSemaphore(2)  # argon2 is memory-hard: two at a time
+
+    def verify(self, username: str, password: str) -> StaffMember | None:
+        member = self.store.staff_member(username[:64]) if username else None
+        with self._gate:
+            try:
+                self._hasher.verify(member.password_hash if member else self._dummy, password)
+            except (VerificationError, InvalidHashError):
+                return None
+        return member
+
+    def still_valid(self, username: str, password_hash: str) -> bool:
+        """Whether a signed-in user is still in the synced list with the same password."""
+        member = self.store.staff_member(username)
+        return member is not None and member.password_hash == password_hash
+
+
+class _Outage:
+    """Logs the start of a hub outage once and its end once."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.down_since: float | None = None
+        self.failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("%s: the hub is unreachable, retrying with back-off: %s", self.what, exc)
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            log.info(
+                "%s: the hub is reachable again (after %.0f s)",
+                self.what,
+                time.monotonic() - self.down_since,
+            )
+        self.down_since = None
+        self.failures = 0
+
+
+class ReportPuller:
+    """The pull loop and the DICOM node delivery loop (threads of the gateway main process)."""
+
+    def __init__(
+        self,
+        store: ReportStore,
+        client: HubClient,
+        *,
+        wait_seconds: float = 25.0,
+        staff_sync_seconds: float = 300.0,
+        retry_initial_seconds: float = 1.0,
+        retry_max_seconds: float = 300.0,
+        keep_days: int = 90,
+        node: Any = None,
+        calling_ae: str = "IMAGING_HUB",
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.wait_seconds = wait_seconds
+        self.staff_sync_seconds = staff_sync_seconds
+        self.retry_initial = retry_initial_seconds
+        self.retry_max = retry_max_seconds
+        self.keep_days = keep_days
+        self.node = node  # report_sender.DicomNode | None
+        self.calling_ae = calling_ae
+        self._stopped = threading.Event()
+        self._node_wake = threading.Event()
+        self._outage = _Outage("report pull")
+        self._staff_synced_at = 0.0
+        self._pruned_at = 0.0
+        self._threads: list[threading.Thread] = []
+        self.last_error = ""
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._run, name="report-pull", daemon=True)]
+        if self.node is not None:
+            self._threads.append(
+                threading.Thread(target=self._run_node, name="report-node", daemon=True)
+            )
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the loops; False if a thread is still inside a request (it is a daemon)."""
+        self._stopped.set()
+        self._node_wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def _delay(self, failures: int) -> float:
+        base = min(self.retry_max, self.retry_initial * 2 ** max(0, failures - 1))
+        return float(base * (0.75 + random.random() * 0.5))
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                progressed = self.run_once()
+                self._outage.ok()
+                if not progressed and self.wait_seconds == 0:
+                    self._stopped.wait(1.0)
+            except ForwardError as exc:
+                self.last_error = str(exc)
+                if exc.retryable:
+                    self._outage.failed(exc)
+                    self._stopped.wait(self._delay(self._outage.failures))
+                else:
+                    log.warning("report pull refused by the hub: %s", exc)
+                    self._stopped.wait(self.retry_max)
+            except Exception:  # the loop must never die
+                log.exception("report pull failed")
+                self._stopped.wait(self._delay(2))
+
+    # --- one cycle (tests call it directly) ---
+
+    def run_once(self, wait: float | None = None) -> bool:
+        """Confirm what is held, push acknowledgements, sync staff when due, prune, then one
+        long-poll and pull what it lists. Raises ForwardError when the hub is unreachable."""
+        self.confirm_held()
+        self.push_acknowledgements()
+        now = time.monotonic()
+        if not self._staff_synced_at or now - self._staff_synced_at >= self.staff_sync_seconds:
+            self.sync_staff()
+        if now - self._pruned_at >= 3600 or not self._pruned_at:
+            self._pruned_at = now
+            removed = self.store.prune(keep_days=self.keep_days)
+            if removed:
+                log.info("removed %d reports older than %d days", removed, self.keep_days)
+        items = self.client.poll_reports(self.wait_seconds if wait is None else wait)
+        pulled = 0
+        for item in items:
+            if self._stopped.is_set():
+                break
+            try:
+                if self.pull(item):
+                    pulled += 1
+            except ForwardError as exc:
+                if exc.retryable and exc.code == "forward_failed":
+                    raise  # the hub went away: back off
+                self.last_error = str(exc)
+                log.warning("report %s not pulled: %s", item.get("id"), exc)
+        if items and not pulled:
+            # Every listed report failed (e.g. a checksum mismatch): do not spin on the poll.
+            self._stopped.wait(self._delay(3))
+        return pulled > 0
+
+    def pull(self, item: Mapping[str, Any]) -> bool:
+        """Download, check, keep and confirm one listed report; True when confirmed."""
+        try:
+            report_id = _report_id(item.get("id"))
+        except ValueError:
+            log.warning("the hub listed a report without a valid id; ignored")
+            return False
+        sha256 = str(item.get("sha256") or "").lower()
+        if not _SHA256.match(sha256):
+            log.warning("report %d: the hub listed no valid SHA-256; ignored", report_id)
+            return False
+        held = self.store.held(report_id)
+        path = self.store.pdf_path(report_id)
+        if held is None or held.sha256 != sha256 or not path.is_file():
+            size, _ = self.store.write_file(path, self._downloader(report_id, "pdf"), sha256)
+            self.store.record(item, size=size, node=self.node is not None)
+            log.info("report %d stored (%d bytes)", report_id, size)
+        self._confirm(report_id, sha256)
+        self._node_wake.set()
+        return True
+
+    def _downloader(self, report_id: int, kind: str) -> Callable[[BinaryIO], tuple[int, str]]:
+        def fill(out: BinaryIO) -> tuple[int, str]:
+            return self.client.download_report(report_id, kind, out, max_bytes=MAX_REPORT_BYTES)
+
+        return fill
+
+    def _confirm(self, report_id: int, sha256: str) -> None:
+        delivered_at = self.client.confirm_report(report_id, sha256)
+        self.store.mark_delivered(report_id, delivered_at)
+        log.info("report %d confirmed to the hub", report_id)
+
+    def confirm_held(self) -> int:
+        """Confirm reports stored but not yet confirmed (a crash in between); idempotent."""
+        done = 0
+        for held in self.store.unconfirmed():
+            if not self.store.pdf_path(held.id).is_file():
+                continue  # never confirm without the file; the next poll downloads it again
+            try:
+                self._confirm(held.id, held.sha256)
+                done += 1
+            except ForwardError as exc:
+                if exc.retryable and exc.code == "forward_failed":
+                    raise
+                log.warning("report %d: confirmation refused: %s", held.id, exc)
+        return done
+
+    def push_acknowledgements(self) -> int:
+        """Pass acknowledgements made on the LAN page to the hub."""
+        pushed = 0
+        for ack in self.store.pending_acknowledgements():
+            body = {
+                "username": ack.username,
+                "method": ack.method,
+                "read_back": ack.read_back,
+                "acknowledged_at": ack.acknowledged_at,
+            }
+            try:
+                self.client.acknowledge_report(ack.report_id, body)
+            except ForwardError as exc:
+                if exc.retryable:
+                    raise
+                self.store.mark_acknowledgement(ack.report_id, "refused", f"{exc.code}: {exc}")
+                log.warning(
+                    "acknowledgement of report %d refused by the hub: %s", ack.report_id, exc
+                )
+                continue
+            self.store.mark_acknowledgement(ack.report_id, "sent")
+            log.info("acknowledgement of report %d passed to the hub", ack.report_id)
+            pushed += 1
+        return pushed
+
+    def sync_staff(self) -> int:
+        kept = self.store.replace_staff(self.client.staff())
+        self._staff_synced_at = time.monotonic()
+        log.debug("staff verifiers synced: %d", kept)
+        return kept
+
+    # --- the clinic DICOM node ---
+
+    def _run_node(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self.deliver_to_node()
+            except Exception:
+                log.exception("report delivery to the DICOM node failed")
+            self._node_wake.wait(NODE_POLL_SECONDS)
+            self._node_wake.clear()
+
+    def deliver_to_node(self) -> int:
+        """C-STORE due reports' Encapsulated PDF instances to the node; how many were sent."""
+        from imaging_hub.dicom_gateway.report_sender import send_instance
+
+        if self.node is None:
+            return 0
+        sent = 0
+        for held in self.store.node_due(time.time()):
+            if self._stopped.is_set():
+                break
+            try:
+                path = self.store.dicom_path(held.id)
+                if not path.is_file():
+                    self.store.write_file(path, self._downloader(held.id, "dicom"), None)
+                    if not _holds_pdf(path, held.sha256):
+                        path.unlink(missing_ok=True)
+                        raise ForwardError(
+                            "the hub's Encapsulated PDF instance does not hold the signed PDF",
+                            code="checksum_mismatch",
+                        )
+                send_instance(path, self.node, calling_ae=self.calling_ae)
+            except Exception as exc:  # ForwardError, or an unreadable instance
+                delay = self._delay(held.node_attempts + 1)
+                self.store.mark_node(
+                    held.id, sent=False, error=str(exc), next_try_at=time.time() + delay
+                )
+                log.warning(
+                    "report %d not delivered to %s (try %d, next in %.0f s): %s",
+                    held.id,
+                    self.node,
+                    held.node_attempts + 1,
+                    delay,
+                    exc,
+                )
+                continue
+            self.store.mark_node(held.id, sent=True)
+            log.info("report %d delivered to %s", held.id, self.node)
+            sent += 1
+        return sent

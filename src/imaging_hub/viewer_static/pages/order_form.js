@@ -11,7 +11,7 @@
 // in this module's memory only — never in localStorage (patient data) — and is dropped once the
 // order is registered.
 
-import { addStrings, getLanguage, t } from "../i18n.js";
+import { addStrings, getLanguage, hasString, t } from "../i18n.js";
 import { apiGet, apiPost } from "../api.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
 import { priorityLabel } from "../format.js";
@@ -56,6 +56,27 @@ addStrings({
     "order.field.scheduled_at": "预约时间无效。",
     "order.field.scheduled_station_ae_title": "检查设备名称无效。",
     "order.field.other": "输入有误：{message}",
+    "order.label.patient_name": "患者姓名",
+    "order.label.patient_name_pinyin": "姓名拼音",
+    "order.label.patient_id": "患者 ID",
+    "order.label.patient_sex": "性别",
+    "order.label.patient_birth_date": "出生日期",
+    "order.label.exam_type": "检查项目",
+    "order.label.priority": "优先级",
+    "order.label.reason_for_procedure": "临床问题",
+    "order.err.required": "请填写{label}。",
+    "order.err.too_long": "{label}过长。",
+    "order.err.invalid_characters": "{label}含有不允许的字符（如反斜杠）。",
+    "order.err.invalid": "{label}无效。",
+    "order.err.future": "{label}不能晚于今天。",
+    "order.err.unknown": "{label}不在目录中，请从列表中选择。",
+    "order.err.mismatch": "与所选检查项目不符。",
+    "order.err.duplicate": "此检查号已被使用。",
+    "order.err.patient_sex.required": "请选择性别。",
+    "order.err.exam_type.required": "请从列表中选择检查项目。",
+    "order.err.patient_name_pinyin.invalid_characters": "拼音只能包含字母、空格、撇号、连字符和 ^（例如 Wang^Xiaodong）。",
+    "order.err.patient_birth_date.invalid": "请填写有效的出生日期。",
+    "order.err.patient_birth_date.future": "出生日期不能晚于今天。",
   },
   en: {
     "order.new": "New exam order",
@@ -175,13 +196,35 @@ export function orderBody(values) {
   return body;
 }
 
-/** The per-field message for one entry of a 422's `errors`, in the user's language. */
-function fieldMessage(error) {
-  const field = String(error.field || "").split(".").pop();
+// Fields of POST /api/v1/orders that this form does not show, and the control they belong to:
+// the exam type decides modality, body part and procedure description.
+const FIELD_OF = {
+  modality: "exam_type",
+  body_part_examined: "exam_type",
+  requested_procedure_description: "exam_type",
+  requested_procedure_id: "exam_type",
+};
+
+/** The form control a 422 error entry belongs to ("body.patient_id" → "patient_id"). */
+export function errorField(error) {
+  const field = String((error && error.field) || "").split(".").pop();
+  return FIELD_OF[field] || field;
+}
+
+/**
+ * The message for one entry of a 422's `errors` ({field, code, message}) in the user's
+ * language: English shows the hub's sentence; Chinese a text by field and code, else by code
+ * with the field's name, else the field's general hint.
+ */
+export function fieldMessage(error) {
+  const field = errorField(error);
+  const code = String(error.code || "");
   if (getLanguage() === "en" && error.message) return String(error.message);
-  if (FIELDS.includes(field) || field === "scheduled_at" || field === "scheduled_station_ae_title") {
-    return t(`order.field.${field}`);
+  if (code && hasString(`order.err.${field}.${code}`)) return t(`order.err.${field}.${code}`);
+  if (code && FIELDS.includes(field) && hasString(`order.err.${code}`)) {
+    return t(`order.err.${code}`, { label: t(`order.label.${field}`) });
   }
+  if (hasString(`order.field.${field}`)) return t(`order.field.${field}`);
   return t("order.field.other", { message: String(error.message || error.field || "") });
 }
 
@@ -310,10 +353,11 @@ export function orderForm({ signal, onCreated, onClose }) {
   function showErrors(list) {
     let first = null;
     for (const error of list) {
-      const name = String(error.field || "").split(".").pop();
+      const name = errorField(error);
       const slot = errors[name];
       const text = fieldMessage(error);
       if (slot) {
+        if (slot.textContent.includes(text)) continue;
         slot.appendChild(h("span", {}, text));
         controls[name].setAttribute("aria-invalid", "true");
         controls[name].closest(".field").classList.add("has-error");

@@ -24,6 +24,7 @@ addStrings({
     "order.patient": "患者",
     "order.exam": "检查",
     "order.patientName": "患者姓名（中文）",
+    "order.patientNameHint": "例如 王小东",
     "order.patientNamePinyin": "姓名拼音（可选）",
     "order.patientNamePinyinHint": "例如 Wang^Xiaodong",
     "order.patientId": "患者 ID",
@@ -85,6 +86,7 @@ addStrings({
     "order.patient": "Patient",
     "order.exam": "Exam",
     "order.patientName": "Patient name (Chinese)",
+    "order.patientNameHint": "e.g. 王小东",
     "order.patientNamePinyin": "Name in pinyin (optional)",
     "order.patientNamePinyinHint": "e.g. Wang^Xiaodong",
     "order.patientId": "Patient ID",
@@ -117,6 +119,56 @@ addStrings({
     "order.field.scheduled_at": "The scheduled time is not valid.",
     "order.field.scheduled_station_ae_title": "The station name is not valid.",
     "order.field.other": "Invalid input: {message}",
+  },
+});
+
+// DICOM Body Part Examined codes of the catalogue, by name (a code without a name shows as is).
+addStrings({
+  "zh-CN": {
+    "bodyPart.ABDOMEN": "腹部",
+    "bodyPart.ANKLE": "踝关节",
+    "bodyPart.CHEST": "胸部",
+    "bodyPart.CSPINE": "颈椎",
+    "bodyPart.HAND": "手",
+    "bodyPart.HEAD": "头部",
+    "bodyPart.KNEE": "膝关节",
+    "bodyPart.LSPINE": "腰椎",
+    "bodyPart.PELVIS": "骨盆",
+    "bodyPart.SKULL": "颅骨",
+    "bodyPart.THYROID": "甲状腺",
+    "bodyPart.TSPINE": "胸椎",
+    "bodyPart.SHOULDER": "肩关节",
+    "bodyPart.ELBOW": "肘关节",
+    "bodyPart.WRIST": "腕关节",
+    "bodyPart.HIP": "髋关节",
+    "bodyPart.FOOT": "足",
+    "bodyPart.BREAST": "乳腺",
+    "bodyPart.NECK": "颈部",
+    "bodyPart.HEART": "心脏",
+    "bodyPart.EXTREMITY": "四肢",
+  },
+  en: {
+    "bodyPart.ABDOMEN": "Abdomen",
+    "bodyPart.ANKLE": "Ankle",
+    "bodyPart.CHEST": "Chest",
+    "bodyPart.CSPINE": "C-spine",
+    "bodyPart.HAND": "Hand",
+    "bodyPart.HEAD": "Head",
+    "bodyPart.KNEE": "Knee",
+    "bodyPart.LSPINE": "L-spine",
+    "bodyPart.PELVIS": "Pelvis",
+    "bodyPart.SKULL": "Skull",
+    "bodyPart.THYROID": "Thyroid",
+    "bodyPart.TSPINE": "T-spine",
+    "bodyPart.SHOULDER": "Shoulder",
+    "bodyPart.ELBOW": "Elbow",
+    "bodyPart.WRIST": "Wrist",
+    "bodyPart.HIP": "Hip",
+    "bodyPart.FOOT": "Foot",
+    "bodyPart.BREAST": "Breast",
+    "bodyPart.NECK": "Neck",
+    "bodyPart.HEART": "Heart",
+    "bodyPart.EXTREMITY": "Extremity",
   },
 });
 
@@ -154,10 +206,11 @@ export function examTypeName(item) {
   return (zh ? item.name_zh || item.name : item.name_en || item.name) || item.name_zh || item.code || "";
 }
 
-/** "DX · 胸部" — an exam type's modality and body part. */
+/** "DX · 胸部" — an exam type's modality and body part (named in the user's language). */
 export function examTypeDetail(item) {
   if (!item) return "";
-  const part = item.body_part || item.body_part_examined || "";
+  const code = item.body_part || item.body_part_examined || "";
+  const part = code && hasString(`bodyPart.${code}`) ? t(`bodyPart.${code}`) : code;
   return [item.modality, part].filter(Boolean).join(" · ");
 }
 
@@ -280,7 +333,7 @@ export function orderForm({ signal, onCreated, onClose }) {
       "fieldset",
       { class: "order-group" },
       h("legend", {}, t("order.patient")),
-      field("patient_name", "order.patientName", h("input", { type: "text", maxlength: "64", lang: "zh-CN" })),
+      field("patient_name", "order.patientName", h("input", { type: "text", maxlength: "64", lang: "zh-CN", placeholder: t("order.patientNameHint") })),
       field(
         "patient_name_pinyin",
         "order.patientNamePinyin",

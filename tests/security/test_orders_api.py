@@ -1,13 +1,21 @@
-"""Exam orders over the API: clinic staff register and cancel their own clinic's orders, hub
-staff read them; bad input is a problem document and changes nothing."""
+"""Exam orders over the API: clinic staff register, cancel and mark done their own clinic's
+orders, hub staff read them; the exam catalogue in the caller's language; bad input is a
+problem document listing every bad field, and changes nothing; accession numbers assigned by the
+hub stay unique under concurrent orders (SQLite and PostgreSQL)."""
 
+import re
+import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
 
 from imaging_hub.dicom.uids import is_valid_uid
-from imaging_hub.worklist.db.models import AuditEvent, Order
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.db.models import AuditEvent, Order, User
+from imaging_hub.worklist.orders import orders
 from tests.security.conftest import HubApp
 
 GOOD: dict[str, Any] = {
@@ -46,12 +54,20 @@ def test_register_list_and_cancel(hub_app: HubApp) -> None:
     )
     assert order["patient_name"] == GOOD["patient_name"]
     assert is_valid_uid(order["study_instance_uid"])
-    # Same accession number at the same clinic: refused.
+    # Same accession number at the same clinic: refused, on that field.
     again = hub_app.client.post("/api/v1/orders", json=GOOD, headers=staff_a)
-    assert again.status_code == 409
+    assert again.status_code == 422
+    assert again.json()["code"] == "order_invalid"
+    assert [(e["field"], e["code"]) for e in again.json()["errors"]] == [
+        ("accession_number", "duplicate")
+    ]
+    # The same accession number at another clinic is another order.
+    at_b = hub_app.client.post("/api/v1/orders", json=GOOD, headers=hub_app.headers("staff-b"))
+    assert at_b.status_code == 201, at_b.text
     # The other clinic sees none of it and cannot cancel it; the hub sees it.
     staff_b = hub_app.headers("staff-b")
-    assert hub_app.client.get("/api/v1/orders", headers=staff_b).json() == []
+    seen_by_b = hub_app.client.get("/api/v1/orders", headers=staff_b).json()
+    assert [o["id"] for o in seen_by_b] == [at_b.json()["id"]]
     cancel_url = f"/api/v1/orders/{order['id']}/cancel"
     assert hub_app.client.post(cancel_url, headers=staff_b).status_code == 404
     seen = hub_app.client.get(
@@ -59,41 +75,208 @@ def test_register_list_and_cancel(hub_app: HubApp) -> None:
     ).json()
     assert [o["accession_number"] for o in seen] == [GOOD["accession_number"]]
     assert hub_app.client.post(cancel_url, headers=hub_app.headers("admin")).status_code == 403
-    cancelled = hub_app.client.post(cancel_url, headers=staff_a)
+    cancelled = hub_app.client.post(cancel_url, headers=staff_a, json={"reason": "患者未到"})
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    assert hub_app.client.post(cancel_url, headers=staff_a).status_code == 409
+    assert cancelled.json()["status_reason"] == "患者未到"
+    assert cancelled.json()["updated_at"] > order["updated_at"]
+    again_cancelled = hub_app.client.post(cancel_url, headers=staff_a)
+    assert again_cancelled.status_code == 409
+    assert again_cancelled.json()["code"] == "order_not_open"
+    done = hub_app.client.post(f"/api/v1/orders/{order['id']}/done", headers=staff_a)
+    assert done.status_code == 409 and done.json()["code"] == "order_not_open"
 
 
-BAD: list[tuple[dict[str, Any], int]] = [
-    ({"accession_number": "A" * 17}, 422),
-    ({"accession_number": "A\\B"}, 400),
-    ({"accession_number": "   "}, 400),
-    ({"patient_id": "P\x01"}, 400),
-    ({"patient_name": "X" * 65 + "^Y"}, 400),
-    ({"patient_name": "A\\B"}, 400),
-    ({"patient_birth_date": "19600230"}, 400),
-    ({"patient_birth_date": "1960-01"}, 400),
-    ({"patient_sex": "X"}, 400),
-    ({"modality": "D-X"}, 400),
-    ({"body_part_examined": "<b>"}, 400),
-    ({"scheduled_at": "2026-11-23T09:30:00"}, 422),
-    ({"scheduled_at": "soon"}, 422),
-    ({"priority": "asap"}, 422),
-    ({"modality": ""}, 422),
+PORTAL: dict[str, Any] = {
+    "patient_name": "王^小东",
+    "patient_name_pinyin": "Wang^XiaoDong",
+    "patient_id": "P0002",
+    "patient_sex": "M",
+    "patient_birth_date": "1958-04-12",
+    "exam_type": "DX_CHEST_PA_LAT",
+    "priority": "urgent",
+    "reason_for_procedure": "咳嗽两周，排除肺炎",
+}
+
+# One bad field at a time: (change, the field named in the answer).
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({"accession_number": "A" * 17}, "accession_number"),
+    ({"accession_number": "A\\B"}, "accession_number"),
+    ({"patient_id": "P\x01"}, "patient_id"),
+    ({"patient_id": "  "}, "patient_id"),
+    ({"patient_name": "X" * 65 + "^Y"}, "patient_name"),
+    ({"patient_name": "A\\B"}, "patient_name"),
+    ({"patient_name": "王\n小东"}, "patient_name"),
+    ({"patient_name": "王=小东"}, "patient_name"),  # '=' groups come from the pinyin
+    ({"patient_name": ""}, "patient_name"),
+    ({"patient_name_pinyin": "王^小东"}, "patient_name_pinyin"),
+    ({"patient_name_pinyin": "Wang=Xiao"}, "patient_name_pinyin"),
+    ({"patient_birth_date": "19600230"}, "patient_birth_date"),
+    ({"patient_birth_date": "1960-01"}, "patient_birth_date"),
+    ({"patient_birth_date": "20991231"}, "patient_birth_date"),
+    ({"patient_birth_date": ""}, "patient_birth_date"),
+    ({"patient_sex": "X"}, "patient_sex"),
+    ({"patient_sex": ""}, "patient_sex"),
+    ({"exam_type": "DX_FOOT_XYZ"}, "exam_type"),
+    ({"modality": "CT"}, "modality"),  # not the exam type's
+    ({"reason_for_procedure": "咳" * 65}, "reason_for_procedure"),
+    ({"reason_for_procedure": "咳嗽\\发热"}, "reason_for_procedure"),
+    ({"reason_for_procedure": ""}, "reason_for_procedure"),
+    ({"scheduled_at": "2026-11-23T09:30:00"}, "scheduled_at"),
+    ({"scheduled_at": "soon"}, "scheduled_at"),
+    ({"scheduled_at": "2031-01-01T09:30:00+08:00"}, "scheduled_at"),
+    ({"scheduled_station_ae_title": "CLINIC_A_DR_ROOM_2"}, "scheduled_station_ae_title"),
+    ({"priority": "asap"}, "priority"),
 ]
 
 
-@pytest.mark.parametrize(("change", "status"), BAD)
+@pytest.mark.parametrize(("change", "field"), BAD)
 def test_bad_orders_are_refused_and_change_nothing(
-    hub_app: HubApp, change: dict[str, Any], status: int
+    hub_app: HubApp, change: dict[str, Any], field: str
 ) -> None:
     before = _count(hub_app)
     response = hub_app.client.post(
-        "/api/v1/orders", json={**GOOD, **change}, headers=hub_app.headers("staff-a")
+        "/api/v1/orders", json={**PORTAL, **change}, headers=hub_app.headers("staff-a")
     )
-    assert response.status_code == status, response.text
+    assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == "order_invalid"
+    assert [e["field"] for e in body["errors"]] == [field], body
+    assert all(e["message"] and e["code"] for e in body["errors"])
     assert _count(hub_app) == before
+
+
+def test_every_problem_is_listed_at_once(hub_app: HubApp) -> None:
+    before = _count(hub_app)
+    staff_a = hub_app.headers("staff-a")
+    missing = hub_app.client.post("/api/v1/orders", json={"exam_type": "CT_HEAD"}, headers=staff_a)
+    assert missing.status_code == 422, missing.text
+    assert {(e["field"], e["code"]) for e in missing.json()["errors"]} == {
+        ("patient_id", "required"),
+        ("patient_name", "required"),
+        ("patient_sex", "required"),
+        ("patient_birth_date", "required"),
+        ("reason_for_procedure", "required"),
+    }
+    several = hub_app.client.post(
+        "/api/v1/orders",
+        json={
+            **PORTAL,
+            "patient_birth_date": "20991231",
+            "exam_type": "nope",
+            "patient_name": "王\\小东",
+            "priority": "soon",
+        },
+        headers=staff_a,
+    )
+    assert {(e["field"], e["code"]) for e in several.json()["errors"]} == {
+        ("patient_birth_date", "future"),
+        ("exam_type", "unknown"),
+        ("patient_name", "invalid_characters"),
+        ("priority", "invalid"),
+    }
+    # A body that is not the schema at all: the framework's refusal, still problem+json.
+    wrong_type = hub_app.client.post("/api/v1/orders", json={"patient_id": 5}, headers=staff_a)
+    assert wrong_type.status_code == 422 and wrong_type.json()["code"] == "validation_failed"
+    assert _count(hub_app) == before
+
+
+def test_portal_order_takes_the_catalogue_and_gets_an_accession_number(hub_app: HubApp) -> None:
+    staff_a = hub_app.headers("staff-a")
+    first = hub_app.client.post("/api/v1/orders", json=PORTAL, headers=staff_a)
+    assert first.status_code == 201, first.text
+    o = first.json()
+    assert o["patient_name"] == "Wang^XiaoDong=王^小东"
+    assert o["patient_birth_date"] == "19580412" and o["patient_sex"] == "M"
+    assert (o["modality"], o["body_part_examined"], o["expected_images"]) == ("DX", "CHEST", 2)
+    assert o["requested_procedure_description"] == "胸部正侧位"
+    assert o["reason_for_procedure"] == PORTAL["reason_for_procedure"]
+    assert o["exam_type"] == "DX_CHEST_PA_LAT" and o["priority"] == "urgent"
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d")
+    assert o["accession_number"] == f"{today}0001"
+    assert o["requested_procedure_id"] == o["accession_number"]
+    scheduled = datetime.fromisoformat(o["scheduled_at"])
+    assert abs(scheduled - datetime.now(UTC)) < timedelta(minutes=1)  # default: now
+    # Without pinyin the name is as typed; the counter goes on; other clinics count apart.
+    plain = {**PORTAL, "patient_name_pinyin": "", "patient_name": "李华"}
+    second = hub_app.client.post("/api/v1/orders", json=plain, headers=staff_a).json()
+    assert second["patient_name"] == "李华" and second["accession_number"] == f"{today}0002"
+    at_b = hub_app.client.post("/api/v1/orders", json=plain, headers=hub_app.headers("staff-b"))
+    assert at_b.json()["accession_number"] == f"{today}0001"
+    # The order was audited as created.
+    with hub_app.sessions() as s:
+        ops = s.scalars(select(AuditEvent.detail).where(AuditEvent.action == "order.written"))
+        assert [d["op"] for d in ops] == ["created"] * 3
+
+
+def test_exam_done_and_cancel_with_reason(hub_app: HubApp) -> None:
+    staff_a, staff_b = hub_app.headers("staff-a"), hub_app.headers("staff-b")
+    placed = hub_app.client.post("/api/v1/orders", json=PORTAL, headers=staff_a).json()
+    done_url = f"/api/v1/orders/{placed['id']}/done"
+    # Another clinic's order is not there for staff-b; nothing changes.
+    assert hub_app.client.post(done_url, headers=staff_b).status_code == 404
+    assert hub_app.client.post(done_url, headers=hub_app.headers("rad1")).status_code == 403
+    done = hub_app.client.post(done_url, headers=staff_a)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "completed" and done.json()["done_at"]
+    assert done.json()["updated_at"] > placed["updated_at"]
+    again = hub_app.client.post(done_url, headers=staff_a)
+    assert again.status_code == 409 and again.json()["code"] == "order_not_open"
+    with hub_app.sessions() as s:
+        row = s.get_one(Order, placed["id"])
+        staff = s.scalars(select(User).where(User.username == "staff-a")).one()
+        assert row.done_by_id == staff.id and row.done_at is not None
+        ops = [
+            d["op"]
+            for d in s.scalars(
+                select(AuditEvent.detail)
+                .where(AuditEvent.action == "order.written")
+                .order_by(AuditEvent.id)
+            )
+        ]
+        assert ops == ["created", "done"]
+    # A cancel reason is checked like any field; a bad one changes nothing.
+    other = hub_app.client.post(
+        "/api/v1/orders", json={**PORTAL, "patient_id": "P9"}, headers=staff_a
+    ).json()
+    cancel_url = f"/api/v1/orders/{other['id']}/cancel"
+    before = _count(hub_app)
+    for reason in ("x" * 201, "a\x00b"):
+        bad = hub_app.client.post(cancel_url, headers=staff_a, json={"reason": reason})
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["field"] == "reason"
+    assert hub_app.client.post(cancel_url, headers=staff_b, json={}).status_code == 404
+    assert _count(hub_app) == before
+    ok = hub_app.client.post(cancel_url, headers=staff_a, json={"reason": "重复申请"})
+    assert ok.json()["status"] == "cancelled" and ok.json()["status_reason"] == "重复申请"
+
+
+def test_exam_types_in_the_callers_language(hub_app: HubApp) -> None:
+    staff_a = hub_app.headers("staff-a")
+    zh = hub_app.client.get("/api/v1/exam-types", headers=staff_a)
+    assert zh.status_code == 200, zh.text
+    body = zh.json()
+    assert body["language"] == "zh-CN"
+    by_code = {e["code"]: e for e in body["exam_types"]}
+    assert 12 <= len(by_code) <= 20
+    assert by_code["DX_CHEST_PA"]["name"] == "胸部正位"
+    assert by_code["DX_CHEST_PA"]["expected_images"] == 1
+    assert by_code["DX_CHEST_PA_LAT"]["expected_images"] == 2
+    assert by_code["CT_HEAD"]["expected_images"] == 0
+    assert by_code["US_THYROID"]["modality"] == "US"
+    assert all(re.fullmatch(r"[A-Z0-9_]+", c) for c in by_code)
+    en = hub_app.client.get(
+        "/api/v1/exam-types", headers={**staff_a, "Accept-Language": "en-GB,en;q=0.9"}
+    ).json()
+    assert en["language"] == "en"
+    assert {e["code"]: e["name"] for e in en["exam_types"]}["DX_CHEST_PA"] == "Chest PA"
+    assert en["exam_types"][0]["names"]["zh-CN"] == body["exam_types"][0]["name"]
+    explicit = hub_app.client.get("/api/v1/exam-types?lang=en", headers=staff_a).json()
+    assert explicit["language"] == "en"
+    # Readers of orders only: a gateway, or no token, gets nothing.
+    gateway = {"Authorization": f"Bearer {hub_app.gateway_tokens['clinic-a']}"}
+    assert hub_app.client.get("/api/v1/exam-types", headers=gateway).status_code == 403
+    assert hub_app.client.get("/api/v1/exam-types").status_code == 401
 
 
 def test_only_clinic_staff_register_orders(hub_app: HubApp) -> None:
@@ -122,6 +305,7 @@ def test_order_cli(hub_app: HubApp) -> None:
     for args, message in [
         (_create("hub", "X"), "clinics"),
         (_create("clinic-b", "B1"), "already has an order"),
+        (_create("clinic-b", "B3", when="2026-11-23T10:00"), "time zone"),
         (_create("clinic-b", "B2", when="later"), "ISO 8601"),
         (["order", "cancel", "999"], "No order"),
     ]:
@@ -132,3 +316,48 @@ def test_order_cli(hub_app: HubApp) -> None:
     with hub_app.sessions() as s:
         order_id = s.scalars(select(Order.id)).one()
     assert hub_app.admin_cli("order", "cancel", str(order_id)).returncode == 0
+
+
+# --- accession numbers under concurrent orders ----------------------------------------------
+
+
+def _concurrent_orders(hub: HubApp, threads: int, each: int) -> list[str]:
+    barrier = threading.Barrier(threads)
+    found: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        try:
+            with hub.sessions() as session:
+                user = session.scalars(select(User).where(User.username == "staff-a")).one()
+                caller = Caller(principal=user, source_ip="127.0.0.1")
+                barrier.wait(timeout=30)
+                for i in range(each):
+                    new = orders.NewOrder(**{**PORTAL, "patient_id": f"C{n}-{i}"})
+                    view = orders.place_order(session, caller, new)
+                    with lock:
+                        found.append(view.accession_number)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not errors, errors
+    return found
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_assigned_accession_numbers_are_unique_under_concurrency(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    hub: HubApp = request.getfixturevalue("hub_app" if backend == "sqlite" else "pg_hub_app")
+    found = _concurrent_orders(hub, threads=6, each=4)
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d")
+    assert len(found) == 24 and len(set(found)) == 24
+    assert sorted(found) == [f"{today}{n:04d}" for n in range(1, 25)]
+    with hub.sessions() as s:
+        assert s.scalar(select(func.count(Order.id))) == 24

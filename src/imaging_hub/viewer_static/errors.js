@@ -52,6 +52,9 @@ const CODES = {
     report_not_critical: "此报告不是危急值报告，无需确认。",
     report_already_acknowledged: "此危急值已确认接收。",
     report_template_exists: "已存在同名模板；请使用其他代码或更高的版本号。",
+    order_invalid: "检查申请有误，请修改标出的项目后重新提交。",
+    order_not_open: "该检查申请已完成、已取消或已中止，不能再执行此操作。",
+    mpps_invalid: "检查设备发来的执行状态（MPPS）无效。",
   },
   en: {
     unauthenticated: "Your session has expired. Please log in again.",
@@ -99,12 +102,16 @@ const CODES = {
     report_not_critical: "This report is not a critical result: nothing to acknowledge.",
     report_already_acknowledged: "This critical result was acknowledged already.",
     report_template_exists: "A template with this code exists; use another code or a higher version.",
+    order_invalid: "The order has invalid fields",
+    order_not_open: "This order is completed, cancelled or discontinued: this cannot be done now.",
+    mpps_invalid: "The modality's performed procedure step (MPPS) report is not valid.",
   },
 };
 
 // Codes whose English message is completed by the hub's detail (it names the offending field).
 const WITH_DETAIL = new Set([
   "weak_password",
+  "order_invalid",
   "invalid_request",
   "validation_failed",
   "invalid_window",

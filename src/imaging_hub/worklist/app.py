@@ -43,6 +43,7 @@ from imaging_hub.worklist.http.middleware import (
 )
 from imaging_hub.worklist.http.problems import document_problems, install_error_handlers
 from imaging_hub.worklist.notifications import routes as notification_routes
+from imaging_hub.worklist.orders import gateway_routes as order_gateway_routes
 from imaging_hub.worklist.orders import routes as order_routes
 from imaging_hub.worklist.reading import consultation_routes, duty_routes
 from imaging_hub.worklist.reading import routes as reading_routes
@@ -164,6 +165,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.state.reports = reports
     install_error_handlers(app)
     report_routes.install_report_error_handlers(app)
+    order_routes.install_order_error_handlers(app)
     # Before every FastAPI route: the hottest DICOMweb GETs (they fall through when invalid).
     app.router.routes.extend(dicomweb.fast_routes)
 
@@ -189,6 +191,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(admin_routes.router)
     app.include_router(duty_routes.router)
     app.include_router(order_routes.router)
+    app.include_router(order_gateway_routes.router)
     app.include_router(report_routes.router)
     app.include_router(dicomweb.router, max_body_size=settings.dicomweb_max_request_bytes)
     if settings.cors_origins:

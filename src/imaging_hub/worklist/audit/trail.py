@@ -53,7 +53,8 @@ REPORT_SIGNED = "report.signed"
 AUDIT_EXPORTED = "audit.exported"
 ADMIN_USER = "admin.user"  # detail.op: created, disabled, enabled, password_reset, updated
 ADMIN_GATEWAY = "admin.gateway"  # detail.op: created, rotated, revoked
-ORDER_WRITTEN = "order.written"  # detail.op: created, cancelled
+ORDER_WRITTEN = "order.written"  # detail.op: created, cancelled, done, mpps
+ORDER_LISTED = "order.listed"  # a gateway's order feed (patient data) was read
 
 ACTION_PATTERN = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
 

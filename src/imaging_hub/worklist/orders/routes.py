@@ -1,47 +1,81 @@
-"""Exam orders (``/api/v1/orders``): clinic staff register and cancel their clinic's orders;
-hub staff read them. Thin edge over :mod:`imaging_hub.worklist.orders.orders`."""
+"""Exam orders (``/api/v1/orders``) and the exam catalogue (``/api/v1/exam-types``): clinic staff
+register, cancel and mark done their clinic's orders; hub staff read them. Thin edge over
+:mod:`imaging_hub.worklist.orders.orders`.
 
-from typing import Annotated
+A new order's problems are answered all at once: 422 ``order_invalid`` with
+``"errors": [{"field", "code", "message"}]`` (see :func:`install_order_error_handlers`).
+"""
 
-from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from dataclasses import asdict
+from typing import Annotated, Any
 
-from imaging_hub.worklist.db.models import OrderStatus, Priority, User
-from imaging_hub.worklist.http.deps import CallerDep, SessionDep
+from fastapi import APIRouter, Body, FastAPI, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from imaging_hub.worklist.db.models import OrderStatus, User
+from imaging_hub.worklist.http.deps import CallerDep, SessionDep, StateDep
 from imaging_hub.worklist.http.permissions import require
-from imaging_hub.worklist.orders import orders
+from imaging_hub.worklist.http.problems import PROBLEM_JSON, problem_body
+from imaging_hub.worklist.orders import catalogue, orders
+from imaging_hub.worklist.reports.templates import pick_language
 
-router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+router = APIRouter(tags=["orders"])
 
 OrderWriter = Annotated[User, require("order.write")]
 OrderReader = Annotated[User, require("order.read")]
+OrderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def _text(description: str = "") -> Any:
+    """An optional text field with a generous bound (the body limit applies too): the domain
+    checks each value and lists every problem at once, which a schema refusal would not."""
+    return Field(default=None, max_length=4000, description=description or None)
 
 
 class OrderIn(BaseModel):
-    accession_number: str = Field(min_length=1, max_length=16)
-    patient_id: str = Field(min_length=1, max_length=64)
-    patient_name: str = Field(default="", max_length=324)
-    patient_birth_date: str = Field(default="", max_length=8)
-    patient_sex: str = Field(default="", max_length=1)
-    requested_procedure_id: str = Field(default="", max_length=16)
-    requested_procedure_description: str = Field(default="", max_length=64)
-    modality: str = Field(min_length=1, max_length=16)
-    body_part_examined: str = Field(default="", max_length=16)
-    scheduled_station_ae_title: str = Field(default="", max_length=16)
-    scheduled_at: AwareDatetime
-    referring_physician_name: str = Field(default="", max_length=324)
-    priority: Priority = Priority.routine
+    """A new order. With ``exam_type`` (the portal's form) the modality, body part, expected
+    image count and procedure description come from the catalogue, and ``patient_name``,
+    ``patient_sex``, ``patient_birth_date`` and ``reason_for_procedure`` are required;
+    without it ``modality`` is. ``accession_number``: assigned by the hub when absent."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    patient_id: str | None = _text()
+    patient_name: str | None = _text("As typed, e.g. 王^小东 ('^' between family and given name).")
+    patient_name_pinyin: str | None = _text("e.g. Wang^XiaoDong: the PN is Wang^XiaoDong=王^小东.")
+    patient_birth_date: str | None = _text("YYYYMMDD (or YYYY-MM-DD), not in the future.")
+    patient_sex: str | None = _text("M, F or O.")
+    exam_type: str | None = _text("A code of the exam catalogue (GET /api/v1/exam-types).")
+    reason_for_procedure: str | None = _text("The clinical question (at most 64 characters).")
+    accession_number: str | None = _text("At most 16 characters; assigned by the hub if absent.")
+    modality: str | None = _text("Without exam_type: CR, DX, CT, US, MR...")
+    scheduled_at: str | None = _text("ISO 8601 with a zone; default now.")
+    requested_procedure_id: str | None = _text()
+    requested_procedure_description: str | None = _text()
+    body_part_examined: str | None = _text()
+    scheduled_station_ae_title: str | None = _text()
+    referring_physician_name: str | None = _text()
+    priority: str | None = _text("stat, urgent or routine (default).")
 
 
-@router.post("", response_model=orders.OrderView, status_code=201)
+class CancelIn(BaseModel):
+    reason: str = Field(default="", max_length=4000)
+
+
+@router.post("/api/v1/orders", response_model=orders.OrderView, status_code=201)
 def post_order(
-    payload: OrderIn, _: OrderWriter, caller: CallerDep, session: SessionDep
+    payload: OrderIn, _: OrderWriter, caller: CallerDep, session: SessionDep, state: StateDep
 ) -> orders.OrderView:
-    """Register an order at the caller's clinic; the answer carries its StudyInstanceUID."""
-    return orders.place_order(session, caller, orders.NewOrder(**payload.model_dump()))
+    """Register an order at the caller's clinic; the answer carries its accession number and
+    StudyInstanceUID."""
+    values = {k: v for k, v in payload.model_dump().items() if v is not None}
+    return orders.place_order(
+        session, caller, orders.NewOrder(**values), timezone=state.settings.timezone
+    )
 
 
-@router.get("", response_model=list[orders.OrderView])
+@router.get("/api/v1/orders", response_model=list[orders.OrderView])
 def get_orders(
     _: OrderReader,
     caller: CallerDep,
@@ -64,12 +98,46 @@ def get_orders(
     )
 
 
-@router.post("/{order_id}/cancel", response_model=orders.OrderView)
+@router.post("/api/v1/orders/{order_id}/cancel", response_model=orders.OrderView)
 def post_cancel(
-    order_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    order_id: OrderId,
     _: OrderWriter,
     caller: CallerDep,
     session: SessionDep,
+    payload: Annotated[CancelIn | None, Body()] = None,
 ) -> orders.OrderView:
-    """Cancel one of the caller's clinic's scheduled orders."""
-    return orders.cancel(session, caller, order_id)
+    """Cancel one of the caller's clinic's scheduled orders (optional ``{"reason"}``)."""
+    reason = payload.reason if payload is not None else ""
+    return orders.cancel(session, caller, order_id, reason=reason)
+
+
+@router.post("/api/v1/orders/{order_id}/done", response_model=orders.OrderView)
+def post_done(
+    order_id: OrderId, _: OrderWriter, caller: CallerDep, session: SessionDep
+) -> orders.OrderView:
+    """ "Exam done" for a machine without MPPS: the scheduled or in-progress order is completed."""
+    return orders.mark_done(session, caller, order_id)
+
+
+@router.get("/api/v1/exam-types", response_model=catalogue.ExamTypeList)
+def get_exam_types(
+    _: OrderReader,
+    caller: CallerDep,
+    lang: Annotated[str | None, Query(max_length=16)] = None,
+    accept_language: Annotated[str | None, Header(max_length=256)] = None,
+) -> catalogue.ExamTypeList:
+    """The exam catalogue in the caller's language (``?lang=`` or Accept-Language; zh-CN by
+    default); ``names`` carries both languages."""
+    return catalogue.list_exam_types(caller, language=pick_language(lang, accept_language))
+
+
+def install_order_error_handlers(app: FastAPI) -> None:
+    """422 problem+json with the per-field ``errors`` list for :class:`orders.OrderInvalid`."""
+
+    def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, orders.OrderInvalid)
+        body = problem_body(422, "Unprocessable Content", str(exc), exc.code)
+        body["errors"] = [asdict(e) for e in exc.errors]
+        return JSONResponse(body, status_code=422, media_type=PROBLEM_JSON)
+
+    app.add_exception_handler(orders.OrderInvalid, handler)

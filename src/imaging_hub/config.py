@@ -249,7 +249,9 @@ class GatewaySettings(_TomlSettings):
     )
     stability_seconds: float = Field(
         default=10.0,
-        description="A study is complete once no instance arrived for this long after release.",
+        description="Without an earlier trigger (MPPS COMPLETED, exam done, expected images), "
+        "a study is complete once no instance arrived for this long after its associations "
+        "ended.",
     )
     retention_hours: float = Field(
         default=168.0,
@@ -287,6 +289,12 @@ class GatewaySettings(_TomlSettings):
         default=None, description="Optional uplink cap."
     )
     heartbeat_seconds: float = Field(default=30.0, description="Interval of hub heartbeats.")
+    max_association_seconds: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="A study is never complete while an association carrying it is open; one "
+        "open longer than this is logged and no longer holds its studies back.",
+    )
     metrics_port: int = Field(
         default=0,
         description="Port of the Prometheus metrics endpoint on the gateway host; 0 disables it.",

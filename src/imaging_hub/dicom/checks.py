@@ -75,6 +75,7 @@ class CheckedInstance:
 
     identity: InstanceIdentity
     priority: int
+    accession_number: str = ""  # matches the study to an order at the gateway (MPPS, MWL)
 
 
 def _parse(read: Callable[[], Dataset]) -> tuple[Dataset, bool]:
@@ -346,11 +347,27 @@ def _check_parsed(
             identity = identify_instance(
                 ds, transfer_syntax_uid=transfer_syntax_uid, sop_class_uid=sop_class_uid
             )
-            return CheckedInstance(identity=identity, priority=requested_priority(ds))
+            return CheckedInstance(
+                identity=identity,
+                priority=requested_priority(ds),
+                accession_number=_accession_number(ds),
+            )
     except InvalidDicomError:
         raise
     except Exception as exc:
         raise InvalidDicomError("The data is not a readable DICOM dataset.") from exc
+
+
+def _accession_number(ds: Dataset) -> str:
+    """The Accession Number (SH, at most 16 characters), "" when absent or unreadable (it
+    never refuses an instance)."""
+    try:
+        value = ds.get("AccessionNumber")
+    except Exception:
+        return ""
+    if not isinstance(value, str):
+        return ""
+    return value.strip(" \x00")[:16]
 
 
 def check_received_instance(data: bytes) -> CheckedInstance:

@@ -1,4 +1,4 @@
-"""The forwarder: leases spooled instances, uploads them to the hub, completes stable studies.
+"""The forwarder: leases spooled instances, uploads them to the hub, completes studies.
 
 Uploads run on a small thread pool, STAT studies first (the spool orders by priority).
 Retryable failures back off exponentially with jitter. What the hub refuses for good (by its
@@ -10,6 +10,13 @@ Idempotent by SOP Instance UID: a crash between upload and ack means a re-upload
 treats as the same instance. At start every stale lease of a crashed run is released, so
 forwarding resumes at once. When the hub reports instances missing at completion, they are
 queued again instead of leaving the study stuck. An optional token bucket caps the uplink.
+
+The completion step (`Forwarder._complete_ready`) tells the hub a study is complete as soon as
+one trigger holds (:meth:`Studies.ready_studies
+<imaging_hub.dicom_gateway.spool.studies.Studies.ready_studies>`): its MPPS step COMPLETED with
+every referenced instance at the hub, its order done or its expected image count reached (from
+the order cache, an optional :class:`OrderHints` provider), or the stability window; never
+while an association carrying it is open or an instance of it is pending.
 """
 
 import collections
@@ -31,6 +38,7 @@ from concurrent.futures import (
     wait,
 )
 from dataclasses import dataclass
+from typing import Protocol
 
 from imaging_hub.dicom.transcode import (
     JPEG2000_LOSSLESS,
@@ -42,8 +50,10 @@ from imaging_hub.dicom.transcode import (
 )
 from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.spool import (
+    MAX_ASSOCIATION_SECONDS,
     PARK_INITIAL_SECONDS,
     PARK_MAX_SECONDS,
+    OrderHint,
     Spool,
     SpooledInstance,
 )
@@ -54,6 +64,14 @@ log = logging.getLogger(__name__)
 
 UPLOAD_CHUNK_BYTES = 64 * 1024
 THROUGHPUT_WINDOW_SECONDS = 60.0
+#: How often the rows of associations whose process is gone are looked for.
+STALE_ASSOCIATIONS_EVERY_SECONDS = 5.0
+
+
+class OrderHints(Protocol):
+    """The order cache as the completion step reads it (``mwl.OrderCache``)."""
+
+    def hints(self) -> "list[OrderHint]": ...
 
 
 def backoff_delay(attempts: int, *, initial: float, maximum: float) -> float:
@@ -236,11 +254,15 @@ class Forwarder:
         retention_seconds: float | None = None,
         park_initial_seconds: float = PARK_INITIAL_SECONDS,
         park_max_seconds: float = PARK_MAX_SECONDS,
+        order_hints: OrderHints | None = None,
+        max_association_seconds: float = MAX_ASSOCIATION_SECONDS,
     ) -> None:
         """*prepare_processes* > 0 runs *prepare* (transcoding) in that many processes, started
         as soon as an instance is leased, so it overlaps the uploads in flight. What the hub
         refuses for good is tried again after *park_initial_seconds*, doubling each time up to
-        *park_max_seconds*."""
+        *park_max_seconds*. *order_hints* (the order cache) adds the "exam done" and "expected
+        images reached" completion triggers; an association open longer than
+        *max_association_seconds* no longer keeps its studies from completing."""
         self.spool = spool
         self.client = client
         self.concurrency = max(1, concurrency)
@@ -258,6 +280,9 @@ class Forwarder:
             else None
         )
         self.on_study_forwarded = on_study_forwarded
+        self.order_hints = order_hints
+        self.max_association_seconds = max_association_seconds
+        self._next_stale_check = 0.0
         self.throughput = Throughput()
         self.upload_failures = 0
         self.forwarded = 0
@@ -347,7 +372,7 @@ class Forwarder:
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 future.result()
-        completed = self._complete_stable()
+        completed = self._complete_ready()
         self._purge()
         return worked or completed
 
@@ -485,10 +510,34 @@ class Forwarder:
             body = _held_back(chunks, payload.verification)
         self.client.put_instance(item.sop_instance_uid, body, digest)
 
-    def _complete_stable(self) -> bool:
+    def _hints(self) -> "list[OrderHint] | None":
+        if self.order_hints is None:
+            return None
+        try:
+            return self.order_hints.hints()
+        except Exception as exc:  # the order cache is optional: the stability window remains
+            log.warning("order cache unreadable, completion by MPPS and stability only: %s", exc)
+            return None
+
+    def _drop_stale_associations(self) -> None:
+        if time.monotonic() < self._next_stale_check:
+            return
+        self._next_stale_check = time.monotonic() + STALE_ASSOCIATIONS_EVERY_SECONDS
+        try:
+            self.spool.drop_stale_associations(self.max_association_seconds)
+        except sqlite3.Error as exc:
+            log.error("open associations could not be checked: %s", exc)
+
+    def _complete_ready(self) -> bool:
+        self._drop_stale_associations()
         done = False
-        for study_uid in self.spool.stable_studies(self.stability_seconds):
-            sop_uids = self.spool.study_instances(study_uid)
+        ready = self.spool.ready_studies(
+            self.stability_seconds,
+            hints=self._hints(),
+            max_association_seconds=self.max_association_seconds,
+        )
+        for study in ready:
+            study_uid, sop_uids = study.study_instance_uid, study.sop_instance_uids
             if not sop_uids and self.spool.park_if_refused(study_uid):
                 log.error("study %s: the hub took none of its instances; parked", study_uid)
                 continue
@@ -541,8 +590,9 @@ class Forwarder:
             seconds = max(0.0, time.time() - started)
             ratio = size / sent if sent else 1.0
             log.info(
-                "study %s forwarded: %d instances, %d bytes (%d sent, ratio %.2f) in %.1fs",
+                "study %s forwarded (%s): %d instances, %d bytes (%d sent, ratio %.2f) in %.1fs",
                 study_uid,
+                study.trigger,
                 count,
                 size,
                 sent,

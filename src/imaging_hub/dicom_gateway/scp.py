@@ -1,19 +1,27 @@
-"""DICOM SCP of the gateway (PS3.4 Annex A Verification, Annex B Storage) on pynetdicom.
+"""DICOM SCP of the gateway (PS3.4 Annex A Verification, Annex B Storage, Annex F MPPS) on
+pynetdicom.
 
 pynetdicom wiring and thin handlers: they call the domain (``dicom`` for validation, the spool
 for durability) and map the outcome to a DIMSE status. Success (0x0000) is answered only after
 the spool has the instance fsync'd. The optional fast C-STORE path that relies on pynetdicom's
 internals lives in :mod:`imaging_hub.dicom_gateway.lean`; `start_scp` and `start_shared_scp`
 install it (once per process) and bind it to every association when it is on.
+
+Every association records, in the spool index, the studies it carries (before their first
+instance is committed) and removes them when it ends (release, abort, connection closed): a study
+is never complete while an association carrying it is open. MPPS N-CREATE / N-SET go to
+:class:`imaging_hub.dicom_gateway.mpps.MppsSteps`.
 """
 
 import logging
+import os
 import socket
 import ssl
 import threading
 import time
 from typing import Any
 
+from pydicom import Dataset
 from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
@@ -36,9 +44,12 @@ from imaging_hub.dicom.dimse import (
 from imaging_hub.dicom.dimse import HANDLER_FAILED as STATUS_HANDLER_FAILED
 from imaging_hub.dicom.dimse import OUT_OF_RESOURCES as STATUS_OUT_OF_RESOURCES
 from imaging_hub.dicom.dimse import SUCCESS as STATUS_SUCCESS
+from imaging_hub.dicom.mpps import MPPS_SOP_CLASS
+from imaging_hub.dicom.mpps import PROCESSING_FAILURE as MPPS_PROCESSING_FAILURE
 from imaging_hub.dicom.part10 import part10_header
 from imaging_hub.dicom.vocabulary import RETIRED_STORAGE_SOP_CLASSES
 from imaging_hub.dicom_gateway import lean
+from imaging_hub.dicom_gateway.mpps import MppsOutcome, MppsSteps
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import InvalidDicomError, SpoolError
 
@@ -57,11 +68,17 @@ class StoreHandler:
         max_instance_bytes: int,
         on_stored: Any = None,
         on_refused: Any = None,
+        mpps: MppsSteps | None = None,
+        on_mpps: Any = None,
     ) -> None:
+        """*on_stored* is called after each stored instance and each association's end,
+        *on_mpps* with the :class:`MppsOutcome` of each accepted MPPS change."""
         self.spool = spool
         self.max_instance_bytes = max_instance_bytes
         self.on_stored = on_stored
         self.on_refused = on_refused
+        self.mpps = mpps if mpps is not None else MppsSteps(spool.index)
+        self.on_mpps = on_mpps
         self._touched: dict[int, set[str]] = {}
         self._lock = threading.Lock()
         self.received = 0
@@ -164,6 +181,7 @@ class StoreHandler:
             self.spool.discard(staged)
             return self._refuse(refusal)
         try:
+            self._carrying(association, info.study_instance_uid, calling)
             self.spool.commit(
                 staged,
                 sop_instance_uid=info.sop_instance_uid,
@@ -173,12 +191,11 @@ class StoreHandler:
                 transfer_syntax_uid=transfer_syntax_uid,
                 calling_ae=calling,
                 priority=checked.priority,
+                accession_number=checked.accession_number,
             )
         except (SpoolError, InvalidDicomError) as exc:
             log.error("C-STORE from %s: spool failure: %s", calling, exc)
             return STATUS_OUT_OF_RESOURCES
-        with self._lock:
-            self._touched.setdefault(association, set()).add(info.study_instance_uid)
         self.received += 1
         log.debug(
             "stored %s (%d bytes) from %s in %.3fs",
@@ -191,16 +208,68 @@ class StoreHandler:
             self.on_stored()
         return STATUS_SUCCESS
 
-    def handle_closed(self, event: evt.Event) -> None:
+    def _carrying(self, association: int, study_uid: str, calling: str) -> None:
+        """Record (once per association and study, before its instance is committed) that
+        the association carries the study: it is not complete while the association is open."""
         with self._lock:
-            studies = self._touched.pop(id(event.assoc), set())
-        if studies:
-            self.spool.association_released(studies)
-            log.info(
-                "association from %s closed: %d studies touched",
-                event.assoc.requestor.ae_title,
-                len(studies),
-            )
+            touched = self._touched.setdefault(association, set())
+            if study_uid in touched:
+                return
+            touched.add(study_uid)
+        try:
+            self.spool.association_opened(_association_key(association), study_uid, calling)
+        except Exception as exc:  # sqlite3.Error: the commit that follows reports the spool
+            raise SpoolError(f"The open association could not be recorded: {exc}") from exc
+
+    def handle_closed(self, event: evt.Event) -> None:
+        """EVT_RELEASED, EVT_ABORTED and EVT_CONN_CLOSE (whichever comes first does it)."""
+        with self._lock:
+            studies = self._touched.pop(id(event.assoc), None)
+        if studies is None:
+            return
+        self.spool.association_closed(_association_key(id(event.assoc)))
+        log.info(
+            "association from %s closed: %d studies touched",
+            event.assoc.requestor.ae_title,
+            len(studies),
+        )
+        if self.on_stored is not None:
+            self.on_stored()  # a study it held may be complete now
+
+    # --- MPPS (PS3.4 F.7): thin handlers, the domain is dicom_gateway.mpps ----------------
+
+    def handle_n_create(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
+        calling = event.assoc.requestor.ae_title
+        requested = getattr(event.request, "AffectedSOPInstanceUID", None)
+        try:
+            attributes = event.attribute_list
+        except Exception:
+            log.warning("MPPS N-CREATE from %s: the data set cannot be decoded", calling)
+            return _mpps_status(MppsOutcome(MPPS_PROCESSING_FAILURE, comment="Undecodable")), None
+        outcome = self.mpps.create(
+            str(requested) if requested else None, attributes, calling_ae=calling
+        )
+        self._mpps_changed(outcome)
+        reply = Dataset()
+        if outcome.ok and not requested:
+            reply.AffectedSOPInstanceUID = outcome.mpps_uid  # the SCP assigned it
+        return _mpps_status(outcome), reply
+
+    def handle_n_set(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
+        calling = event.assoc.requestor.ae_title
+        uid = str(getattr(event.request, "RequestedSOPInstanceUID", "") or "")
+        try:
+            changes = event.modification_list
+        except Exception:
+            log.warning("MPPS N-SET from %s: the data set cannot be decoded", calling)
+            return _mpps_status(MppsOutcome(MPPS_PROCESSING_FAILURE, comment="Undecodable")), None
+        outcome = self.mpps.update(uid, changes, calling_ae=calling)
+        self._mpps_changed(outcome)
+        return _mpps_status(outcome), Dataset()
+
+    def _mpps_changed(self, outcome: MppsOutcome) -> None:
+        if outcome.ok and self.on_mpps is not None:
+            self.on_mpps(outcome)
 
     def handle_rejected(self, event: evt.Event) -> None:
         log.warning(
@@ -208,6 +277,23 @@ class StoreHandler:
             event.assoc.requestor.ae_title,
             event.assoc.requestor.address,
         )
+
+
+def _association_key(association: int) -> str:
+    """An association's name in the spool index, unique among the spool's SCP processes."""
+    return f"{os.getpid()}:{association}"
+
+
+def _mpps_status(outcome: MppsOutcome) -> Dataset:
+    """The status of an N-CREATE / N-SET response, with its Error Comment and Error ID."""
+    status = Dataset()
+    status.Status = outcome.status
+    if not outcome.ok:
+        if outcome.comment:
+            status.ErrorComment = outcome.comment
+        if outcome.error_id is not None:
+            status.ErrorID = outcome.error_id
+    return status
 
 
 def _mismatch(
@@ -269,6 +355,7 @@ def make_ae(
     ae.dimse_timeout = 60
     ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(MPPS_SOP_CLASS)  # N-CREATE / N-SET (PS3.4 F.7)
     known = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
     for uid in [*RETIRED_STORAGE_SOP_CLASSES, *(extra_storage_sop_classes or [])]:
         if uid not in known:
@@ -289,6 +376,9 @@ def _event_handlers(handler: StoreHandler, *, use_lean: bool) -> list[Any]:
         (evt.EVT_C_STORE, handler.handle_store),
         (evt.EVT_RELEASED, handler.handle_closed),
         (evt.EVT_ABORTED, handler.handle_closed),
+        (evt.EVT_CONN_CLOSE, handler.handle_closed),
+        (evt.EVT_N_CREATE, handler.handle_n_create),
+        (evt.EVT_N_SET, handler.handle_n_set),
         (evt.EVT_REJECTED, handler.handle_rejected),
     ]
     if use_lean and lean.install():

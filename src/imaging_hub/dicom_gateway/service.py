@@ -29,6 +29,7 @@ from imaging_hub.config import GatewaySettings
 from imaging_hub.dicom_gateway.forwarder import Forwarder, wan_preparer
 from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.metrics import gateway_registry, gateway_status
+from imaging_hub.dicom_gateway.mpps import MppsOutcome, MppsPusher, MppsSteps, is_completed
 from imaging_hub.dicom_gateway.reports import ReportPuller, ReportStore
 from imaging_hub.dicom_gateway.scp import (
     StoreHandler,
@@ -48,7 +49,7 @@ RESPAWN_MIN_SECONDS = 1.0
 
 
 def build_scp(
-    settings: GatewaySettings, spool: Spool, *, on_stored: Any = None
+    settings: GatewaySettings, spool: Spool, *, on_stored: Any = None, on_mpps: Any = None
 ) -> tuple[Any, StoreHandler]:
     """The AE and the C-STORE handler of one SCP process (main process or worker)."""
     handler = StoreHandler(
@@ -56,6 +57,7 @@ def build_scp(
         max_instance_bytes=settings.max_instance_bytes,
         on_stored=on_stored,
         on_refused=lambda: spool.count("refused"),
+        on_mpps=on_mpps,
     )
     ae = make_ae(
         settings.ae_title,
@@ -134,8 +136,19 @@ class GatewayService:
             prepare=wan_preparer(settings.transcode),
             bandwidth_limit_bytes_per_second=settings.bandwidth_limit_bytes_per_second,
             prepare_processes=settings.transcode_processes if settings.forward else 0,
+            max_association_seconds=settings.max_association_seconds,
         )
-        self.ae, self.handler = build_scp(settings, self.spool, on_stored=self.forwarder.wake)
+        # MPPS steps (spool index) and their outbox, pushed to the hub by a thread of its own.
+        self.mpps = MppsSteps(self.spool.index)
+        self.mpps_pusher = MppsPusher(
+            self.mpps,
+            self.client,
+            retry_initial_seconds=settings.retry_initial_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+        )
+        self.ae, self.handler = build_scp(
+            settings, self.spool, on_stored=self.forwarder.wake, on_mpps=self._mpps_changed
+        )
         self._server: object | None = None
         self._metrics_server: Any = None
         self._stopped = threading.Event()
@@ -198,6 +211,7 @@ class GatewayService:
             self.lan_page.start()
         if self.settings.forward:
             self.forwarder.start()
+            self.mpps_pusher.start()
         if self.settings.scp_workers == 1:
             self._server = start_scp(
                 self.ae,
@@ -241,6 +255,13 @@ class GatewayService:
         if self.reports is not None:
             status.update(self.reports.counts())
         return status
+
+    def _mpps_changed(self, outcome: MppsOutcome) -> None:
+        """An MPPS change in this process: push it now; a COMPLETED step may complete its
+        study at once (SCP worker processes' changes are found within half a second)."""
+        self.mpps_pusher.wake()
+        if is_completed(outcome):
+            self.forwarder.wake()
 
     def _beat(self) -> None:
         """Report to the hub until stopped; a hub that does not answer is tried next time."""
@@ -318,6 +339,7 @@ class GatewayService:
             reports_stopped = self.report_puller.stop(timeout=2.0)
         if self.settings.forward:
             self.forwarder.stop()
+            self.mpps_pusher.stop()
         self._heartbeat.join(10)
         self.client.close()
         self.spool.close()

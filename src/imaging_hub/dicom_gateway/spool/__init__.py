@@ -11,7 +11,9 @@ The parts, by job:
 - :mod:`.files` — durable file writing (staging in ``tmp/``, direct I/O, fsync), ``objects/``;
 - :mod:`.index` — the SQLite index, its schema and transactions;
 - :mod:`.queue` — the forward queue of instances: lease, ack, nack, park, requeue;
-- :mod:`.studies` — study stability, done, errors and parking, retention purge;
+- :mod:`.studies` — completion triggers, open associations, done, errors and parking,
+  retention purge;
+- MPPS steps and their outbox live in the same index (:mod:`imaging_hub.dicom_gateway.mpps`);
 - :mod:`.stats` — counters, monotonic totals, state and per-study progress.
 
 :class:`Spool` composes them and keeps the one C-STORE path (``stage``/``commit``) as lean as
@@ -41,15 +43,24 @@ from imaging_hub.dicom_gateway.spool.queue import (
     parking_delay,
 )
 from imaging_hub.dicom_gateway.spool.stats import ParkedStudy, SpoolStats, Stats
-from imaging_hub.dicom_gateway.spool.studies import Studies, upsert_study
+from imaging_hub.dicom_gateway.spool.studies import (
+    MAX_ASSOCIATION_SECONDS,
+    OrderHint,
+    ReadyStudy,
+    Studies,
+    upsert_study,
+)
 from imaging_hub.errors import InvalidDicomError
 
 __all__ = [
     "DIRECT_ALIGNMENT",
     "KEPT_DIRECT_BUFFER_BYTES",
+    "MAX_ASSOCIATION_SECONDS",
     "PARK_INITIAL_SECONDS",
     "PARK_MAX_SECONDS",
+    "OrderHint",
     "ParkedStudy",
+    "ReadyStudy",
     "Spool",
     "SpoolStats",
     "SpooledInstance",
@@ -83,8 +94,11 @@ class Spool:
         self.park = self.queue.park
         self.release_leases = self.queue.release_leases
         self.requeue = self.queue.requeue
-        self.association_released = self.studies.association_released
-        self.stable_studies = self.studies.stable_studies
+        self.association_opened = self.studies.association_opened
+        self.association_closed = self.studies.association_closed
+        self.drop_stale_associations = self.studies.drop_stale_associations
+        self.open_association_studies = self.studies.open_association_studies
+        self.ready_studies = self.studies.ready_studies
         self.study_instances = self.studies.study_instances
         self.mark_study_done = self.studies.mark_study_done
         self.mark_study_error = self.studies.mark_study_error
@@ -103,6 +117,10 @@ class Spool:
         if clean_tmp:
             self.files.clean_tmp()
             self.reindexed = self._reindex_orphans()
+            # No SCP process runs yet: an association recorded as open is of a past run.
+            stale = self.studies.clear_open_associations()
+            if stale:
+                log.info("%d open association record(s) of a past run removed", stale)
 
     @property
     def objects(self) -> Path:
@@ -120,9 +138,6 @@ class Spool:
         self.files.close()
         self.index.close()
 
-    def association_started(self, study_uids: list[str]) -> None:
-        """Not used for stability: studies are known only once an instance arrives."""
-
     def read(self, item: SpooledInstance) -> bytes:
         return item.path.read_bytes()
 
@@ -139,6 +154,7 @@ class Spool:
         transfer_syntax_uid: str,
         calling_ae: str = "",
         priority: int = 2,
+        accession_number: str = "",
     ) -> bool:
         """Durably store a staged instance; returns False if it replaced an identical one.
 
@@ -174,6 +190,7 @@ class Spool:
             sha256=sha256,
             calling_ae=calling_ae,
             priority=priority,
+            accession_number=accession_number,
             replaces=row is not None,
         )
         if row is not None:
@@ -199,6 +216,7 @@ class Spool:
         sha256: str,
         calling_ae: str,
         priority: int,
+        accession_number: str = "",
         replaces: bool = False,
     ) -> None:
         now = time.time()
@@ -250,7 +268,7 @@ class Spool:
                     now,
                 ),
             )
-            upsert_study(db, study_instance_uid, calling_ae, priority, now)
+            upsert_study(db, study_instance_uid, calling_ae, priority, now, accession_number)
 
     def _reindex_orphans(self) -> int:
         """Queue instance files the index does not know (its last commits lost in a power cut).
@@ -286,6 +304,7 @@ class Spool:
                 sha256=hashlib.sha256(data).hexdigest(),
                 calling_ae="",
                 priority=info.priority_rank,
+                accession_number=info.accession_number,
             )
             added += 1
         if added:

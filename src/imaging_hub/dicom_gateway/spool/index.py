@@ -51,6 +51,57 @@ CREATE TABLE IF NOT EXISTS studies (
     last_error TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- The studies an association still open is carrying (one row per association and study; the
+-- association is "<pid>:<id>" of the SCP process holding it). A study with a row here is never
+-- complete; rows of a crashed process are removed (see spool.studies.OpenAssociations).
+CREATE TABLE IF NOT EXISTS open_associations (
+    association TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    calling_ae TEXT NOT NULL DEFAULT '',
+    opened_at REAL NOT NULL,
+    PRIMARY KEY (association, study_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS ix_open_associations_study
+    ON open_associations (study_instance_uid);
+-- MPPS steps (PS3.4 F.7) the modalities created, their state and what they referenced.
+CREATE TABLE IF NOT EXISTS mpps_steps (
+    mpps_uid TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL DEFAULT '',
+    accession_number TEXT NOT NULL DEFAULT '',
+    calling_ae TEXT NOT NULL DEFAULT '',
+    modality TEXT NOT NULL DEFAULT '',
+    step_id TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    performed_at TEXT NOT NULL DEFAULT '',
+    ended_at TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    series INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_mpps_steps_study ON mpps_steps (study_instance_uid);
+CREATE TABLE IF NOT EXISTS mpps_instances (
+    mpps_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    PRIMARY KEY (mpps_uid, sop_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS ix_mpps_instances_sop ON mpps_instances (sop_instance_uid);
+-- The state of each step the hub has not yet confirmed: one row per step, replaced by each
+-- change (only the last state matters), removed once the hub took that version.
+CREATE TABLE IF NOT EXISTS mpps_outbox (
+    mpps_uid TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    error_code TEXT NOT NULL DEFAULT ''
+);
 """
 
 #: Columns added after the first release: (table, column, declaration). Added on open.
@@ -66,6 +117,8 @@ ADDED_COLUMNS = (
     ("studies", "not_before", "REAL NOT NULL DEFAULT 0"),
     ("studies", "parks", "INTEGER NOT NULL DEFAULT 0"),
     ("studies", "parked_at", "REAL"),
+    # The accession number of the study's instances (matches it to an order of the cache).
+    ("studies", "accession_number", "TEXT NOT NULL DEFAULT ''"),
 )
 
 

@@ -1,7 +1,12 @@
-"""The studies of a spool: stability, completion (done), errors and parking, retention.
+"""The studies of a spool: completion triggers, open associations, done, errors and parking,
+retention.
 
-A study is ``open`` while instances may still come; once it had no new instance for the quiet
-period and none is left pending, it is *stable* and the forwarder tells the hub it is complete.
+A study is ``open`` while instances may still come. Its completion is due (`ready_studies`)
+when none of its instances is pending, no association still open carries it, and one trigger
+holds: its MPPS step is COMPLETED with every referenced instance at the hub, its order is done
+or its expected number of images reached (the gateway's order cache), or it had no new
+instance for the quiet period (the stability window). The forwarder then tells the hub it is
+complete.
 The hub's answer makes it ``done``, or — when the hub refuses it for good (problem+json code
 such as ``not_found`` or ``uid_conflict``) — ``parked`` with that reason, tried again on the
 parking schedule (see :mod:`.queue`) or when the operator asks. A study none of whose instances
@@ -11,8 +16,12 @@ every turn of the forwarder.
 """
 
 import logging
+import os
 import sqlite3
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 from imaging_hub.dicom_gateway.spool.files import SpoolFiles
 from imaging_hub.dicom_gateway.spool.index import Index, add_to_counters
@@ -25,19 +34,69 @@ from imaging_hub.dicom_gateway.spool.queue import (
 log = logging.getLogger(__name__)
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether a process with *pid* runs on this host (the spool is local to it)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def upsert_study(
-    db: sqlite3.Connection, study_uid: str, calling_ae: str, priority: int, now: float
+    db: sqlite3.Connection,
+    study_uid: str,
+    calling_ae: str,
+    priority: int,
+    now: float,
+    accession_number: str = "",
 ) -> None:
-    """An instance of the study arrived (inside the caller's transaction): open it again."""
+    """An instance of the study arrived (inside the caller's transaction): open it again. A
+    non-empty *accession_number* is kept (it matches the study to an order)."""
     db.execute(
         """INSERT INTO studies (study_instance_uid, calling_ae, priority, state,
-               last_received_at)
-           VALUES (?, ?, ?, 'open', ?)
+               last_received_at, accession_number)
+           VALUES (?, ?, ?, 'open', ?, ?)
            ON CONFLICT (study_instance_uid) DO UPDATE SET
                state = 'open', last_received_at = excluded.last_received_at, not_before = 0,
-               priority = MIN(studies.priority, excluded.priority)""",
-        (study_uid, calling_ae, priority, now),
+               priority = MIN(studies.priority, excluded.priority),
+               accession_number = CASE WHEN excluded.accession_number != ''
+                   THEN excluded.accession_number ELSE studies.accession_number END""",
+        (study_uid, calling_ae, priority, now, accession_number),
     )
+
+
+class OrderHint(Protocol):
+    """What the order cache says about one order (``dicom_gateway.mwl.OrderHint``)."""
+
+    @property
+    def study_instance_uid(self) -> str: ...
+
+    @property
+    def accession_number(self) -> str: ...
+
+    @property
+    def expected_images(self) -> int: ...
+
+    @property
+    def done(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ReadyStudy:
+    """A study whose completion is due now, why (the trigger), and the instances to list."""
+
+    study_instance_uid: str
+    trigger: str  # "mpps" | "order_done" | "expected_images" | "stability"
+    sop_instance_uids: list[str]
+
+
+#: An association open longer than this no longer keeps its studies from completing.
+MAX_ASSOCIATION_SECONDS = 6 * 3600.0
 
 
 class Studies:
@@ -51,31 +110,205 @@ class Studies:
         with self._index.tx() as db:
             upsert_study(db, study_uid, calling_ae, priority, time.time())
 
-    def association_released(self, study_uids: set[str]) -> None:
-        """Restart the quiet period of the studies an association touched."""
+    # --- associations still open (a study they carry is never complete) -------------------
+
+    def association_opened(self, association: str, study_uid: str, calling_ae: str = "") -> None:
+        """An open association (*association*: "<pid>:<id>") carries *study_uid*: record it
+        before the study's first instance of that association is committed."""
+        with self._index.tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO open_associations "
+                "(association, study_instance_uid, pid, calling_ae, opened_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (association, study_uid, os.getpid(), calling_ae[:16], time.time()),
+            )
+
+    def association_closed(self, association: str) -> list[str]:
+        """The association ended (release, abort, connection closed): its studies are free
+        again, and their quiet period starts now. Returns those studies."""
         now = time.time()
         with self._index.tx() as db:
-            for uid in study_uids:
+            studies = [
+                r[0]
+                for r in db.execute(
+                    "DELETE FROM open_associations WHERE association = ? "
+                    "RETURNING study_instance_uid",
+                    (association,),
+                )
+            ]
+            for uid in studies:
                 db.execute(
-                    "UPDATE studies SET last_received_at = ? WHERE study_instance_uid = ?",
+                    "UPDATE studies SET last_received_at = MAX(last_received_at, ?) "
+                    "WHERE study_instance_uid = ?",
                     (now, uid),
                 )
+        return studies
 
-    def stable_studies(self, stability_seconds: float) -> list[str]:
-        """Open studies with no new instance for *stability_seconds*, none left pending, and
-        no completion attempt due later (a retryable failure backs off)."""
+    def clear_open_associations(self) -> int:
+        """At the gateway's start (no SCP process runs yet): every row is of a past run."""
+        with self._index.tx() as db:
+            return db.execute("DELETE FROM open_associations").rowcount
+
+    def drop_stale_associations(
+        self, max_association_seconds: float = MAX_ASSOCIATION_SECONDS
+    ) -> int:
+        """Remove the rows of SCP processes that are gone (a crashed worker) and of
+        associations open longer than *max_association_seconds* (logged); returns how many."""
+        with self._index.lock:
+            rows = self._index.db.execute(
+                "SELECT association, study_instance_uid, pid, calling_ae, opened_at "
+                "FROM open_associations"
+            ).fetchall()
+        cutoff = time.time() - max_association_seconds
+        stale: list[tuple[str, str]] = []
+        for association, study_uid, pid, calling_ae, opened_at in rows:
+            if not _process_alive(int(pid)):
+                log.warning(
+                    "study %s: the process %s that held its association from %s is gone; "
+                    "the study may complete",
+                    study_uid,
+                    pid,
+                    calling_ae or "-",
+                )
+                stale.append((association, study_uid))
+            elif opened_at < cutoff:
+                log.warning(
+                    "study %s: the association from %s has been open for %.0f s, longer than "
+                    "%.0f s; it no longer keeps the study from completing",
+                    study_uid,
+                    calling_ae or "-",
+                    time.time() - opened_at,
+                    max_association_seconds,
+                )
+                stale.append((association, study_uid))
+        if stale:
+            with self._index.tx() as db:
+                db.executemany(
+                    "DELETE FROM open_associations WHERE association = ? "
+                    "AND study_instance_uid = ?",
+                    stale,
+                )
+        return len(stale)
+
+    def open_association_studies(self) -> list[dict[str, object]]:
+        """The studies open associations carry (for the status)."""
+        with self._index.lock:
+            rows = self._index.db.execute(
+                "SELECT study_instance_uid, calling_ae, MIN(opened_at), COUNT(*) "
+                "FROM open_associations GROUP BY study_instance_uid ORDER BY 3"
+            ).fetchall()
+        return [
+            {
+                "study_instance_uid": r[0],
+                "calling_ae": r[1],
+                "opened_at": r[2],
+                "associations": r[3],
+            }
+            for r in rows
+        ]
+
+    # --- completion ------------------------------------------------------------------------
+
+    def ready_studies(
+        self,
+        stability_seconds: float,
+        *,
+        hints: "Iterable[OrderHint] | None" = None,
+        max_association_seconds: float = MAX_ASSOCIATION_SECONDS,
+    ) -> list[ReadyStudy]:
+        """Open studies whose completion is due now, with the first trigger that holds.
+
+        Every trigger requires that none of the study's instances is pending, no completion
+        attempt is due later (a retryable failure backs off) and no association still open
+        (younger than *max_association_seconds*) carries the study. Then, in order:
+
+        - ``mpps``: an MPPS step of the study is COMPLETED, none is IN PROGRESS, and every
+          instance the completed steps reference (at least one) is at the hub;
+        - ``order_done``: the study's order (by StudyInstanceUID, else accession number, in
+          *hints*) is done ("exam done" clicked, or the hub's order feed says so);
+        - ``expected_images``: the hub holds at least the order's expected number of images;
+        - ``stability``: no new instance (and no association end) for *stability_seconds*.
+        """
         now = time.time()
         with self._index.lock:
             rows = self._index.db.execute(
-                """SELECT s.study_instance_uid FROM studies s
-                   WHERE s.state = 'open' AND s.last_received_at <= ? AND s.not_before <= ?
+                """SELECT s.study_instance_uid, s.accession_number, s.last_received_at
+                   FROM studies s
+                   WHERE s.state = 'open' AND s.not_before <= ?
                      AND NOT EXISTS (SELECT 1 FROM instances i
                                      WHERE i.study_instance_uid = s.study_instance_uid
                                        AND i.state = 'pending')
+                     AND NOT EXISTS (SELECT 1 FROM open_associations a
+                                     WHERE a.study_instance_uid = s.study_instance_uid
+                                       AND a.opened_at > ?)
                    ORDER BY s.priority, s.last_received_at""",
-                (now - stability_seconds, now),
+                (now, now - max_association_seconds),
             ).fetchall()
-        return [r[0] for r in rows]
+        if not rows:
+            return []
+        with self._index.lock:
+            any_completed = self._index.db.execute(
+                "SELECT EXISTS (SELECT 1 FROM mpps_steps WHERE state = 'COMPLETED')"
+            ).fetchone()[0]
+        by_uid: dict[str, OrderHint] = {}
+        by_accession: dict[str, OrderHint] = {}
+        for item in hints or ():
+            if item.study_instance_uid:
+                by_uid.setdefault(item.study_instance_uid, item)
+            if item.accession_number:
+                by_accession.setdefault(item.accession_number, item)
+        ready: list[ReadyStudy] = []
+        for study_uid, accession, last_received_at in rows:
+            hint = by_uid.get(study_uid)
+            if hint is None and accession:
+                hint = by_accession.get(accession)
+            trigger = ""
+            if any_completed and self._mpps_complete(study_uid):
+                trigger = "mpps"
+            elif hint is not None and hint.done:
+                trigger = "order_done"
+            elif hint is not None and 0 < hint.expected_images <= self._sent_count(study_uid):
+                trigger = "expected_images"
+            elif last_received_at <= now - stability_seconds:
+                trigger = "stability"
+            if trigger:
+                ready.append(ReadyStudy(study_uid, trigger, self.study_instances(study_uid)))
+        return ready
+
+    def _sent_count(self, study_uid: str) -> int:
+        with self._index.lock:
+            row = self._index.db.execute(
+                "SELECT COUNT(*) FROM instances WHERE study_instance_uid = ? AND state = 'sent'",
+                (study_uid,),
+            ).fetchone()
+        return int(row[0])
+
+    def _mpps_complete(self, study_uid: str) -> bool:
+        """Whether the study's MPPS says it is whole and every referenced instance is sent."""
+        with self._index.lock:
+            row = self._index.db.execute(
+                """WITH steps AS (
+                       SELECT mpps_uid, state FROM mpps_steps WHERE study_instance_uid = :study
+                       UNION
+                       SELECT m.mpps_uid, m.state FROM mpps_steps m
+                       WHERE m.mpps_uid IN (SELECT r.mpps_uid FROM mpps_instances r
+                                            JOIN instances i
+                                              ON i.sop_instance_uid = r.sop_instance_uid
+                                            WHERE i.study_instance_uid = :study))
+                   SELECT
+                       (SELECT COUNT(*) FROM steps WHERE state = 'COMPLETED'),
+                       (SELECT COUNT(*) FROM steps WHERE state = 'IN PROGRESS'),
+                       (SELECT COUNT(*) FROM mpps_instances r
+                        WHERE r.mpps_uid IN (SELECT mpps_uid FROM steps
+                                             WHERE state = 'COMPLETED')),
+                       (SELECT COUNT(*) FROM mpps_instances r JOIN instances i
+                          ON i.sop_instance_uid = r.sop_instance_uid AND i.state = 'sent'
+                        WHERE r.mpps_uid IN (SELECT mpps_uid FROM steps
+                                             WHERE state = 'COMPLETED'))""",
+                {"study": study_uid},
+            ).fetchone()
+        completed, in_progress, referenced, sent = row
+        return bool(completed and not in_progress and referenced and sent >= referenced)
 
     def study_instances(self, study_uid: str) -> list[str]:
         """The instances of the study the hub holds (acknowledged uploads)."""

@@ -43,7 +43,8 @@ def codes_in_source() -> set[str]:
 
 
 ALL_CODES = codes_in_source() | set(HTTP_CODES.values())
-# Codes that never reach the browser: the gateway's own, and the console's audit verification.
+# Codes that never reach the browser: the gateway's own, and the console's (audit verification,
+# backup and restore).
 GATEWAY_ONLY = {
     "spool_error",
     "forward_failed",
@@ -51,6 +52,12 @@ GATEWAY_ONLY = {
     "object_not_found",
     "error",
     "audit_chain_broken",
+    # imaging-hub admin backup / restore (console only)
+    "backup_failed",
+    "backup_incomplete",
+    "backup_corrupt",
+    "backup_incompatible",
+    "restore_target_not_empty",
 }
 
 

@@ -1,0 +1,450 @@
+"""``imaging-hub admin backup DIR`` / ``restore DIR`` (issue 15), on SQLite and PostgreSQL.
+
+A hub with ingested studies, a signed report and audit rows is backed up by the real command
+(a process of its own) while a thread keeps using the hub (opening studies writes audit rows,
+new studies are ingested); the backup is restored into an empty hub: every study, object,
+report PDF (same SHA-256) and audit row is there and ``admin audit verify`` passes. What must be
+refused is refused with its exit code and changes nothing: a non-empty target, an interrupted
+backup, a tampered file, a hostile listing, a newer format.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from imaging_hub.config import HubSettings
+from imaging_hub.errors import Forbidden
+from imaging_hub.worklist.access.caller import Caller
+from imaging_hub.worklist.admin import backup as domain
+from imaging_hub.worklist.admin.seed import DemoNetwork
+from imaging_hub.worklist.db.models import AuditEvent, Instance, Report, Study, User
+from imaging_hub.worklist.db.session import make_engine, make_session_factory
+from tests.peers.postgres import PostgresServer
+from tests.security.conftest import HubApp, _hub_app
+from tests.security.test_reports_api import ingest_study, signed_report
+
+CLI_TIMEOUT = 120
+
+
+@dataclass
+class Target:
+    """A hub's configuration without a server: its database URL and data directory."""
+
+    database_url: str
+    data_dir: Path
+    extra_env: dict[str, str] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGING_HUB_")}
+        env.update(
+            IMAGING_HUB_DATABASE_URL=self.database_url,
+            IMAGING_HUB_DATA_DIR=str(self.data_dir),
+            **(self.extra_env or {}),
+        )
+        return env
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "imaging_hub", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+
+    def settings(self) -> HubSettings:
+        return HubSettings(data_dir=self.data_dir, database_url=self.database_url)
+
+
+def target_of(hub_app: HubApp) -> Target:
+    return Target(hub_app.database_url, hub_app.data_dir)
+
+
+def objects_of(data_dir: Path) -> dict[str, str]:
+    """key -> SHA-256 of every object of a filesystem store."""
+    root = data_dir / "objects"
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def audit_rows(url: str) -> list[tuple[int, str, str]]:
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            return [
+                (e.id, e.action, e.hash)
+                for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+            ]
+    finally:
+        engine.dispose()
+
+
+def snapshot_of(url: str) -> dict[str, Any]:
+    """Studies, instances (key, sha256) and signed reports (id, key, sha256) of a database."""
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            return {
+                "studies": set(session.scalars(select(Study.study_instance_uid))),
+                "instances": {(i.object_key, i.sha256) for i in session.scalars(select(Instance))},
+                "reports": {
+                    (r.id, r.object_key, r.sha256)
+                    for r in session.scalars(select(Report).where(Report.object_key != ""))
+                },
+                "users": set(session.scalars(select(User.username))),
+            }
+    finally:
+        engine.dispose()
+
+
+class Traffic(threading.Thread):
+    """Keeps the hub busy: opens studies (an audit row each, fresh tokens) and ingests new ones."""
+
+    def __init__(self, hub_app: HubApp, study_uid: str) -> None:
+        super().__init__(name="hub-traffic", daemon=True)
+        self.hub_app = hub_app
+        self.study_uid = study_uid
+        self.stop = threading.Event()
+        self.requests = 0
+        self.ingested: list[str] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                response = self.hub_app.client.get(
+                    f"/api/v1/studies/{self.study_uid}", headers=self.hub_app.headers("admin")
+                )
+                assert response.status_code == 200, response.text
+                self.requests += 1
+                if self.requests % 3 == 0:
+                    self.ingested.append(ingest_study(self.hub_app).uid)
+        except BaseException as exc:
+            self.error = exc
+
+
+def populate(hub_app: HubApp) -> dict[str, Any]:
+    """Two studies of two clinics, one with a signed report; the report's PDF."""
+    first = ingest_study(hub_app)
+    second = ingest_study(hub_app, clinic="clinic-b", patient_name="李^四")
+    report = signed_report(hub_app, first)
+    pdf = hub_app.client.get(
+        f"/api/v1/reports/{report['id']}/pdf", headers=hub_app.headers("admin")
+    )
+    assert pdf.status_code == 200
+    assert hashlib.sha256(pdf.content).hexdigest() == report["sha256"]
+    return {"studies": [first.uid, second.uid], "report": report}
+
+
+def backup_while_serving(hub_app: HubApp, directory: Path, study_uid: str) -> dict[str, Any]:
+    traffic = Traffic(hub_app, study_uid)
+    traffic.start()
+    try:
+        result = target_of(hub_app).cli("admin", "backup", str(directory))
+    finally:
+        traffic.stop.set()
+        traffic.join(timeout=30)
+    assert traffic.error is None, traffic.error
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "backup complete" in result.stdout
+    manifest: dict[str, Any] = json.loads((directory / "manifest.json").read_text())
+    # The hub kept serving: audit rows were written after the snapshot too (the thread ran
+    # before, during and after it).
+    assert traffic.requests >= 3
+    live = audit_rows(hub_app.database_url)
+    assert live[-1][0] > manifest["audit"]["last_id"]
+    actions = [a for _, a, _ in live]
+    assert actions.count("admin.backup") == 2  # started (in the snapshot), completed
+    return manifest
+
+
+def check_restored(
+    hub_app: HubApp, target: Target, manifest: dict[str, Any], before: dict[str, Any]
+) -> None:
+    source = snapshot_of(hub_app.database_url)
+    restored = snapshot_of(target.database_url)
+    # Everything that existed before the backup began is there, and nothing the source lacks.
+    assert set(before["studies"]) <= restored["studies"] <= source["studies"]
+    assert len(restored["studies"]) == manifest["counts"]["studies"]
+    assert restored["instances"] <= source["instances"]
+    assert restored["users"] == source["users"]
+    assert {r[0] for r in restored["reports"]} == {before["report"]["id"]}
+    # Every object its database references is in the restored store, byte for byte.
+    objects = objects_of(target.data_dir)
+    for key, sha256 in restored["instances"]:
+        assert objects[key] == sha256
+    for _, key, sha256 in restored["reports"]:
+        assert objects[key] == sha256 == before["report"]["sha256"]
+    # Every audit row of the snapshot, unchanged, then the restore's own.
+    live = audit_rows(hub_app.database_url)
+    rows = audit_rows(target.database_url)
+    last = manifest["audit"]["last_id"]
+    assert rows[:-1] == [r for r in live if r[0] <= last]
+    assert rows[-1][1] == "admin.restore" and rows[-1][0] == last + 1
+    assert "admin.backup" in [a for _, a, _ in rows[:-1]]  # the "started" record
+    verify = target.cli("admin", "audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"audit trail OK: {last + 1} events" in verify.stdout
+    # The restored hub serves the signed PDF, same bytes, and can sign with the same CA.
+    network = DemoNetwork(passwords=dict(hub_app.passwords))
+    app = _hub_app(target.database_url, target.data_dir, network)
+    restored_app = next(app)
+    try:
+        pdf = restored_app.client.get(
+            f"/api/v1/reports/{before['report']['id']}/pdf",
+            headers=restored_app.headers("staff-a"),
+        )
+        assert pdf.status_code == 200
+        assert hashlib.sha256(pdf.content).hexdigest() == before["report"]["sha256"]
+        study = restored_app.client.get(
+            f"/api/v1/studies/{before['studies'][1]}", headers=restored_app.headers("admin")
+        )
+        assert study.status_code == 200
+        assert study.json()["study"]["patient_name"].startswith("李")
+        ca = restored_app.client.get("/api/v1/pki/ca.pem")
+        assert ca.status_code == 200
+        assert ca.content == (hub_app.data_dir / "pki" / "ca.crt.pem").read_bytes()
+    finally:
+        next(app, None)  # runs the generator's teardown to its end (the engine disposed)
+
+
+def test_backup_of_a_running_sqlite_hub_restores_into_an_empty_one(
+    hub_app: HubApp, tmp_path: Path
+) -> None:
+    before = populate(hub_app)
+    directory = tmp_path / "backup"
+    manifest = backup_while_serving(hub_app, directory, before["studies"][0])
+    assert manifest["database"]["kind"] == "sqlite"
+    assert manifest["format_version"] == 1 and manifest["hub_version"]
+    assert manifest["objects"]["count"] >= 5  # 2 studies + the report's PDF, SR and Encapsulated
+    assert (directory / "SHA256SUMS").is_file()
+    assert not list(directory.glob(".*"))  # no temporary file left
+    check = subprocess.run(
+        ["sha256sum", "--quiet", "-c", "SHA256SUMS"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert os.stat(directory).st_mode & 0o077 == 0  # PHI: the owner's only
+
+    target = Target(f"sqlite:///{tmp_path / 'new-hub' / 'hub.sqlite3'}", tmp_path / "new-hub")
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "restore complete" in result.stdout
+    check_restored(hub_app, target, manifest, before)
+
+
+def test_backup_of_a_running_postgres_hub_restores_into_an_empty_one(
+    pg_hub_app: HubApp, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    before = populate(pg_hub_app)
+    directory = tmp_path / "backup"
+    manifest = backup_while_serving(pg_hub_app, directory, before["studies"][0])
+    assert manifest["database"]["kind"] == "postgresql"
+    assert manifest["database"]["pg_server_major"] == 15
+    name = f"restored_{uuid.uuid4().hex[:12]}"
+    target = Target(postgres_server.create_database(name), tmp_path / "new-hub")
+    try:
+        # A hub that was installed and migrated (`hub serve` ran once) but holds nothing yet.
+        upgraded = target.cli("db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        result = target.cli("admin", "restore", str(directory))
+        assert result.returncode == 0, result.stdout + result.stderr
+        check_restored(pg_hub_app, target, manifest, before)
+    finally:
+        postgres_server.drop_database(name)
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def backed_up(hub_app: HubApp, tmp_path: Path) -> Iterator[tuple[HubApp, Path]]:
+    """A hub with two studies and a signed report, and its backup (made in-process)."""
+    populate(hub_app)
+    directory = tmp_path / "backup"
+    domain.backup(target_of(hub_app).settings(), directory, Caller.console())
+    yield hub_app, directory
+
+
+def state_of(target: Target) -> tuple[list[tuple[int, str, str]], dict[str, str], list[str]]:
+    db = Path(target.database_url.removeprefix("sqlite:///"))
+    rows = audit_rows(target.database_url) if db.is_file() else []
+    pki = sorted(p.name for p in (target.data_dir / "pki").rglob("*"))
+    return rows, objects_of(target.data_dir), pki
+
+
+def test_restore_into_a_non_empty_hub_is_refused_and_changes_nothing(
+    backed_up: tuple[HubApp, Path], tmp_path: Path
+) -> None:
+    hub_app, directory = backed_up
+    live = target_of(hub_app)
+    before = state_of(live)
+    result = live.cli("admin", "restore", str(directory))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "not empty" in result.stdout and "nothing was changed" in result.stdout
+    assert state_of(live) == before
+
+    # Objects alone (an empty database) make a hub non-empty, and so does a CA alone.
+    other = Target(f"sqlite:///{tmp_path / 'other' / 'hub.sqlite3'}", tmp_path / "other")
+    stray = other.data_dir / "objects" / "clinic-a" / "stray.dcm"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"not mine")
+    result = other.cli("admin", "restore", str(directory))
+    assert result.returncode == 3 and "object store holds objects" in result.stdout
+    assert objects_of(other.data_dir) == {
+        "clinic-a/stray.dcm": hashlib.sha256(b"not mine").hexdigest()
+    }
+    assert not (other.data_dir / "hub.sqlite3").exists()
+    stray.unlink()
+    (other.data_dir / "pki").mkdir()
+    (other.data_dir / "pki" / "ca.crt.pem").write_text("another CA")
+    result = other.cli("admin", "restore", str(directory))
+    assert result.returncode == 3 and "hub CA exists" in result.stdout
+    assert (other.data_dir / "pki" / "ca.crt.pem").read_text() == "another CA"
+
+
+def test_an_interrupted_backup_is_never_taken_for_a_complete_one(
+    hub_app: HubApp, tmp_path: Path
+) -> None:
+    populate(hub_app)
+    directory = tmp_path / "backup"
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "objects" and done == total:  # every object copied, the manifest not yet
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        domain.backup(
+            target_of(hub_app).settings(), directory, Caller.console(), progress=interrupt
+        )
+    assert (directory / "database.sqlite3").is_file() and (directory / "objects").is_dir()
+    assert not (directory / "manifest.json").exists()
+    failed = [a for _, a, _ in audit_rows(hub_app.database_url) if a == "admin.backup"]
+    assert len(failed) == 2  # started, failed
+    target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "incomplete" in result.stdout and "make a new backup" in result.stdout
+    assert not target.data_dir.exists()  # nothing was created, let alone restored
+
+    # A backup process killed half-way leaves no manifest either.
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imaging_hub", "admin", "backup", str(killed)],
+        env=target_of(hub_app).env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(2000):
+            if (killed / "database.sqlite3").exists() or process.poll() is not None:
+                break
+            threading.Event().wait(0.005)
+        process.kill()
+    finally:
+        process.wait(timeout=30)
+    if not (killed / "manifest.json").exists():
+        result = target.cli("admin", "restore", str(killed))
+        assert result.returncode == 4 and "incomplete" in result.stdout
+    # A directory that is no backup at all.
+    result = target.cli("admin", "restore", str(tmp_path / "nowhere"))
+    assert result.returncode == 4 and "not a directory" in result.stdout
+
+
+def test_a_tampered_backup_is_detected_and_nothing_is_restored(
+    backed_up: tuple[HubApp, Path], tmp_path: Path
+) -> None:
+    _, directory = backed_up
+    target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
+    pdf = next((directory / "objects").rglob("*.pdf"))
+    original = pdf.read_bytes()
+    pdf.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "differs from its SHA-256" in result.stdout and pdf.name in result.stdout
+    assert not target.data_dir.exists()
+    pdf.write_bytes(original)
+
+    # A missing object.
+    dcm = next((directory / "objects").rglob("*.dcm"))
+    data = dcm.read_bytes()
+    dcm.unlink()
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 4 and "is missing" in result.stdout
+    dcm.write_bytes(data)
+
+    # The listing itself edited (to match a tampered object) no longer matches the manifest.
+    sums = directory / "SHA256SUMS"
+    listing = sums.read_text()
+    sums.write_text(listing.replace(listing[:64], "0" * 64, 1))
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 4 and "SHA256SUMS" in result.stdout
+    sums.write_text(listing)
+    assert not target.data_dir.exists()
+
+    # A newer format than this hub reads.
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "format_version": 99}))
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 4 and "newer" in result.stdout
+    manifest_path.write_text(json.dumps(manifest))
+
+    # Untouched again, it restores.
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_hostile_listing_cannot_write_outside_the_target(
+    backed_up: tuple[HubApp, Path], tmp_path: Path
+) -> None:
+    _, directory = backed_up
+    sums = directory / "SHA256SUMS"
+    evil = sums.read_text() + f"{'a' * 64}  objects/../../../escaped.txt\n"
+    sums.write_text(evil)
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sha256sums"] = hashlib.sha256(evil.encode()).hexdigest()
+    manifest["files"] += 1
+    manifest_path.write_text(json.dumps(manifest))
+    target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 4 and "malformed" in result.stdout
+    assert not (tmp_path / "escaped.txt").exists() and not target.data_dir.exists()
+
+
+def test_a_backup_never_overwrites_and_is_console_only(hub_app: HubApp, tmp_path: Path) -> None:
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "old-backup.txt").write_text("keep me")
+    result = target_of(hub_app).cli("admin", "backup", str(occupied))
+    assert result.returncode == 1 and "not empty" in result.stdout
+    assert [p.name for p in occupied.iterdir()] == ["old-backup.txt"]
+
+    with hub_app.sessions() as session:
+        admin = session.scalars(select(User).where(User.username == "admin")).one()
+        session.expunge(admin)
+    caller = Caller(principal=admin, source_ip="127.0.0.1")
+    with pytest.raises(Forbidden):
+        domain.backup(target_of(hub_app).settings(), tmp_path / "by-http", caller)
+    with pytest.raises(Forbidden):
+        domain.restore(target_of(hub_app).settings(), tmp_path / "by-http", caller)
+    assert not (tmp_path / "by-http").exists()

@@ -100,6 +100,7 @@ def gateway_status(
         studies = spool.study_progress()
     finally:
         spool.close()
+    status.update(_report_counts(settings))
     if as_json:
         print(json.dumps({"clinic": settings.clinic, **status, "studies": studies}))
         return
@@ -114,6 +115,14 @@ def gateway_status(
         f"last success: {_when(status['last_success_at'])}   "
         f"last error: {status['last_error'] or '-'}"
     )
+    if "reports_held" in status:
+        console.print(
+            f"reports held: {status['reports_held']}   "
+            f"not yet confirmed to the hub: {status['reports_unconfirmed']}   "
+            f"waiting for the DICOM node: {status['reports_waiting_for_node']}   "
+            f"acknowledgements waiting for the hub: {status['acknowledgements_waiting']}   "
+            f"critical results not acknowledged: {status['reports_critical_open']}"
+        )
     table = Table("study", "state", "sent/total", "pending bytes", "failed", "last error")
     for row in studies:
         table.add_row(
@@ -137,6 +146,19 @@ def gateway_status(
             )
         console.print(parked)
         console.print("retry now with: imaging-hub gateway retry STUDY_UID | --all")
+
+
+def _report_counts(settings: GatewaySettings) -> dict[str, int]:
+    """What the report side holds (``reports.sqlite``), if the gateway ever pulled reports."""
+    from imaging_hub.dicom_gateway.reports import REPORTS_DB, ReportStore
+
+    if not (settings.spool_dir / REPORTS_DB).is_file():
+        return {}
+    store = ReportStore(settings.spool_dir, clean_tmp=False)  # the running gateway's tmp/
+    try:
+        return store.counts()
+    finally:
+        store.close()
 
 
 @gateway_app.command("retry")

@@ -199,10 +199,16 @@ class HubClient:
         body: dict[str, Any] = response.json() if response.content else {}
         return body
 
-    def staff(self) -> list[dict[str, Any]]:
-        """The clinic's active staff: user name, display name, argon2id password hash."""
-        body = self._request("GET", "/api/v1/gateway/staff").json()
+    def staff(self, etag: str = "") -> tuple[list[dict[str, Any]] | None, str]:
+        """The clinic's active staff (user name, display name, argon2id password hash) and the
+        list's ETag; ``None`` when it is unchanged since *etag* (304)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._request("GET", "/api/v1/gateway/staff", headers=headers)
+        new_etag = response.headers.get("ETag", "")[:200]
+        if response.status_code == 304:
+            return None, new_etag or etag
+        body = response.json()
         staff = body.get("staff") if isinstance(body, dict) else None
         if not isinstance(staff, list):
             raise ForwardError("The hub's staff list is malformed.", retryable=True)
-        return [item for item in staff if isinstance(item, dict)]
+        return [item for item in staff if isinstance(item, dict)], new_etag

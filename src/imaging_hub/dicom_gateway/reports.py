@@ -160,7 +160,9 @@ class HeldReport:
     @property
     def acknowledged_at(self) -> str | None:
         """When the critical result was acknowledged (at the hub, or here on the LAN page)."""
-        return self.hub_acknowledged_at or self.ack_at
+        if self.hub_acknowledged_at:
+            return self.hub_acknowledged_at
+        return self.ack_at if self.ack_state != "refused" else None
 
     @property
     def awaiting_acknowledgement(self) -> bool:
@@ -361,7 +363,8 @@ class ReportStore:
         rows = self._rows(
             f"SELECT {_HELD_COLUMNS} FROM reports r LEFT JOIN acknowledgements a "
             f"ON a.report_id = r.id {where} ORDER BY "
-            "(r.critical = 1 AND r.hub_acknowledged_at IS NULL AND a.report_id IS NULL) DESC, "
+            "(r.critical = 1 AND r.hub_acknowledged_at IS NULL "
+            "AND (a.report_id IS NULL OR a.state = 'refused')) DESC, "
             "r.signed_at DESC, r.id DESC LIMIT ?",
             *args,
             limit,
@@ -391,10 +394,14 @@ class ReportStore:
             ).fetchone()
             if row is None or not row["critical"] or row["hub_acknowledged_at"]:
                 return False
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO acknowledgements "
+            cursor = db.execute(  # a new one replaces only one the hub refused
+                "INSERT INTO acknowledgements "
                 "(report_id, username, display_name, method, read_back, acknowledged_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (report_id) DO UPDATE SET "
+                "username = excluded.username, display_name = excluded.display_name, "
+                "method = excluded.method, read_back = excluded.read_back, "
+                "acknowledged_at = excluded.acknowledged_at, state = 'pending', attempts = 0, "
+                "last_error = '' WHERE acknowledgements.state = 'refused'",
                 (report_id, username, display_name, method, read_back.strip()[:4000], at),
             )
             return cursor.rowcount == 1
@@ -406,13 +413,22 @@ class ReportStore:
         )
         return [PendingAck(**dict(row)) for row in rows]
 
-    def mark_acknowledgement(self, report_id: int, state: str, error: str = "") -> None:
+    def mark_acknowledgement(
+        self, report_id: int, state: str, error: str = "", *, hub_acknowledged_at: str = ""
+    ) -> None:
+        """The hub's answer: ``sent`` (with the acknowledgement the hub keeps, maybe an earlier
+        one made in the portal) or ``refused`` (with its code)."""
         with self._tx() as db:
             db.execute(
                 "UPDATE acknowledgements SET state = ?, attempts = attempts + 1, last_error = ? "
                 "WHERE report_id = ?",
                 (state, error[:500], report_id),
             )
+            if hub_acknowledged_at:
+                db.execute(
+                    "UPDATE reports SET hub_acknowledged_at = ? WHERE id = ?",
+                    (hub_acknowledged_at[:64], report_id),
+                )
 
     # --- delivery to the clinic DICOM node ---
 
@@ -444,7 +460,11 @@ class ReportStore:
 
     # --- staff verifiers ---
 
-    def replace_staff(self, staff: Sequence[Mapping[str, Any]]) -> int:
+    def meta(self, key: str) -> str:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", key)
+        return str(rows[0]["value"]) if rows else ""
+
+    def replace_staff(self, staff: Sequence[Mapping[str, Any]], *, etag: str = "") -> int:
         """Replace the verifiers with the hub's list (one transaction); how many are kept."""
         rows: dict[str, tuple[str, str, str]] = {}
         for item in staff:
@@ -458,9 +478,9 @@ class ReportStore:
                 "INSERT INTO staff (username, display_name, password_hash) VALUES (?, ?, ?)",
                 list(rows.values()),
             )
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('staff_synced_at', ?)",
-                (str(time.time()),),
+            db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [("staff_synced_at", str(time.time())), ("staff_etag", etag)],
             )
         return len(rows)
 
@@ -480,7 +500,8 @@ class ReportStore:
                 "coalesce(sum(delivered_at IS NULL), 0) AS unconfirmed, "
                 "coalesce(sum(node_state = 'pending'), 0) AS node_waiting, "
                 "coalesce(sum(critical = 1 AND hub_acknowledged_at IS NULL AND id NOT IN "
-                "(SELECT report_id FROM acknowledgements)), 0) AS critical_open FROM reports"
+                "(SELECT report_id FROM acknowledgements WHERE state != 'refused')), 0) "
+                "AS critical_open FROM reports"
             ).fetchone()
             acks = self._db.execute(
                 "SELECT count(*) FROM acknowledgements WHERE state = 'pending'"
@@ -502,7 +523,8 @@ class ReportStore:
             "SELECT r.id FROM reports r LEFT JOIN acknowledgements a ON a.report_id = r.id "
             "WHERE r.stored_at < ? AND r.delivered_at IS NOT NULL AND r.node_state != 'pending' "
             "AND (a.report_id IS NULL OR a.state != 'pending') "
-            "AND NOT (r.critical = 1 AND r.hub_acknowledged_at IS NULL AND a.report_id IS NULL)",
+            "AND NOT (r.critical = 1 AND r.hub_acknowledged_at IS NULL "
+            "AND (a.report_id IS NULL OR a.state = 'refused'))",
             cutoff,
         )
         for row in rows:
@@ -733,7 +755,7 @@ class ReportPuller:
                 "acknowledged_at": ack.acknowledged_at,
             }
             try:
-                self.client.acknowledge_report(ack.report_id, body)
+                answer = self.client.acknowledge_report(ack.report_id, body)
             except ForwardError as exc:
                 if exc.retryable:
                     raise
@@ -742,14 +764,20 @@ class ReportPuller:
                     "acknowledgement of report %d refused by the hub: %s", ack.report_id, exc
                 )
                 continue
-            self.store.mark_acknowledgement(ack.report_id, "sent")
+            self.store.mark_acknowledgement(
+                ack.report_id, "sent", hub_acknowledged_at=str(answer.get("acknowledged_at") or "")
+            )
             log.info("acknowledgement of report %d passed to the hub", ack.report_id)
             pushed += 1
         return pushed
 
-    def sync_staff(self) -> int:
-        kept = self.store.replace_staff(self.client.staff())
+    def sync_staff(self) -> int | None:
+        """Replace the staff verifiers with the hub's list; None if it is unchanged (ETag)."""
+        staff, etag = self.client.staff(self.store.meta("staff_etag"))
         self._staff_synced_at = time.monotonic()
+        if staff is None:
+            return None
+        kept = self.store.replace_staff(staff, etag=etag)
         log.debug("staff verifiers synced: %d", kept)
         return kept
 

@@ -45,7 +45,7 @@ def report_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubPr
                     "patient_name": "李^雷",
                     "modality": "CT",
                     "scheduled_at": datetime.now(UTC).isoformat(),
-                    "requested_procedure_description": QUESTION,
+                    "reason_for_procedure": QUESTION,
                 },
             )
             assert placed.status_code == 201, placed.text

@@ -483,15 +483,13 @@ def clinic_of(user: User) -> Institution:
 # --- Which order a study belongs to -------------------------------------------------------------
 
 
-def study_order_id() -> ScalarSelect[int]:
-    """A scalar subquery correlated to :class:`Study`: the id of the study's order in its clinic,
-    by StudyInstanceUID (the Modality Worklist's pre-assigned one), else by accession number.
-
-    Two index look-ups (the UID is unique; accession numbers are unique per clinic), so it may
-    be evaluated for every row of a page.
-    """
+def _of_study(column: Any) -> ScalarSelect[Any]:
+    """*column* of the study's order (a scalar subquery correlated to :class:`Study`): the order
+    of the study's clinic with its StudyInstanceUID (the Modality Worklist's pre-assigned one),
+    else with its accession number. Two index look-ups (the UID is unique; accession numbers are
+    unique per clinic), so it may be evaluated for every row of a page."""
     by_uid = (
-        select(Order.id)
+        select(column)
         .where(
             Order.study_instance_uid == Study.study_instance_uid,
             Order.clinic_id == Study.clinic_id,
@@ -500,7 +498,7 @@ def study_order_id() -> ScalarSelect[int]:
         .scalar_subquery()
     )
     by_accession = (
-        select(Order.id)
+        select(column)
         .where(
             Order.clinic_id == Study.clinic_id,
             Order.accession_number == Study.accession_number,
@@ -509,7 +507,18 @@ def study_order_id() -> ScalarSelect[int]:
         .correlate(Study)
         .scalar_subquery()
     )
-    return select(func.coalesce(by_uid, by_accession)).scalar_subquery()
+    return select(func.coalesce(by_uid, by_accession)).correlate(Study).scalar_subquery()
+
+
+def study_order_id() -> ScalarSelect[Any]:
+    """The id of the study's order (None without one), correlated to :class:`Study`."""
+    return _of_study(Order.id)
+
+
+def order_question() -> ScalarSelect[Any]:
+    """The study's order's clinical question (None without an order), correlated to
+    :class:`Study`: for listings such as the reading worklist."""
+    return _of_study(Order.reason_for_procedure)
 
 
 def matching_order(

@@ -28,6 +28,7 @@ from imaging_hub.worklist.db.models import (
     StudyStatus,
     User,
 )
+from imaging_hub.worklist.orders.orders import order_question
 from imaging_hub.worklist.reading.assignment import (
     OPEN_STATUSES,
     claim_next_item,
@@ -84,6 +85,8 @@ class WorklistItem:
     assigned_to: str | None
     lease_expires_at: datetime | None = None
     overdue: bool = False
+    #: The clinic's question (the order's Reason for the Requested Procedure; "" without one).
+    clinical_question: str = ""
 
 
 def _escalated_to(institution_id: int) -> Any:
@@ -166,7 +169,11 @@ def list_worklist(
     now = now or datetime.now(UTC)
     holder = aliased(User)
     stmt: AnySelect = (
-        select(*worklist_columns(), holder.username.label("assigned_to"))
+        select(
+            *worklist_columns(),
+            holder.username.label("assigned_to"),
+            order_question().label("clinical_question"),
+        )
         .join(Patient, Study.patient_pk == Patient.id)
         .join(Institution, Study.clinic_id == Institution.id)
         .outerjoin(holder, Study.assigned_to_id == holder.id)
@@ -180,7 +187,7 @@ def list_worklist(
 _ROW_FIELDS = tuple(
     name
     for name in WorklistItem.__dataclass_fields__
-    if name not in ("status", "assigned_to", "lease_expires_at", "overdue")
+    if name not in ("status", "assigned_to", "lease_expires_at", "overdue", "clinical_question")
 )
 
 
@@ -198,6 +205,7 @@ def row_item(row: Mapping[Any, Any], now: datetime, *, holder: str | None = None
         assigned_to=None if expired else (holder if holder is not None else row["assigned_to"]),
         lease_expires_at=lease if held else None,
         overdue=status in OPEN_STATUSES and due_at is not None and due_at < now,
+        clinical_question=row.get("clinical_question") or "",
     )
 
 

@@ -345,13 +345,11 @@ def matching_order(session: Session, study: Study) -> Order | None:
 
 
 def clinical_question(session: Session, study: Study) -> str:
-    """What the clinic asked: the matching order's requested procedure; empty without an order
-    (a study description is the modality's label for the exam, not a clinician's question, so it
-    is never shown as one)."""
+    """What the clinic asked: the matching order's Reason for the Requested Procedure; empty
+    without an order (neither the requested procedure nor the study description is a
+    clinician's question, so neither is shown as one)."""
     order = matching_order(session, study)
-    if order is not None and order.requested_procedure_description:
-        return order.requested_procedure_description
-    return ""
+    return order.reason_for_procedure if order is not None else ""
 
 
 def _holds_claim(study: Study, user: User, now: datetime) -> bool:

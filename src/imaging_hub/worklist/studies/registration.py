@@ -412,12 +412,14 @@ def _refresh_study_counts(session: Session, study: Study) -> None:
 
 def _matching_order(session: Session, study: Study) -> Order | None:
     """The clinic's order for this study: by the pre-assigned StudyInstanceUID (Modality
-    Worklist) or by accession number."""
-    match = Order.study_instance_uid == study.study_instance_uid
-    if study.accession_number:
-        match = match | (Order.accession_number == study.accession_number)
-    return session.scalar(
-        select(Order).where(Order.clinic_id == study.clinic_id, match).order_by(Order.id).limit(1)
+    Worklist), else by accession number (the one rule of ``orders.matching_order``)."""
+    from imaging_hub.worklist.orders.orders import matching_order
+
+    return matching_order(
+        session,
+        clinic_id=study.clinic_id,
+        study_instance_uid=study.study_instance_uid,
+        accession_number=study.accession_number,
     )
 
 

@@ -70,6 +70,7 @@ addStrings({
     "clinic.cancelText": "{patient} 的 {exam}（检查号 {accession}）将被取消，设备的工作列表中不再显示。",
     "clinic.cancelReason": "取消原因",
     "clinic.cancelNeedReason": "请填写取消原因。",
+    "clinic.cancelReasonInvalid": "取消原因过长或含有不允许的字符。",
     "clinic.cancelConfirm": "取消此申请",
     "clinic.cancelOk": "检查申请已取消：{accession}",
     "clinic.back": "返回",
@@ -132,6 +133,7 @@ addStrings({
     "clinic.cancelText": "{exam} of {patient} (accession {accession}) is cancelled and leaves the machines' worklist.",
     "clinic.cancelReason": "Reason",
     "clinic.cancelNeedReason": "Enter the reason.",
+    "clinic.cancelReasonInvalid": "The reason is too long or holds characters that cannot be kept.",
     "clinic.cancelConfirm": "Cancel this order",
     "clinic.cancelOk": "Order cancelled: {accession}",
     "clinic.back": "Back",
@@ -159,6 +161,9 @@ const METHODS = ["phone", "portal", "in_person", "message"];
 
 // Whether the order form is open: kept over re-renders (language switch) of the page.
 let formOpen = false;
+// Orders marked "exam done" from this page, for rows that do not say so themselves (`done_at`):
+// an order whose images have not reached the hub stays `scanning` after "exam done".
+const doneHere = new Set();
 
 /** Query parameters of GET /api/v1/clinic/studies for a search term and page offset. */
 export function clinicQuery(search, offset) {
@@ -193,7 +198,7 @@ function actionDialog({ id, title, text, body = [], confirmLabel, danger = false
   const confirm = h("button", { type: "submit", class: danger ? "danger" : "primary", id: `${id}-confirm`, "data-testid": `${id}-confirm` }, confirmLabel);
   const form = h(
     "form",
-    { method: "dialog", class: "report-sign-form" },
+    { method: "dialog", class: "report-sign-form", novalidate: true },
     h("h2", {}, title),
     text ? h("p", { class: "dialog-text" }, text) : null,
     body,
@@ -375,6 +380,7 @@ registerRoute({
         confirmLabel: t("clinic.doneConfirm"),
         action: async () => {
           await apiPost(`/api/v1/orders/${encodeURIComponent(item.order_id)}/done`, {}, { signal });
+          doneHere.add(item.order_id);
           note(t("clinic.doneOk", d));
           load();
           return null;
@@ -395,7 +401,15 @@ registerRoute({
         body: h("div", { class: "field" }, h("label", { for: "order-cancel-reason" }, t("clinic.cancelReason")), reason),
         action: async () => {
           if (!reason.value.trim()) return t("clinic.cancelNeedReason");
-          await apiPost(`/api/v1/orders/${encodeURIComponent(item.order_id)}/cancel`, { reason: reason.value.trim() }, { signal });
+          try {
+            await apiPost(`/api/v1/orders/${encodeURIComponent(item.order_id)}/cancel`, { reason: reason.value.trim() }, { signal });
+          } catch (err) {
+            // 422 order_invalid: the reason is too long or holds characters that cannot be kept.
+            if (err.status === 422 && err.errors.length) {
+              return getLanguage() === "en" ? err.errors.map((e) => e.message).join(" ") : t("clinic.cancelReasonInvalid");
+            }
+            throw err;
+          }
           note(t("clinic.cancelOk", d));
           load();
           return null;
@@ -442,7 +456,8 @@ registerRoute({
           actions.push(h("span", { class: "muted clinic-acked" }, t("clinic.acknowledged", { time: formatDateTime(item.acknowledged_at) })));
         }
       }
-      if (item.order_id && (stage === "ordered" || stage === "scanning")) {
+      const done = Boolean(item.done_at) || doneHere.has(item.order_id);
+      if (item.order_id && (stage === "ordered" || stage === "scanning") && !done) {
         actions.push(h("button", { type: "button", class: "small", "data-testid": "order-done", on: { click: () => examDone(item) } }, t("clinic.done")));
       }
       if (item.order_id && stage === "ordered") {
@@ -459,7 +474,8 @@ registerRoute({
         h("span", { class: "exam-name" }, d.exam),
         modality ? h("span", { class: "cell-sub muted" }, modality) : null,
         item.reason_for_procedure ? h("span", { class: "cell-sub clinic-question" }, t("clinic.question", { text: item.reason_for_procedure })) : null,
-        hasImages ? h("span", { class: "cell-sub muted" }, t("clinic.images", { n: item.num_instances })) : null,
+        // Signing adds the report's PDF and SR objects to the study: the count is shown until then.
+        hasImages && !item.report_id ? h("span", { class: "cell-sub muted" }, t("clinic.images", { n: item.num_instances })) : null,
       ];
       const stageCell = [
         h("span", { class: ["chip", "stage", `stage-${stage}`], "data-testid": "clinic-stage" }, stageLabel(stage)),

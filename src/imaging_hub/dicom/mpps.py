@@ -12,6 +12,7 @@ Failure with Error ID 0xA710 (F.7.2.2.4; pynetdicom's PROCEDURE_STEP_STATUS). No
 about storage: :mod:`imaging_hub.dicom_gateway.mpps` keeps the steps.
 """
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -230,6 +231,12 @@ def _optional_text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
 
 def parse_create(ds: Dataset) -> StepAttributes:
     """The attributes of an N-CREATE's Attribute List; MppsRefused when it breaks F.7.2.1."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an odd value is refused below, not warned about
+        return _parse_create(ds)
+
+
+def _parse_create(ds: Dataset) -> StepAttributes:
     steps = _items(ds, "ScheduledStepAttributesSequence")
     if not _present(ds, "ScheduledStepAttributesSequence"):
         raise MppsRefused(MISSING_ATTRIBUTE, "ScheduledStepAttributesSequence is missing")
@@ -267,6 +274,12 @@ def parse_create(ds: Dataset) -> StepAttributes:
 def parse_set(ds: Dataset) -> StepAttributes:
     """The changes of an N-SET's Modification List (None: not changed); MppsRefused when a
     value is invalid. Whether the change is allowed is :func:`check_transition`'s business."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _parse_set(ds)
+
+
+def _parse_set(ds: Dataset) -> StepAttributes:
     status = None
     if _present(ds, "PerformedProcedureStepStatus"):
         status = _status(_required(ds, "PerformedProcedureStepStatus"))

@@ -92,6 +92,13 @@ class _Step:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+def _clean(text: str, limit: int, drop: str = "") -> str:
+    """*text* without control characters (and *drop*), at most *limit* characters: what the
+    hub accepts of a modality's free text."""
+    kept = "".join(ch for ch in text if ord(ch) >= 32 and ord(ch) != 127 and ch not in drop)
+    return kept.strip()[:limit]
+
+
 def _refused(exc: MppsRefused, uid: str = "") -> MppsOutcome:
     return MppsOutcome(exc.status, uid, comment=exc.comment, error_id=exc.error_id)
 
@@ -232,11 +239,11 @@ class MppsSteps:
         ).fetchone()[0]
         body = {
             "status": state,
-            "accession_number": accession,
+            "accession_number": _clean(accession, 16, "\\"),
             "study_instance_uid": study,
-            "reason": reason,
-            "performed_at": performed_at or None,
-            "ended_at": ended_at or None,
+            "reason": _clean(reason, 200),
+            "performed_at": performed_at,
+            "ended_at": ended_at,
             "images": int(images),
         }
         db.execute(

@@ -11,6 +11,8 @@ backup, a tampered file, a hostile listing, a newer format.
 import hashlib
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import select
 
 from imaging_hub.config import HubSettings
@@ -28,9 +31,11 @@ from imaging_hub.errors import Forbidden
 from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.admin import backup as domain
 from imaging_hub.worklist.admin.seed import DemoNetwork
+from imaging_hub.worklist.db.migrate import alembic_config, upgrade
 from imaging_hub.worklist.db.models import AuditEvent, Instance, Report, Study, User
 from imaging_hub.worklist.db.session import make_engine, make_session_factory
 from tests.peers.postgres import PostgresServer
+from tests.peers.s3 import S3Server, remove_bucket
 from tests.security.conftest import HubApp, _hub_app
 from tests.security.test_reports_api import ingest_study, signed_report
 
@@ -448,3 +453,97 @@ def test_a_backup_never_overwrites_and_is_console_only(hub_app: HubApp, tmp_path
     with pytest.raises(Forbidden):
         domain.restore(target_of(hub_app).settings(), tmp_path / "by-http", caller)
     assert not (tmp_path / "by-http").exists()
+
+
+# --- the S3 store, and a backup older than the hub ---------------------------------------------
+
+
+def test_a_backup_restores_into_an_s3_hub_and_an_s3_hub_backs_up(
+    backed_up: tuple[HubApp, Path], s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Filesystem backup -> S3 hub -> its backup -> filesystem hub: the same objects all along."""
+    hub_app, directory = backed_up
+    expected = objects_of(hub_app.data_dir)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    bucket = f"restore-{uuid.uuid4().hex[:20]}"
+    s3_env = {
+        "IMAGING_HUB_OBJECT_STORE": "s3",
+        "IMAGING_HUB_S3_ENDPOINT": s3_server.endpoint,
+        "IMAGING_HUB_S3_ACCESS_KEY": s3_server.access_key,
+        "IMAGING_HUB_S3_SECRET_KEY": s3_server.secret_key,
+        "IMAGING_HUB_S3_BUCKET": bucket,
+    }
+    on_s3 = Target(f"sqlite:///{tmp_path / 's3-hub' / 'hub.sqlite3'}", tmp_path / "s3-hub", s3_env)
+    try:
+        result = on_s3.cli("admin", "restore", str(directory))
+        assert result.returncode == 0, result.stdout + result.stderr
+        store = s3_server.store(bucket, create_bucket=False)
+        try:
+            referenced = {k for k, _ in snapshot_of(on_s3.database_url)["instances"]}
+            stored = set(store.list(""))
+            assert referenced <= stored and len(stored) == manifest["objects"]["count"]
+            for key in stored:
+                assert hashlib.sha256(store.get(key)).hexdigest() == expected[key]
+        finally:
+            store.close()
+        # Non-empty now: a second restore into the same bucket is refused.
+        again = on_s3.cli("admin", "restore", str(directory))
+        assert again.returncode == 3 and "object store holds objects" in again.stdout
+
+        second = tmp_path / "backup-of-s3"
+        result = on_s3.cli("admin", "backup", str(second))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert json.loads((second / "manifest.json").read_text())["object_store"]["kind"] == "s3"
+        back = Target(f"sqlite:///{tmp_path / 'fs-hub' / 'hub.sqlite3'}", tmp_path / "fs-hub")
+        result = back.cli("admin", "restore", str(second))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (
+            objects_of(back.data_dir).items()
+            >= {k: v for k, v in expected.items() if k in stored}.items()
+        )
+        verify = back.cli("admin", "audit", "verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        remove_bucket(s3_server, bucket)
+
+
+def test_a_backup_of_an_older_schema_is_upgraded_on_restore(tmp_path: Path) -> None:
+    older = "0007_report_key_image"
+    source = Target(f"sqlite:///{tmp_path / 'old' / 'hub.sqlite3'}", tmp_path / "old")
+    source.data_dir.mkdir()
+    engine = make_engine(source.database_url)
+    try:
+        upgrade(engine, older)
+    finally:
+        engine.dispose()
+    directory = tmp_path / "backup"
+    result = source.cli("admin", "backup", str(directory))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((directory / "manifest.json").read_text())["alembic_revision"] == older
+
+    target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 0, result.stdout + result.stderr
+    head = ScriptDirectory.from_config(alembic_config(target.database_url)).get_current_head()
+    assert f"{older} -> {head}" in result.stdout
+    verify = target.cli("admin", "audit", "verify")
+    assert verify.returncode == 0 and "audit trail OK: 2 events" in verify.stdout
+
+    # A backup at a revision this hub does not know (made by a newer hub) is refused.
+    copy = tmp_path / "from-the-future"
+    shutil.copytree(directory, copy)
+    database = copy / "database.sqlite3"
+    with sqlite3.connect(database) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0999_future'")
+    conn.close()
+    sums = (copy / "SHA256SUMS").read_text().splitlines()
+    sums[0] = f"{hashlib.sha256(database.read_bytes()).hexdigest()}  database.sqlite3"
+    (copy / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["alembic_revision"] = "0999_future"
+    manifest["sha256sums"] = hashlib.sha256((copy / "SHA256SUMS").read_bytes()).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    other = Target(f"sqlite:///{tmp_path / 'other' / 'hub.sqlite3'}", tmp_path / "other")
+    result = other.cli("admin", "restore", str(copy))
+    assert result.returncode == 4 and "does not know" in result.stdout
+    assert not other.data_dir.exists()

@@ -299,6 +299,23 @@ class GatewaySettings(_TomlSettings):
         default=0,
         description="Port of the Prometheus metrics endpoint on the gateway host; 0 disables it.",
     )
+    order_sync_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Interval of the order sync from the hub (the Modality Worklist's cache, "
+        "orders.sqlite in the spool directory); 0 turns the sync off (C-FIND answers from "
+        "whatever the cache holds).",
+    )
+    mwl_character_sets: dict[str, Literal["ISO_IR 192", "GB18030"]] = Field(
+        default_factory=dict,
+        description="Character set of the Modality Worklist answers per calling AE title "
+        '(e.g. {"CT_ROOM1": "GB18030"}); other modalities get mwl_default_character_set.',
+    )
+    mwl_default_character_set: Literal["ISO_IR 192", "GB18030"] = Field(
+        default="ISO_IR 192",
+        description="Character set of the Modality Worklist answers to a calling AE title not "
+        "in mwl_character_sets: ISO_IR 192 (UTF-8) or GB18030.",
+    )
     # --- reports back at the clinic (dicom_gateway/reports.py, lan_page.py) ---
     pull_reports: bool = Field(
         default=True,

@@ -150,3 +150,60 @@ def storescp(directory: Path, *, ae_title: str = "STORESCP") -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def findscu(
+    port: int,
+    query: Path,
+    *,
+    called_ae: str,
+    calling_ae: str = "FINDSCU",
+    out: Path,
+    timeout: float = 30,
+) -> Run:
+    """A Modality Worklist C-FIND (``findscu -W``) with the query file *query* (a data set
+    written with pydicom); each answer is written to *out* as ``rsp0001.dcm``, ..."""
+    out.mkdir(parents=True, exist_ok=True)
+    return _run(
+        [
+            _tool("findscu"),
+            "-W",
+            "-aec",
+            called_ae,
+            "-aet",
+            calling_ae,
+            "-X",
+            "-od",
+            str(out),
+            "-to",
+            str(int(timeout)),
+            "127.0.0.1",
+            str(port),
+            str(query),
+        ],
+        timeout,
+    )
+
+
+@contextlib.contextmanager
+def wlmscpfs(directory: Path) -> Iterator[int]:
+    """dcmtk's worklist SCP answering from ``directory/<called AE>/*.wl`` (each AE folder holds
+    a ``lockfile``), in the character set of each file (``--keep-char-set``)."""
+    port = free_port()
+    env = dict(os.environ, TCP_NODELAY="1")
+    proc = subprocess.Popen(
+        [_tool("wlmscpfs"), "-dfp", str(directory), "-dfr", "-csk", "-s", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=15)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -329,6 +329,16 @@ def raw_query(*elements: tuple[int, str, bytes], charset: bytes | None = b"ISO_I
     ("identifier", "status"),
     [
         pytest.param(b"not a dataset", 0xA900, id="not-a-dataset"),
+        pytest.param(
+            decode(io.BytesIO(b"\x10\x00\x10\x00\xff\xff\xff\x7fshort"), True, True),
+            0xA900,
+            id="element-longer-than-the-identifier",
+        ),
+        pytest.param(
+            decode(io.BytesIO(b"garbage bytes that are not dicom!"), True, True),
+            0xA900,
+            id="garbage-bytes",
+        ),
         pytest.param(raw_query((0x00100010, "PN", b"\xff\xfe*")), 0xA900, id="undecodable-utf8"),
         pytest.param(
             raw_query((0x00100010, "PN", b"\xe5*"), charset=None), 0xA900, id="undecodable-guess"

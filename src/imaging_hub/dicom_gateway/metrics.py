@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from imaging_hub import __version__
 from imaging_hub.dicom_gateway.forwarder import Forwarder
+from imaging_hub.dicom_gateway.mwl import cache_status
 from imaging_hub.dicom_gateway.spool import Spool
 
 #: Parked studies listed in the status and the heartbeat at most (the count is complete).
@@ -50,6 +51,8 @@ def gateway_status(spool: Spool, forwarder: Forwarder | None) -> dict[str, Any]:
             round(forwarder.throughput.bytes_per_second(), 1) if forwarder is not None else 0.0
         ),
         "reported_at": time.time(),
+        # The Modality Worklist's order cache: orders_cached, orders_synced_at, orders_sync_error.
+        **cache_status(spool.root),
     }
 
 
@@ -90,6 +93,15 @@ class GatewayCollector(Collector):
                 "uplink_bytes_per_second",
                 "Measured upload throughput over the last minute.",
                 self.forwarder.throughput.bytes_per_second() if self.forwarder else 0.0,
+            ),
+        ]
+        orders = cache_status(self.spool.root)
+        gauges += [
+            ("orders_cached", "Orders in the Modality Worklist cache.", orders["orders_cached"]),
+            (
+                "orders_synced_timestamp_seconds",
+                "When the order cache was last confirmed by the hub (0: never).",
+                orders["orders_synced_at"] or 0.0,
             ),
         ]
         for name, doc, level in gauges:

@@ -432,6 +432,7 @@ class OrderSync:
 SPS_SEQUENCE = "ScheduledProcedureStepSequence"
 _SPS_TAG = int(tag_for_keyword(SPS_SEQUENCE) or 0)
 _CHARSET_TAG = 0x00080005
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM_TAGS = (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")  # (FFFE,E000) little, big endian
 
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "UR"})
@@ -556,6 +557,12 @@ def _element(ds: Dataset, tag: int) -> tuple[str, Any]:
     except Exception:
         raise MalformedQuery("the identifier cannot be parsed") from None
     if isinstance(elem, RawDataElement):
+        if (
+            isinstance(elem.value, bytes)
+            and elem.length != _UNDEFINED_LENGTH
+            and len(elem.value) != elem.length
+        ):
+            raise MalformedQuery("the identifier ends inside an element (not a data set)")
         return (str(elem.VR) if elem.VR else ""), elem.value
     if isinstance(elem, DataElement):
         return str(elem.VR), elem.value
@@ -587,6 +594,7 @@ def _keys(ds: Dataset, encodings: list[str] | None, *, top: bool) -> tuple[list[
     sequences: list[int] = []
     for tag in _tags(ds):
         group, element = tag >> 16, tag & 0xFFFF
+        wire, value = _element(ds, tag)  # every element: a truncated one is refused
         if element == 0 or group % 2 == 1 or tag == _CHARSET_TAG:
             continue  # group lengths, private elements, the character set: not keys
         if group in (0x0000, 0x0002, 0xFFFE):
@@ -595,7 +603,6 @@ def _keys(ds: Dataset, encodings: list[str] | None, *, top: bool) -> tuple[list[
             expected = dictionary_VR(tag)
         except KeyError:
             continue  # an attribute pydicom does not know: neither matched nor returned
-        wire, value = _element(ds, tag)
         keyword = keyword_for_tag(tag) or f"({group:04X},{element:04X})"
         if expected == "SQ":
             if wire not in ("", "SQ", "UN"):

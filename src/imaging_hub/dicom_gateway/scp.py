@@ -33,7 +33,10 @@ from pynetdicom import (
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import sop_class as pynetdicom_sop_class
 from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityWorklistInformationFind,
+    Verification,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 
 from imaging_hub.dicom.checks import check_received_dataset
@@ -48,18 +51,80 @@ from imaging_hub.dicom.mpps import MPPS_SOP_CLASS
 from imaging_hub.dicom.mpps import PROCESSING_FAILURE as MPPS_PROCESSING_FAILURE
 from imaging_hub.dicom.part10 import part10_header
 from imaging_hub.dicom.vocabulary import RETIRED_STORAGE_SOP_CLASSES
-from imaging_hub.dicom_gateway import lean
+from imaging_hub.dicom_gateway import lean, mwl
 from imaging_hub.dicom_gateway.mpps import MppsOutcome, MppsSteps
 from imaging_hub.dicom_gateway.spool import Spool
 from imaging_hub.errors import InvalidDicomError, SpoolError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATUS_HANDLER_FAILED", "StoreHandler", "make_ae", "start_scp", "start_shared_scp"]
+__all__ = [
+    "STATUS_HANDLER_FAILED",
+    "StoreHandler",
+    "WorklistHandler",
+    "make_ae",
+    "start_scp",
+    "start_shared_scp",
+]
+
+#: C-FIND statuses (PS3.4 C.4.1.1.4).
+STATUS_PENDING = 0xFF00
+STATUS_CANCEL = 0xFE00
+# The transfer syntaxes of the Modality Worklist context (a C-FIND carries no pixel data).
+_FIND_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2",
+]
+
+
+class WorklistHandler:
+    """Modality Worklist C-FIND (PS3.4 K), answered from the order cache (:mod:`.mwl`)."""
+
+    def __init__(
+        self,
+        cache: mwl.OrderCache,
+        *,
+        character_sets: dict[str, str] | None = None,
+        default_character_set: str = "ISO_IR 192",
+    ) -> None:
+        self.cache = cache
+        self.character_sets = {k.strip(): v for k, v in (character_sets or {}).items()}
+        self.default_character_set = default_character_set
+
+    def handle_find(self, event: evt.Event) -> Any:
+        """EVT_C_FIND: pending 0xFF00 per matching order, then success; a failure status
+        for an identifier that cannot be matched (the association and the gateway go on)."""
+        calling = str(event.assoc.requestor.ae_title).strip()
+        try:
+            query = mwl.parse_query(event.identifier)
+            matches = mwl.find(query, self.cache.orders())
+        except mwl.MalformedQuery as exc:
+            log.warning("MWL C-FIND from %s refused (0x%04X): %s", calling, exc.status, exc)
+            yield exc.status, None
+            return
+        except Exception as exc:  # pydicom's many ways of failing on hostile bytes
+            log.warning(
+                "MWL C-FIND from %s refused: the identifier is unreadable (%s)",
+                calling,
+                type(exc).__name__,
+            )
+            yield mwl.STATUS_IDENTIFIER_DOES_NOT_MATCH, None
+            return
+        charset = self.character_sets.get(calling, self.default_character_set)
+        log.info("MWL C-FIND from %s: %d matching orders (%s)", calling, len(matches), charset)
+        for order in matches:
+            if event.is_cancelled:
+                yield STATUS_CANCEL, None
+                return
+            yield STATUS_PENDING, mwl.answer(query, order, charset)
 
 
 class StoreHandler:
     """C-STORE and association events, bound to one spool (no globals)."""
+
+    worklist: WorklistHandler | None = None  # Modality Worklist C-FIND, when set (service.py)
 
     def __init__(
         self,
@@ -355,6 +420,7 @@ def make_ae(
     ae.dimse_timeout = 60
     ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(ModalityWorklistInformationFind, _FIND_TRANSFER_SYNTAXES)
     ae.add_supported_context(MPPS_SOP_CLASS)  # N-CREATE / N-SET (PS3.4 F.7)
     known = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
     for uid in [*RETIRED_STORAGE_SOP_CLASSES, *(extra_storage_sop_classes or [])]:
@@ -381,6 +447,8 @@ def _event_handlers(handler: StoreHandler, *, use_lean: bool) -> list[Any]:
         (evt.EVT_N_SET, handler.handle_n_set),
         (evt.EVT_REJECTED, handler.handle_rejected),
     ]
+    if handler.worklist is not None:
+        handlers.append((evt.EVT_C_FIND, handler.worklist.handle_find))
     if use_lean and lean.install():
         handlers += [
             (evt.EVT_CONN_OPEN, lean.attach, [handler]),

@@ -30,9 +30,11 @@ from imaging_hub.dicom_gateway.forwarder import Forwarder, wan_preparer
 from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.metrics import gateway_registry, gateway_status
 from imaging_hub.dicom_gateway.mpps import MppsOutcome, MppsPusher, MppsSteps, is_completed
+from imaging_hub.dicom_gateway.mwl import OrderCache, OrderSync
 from imaging_hub.dicom_gateway.reports import ReportPuller, ReportStore
 from imaging_hub.dicom_gateway.scp import (
     StoreHandler,
+    WorklistHandler,
     listen_socket,
     make_ae,
     start_scp,
@@ -63,6 +65,12 @@ def build_scp(
         settings.ae_title,
         allowed_calling_aes=settings.allowed_calling_aes,
         extra_storage_sop_classes=settings.extra_storage_sop_classes,
+    )
+    # Modality Worklist C-FIND from the order cache every process opens (mwl.py).
+    handler.worklist = WorklistHandler(
+        OrderCache(settings.spool_dir),
+        character_sets=dict(settings.mwl_character_sets),
+        default_character_set=settings.mwl_default_character_set,
     )
     return ae, handler
 
@@ -149,6 +157,13 @@ class GatewayService:
         self.ae, self.handler = build_scp(
             settings, self.spool, on_stored=self.forwarder.wake, on_mpps=self._mpps_changed
         )
+        assert self.handler.worklist is not None
+        self.orders = self.handler.worklist.cache
+        self.order_sync = (
+            OrderSync(self.orders, self.client.orders, interval=settings.order_sync_seconds)
+            if settings.order_sync_seconds > 0
+            else None
+        )
         self._server: object | None = None
         self._metrics_server: Any = None
         self._stopped = threading.Event()
@@ -212,6 +227,8 @@ class GatewayService:
         if self.settings.forward:
             self.forwarder.start()
             self.mpps_pusher.start()
+        if self.order_sync is not None:
+            self.order_sync.start()
         if self.settings.scp_workers == 1:
             self._server = start_scp(
                 self.ae,
@@ -341,7 +358,10 @@ class GatewayService:
             self.forwarder.stop()
             self.mpps_pusher.stop()
         self._heartbeat.join(10)
+        if self.order_sync is not None:
+            self.order_sync.stop()
         self.client.close()
+        self.orders.close()
         self.spool.close()
         if reports_stopped:
             if self._report_client is not None:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -62,9 +63,18 @@ class GatewayProcess:
     """One demo clinic's gateway: ``imaging-hub gateway serve`` in a child process."""
 
     def __init__(
-        self, *, data: Path, clinic: str, ae_title: str, host: str, port: int, hub_url: str
+        self,
+        *,
+        data: Path,
+        clinic: str,
+        ae_title: str,
+        host: str,
+        port: int,
+        hub_url: str,
+        lan_page_port: int = 0,
     ) -> None:
         self.clinic, self.ae_title, self.host, self.port = clinic, ae_title, host, port
+        self.lan_page_port = lan_page_port
         self.directory = data / f"gateway-{clinic}"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config = self.directory / "gateway.toml"
@@ -86,6 +96,7 @@ class GatewayProcess:
                     "scp_workers": 1,  # a demo clinic has one machine sending at a time
                     "transcode_processes": 1,
                     "heartbeat_seconds": 10.0,
+                    "lan_page_port": self.lan_page_port,
                 }
             ),
             encoding="utf-8",
@@ -186,6 +197,7 @@ def run_demo(
             host=host,
             port=dicom_port + i,
             hub_url=hub_url,
+            lan_page_port=_port_near(host, port + 1 + i),
         )
         for i, (_name, clinic, ae_title) in enumerate(DEMO_GATEWAYS)
     ]
@@ -230,6 +242,18 @@ def run_demo(
             signal.signal(signal.SIGTERM, previous)
 
 
+def _port_near(host: str, port: int) -> int:
+    """*port* if it is free on *host*, else any free port (a gateway's LAN page)."""
+    for candidate in (port, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, candidate))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    return 0
+
+
 def _banner(
     data: Path, hub_url: str, gateways: list[GatewayProcess], passwords: dict[str, str]
 ) -> None:
@@ -240,6 +264,11 @@ def _banner(
             f"  gateway {gateway.clinic}: DICOM {gateway.ae_title}@{gateway.host}:{gateway.port}"
             f"  (pid {gateway.proc.pid if gateway.proc else '-'}, log {gateway.log})"
         )
+        if gateway.lan_page_port:
+            console.print(
+                f"    LAN page (reports for {gateway.clinic} staff, also offline): "
+                f"http://{gateway.host}:{gateway.lan_page_port}/"
+            )
     console.print("  logins (user / password):")
     for user, pw in passwords.items():
         console.print(f"    {user:<9} {pw}")

@@ -315,7 +315,28 @@ def test_order_cli(hub_app: HubApp) -> None:
     assert _count(hub_app) == before
     with hub_app.sessions() as s:
         order_id = s.scalars(select(Order.id)).one()
-    assert hub_app.admin_cli("order", "cancel", str(order_id)).returncode == 0
+    cancelled = hub_app.admin_cli("order", "cancel", str(order_id), "--reason", "重复")
+    assert cancelled.returncode == 0, cancelled.stdout
+    # A portal-style order by exam type: the accession number is assigned, "exam done" works.
+    portal = hub_app.admin_cli(
+        *("order", "create", "clinic-a", "--patient-id", "PA1", "--exam-type", "dx_knee_ap_lat"),
+        *("--patient-name", "王^小东", "--pinyin", "Wang^XiaoDong", "--sex", "M"),
+        *("--birth-date", "19600101", "--reason", "膝痛"),
+    )
+    assert portal.returncode == 0, portal.stdout + portal.stderr
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d")
+    assert f"accession {today}0001" in portal.stdout
+    missing = hub_app.admin_cli(
+        "order", "create", "clinic-a", "--patient-id", "PA2", "--exam-type", "CT_HEAD"
+    )
+    assert missing.returncode != 0 and "reason_for_procedure" in missing.stdout
+    with hub_app.sessions() as s:
+        row = s.scalars(select(Order).where(Order.patient_id == "PA1")).one()
+        assert row.status_reason == "" and row.patient_name == "Wang^XiaoDong=王^小东"
+        assert s.scalars(select(Order.status_reason).where(Order.id == order_id)).one() == "重复"
+    assert hub_app.admin_cli("order", "done", str(row.id)).returncode == 0
+    again = hub_app.admin_cli("order", "done", str(row.id))
+    assert again.returncode != 0 and "completed" in again.stdout
 
 
 # --- accession numbers under concurrent orders ----------------------------------------------

@@ -179,7 +179,8 @@ def test_staff_registers_an_order_and_finds_it_ordered(
 
     row = row_of(page, str(order["study_instance_uid"]))
     expect(row).to_have_attribute("data-status", "ordered")
-    expect(row.locator("td.col-accession")).to_have_text(str(order["accession_number"]))
+    expect(row.locator("td.col-accession .accession")).to_have_text(str(order["accession_number"]))
+    expect(row.locator("td.col-accession")).to_contain_text("预约 ")
     expect(row.locator("[data-testid=clinic-stage]")).to_have_text("已申请")
     expect(row.locator("td.col-exam")).to_contain_text("胸部正侧位")
     expect(row.locator("td.col-exam")).to_contain_text(HOSTILE)  # as text
@@ -318,7 +319,7 @@ def test_critical_report_downloads_and_is_acknowledged(
     expect(band).to_contain_text("有 1 份危急值报告尚未确认接收")
     expect(band).to_contain_text(CATEGORY)
     expect(band).to_contain_text("李雷")
-    expect(row.locator("td.col-accession")).to_have_text(portal.critical_accession)
+    expect(row.locator("td.col-accession")).to_have_text(portal.critical_accession)  # no schedule
     expect(row.locator("td.col-priority")).to_have_text("急诊")
     expect(row.locator("td.col-radiologist")).not_to_have_text("—")
     shot(page, tmp_path, "6-critical")

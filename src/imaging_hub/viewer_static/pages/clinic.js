@@ -40,6 +40,7 @@ addStrings({
     "clinic.updated": "更新于 {time}",
     "clinic.refresh": "刷新",
     "clinic.images": "{n} 幅图像",
+    "clinic.scheduled": "预约 {time}",
     "clinic.question": "临床问题：{text}",
     "clinic.overdue": "已超时 {n} 分钟",
     "clinic.download": "下载报告",
@@ -103,6 +104,7 @@ addStrings({
     "clinic.updated": "Updated {time}",
     "clinic.refresh": "Refresh",
     "clinic.images": "{n} images",
+    "clinic.scheduled": "Scheduled {time}",
     "clinic.question": "Clinical question: {text}",
     "clinic.overdue": "Overdue by {n} min",
     "clinic.download": "Download report",
@@ -484,7 +486,14 @@ registerRoute({
       const cells = [
         ["patient", patient],
         ["exam", exam],
-        ["accession", item.accession_number || "—"],
+        [
+          "accession",
+          [
+            h("span", { class: "accession" }, item.accession_number || "—"),
+            // An order without images yet: when it is scheduled on the machine.
+            !item.received_at && item.scheduled_at ? h("span", { class: "cell-sub muted" }, t("clinic.scheduled", { time: formatDateTime(item.scheduled_at) })) : null,
+          ],
+        ],
         ["priority", item.priority ? h("span", { class: ["chip", `priority-${item.priority}`] }, priorityLabel(item.priority)) : "—"],
         ["due", dueCell(item, stage)],
         ["status", stageCell],
@@ -533,14 +542,17 @@ registerRoute({
       ["report", "clinic.col.report"],
     ];
 
+    let seq = 0; // the latest load wins (a refresh and an action's reload may overlap)
     async function load() {
       setQuery({ patient: search.trim(), offset: offset || undefined });
       loading = true;
+      const mine = ++seq;
       try {
         const [page, catalogue] = await Promise.all([
           apiGet("/api/v1/clinic/studies", clinicQuery(search, offset), { signal }),
           loadExamTypes({ signal }).catch(() => []),
         ]);
+        if (mine !== seq) return;
         types = new Map(catalogue.map((x) => [x.code, x]));
         const list = (page && page.items) || [];
         if (status.querySelector(".message-error")) replaceChildren(status);
@@ -561,9 +573,9 @@ registerRoute({
           h("button", { type: "button", id: "clinic-next", disabled: list.length < PAGE, on: { click: () => { offset += PAGE; load(); } } }, t("common.next")),
         );
       } catch (err) {
-        fail(err);
+        if (mine === seq) fail(err);
       } finally {
-        loading = false;
+        if (mine === seq) loading = false;
       }
     }
 

@@ -146,6 +146,29 @@ def gateway_status(
             )
         console.print(parked)
         console.print("retry now with: imaging-hub gateway retry STUDY_UID | --all")
+    if status.get("mpps_in_progress"):
+        steps = Table("MPPS in progress", "study", "accession", "modality", "from", "started")
+        for step in status["mpps_in_progress"]:
+            steps.add_row(
+                str(step["mpps_uid"]),
+                str(step["study_instance_uid"]),
+                str(step["accession_number"] or "-"),
+                str(step["modality"] or "-"),
+                str(step["calling_ae"] or "-"),
+                str(step["performed_at"] or "-"),
+            )
+        console.print(steps)
+    if status.get("mpps_outbox"):
+        console.print(f"MPPS states not yet at the hub: {status['mpps_outbox']}")
+    if status.get("open_associations"):
+        held = Table("study held by an open association", "from", "since")
+        for row in status["open_associations"]:
+            held.add_row(
+                str(row["study_instance_uid"]),
+                str(row["calling_ae"] or "-"),
+                _when(row["opened_at"]),
+            )
+        console.print(held)
 
 
 def _report_counts(settings: GatewaySettings) -> dict[str, int]:

@@ -28,7 +28,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -71,7 +71,7 @@ STALE_ASSOCIATIONS_EVERY_SECONDS = 5.0
 class OrderHints(Protocol):
     """The order cache as the completion step reads it (``mwl.OrderCache``)."""
 
-    def hints(self) -> "list[OrderHint]": ...
+    def hints(self) -> "Sequence[OrderHint]": ...
 
 
 def backoff_delay(attempts: int, *, initial: float, maximum: float) -> float:
@@ -510,7 +510,7 @@ class Forwarder:
             body = _held_back(chunks, payload.verification)
         self.client.put_instance(item.sop_instance_uid, body, digest)
 
-    def _hints(self) -> "list[OrderHint] | None":
+    def _hints(self) -> "Sequence[OrderHint] | None":
         if self.order_hints is None:
             return None
         try:

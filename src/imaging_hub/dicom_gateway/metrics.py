@@ -19,11 +19,14 @@ from prometheus_client.registry import Collector
 
 from imaging_hub import __version__
 from imaging_hub.dicom_gateway.forwarder import Forwarder
+from imaging_hub.dicom_gateway.mpps import MppsSteps
 from imaging_hub.dicom_gateway.mwl import cache_status
 from imaging_hub.dicom_gateway.spool import Spool
 
 #: Parked studies listed in the status and the heartbeat at most (the count is complete).
 PARKED_LISTED = 50
+#: MPPS steps in progress listed at most.
+MPPS_LISTED = 50
 
 
 def gateway_status(spool: Spool, forwarder: Forwarder | None) -> dict[str, Any]:
@@ -53,6 +56,10 @@ def gateway_status(spool: Spool, forwarder: Forwarder | None) -> dict[str, Any]:
         "reported_at": time.time(),
         # The Modality Worklist's order cache: orders_cached, orders_synced_at, orders_sync_error.
         **cache_status(spool.root),
+        # MPPS steps still IN PROGRESS, states not yet at the hub, studies held by associations.
+        "mpps_in_progress": MppsSteps(spool.index).in_progress(limit=MPPS_LISTED),
+        "mpps_outbox": MppsSteps(spool.index).counts()["outbox"],
+        "open_associations": spool.open_association_studies(),
     }
 
 
@@ -102,6 +109,16 @@ class GatewayCollector(Collector):
                 "orders_synced_timestamp_seconds",
                 "When the order cache was last confirmed by the hub (0: never).",
                 orders["orders_synced_at"] or 0.0,
+            ),
+        ]
+        mpps = MppsSteps(self.spool.index).counts()
+        gauges += [
+            ("mpps_in_progress", "MPPS steps IN PROGRESS.", mpps.get("IN PROGRESS", 0)),
+            ("mpps_outbox", "MPPS states not yet confirmed by the hub.", mpps["outbox"]),
+            (
+                "open_association_studies",
+                "Studies an open association carries (not complete until it ends).",
+                len(self.spool.open_association_studies()),
             ),
         ]
         for name, doc, level in gauges:

@@ -159,6 +159,8 @@ class GatewayService:
         )
         assert self.handler.worklist is not None
         self.orders = self.handler.worklist.cache
+        # The order cache also tells the completion step "exam done" / expected images reached.
+        self.forwarder.order_hints = self.orders
         self.order_sync = (
             OrderSync(self.orders, self.client.orders, interval=settings.order_sync_seconds)
             if settings.order_sync_seconds > 0

@@ -12,10 +12,13 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,6 +98,17 @@ def audit_rows(url: str) -> list[tuple[int, str, str]]:
                 (e.id, e.action, e.hash)
                 for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))
             ]
+    finally:
+        engine.dispose()
+
+
+def _events(url: str) -> list[AuditEvent]:
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            rows = list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+            session.expunge_all()
+            return rows
     finally:
         engine.dispose()
 
@@ -350,28 +364,59 @@ def test_an_interrupted_backup_is_never_taken_for_a_complete_one(
     assert "incomplete" in result.stdout and "make a new backup" in result.stdout
     assert not target.data_dir.exists()  # nothing was created, let alone restored
 
-    # A backup process killed half-way leaves no manifest either.
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "imaging_hub", "admin", "backup", str(killed)],
-        env=target_of(hub_app).env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(2000):
-            if (killed / "database.sqlite3").exists() or process.poll() is not None:
-                break
-            threading.Event().wait(0.005)
-        process.kill()
-    finally:
-        process.wait(timeout=30)
-    if not (killed / "manifest.json").exists():
-        result = target.cli("admin", "restore", str(killed))
-        assert result.returncode == 4 and "incomplete" in result.stdout
+    # A backup process stopped half-way, by Ctrl-C or killed: the object store stalls (an S3
+    # endpoint that accepts connections and never answers) after the database snapshot.
+    with socket.socket() as stall:
+        stall.bind(("127.0.0.1", 0))
+        stall.listen(16)
+        stalled = Target(
+            hub_app.database_url,
+            hub_app.data_dir,
+            {
+                "IMAGING_HUB_OBJECT_STORE": "s3",
+                "IMAGING_HUB_S3_ENDPOINT": f"127.0.0.1:{stall.getsockname()[1]}",
+                "IMAGING_HUB_S3_ACCESS_KEY": "stalled",
+                "IMAGING_HUB_S3_SECRET_KEY": "stalled-secret",
+            },
+        )
+        for how in (signal.SIGINT, signal.SIGKILL):
+            half = tmp_path / f"half-{how.name}"
+            process = subprocess.Popen(
+                [sys.executable, "-m", "imaging_hub", "admin", "backup", str(half)],
+                env=stalled.env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while not (half / ".keys.tmp").is_file() and process.poll() is None:
+                    assert time.monotonic() < deadline, "the backup never took its snapshot"
+                    time.sleep(0.02)
+                time.sleep(0.3)  # now waiting for the stalled store
+                assert process.poll() is None
+                process.send_signal(how)
+                output, _ = process.communicate(timeout=30)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(timeout=30)
+            assert (half / "database.sqlite3").is_file()
+            assert not (half / "manifest.json").exists()
+            if how == signal.SIGINT:
+                assert process.returncode == 130 and "interrupted" in output
+            result = target.cli("admin", "restore", str(half))
+            assert result.returncode == 4 and "incomplete" in result.stdout
+            assert not target.data_dir.exists()
+    details = [
+        e.detail
+        for e in _events(hub_app.database_url)
+        if e.action == "admin.backup" and e.detail.get("op") == "failed"
+    ]
+    assert [d["error"] for d in details] == ["KeyboardInterrupt", "KeyboardInterrupt"]
     # A directory that is no backup at all.
-    result = target.cli("admin", "restore", str(tmp_path / "nowhere"))
-    assert result.returncode == 4 and "not a directory" in result.stdout
+    with pytest.raises(domain.BackupIncomplete, match="not a directory"):
+        domain.verify_backup(tmp_path / "nowhere")
 
 
 def test_a_tampered_backup_is_detected_and_nothing_is_restored(
@@ -453,6 +498,39 @@ def test_a_backup_never_overwrites_and_is_console_only(hub_app: HubApp, tmp_path
     with pytest.raises(Forbidden):
         domain.restore(target_of(hub_app).settings(), tmp_path / "by-http", caller)
     assert not (tmp_path / "by-http").exists()
+
+
+def test_a_nightly_backup_hard_links_what_the_last_one_holds(
+    backed_up: tuple[HubApp, Path], tmp_path: Path
+) -> None:
+    hub_app, first = backed_up
+    first_manifest = json.loads((first / "manifest.json").read_text())
+    count = first_manifest["objects"]["count"]
+    ingest_study(hub_app)  # one new study since
+    # One object of the earlier backup went bad: it is copied afresh, never linked.
+    damaged = next((first / "objects").rglob("*.pdf"))
+    damaged.write_bytes(b"bit rot")
+    second = tmp_path / "second"
+    result = target_of(hub_app).cli("admin", "backup", str(second), "--link-dest", str(first))
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((second / "manifest.json").read_text())
+    assert manifest["objects"]["count"] == count + 1
+    assert manifest["objects"]["linked"] == count - 1
+    key = damaged.relative_to(first).as_posix()
+    assert (second / key).stat().st_ino != damaged.stat().st_ino
+    linked = next(p for p in (first / "objects").rglob("*.dcm"))
+    assert (second / linked.relative_to(first)).stat().st_ino == linked.stat().st_ino
+    target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
+    result = target.cli("admin", "restore", str(second))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert objects_of(target.data_dir) == objects_of(hub_app.data_dir)
+
+    # An incomplete earlier backup is no base to link from: refused before anything is made.
+    (first / "manifest.json").unlink()
+    third = tmp_path / "third"
+    result = target_of(hub_app).cli("admin", "backup", str(third), "--link-dest", str(first))
+    assert result.returncode == 1 and "not a complete backup" in result.stdout
+    assert not third.exists()
 
 
 # --- the S3 store, and a backup older than the hub ---------------------------------------------

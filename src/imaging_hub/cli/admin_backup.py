@@ -97,7 +97,22 @@ def _run_refusing(action: Callable[[], None]) -> None:
         fail("interrupted", 130)
 
 
-def backup(directory: DirArg, config: ConfigOpt = None, pg_bin: PgBinOpt = None) -> None:
+LinkDestOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--link-dest",
+        help="An earlier complete backup on the same file system: objects unchanged since are "
+        "hard-linked from it (after checking their SHA-256) instead of copied.",
+    ),
+]
+
+
+def backup(
+    directory: DirArg,
+    config: ConfigOpt = None,
+    pg_bin: PgBinOpt = None,
+    link_dest: LinkDestOpt = None,
+) -> None:
     """Back up the running hub (database snapshot, then the objects it references, CA) to DIR."""
     setup(config)
     from imaging_hub.worklist.access.caller import Caller
@@ -106,13 +121,19 @@ def backup(directory: DirArg, config: ConfigOpt = None, pg_bin: PgBinOpt = None)
     def run() -> None:
         with _progress() as progress:
             result = domain.backup(
-                HubSettings(), directory, Caller.console(), progress=progress, pg_bin=pg_bin
+                HubSettings(),
+                directory,
+                Caller.console(),
+                progress=progress,
+                pg_bin=pg_bin,
+                link_dest=link_dest,
             )
         manifest = result.manifest
         console.print(
             f"backup complete in {result.directory}: {manifest['database']['kind']} database at "
             f"revision {manifest['alembic_revision']}, {result.objects} objects "
-            f"({result.bytes} bytes), audit trail up to event {manifest['audit']['last_id']}"
+            f"({result.bytes} bytes, {manifest['objects']['linked']} hard-linked from "
+            f"--link-dest), audit trail up to event {manifest['audit']['last_id']}"
         )
         if result.changed_objects:
             console.print(

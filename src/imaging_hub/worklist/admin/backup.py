@@ -309,17 +309,24 @@ def backup(
     *,
     progress: Progress = _no_progress,
     pg_bin: Path | None = None,
+    link_dest: Path | None = None,
 ) -> BackupResult:
-    """Back up the (running) hub of *settings* into the new or empty *directory*."""
+    """Back up the (running) hub of *settings* into the new or empty *directory*.
+
+    With *link_dest* (an earlier complete backup on the same file system), an object whose key
+    and SHA-256 are the same there is hard-linked from it (after its bytes are checked) instead
+    of copied from the store: nightly backups then cost the new objects only.
+    """
     _require_console(caller)
     directory = Path(directory).absolute()
     url = settings.resolved_database_url()
     kind = dump.kind_of(url)
+    earlier = _earlier_objects(link_dest) if link_dest is not None else {}
     _prepare_directory(directory)
     created_at = _now()
     _audit(settings, caller, ACTION_BACKUP, op="started", directory=str(directory))
     try:
-        result = _backup(settings, directory, kind, created_at, progress, pg_bin)
+        result = _backup(settings, directory, kind, created_at, progress, pg_bin, earlier)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             code = exc.code if isinstance(exc, ImagingHubError) else type(exc).__name__
@@ -347,6 +354,7 @@ def _backup(
     created_at: str,
     progress: Progress,
     pg_bin: Path | None,
+    earlier: dict[str, tuple[str, Path]],
 ) -> BackupResult:
     url = settings.resolved_database_url()
     database_file = directory / DATABASE_FILES[kind]
@@ -381,6 +389,7 @@ def _backup(
     sums_tmp = directory / f".{SUMS}.tmp"
     changed: list[str] = []
     missing: list[str] = []
+    reused = 0
     total_bytes = 0
     files = 0
     with sums_tmp.open("w", encoding="utf-8") as sums:
@@ -396,7 +405,12 @@ def _backup(
                 for done, line in enumerate(keys, start=1):
                     recorded, key = line.rstrip("\n").split("\t", 1)
                     try:
-                        digest, size = _copy_object(store, key, target, key)
+                        linked = _link_earlier(earlier.get(key), recorded, directory / OBJECTS, key)
+                        if linked is not None:
+                            digest, size = recorded, linked
+                            reused += 1
+                        else:
+                            digest, size = _copy_object(store, key, target, key)
                     except ObjectNotFound:
                         missing.append(key)
                         continue
@@ -432,10 +446,11 @@ def _backup(
         "completed_at": _now(),
         "counts": snapshot.counts,
         "audit": {"last_id": snapshot.audit_last_id, "last_hash": snapshot.audit_last_hash},
-        "objects": {"count": snapshot.keys, "bytes": total_bytes},
+        "objects": {"count": snapshot.keys, "bytes": total_bytes, "linked": reused},
         "files": files,
         "sha256sums": _sha256_file(sums_path),
         "changed_objects": changed[:100],
+        "changed_objects_count": len(changed),
     }
     _write_atomically(
         directory / MANIFEST,
@@ -455,6 +470,41 @@ def _copy_object(
     if reader.count != size:
         raise StorageError(f"Object {key} changed size while it was copied.")
     return reader.sha256.hexdigest(), size
+
+
+def _earlier_objects(link_dest: Path) -> dict[str, tuple[str, Path]]:
+    """key -> (SHA-256, file) of the objects of the earlier complete backup *link_dest*."""
+    link_dest = Path(link_dest).absolute()
+    try:
+        manifest = read_manifest(link_dest)
+    except BackupError as exc:
+        raise BackupError(f"--link-dest {link_dest} is not a complete backup: {exc}") from exc
+    prefix = f"{OBJECTS}/"
+    return {
+        entry.path[len(prefix) :]: (entry.sha256, link_dest / entry.path)
+        for entry in _entries(link_dest, manifest)
+        if entry.path.startswith(prefix)
+    }
+
+
+def _link_earlier(
+    earlier: tuple[str, Path] | None, recorded: str, objects: Path, key: str
+) -> int | None:
+    """Hard-link the earlier backup's copy of *key* when it is the object the snapshot records
+    and its bytes still hash to it; its size, or None (then the object is copied)."""
+    if earlier is None or earlier[0] != recorded:
+        return None
+    source = earlier[1]
+    try:
+        if source.is_symlink() or not source.is_file() or _sha256_file(source) != recorded:
+            log.warning("the earlier backup's copy of %s is damaged: copying it afresh", key)
+            return None
+        out = objects / key
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, out)
+        return out.stat().st_size
+    except OSError:  # another file system (EXDEV), or no hard links there: copy instead
+        return None
 
 
 def _copy_pki(source: Path, target: Path) -> Iterator[tuple[str, str]]:

@@ -13,7 +13,6 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, dsutils
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from imaging_hub.dicom_gateway.mwl import OrderCache
@@ -497,29 +496,23 @@ MALFORMED["bad-time"] = (
 )
 
 
-@contextmanager
-def raw_identifiers(identifiers: list[bytes]) -> Iterator[None]:
+def raw_identifiers(monkeypatch: pytest.MonkeyPatch, identifiers: list[bytes]) -> None:
     """The next C-FIND requests carry *identifiers* as they are (then encoding resumes)."""
-    import pynetdicom.association as association
-
-    real_encode = association.encode
     pending = list(identifiers)
 
     def encode(ds: Dataset, *args: Any, **kwargs: Any) -> bytes | None:
-        return pending.pop(0) if pending else real_encode(ds, *args, **kwargs)
+        return pending.pop(0) if pending else dsutils.encode(ds, *args, **kwargs)
 
-    association.encode = encode
-    try:
-        yield
-    finally:
-        association.encode = real_encode
+    monkeypatch.setattr("pynetdicom.association.encode", encode)
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-def test_a_malformed_query_fails_and_the_next_query_answers(site: Site, case: str) -> None:
+def test_a_malformed_query_fails_and_the_next_query_answers(
+    site: Site, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     identifier, status = MALFORMED[case]
-    with raw_identifiers([identifier]):
-        bad, good = c_find(site.gateway.port, Dataset(), mwl_query(PatientID="MWL-1"))
+    raw_identifiers(monkeypatch, [identifier])
+    bad, good = c_find(site.gateway.port, Dataset(), mwl_query(PatientID="MWL-1"))
     assert [s for s, _ in bad] == [status]
     assert patients(good) == ["MWL-1"]  # the same association goes on
     (again,) = c_find(site.gateway.port, mwl_query(PatientID="MWL-2"))  # and a new one

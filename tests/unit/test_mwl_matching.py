@@ -249,6 +249,24 @@ def test_the_query_is_decoded_in_its_own_character_set() -> None:
     assert [o.accession_number for o in find(q, ORDERS)] == ["A1001"]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"=\x1b$)A\xd5\xc5*",  # ISO 2022: ESC $ ) A, then GB2312 in G1
+        b"=\xd5\xc5*",  # GB2312 bytes sent without their escape sequence
+    ],
+)
+def test_iso_2022_chinese_queries(name: bytes) -> None:
+    q = parse_query(raw_query((0x00100010, "PN", name), charset=b"ISO 2022 IR 6\\ISO 2022 IR 58"))
+    assert q.keys[0].value == "=张*"
+    assert [o.accession_number for o in find(q, ORDERS)] == ["A1001"]
+
+
+def test_latin1_is_not_taken_for_chinese() -> None:
+    with pytest.raises(MalformedQuery):
+        parse_query(raw_query((0x00100010, "PN", b"\xd5\xc5*"), charset=b"ISO_IR 6"))
+
+
 # --- answers ----------------------------------------------------------------------------------
 
 

@@ -69,6 +69,8 @@ ORDERS_FILE = "orders.sqlite"
 CHARACTER_SETS = {"ISO_IR 192": "utf-8", "GB18030": "gb18030"}
 #: Tried, in order, on non-ASCII text of an identifier that declares no character set.
 _FALLBACK_CODECS = ("utf-8", "gb18030")
+_ESCAPE_SEQUENCE = re.compile(r"\x1b[\x20-\x2f]+[\x30-\x7e]")  # ISO 2022 designations
+_DEFAULT_CODEC = "iso8859"  # pydicom's codec of ISO_IR 6 / ISO 2022 IR 6 (ASCII)
 
 STATUS_IDENTIFIER_DOES_NOT_MATCH = DATASET_DOES_NOT_MATCH_SOP_CLASS  # 0xA900
 STATUS_UNABLE_TO_PROCESS = CANNOT_UNDERSTAND  # 0xC000
@@ -539,13 +541,21 @@ def _decode(raw: bytes, vr: str, encodings: list[str] | None, keyword: str) -> s
                 continue
         raise MalformedQuery(f"{keyword} cannot be decoded (no Specific Character Set)")
     if b"\x1b" not in raw:
-        try:
-            return raw.decode(encodings[0])
-        except (UnicodeDecodeError, LookupError):
-            raise MalformedQuery(f"{keyword} cannot be decoded in its character set") from None
+        # No escape sequence: the first character set. When that is the default repertoire
+        # (ASCII, pydicom's "iso8859"), non-ASCII bytes are taken in the next declared set
+        # (machines declaring "ISO 2022 IR 6\ISO 2022 IR 58" send GB2312 bytes unescaped).
+        candidates = encodings[1:] if encodings[0] == _DEFAULT_CODEC else encodings[:1]
+        for codec in candidates:
+            try:
+                return raw.decode(codec)
+            except (UnicodeDecodeError, LookupError):
+                continue
+        raise MalformedQuery(f"{keyword} cannot be decoded in its character set")
     delimiters = {0x5E, 0x3D} if vr == "PN" else {0x0D, 0x0A, 0x09, 0x0C}
     text = pydicom_charset.decode_bytes(raw, encodings, delimiters)
-    if "\ufffd" in text:
+    # pydicom leaves some designations in the text (ESC $ ) A of GB2312): they are no text.
+    text = _ESCAPE_SEQUENCE.sub("", text)
+    if "\ufffd" in text or "\x1b" in text:
         raise MalformedQuery(f"{keyword} cannot be decoded in its character set")
     return text
 

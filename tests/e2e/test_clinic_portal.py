@@ -279,14 +279,19 @@ def test_cancel_needs_a_reason_and_the_list_refreshes_itself(
     page.locator("#order-patient-name").fill("赵^敏")
 
     # An order placed elsewhere (another workstation) appears by itself; the form keeps its text.
-    order = place_order(hub, patient_name="孙^悟", priority="stat")
+    order = place_order(hub, patient_name=HOSTILE, priority="stat")
     row = row_of(page, str(order["study_instance_uid"]))
     expect(row).to_have_count(0)
     page.clock.run_for(16_000)
     expect(row).to_have_attribute("data-status", "ordered")
     expect(page.locator("#order-patient-name")).to_have_value("赵^敏")
 
+    # The raw name in the tooltip, its person-name groups shown as text.
+    expect(row.locator("td.col-patient .patient-name")).to_have_attribute("title", HOSTILE)
+    expect(row.locator("td.col-patient")).to_contain_text("<img src")
+
     row.locator("[data-testid=order-cancel]").click()
+    expect(page.locator("#order-cancel .dialog-text")).to_contain_text("<img src")
     page.locator("#order-cancel-confirm").click()
     expect(page.locator("#order-cancel .message-error")).to_have_text("请填写取消原因。")
     page.locator("#order-cancel-reason").fill(f"患者拒绝检查 {HOSTILE}")
@@ -297,6 +302,7 @@ def test_cancel_needs_a_reason_and_the_list_refreshes_itself(
     expect(row.locator("[data-testid=order-done]")).to_have_count(0)
     cancelled = next(o for o in orders_of(hub) if o["id"] == order["id"])
     assert cancelled["status"] == "cancelled"
+    assert page.locator(".clinic-page img, dialog img").count() == 0
     shot(page, tmp_path, "5-cancelled")
     assert bp.problems() == []
 

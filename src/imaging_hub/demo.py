@@ -36,6 +36,7 @@ from imaging_hub.worklist.app import create_app
 from imaging_hub.worklist.db.migrate import upgrade
 from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
 from imaging_hub.worklist.http.server import server_options
+from imaging_hub.worklist.orders.demo import register_demo_orders
 
 log = logging.getLogger(__name__)
 console = Console(soft_wrap=True)
@@ -180,6 +181,8 @@ def run_demo(
     upgrade(engine)
     with session_scope(make_session_factory(engine)) as session:
         network = create_demo_network(session, password=password)
+        # A few of today's exam orders at each clinic, for the modalities' worklist.
+        register_demo_orders(session, timezone=hub_settings.timezone)
     engine.dispose()
 
     server = uvicorn.Server(

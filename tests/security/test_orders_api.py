@@ -382,3 +382,23 @@ def test_assigned_accession_numbers_are_unique_under_concurrency(
     assert sorted(found) == [f"{today}{n:04d}" for n in range(1, 25)]
     with hub.sessions() as s:
         assert s.scalar(select(func.count(Order.id))) == 24
+
+
+def test_demo_orders_reach_each_clinics_feed_once(hub_app: HubApp) -> None:
+    from imaging_hub.worklist.orders.demo import register_demo_orders
+
+    with hub_app.sessions() as session:
+        assert register_demo_orders(session) == 6
+    with hub_app.sessions() as session:  # a demo restarted on the same data adds none
+        assert register_demo_orders(session) == 0
+    for clinic in ("clinic-a", "clinic-b"):
+        feed = hub_app.client.get(
+            "/api/v1/gateway/orders",
+            headers={"Authorization": f"Bearer {hub_app.gateway_tokens[clinic]}"},
+        ).json()["orders"]
+        assert len(feed) == 3 and {o["status"] for o in feed} == {"scheduled"}
+        assert all(re.search(r"[\u4e00-\u9fff]", o["patient_name"]) for o in feed)
+        assert any("=" in o["patient_name"] for o in feed)  # some with pinyin
+        assert all(o["reason_for_procedure"] and o["exam_type"] for o in feed)
+        prefix = clinic[-1].upper() + "-"
+        assert all(o["patient_id"].startswith(prefix) for o in feed)

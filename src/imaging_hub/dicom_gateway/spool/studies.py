@@ -227,6 +227,8 @@ class Studies:
         - ``order_done``: the study's order (by StudyInstanceUID, else accession number, in
           *hints*) is done ("exam done" clicked, or the hub's order feed says so);
         - ``expected_images``: the hub holds at least the order's expected number of images;
+          these two only for a study without MPPS steps (machines without MPPS): a modality
+          that reports its steps says itself when and with which images it is done;
         - ``stability``: no new instance (and no association end) for *stability_seconds*.
         """
         now = time.time()
@@ -247,8 +249,8 @@ class Studies:
         if not rows:
             return []
         with self._index.lock:
-            any_completed = self._index.db.execute(
-                "SELECT EXISTS (SELECT 1 FROM mpps_steps WHERE state = 'COMPLETED')"
+            any_steps = self._index.db.execute(
+                "SELECT EXISTS (SELECT 1 FROM mpps_steps)"
             ).fetchone()[0]
         by_uid: dict[str, OrderHint] = {}
         by_accession: dict[str, OrderHint] = {}
@@ -263,13 +265,16 @@ class Studies:
             if hint is None and accession:
                 hint = by_accession.get(accession)
             trigger = ""
-            if any_completed and self._mpps_complete(study_uid):
+            steps, complete = self._mpps_state(study_uid) if any_steps else (0, False)
+            if complete:
                 trigger = "mpps"
+            elif steps:
+                pass  # the modality reports its steps: MPPS decides, else the window below
             elif hint is not None and hint.done:
                 trigger = "order_done"
             elif hint is not None and 0 < hint.expected_images <= self._sent_count(study_uid):
                 trigger = "expected_images"
-            elif last_received_at <= now - stability_seconds:
+            if not trigger and last_received_at <= now - stability_seconds:
                 trigger = "stability"
             if trigger:
                 ready.append(ReadyStudy(study_uid, trigger, self.study_instances(study_uid)))
@@ -283,8 +288,9 @@ class Studies:
             ).fetchone()
         return int(row[0])
 
-    def _mpps_complete(self, study_uid: str) -> bool:
-        """Whether the study's MPPS says it is whole and every referenced instance is sent."""
+    def _mpps_state(self, study_uid: str) -> tuple[int, bool]:
+        """The study's MPPS steps, and whether they say it is whole with every referenced
+        instance at the hub."""
         with self._index.lock:
             row = self._index.db.execute(
                 """WITH steps AS (
@@ -296,6 +302,7 @@ class Studies:
                                               ON i.sop_instance_uid = r.sop_instance_uid
                                             WHERE i.study_instance_uid = :study))
                    SELECT
+                       (SELECT COUNT(*) FROM steps),
                        (SELECT COUNT(*) FROM steps WHERE state = 'COMPLETED'),
                        (SELECT COUNT(*) FROM steps WHERE state = 'IN PROGRESS'),
                        (SELECT COUNT(*) FROM mpps_instances r
@@ -307,8 +314,8 @@ class Studies:
                                              WHERE state = 'COMPLETED'))""",
                 {"study": study_uid},
             ).fetchone()
-        completed, in_progress, referenced, sent = row
-        return bool(completed and not in_progress and referenced and sent >= referenced)
+        steps, completed, in_progress, referenced, sent = row
+        return steps, bool(completed and not in_progress and referenced and sent >= referenced)
 
     def study_instances(self, study_uid: str) -> list[str]:
         """The instances of the study the hub holds (acknowledged uploads)."""

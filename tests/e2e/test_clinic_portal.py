@@ -206,6 +206,15 @@ def test_staff_registers_an_order_and_finds_it_ordered(
     done = next(o for o in orders_of(hub) if o["id"] == order["id"])
     assert done["status"] == "completed" and done["done_at"] is not None
     shot(page, tmp_path, "2-done")
+
+    # The search finds orders by patient name (in reading order) or ID.
+    rows = page.locator("[data-testid=clinic-study-row]")
+    page.fill("#clinic-search", "王小东")
+    expect(rows).to_have_count(1)
+    expect(rows).to_have_attribute("data-study-uid", str(order["study_instance_uid"]))
+    page.fill("#clinic-search", "MZ-20261206")
+    expect(rows).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"patient=MZ-20261206"))
     assert bp.problems() == []
 
 

@@ -325,7 +325,7 @@ class OrderCache:
                 study_instance_uid=o.study_instance_uid,
                 accession_number=o.accession_number,
                 expected_images=o.expected_images,
-                done=o.done or o.status == "completed",
+                done=o.done,  # "exam done" clicked (MPPS COMPLETED is the MPPS module's)
             )
             for o in self.orders()
         ]

@@ -194,3 +194,34 @@ def test_an_unreadable_order_cache_leaves_the_stability_window(site: Site) -> No
     site.forwarder.stability_seconds = 0.2
     site.turn(0.5)
     assert site.status(study) == (StudyStatus.unread, 1)
+
+
+def test_finished_steps_the_hub_has_are_forgotten_with_the_retention(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    steps = MppsSteps(spool.index)
+    try:
+        delivered, waiting, running, abandoned = (generate_uid() for _ in range(4))
+        for uid in (delivered, waiting, running, abandoned):
+            assert steps.create(uid, create_attributes(generate_uid())).ok
+        for uid in (delivered, waiting):
+            done = final_attributes(referenced(ct_instances(generate_uid(), 1)))
+            assert steps.update(uid, done).ok
+        for item in steps.outbox_due():
+            if item.mpps_uid != waiting:
+                assert steps.outbox_sent(item)
+        with spool.index.tx() as db:
+            db.execute("UPDATE mpps_steps SET updated_at = updated_at - 3600")
+            db.execute(
+                "UPDATE mpps_steps SET updated_at = updated_at - 8 * 86400 WHERE mpps_uid = ?",
+                (abandoned,),
+            )
+        spool.purge_forwarded(older_than_seconds=60)
+        assert steps.step(delivered) is None  # ended, at the hub, past the retention
+        assert steps.step(abandoned) is None  # IN PROGRESS for more than a week
+        assert steps.step(waiting) is not None  # its last state is not at the hub yet
+        assert steps.step(running) is not None  # IN PROGRESS for an hour
+        with spool.index.lock:
+            left = spool.index.db.execute("SELECT DISTINCT mpps_uid FROM mpps_instances").fetchall()
+        assert left == [(waiting,)]
+    finally:
+        spool.close()

@@ -95,6 +95,9 @@ class ReadyStudy:
     sop_instance_uids: list[str]
 
 
+#: An MPPS step left IN PROGRESS this long is forgotten (with the retention purge).
+ABANDONED_STEP_SECONDS = 7 * 86400.0
+
 #: An association open longer than this no longer keeps its studies from completing.
 MAX_ASSOCIATION_SECONDS = 6 * 3600.0
 
@@ -493,4 +496,25 @@ class Studies:
                 self._files.forget_study(study_uid)
         if freed:
             log.info("spool: deleted %d forwarded instances (%d bytes)", freed, freed_bytes)
+        self._purge_mpps(cutoff)
         return freed, freed_bytes
+
+    def _purge_mpps(self, cutoff: float) -> None:
+        """Forget MPPS steps the hub has (nothing in the outbox) that ended before *cutoff*,
+        and steps left IN PROGRESS for a week (a machine that never sent N-SET)."""
+        abandoned = min(cutoff, time.time() - ABANDONED_STEP_SECONDS)
+        with self._index.tx() as db:
+            gone = [
+                r[0]
+                for r in db.execute(
+                    """DELETE FROM mpps_steps
+                       WHERE mpps_uid NOT IN (SELECT mpps_uid FROM mpps_outbox)
+                         AND ((state != 'IN PROGRESS' AND updated_at < ?)
+                              OR updated_at < ?)
+                       RETURNING mpps_uid""",
+                    (cutoff, abandoned),
+                )
+            ]
+            db.executemany("DELETE FROM mpps_instances WHERE mpps_uid = ?", [(u,) for u in gone])
+        if gone:
+            log.info("spool: forgot %d MPPS steps past the retention", len(gone))

@@ -28,7 +28,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE, dsutils
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
+from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.mwl import OrderCache
+from imaging_hub.errors import ForwardError
 from tests.peers.dcmtk import findscu, wlmscpfs
 from tests.peers.hub import CLI, GatewayProcess, HubProcess, start_hub_process
 from tests.peers.net import free_port, wait_until
@@ -573,3 +575,22 @@ def test_gateway_status_reports_the_order_cache(site: Site) -> None:
     status = json.loads(out.stdout)
     assert status["orders_cached"] >= len(ORDERS)
     assert status["orders_synced_at"] > time.time() - 60
+
+
+def test_the_hub_client_fetches_the_feed_with_its_etag(site: Site) -> None:
+    client = HubClient(site.hub.url, site.hub.gateway_tokens["clinic-a"])
+    try:
+        items, etag = client.orders("")
+        assert items is not None and etag
+        assert {i["accession_number"] for i in items} >= set(site.accession.values())
+        assert client.orders(etag) == (None, etag)  # 304: unchanged
+    finally:
+        client.close()
+    wrong = HubClient(site.hub.url, "not-a-token")
+    try:
+        with pytest.raises(ForwardError) as caught:
+            wrong.orders("")
+        assert "answered 401" in str(caught.value)
+        assert caught.value.retryable  # a token being rotated: the next turn tries again
+    finally:
+        wrong.close()

@@ -19,7 +19,7 @@ import { h, messageBox, replaceChildren } from "../dom.js";
 import { formatPersonName, formatSexAge, priorityLabel } from "../format.js";
 import { downloadReportPdf } from "./report_pane.js";
 import { examTypeDetail, examTypeName, loadExamTypes, orderForm } from "./order_form.js";
-import { registerRoute, setQuery } from "../router.js";
+import { can, registerRoute, setQuery } from "../router.js";
 
 addStrings({
   "zh-CN": {
@@ -459,10 +459,11 @@ registerRoute({
         }
       }
       const done = Boolean(item.done_at) || doneHere.has(item.order_id);
-      if (item.order_id && (stage === "ordered" || stage === "scanning") && !done) {
+      const writer = can("order.write");
+      if (writer && item.order_id && (stage === "ordered" || stage === "scanning") && !done) {
         actions.push(h("button", { type: "button", class: "small", "data-testid": "order-done", on: { click: () => examDone(item) } }, t("clinic.done")));
       }
-      if (item.order_id && stage === "ordered") {
+      if (writer && item.order_id && stage === "ordered") {
         actions.push(h("button", { type: "button", class: "small", "data-testid": "order-cancel", on: { click: () => cancelOrder(item) } }, t("clinic.cancel")));
       }
       const name = formatPersonName(item.patient_name) || "—";
@@ -598,7 +599,9 @@ registerRoute({
         pager,
       ),
     );
-    if (formOpen) openForm(false);
+    // Only those the hub lets register orders see the form (clinic staff).
+    newButton.hidden = !can("order.write");
+    if (formOpen && can("order.write")) openForm(false);
     load();
     // Auto refresh: the list only (the form and open dialogs are elsewhere in the DOM).
     const timer = setInterval(() => {

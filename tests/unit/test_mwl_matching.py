@@ -9,6 +9,7 @@ import logging
 import sqlite3
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -537,3 +538,58 @@ def test_a_cached_order_round_trips() -> None:
     order = ORDERS[0]
     assert isinstance(order, CachedOrder)
     assert mwl._order_from_row(order.as_json()) == order
+
+
+# --- the DIMSE handler (scp.WorklistHandler) with a stand-in event ------------------------------
+
+
+class FakeEvent:
+    def __init__(self, identifier: Any, calling: str = "CT_ROOM1", cancelled: bool = False):
+        self._identifier = identifier
+        self.assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title=calling))
+        self.is_cancelled = cancelled
+
+    @property
+    def identifier(self) -> Any:
+        if isinstance(self._identifier, Exception):
+            raise self._identifier
+        return self._identifier
+
+
+class ListCache:
+    def __init__(self, orders: Any) -> None:
+        self._orders = orders
+
+    def orders(self) -> Any:
+        if isinstance(self._orders, Exception):
+            raise self._orders
+        return self._orders
+
+
+def handle(cache: Any, event: FakeEvent) -> list[tuple[int, Dataset | None]]:
+    from imaging_hub.dicom_gateway.scp import WorklistHandler
+
+    handler = WorklistHandler(
+        cache, character_sets={"CT_ROOM1": "GB18030"}, default_character_set="ISO_IR 192"
+    )
+    return list(handler.handle_find(event))  # type: ignore[arg-type]
+
+
+def test_handler_answers_pending_per_order_in_the_callers_character_set() -> None:
+    ds = Dataset()
+    ds.PatientName = ""
+    results = handle(ListCache(ORDERS), FakeEvent(wire(ds)))
+    assert [status for status, _ in results] == [0xFF00] * 3
+    assert all(a is not None and a.SpecificCharacterSet == "GB18030" for _, a in results)
+    results = handle(ListCache(ORDERS), FakeEvent(wire(ds), calling="OTHER"))
+    assert all(a is not None and a.SpecificCharacterSet == "ISO_IR 192" for _, a in results)
+
+
+def test_handler_failures_cancel_and_an_unreadable_cache() -> None:
+    ds = Dataset()
+    ds.PatientName = ""
+    assert handle(ListCache(ORDERS), FakeEvent(wire(ds), cancelled=True)) == [(0xFE00, None)]
+    assert handle(ListCache(ORDERS), FakeEvent(ValueError("bad bytes"))) == [(0xA900, None)]
+    assert handle(ListCache(ORDERS), FakeEvent(b"x")) == [(0xA900, None)]
+    broken = ListCache(sqlite3.DatabaseError("file is not a database"))
+    assert handle(broken, FakeEvent(wire(ds))) == [(0xA700, None)]

@@ -98,8 +98,14 @@ class WorklistHandler:
         for an identifier that cannot be matched (the association and the gateway go on)."""
         calling = str(event.assoc.requestor.ae_title).strip()
         try:
+            orders = self.cache.orders()
+        except Exception as exc:  # sqlite3.Error: the cache file is unreadable
+            log.error("MWL C-FIND from %s: the order cache cannot be read: %s", calling, exc)
+            yield STATUS_OUT_OF_RESOURCES, None
+            return
+        try:
             query = mwl.parse_query(event.identifier)
-            matches = mwl.find(query, self.cache.orders())
+            matches = mwl.find(query, orders)
         except mwl.MalformedQuery as exc:
             log.warning("MWL C-FIND from %s refused (0x%04X): %s", calling, exc.status, exc)
             yield exc.status, None

@@ -48,6 +48,7 @@ from imaging_hub.worklist.orders import routes as order_routes
 from imaging_hub.worklist.reading import consultation_routes, duty_routes
 from imaging_hub.worklist.reading import routes as reading_routes
 from imaging_hub.worklist.reading.assignment import sweep
+from imaging_hub.worklist.reports import delivery_routes as report_delivery_routes
 from imaging_hub.worklist.reports import routes as report_routes
 from imaging_hub.worklist.reports import service as report_service
 from imaging_hub.worklist.reports.credentials import ReportsRuntime
@@ -166,6 +167,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     install_error_handlers(app)
     report_routes.install_report_error_handlers(app)
     order_routes.install_order_error_handlers(app)
+    report_delivery_routes.install_delivery_error_handlers(app)
     # Before every FastAPI route: the hottest DICOMweb GETs (they fall through when invalid).
     app.router.routes.extend(dicomweb.fast_routes)
 
@@ -193,6 +195,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(order_routes.router)
     app.include_router(order_gateway_routes.router)
     app.include_router(report_routes.router)
+    app.include_router(report_delivery_routes.router)
     app.include_router(dicomweb.router, max_body_size=settings.dicomweb_max_request_bytes)
     if settings.cors_origins:
         app.add_middleware(

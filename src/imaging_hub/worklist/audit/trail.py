@@ -50,6 +50,7 @@ STUDY_ESCALATED = "study.escalated"
 STUDY_EXPORTED = "study.exported"
 REPORT_DOWNLOADED = "report.downloaded"
 REPORT_SIGNED = "report.signed"
+REPORT_DELIVERED = "report.delivered"  # the clinic's gateway confirmed it holds the signed PDF
 AUDIT_EXPORTED = "audit.exported"
 ADMIN_USER = "admin.user"  # detail.op: created, disabled, enabled, password_reset, updated
 ADMIN_GATEWAY = "admin.gateway"  # detail.op: created, rotated, revoked

@@ -988,8 +988,9 @@ def acknowledge(
     read_back: str,
     now: datetime | None = None,
 ) -> ReportItem:
-    """A clinic user records receipt of a critical result: who, when, how, and the read-back
-    (what they repeated back). The study becomes ``acknowledged``; audited; commits."""
+    """A clinic user records receipt of a critical result in the portal: who, when, how, and
+    the read-back (what they repeated back). The study becomes ``acknowledged``; audited;
+    commits."""
     caller.require(Permission.report_acknowledge)
     user = caller.user
     now = _now(now)
@@ -1001,20 +1002,52 @@ def acknowledge(
         raise ReportNotCritical("This report is not a critical result.")
     if report.acknowledged_at is not None:
         raise AlreadyAcknowledged("This critical result was acknowledged already.")
+    if not record_acknowledgement(
+        session, caller, report, user=user, method=method, read_back=read_back, at=now, via="portal"
+    ):
+        raise AlreadyAcknowledged("This critical result was acknowledged meanwhile.")
+    session.expire_all()
+    fresh = session.get(Report, report.id)
+    assert fresh is not None
+    return report_item(fresh)
+
+
+def record_acknowledgement(
+    session: Session,
+    caller: Caller,
+    report: Report,
+    *,
+    user: User,
+    method: str,
+    read_back: str,
+    at: datetime,
+    via: Literal["portal", "gateway"],
+) -> bool:
+    """Record that clinic user *user* acknowledged the critical result *report* at *at*
+    (``via``: the portal, or the gateway's LAN page). The first acknowledgement wins (one
+    conditional update): False, with nothing changed and the transaction rolled back, when the
+    report was acknowledged already. The study moves ``signed``/``delivered`` →
+    ``acknowledged`` (never backwards), the clinic's critical-result notifications are read,
+    the timeline and the audit trail (as *caller*) get their record; commits.
+
+    The callers check permission, scope and that the report is critical."""
+    study = report.study
     changed = session.execute(
         update(Report)
         .where(Report.id == report.id, Report.acknowledged_at.is_(None))
         .values(
-            acknowledged_at=now,
+            acknowledged_at=at,
             acknowledged_by_id=user.id,
             acknowledgement_method=method,
             acknowledgement_read_back=read_back,
+            acknowledged_via=via,
         )
         .execution_options(synchronize_session=False)
     )
     if getattr(changed, "rowcount", 0) != 1:
         session.rollback()
-        raise AlreadyAcknowledged("This critical result was acknowledged meanwhile.")
+        return False
+    now = datetime.now(UTC)
     session.execute(
         update(Study)
         .where(Study.id == study.id, Study.status.in_([StudyStatus.signed, StudyStatus.delivered]))
@@ -1035,11 +1068,15 @@ def acknowledge(
         session,
         study,
         "critical_acknowledged",
-        at=now,
+        at=at,
         actor=user,
         report_id=report.id,
         method=method,
+        via=via,
     )
+    detail: dict[str, object] = {"method": method, "via": via}
+    if caller.actor is not user:
+        detail["acknowledged_by"] = user.username
     audit.record_for(
         session,
         caller,
@@ -1047,13 +1084,10 @@ def acknowledge(
         object_type="report",
         object_id=str(report.id),
         study_uid=study.study_instance_uid,
-        detail={"method": method},
+        detail=detail,
     )
     session.commit()
-    session.expire_all()
-    fresh = session.get(Report, report.id)
-    assert fresh is not None
-    return report_item(fresh)
+    return True
 
 
 def notify_unacknowledged_critical(

@@ -263,3 +263,40 @@ def test_a_page_is_two_queries_whatever_its_size(hub: HubApp) -> None:
         event.remove(engine, "before_cursor_execute", count)
     assert len(small.json()["items"]) == 2 and len(large.json()["items"]) == 6
     assert small_count == len(statements) == 2, statements
+
+
+def test_the_orders_priority_and_question_reach_the_reader(hub: HubApp) -> None:
+    stat = place(hub, "STAT-1", priority="stat", reason_for_procedure="突发胸痛 1 小时")
+    plain = place(hub, "PLAIN-1", reason_for_procedure="体检")
+    # One study under the order's UID, one matched by accession number only, one without order.
+    receive(
+        hub,
+        study_uid=stat["study_instance_uid"],
+        accession="",
+        complete=True,
+        patient_id="STAT-1",
+    )
+    by_accession = generate_uid()
+    receive(
+        hub,
+        study_uid=by_accession,
+        accession=plain["accession_number"],
+        complete=True,
+        patient_id="PLAIN-1",
+    )
+    orderless = generate_uid()
+    receive(hub, study_uid=orderless, accession="X-1", complete=True, patient_id="NONE-1")
+    worklist = hub.client.get("/api/v1/worklist", headers=hub.headers("rad1"))
+    assert worklist.status_code == 200, worklist.text
+    items = {i["study_instance_uid"]: i for i in worklist.json()["items"]}
+    assert items[stat["study_instance_uid"]]["clinical_question"] == "突发胸痛 1 小时"
+    assert items[stat["study_instance_uid"]]["priority"] == "stat"
+    assert items[by_accession]["clinical_question"] == "体检"
+    assert items[by_accession]["priority"] == "routine"
+    assert items[orderless]["clinical_question"] == ""
+    # The stat study is handed out first; the report shows the order's question.
+    first = next(iter(worklist.json()["items"]))
+    assert first["study_instance_uid"] == stat["study_instance_uid"]
+    chain = hub.client.get(f"/api/v1/studies/{by_accession}/report", headers=hub.headers("rad1"))
+    assert chain.status_code == 200, chain.text
+    assert chain.json()["clinical_question"] == "体检"

@@ -2,7 +2,7 @@
 
 - ``tests.peers.hub``: the hub (``imaging-hub hub serve``) and clinic gateways as processes;
 - ``tests.peers.postgres``: a throwaway PostgreSQL cluster;
-- ``tests.peers.s3``: an S3 server (moto) for the S3 object store backend;
+- ``tests.peers.s3``: a real S3 server (SeaweedFS, signatures checked) for the S3 backend;
 - ``tests.peers.dcmtk``: dcmtk's storescu / echoscu as the modality (plain functions).
 
 DICOM samples (``SAMPLES``): the rows of ``tests/data/dicom/INDEX.csv``, a subset of the reference

@@ -4,7 +4,7 @@ Success for is at the hub exactly once: one row per SOP Instance UID, its object
 the SHA-256 the row records, and no stray object under the study.
 
 Real peers: the hub and gateway processes (tests.peers.hub), a pynetdicom modality that records
-each C-STORE status (tests.peers.scu), dcmtk's storescu, and a moto S3 server behind a proxy
+each C-STORE status (tests.peers.scu), dcmtk's storescu, and a SeaweedFS S3 server behind a proxy
 that the test cuts.
 """
 
@@ -212,7 +212,7 @@ def test_hub_down_for_20_seconds(
 
 @pytest.fixture
 def s3_hub(s3_server: S3Server, tmp_path: Path) -> Iterator[tuple[HubProcess, TcpProxy, str]]:
-    """A hub on the S3 backend, reaching moto through a proxy the test can cut."""
+    """A hub on the S3 backend, reaching SeaweedFS through a proxy the test can cut."""
     bucket = f"hub-{generate_uid()[-12:].replace('.', '')}"
     proxy = TcpProxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
     proxy.start()

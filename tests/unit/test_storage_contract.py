@@ -1,6 +1,7 @@
 """One ObjectStore contract, run on every backend; plus key confinement and key-builder rules.
 
-The S3 backend runs against a real S3 protocol server on loopback (``s3_store``, moto).
+The S3 backend runs against a real S3 server on loopback (``s3_store``: SeaweedFS, with
+signatures and per-bucket / per-prefix permissions checked; tests/peers/s3.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from imaging_hub.storage import (
     open_store,
     report_key,
 )
+from tests.peers.s3 import S3Server
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"
@@ -309,18 +311,21 @@ class TestOpenStore:
         store.put("k", b"v")
         assert (tmp_path / "s" / "k").read_bytes() == b"v"
 
-    def test_s3(self, s3_store: S3Store) -> None:
+    def test_s3(self, s3_store: S3Store, s3_server: S3Server) -> None:
         # Reuse the peer's bucket through the factory, the way settings would open it.
         opened = open_store(
             "s3",
             endpoint=s3_store.endpoint,
-            access_key="test-access",
-            secret_key="test-secret",
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
             bucket=s3_store.bucket,
             region="us-east-1",
         )
         assert isinstance(opened, S3Store)
-        opened.put("k", b"v")
+        try:
+            opened.put("k", b"v")
+        finally:
+            opened.close()
         assert s3_store.get("k") == b"v"
 
     def test_unknown_kind_and_bad_options(self, tmp_path: Path) -> None:
@@ -339,7 +344,7 @@ class TestS3Specifics:
             put_url,
             data=b"uploaded",
             method="PUT",
-            # urllib's default form content type would make moto parse the body as a form.
+            # urllib would otherwise send a form content type; an upload is octets.
             headers={"Content-Type": "application/octet-stream"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -371,11 +376,11 @@ class TestS3Specifics:
         assert secret not in repr(store)
         assert str(caught.value).endswith(".")
 
-    def test_missing_bucket_is_a_storage_error_not_not_found(self, s3_store: S3Store) -> None:
+    def test_missing_bucket_is_a_storage_error_not_not_found(self, s3_server: S3Server) -> None:
         store = S3Store(
-            endpoint=s3_store.endpoint,
-            access_key="ak",
-            secret_key="sk",
+            endpoint=s3_server.endpoint,
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
             bucket="no-such-bucket-here",
             region="us-east-1",
         )

@@ -285,7 +285,7 @@ class SecurityHeaders:
                     (b"pragma", b"no-cache"),
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
+                    (b"referrer-policy", b"same-origin"),  # with no-referrer, forms send Origin: null
                     (b"cross-origin-opener-policy", b"same-origin"),
                     (b"cross-origin-resource-policy", b"same-origin"),
                 ]
@@ -428,8 +428,8 @@ class LanPage:
 
     def _same_origin(self, request: Request) -> bool:
         origin = request.headers.get("origin")
-        if origin is None:
-            return True  # older browsers omit it on same-origin POSTs; the CSRF token decides
+        if origin is None or origin == "null":
+            return True  # some browsers omit it (or say "null"); the CSRF token decides
         host = request.headers.get("host", "")
         return origin in (f"http://{host}", f"https://{host}")
 

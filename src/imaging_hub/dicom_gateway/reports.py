@@ -169,6 +169,12 @@ class HeldReport:
         return self.critical and self.acknowledged_at is None
 
 
+def _held(row: sqlite3.Row) -> HeldReport:
+    values = dict(row)
+    values["critical"] = bool(values["critical"])
+    return HeldReport(**values)
+
+
 @dataclass(frozen=True)
 class StaffMember:
     username: str
@@ -294,7 +300,7 @@ class ReportStore:
             "LEFT JOIN acknowledgements a ON a.report_id = r.id WHERE r.id = ?",
             int(report_id),
         )
-        return HeldReport(**dict(rows[0])) if rows else None
+        return _held(rows[0]) if rows else None
 
     def record(self, item: Mapping[str, Any], *, size: int, node: bool) -> None:
         """The row of a report whose PDF is in place (after :meth:`write_file`)."""
@@ -347,7 +353,7 @@ class ReportStore:
             f"SELECT {_HELD_COLUMNS} FROM reports r LEFT JOIN acknowledgements a "
             "ON a.report_id = r.id WHERE r.delivered_at IS NULL ORDER BY r.id"
         )
-        return [HeldReport(**dict(row)) for row in rows]
+        return [_held(row) for row in rows]
 
     def recent(self, *, search: str = "", limit: int = 200) -> list[HeldReport]:
         """The reports held, critical results awaiting acknowledgement first, then newest."""
@@ -369,7 +375,7 @@ class ReportStore:
             *args,
             limit,
         )
-        return [HeldReport(**dict(row)) for row in rows]
+        return [_held(row) for row in rows]
 
     # --- acknowledgements made on the LAN page ---
 
@@ -439,7 +445,7 @@ class ReportStore:
             "ORDER BY r.node_next_try_at, r.id LIMIT 20",
             now,
         )
-        return [HeldReport(**dict(row)) for row in rows]
+        return [_held(row) for row in rows]
 
     def mark_node(
         self, report_id: int, *, sent: bool, error: str = "", next_try_at: float = 0.0

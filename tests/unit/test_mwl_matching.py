@@ -7,6 +7,7 @@ so decoding with the identifier's own character set is exercised as on the wire.
 import io
 import logging
 import sqlite3
+import time
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -532,6 +533,29 @@ def test_the_sync_thread_stops_promptly(tmp_path: Path) -> None:
     assert (datetime.now() - started).total_seconds() < 2
     assert feed.calls  # the first sync ran at once
     cache.close()
+
+
+def test_after_a_failure_the_sync_retries_sooner_than_its_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mwl, "RETRY_INITIAL_SECONDS", 0.1)
+    cache = OrderCache(tmp_path)
+    feed = FakeFeed()
+    feed.down = True
+    sync = OrderSync(cache, feed, interval=3600)
+    sync.start()
+    try:
+        wait = time.monotonic() + 5
+        while len(feed.calls) < 2 and time.monotonic() < wait:
+            time.sleep(0.05)
+        assert len(feed.calls) >= 2  # retried after 0.1 s, not after the hour
+        feed.down = False
+        while not cache.orders() and time.monotonic() < wait + 5:
+            time.sleep(0.05)
+        assert [o.accession_number for o in cache.orders()] == ["A1001"]
+    finally:
+        sync.stop(timeout=5)
+        cache.close()
 
 
 def test_a_cached_order_round_trips() -> None:

@@ -355,6 +355,8 @@ def cache_status(spool_dir: Path) -> dict[str, Any]:
 
 # --- Sync from the hub -------------------------------------------------------------------------
 
+#: The first retry after a failed sync (then doubling, up to ``order_sync_seconds``).
+RETRY_INITIAL_SECONDS = 1.0
 #: ``HubClient.orders``: (items, etag), items None when the hub answered 304.
 FetchOrders = Callable[[str], tuple[list[Any] | None, str]]
 
@@ -415,9 +417,16 @@ class OrderSync:
             log.debug("order sync error not recorded", exc_info=True)
 
     def _run(self) -> None:
+        """Sync every *interval* seconds; after a failure sooner (1 s, doubling up to the
+        interval), so a hub that is just starting or back from an outage is caught early."""
+        retry = RETRY_INITIAL_SECONDS
         while not self._stopped.is_set():
-            self.sync_once()
-            self._stopped.wait(self.interval)
+            if self.sync_once():
+                retry = RETRY_INITIAL_SECONDS
+                self._stopped.wait(self.interval)
+            else:
+                self._stopped.wait(min(retry, self.interval))
+                retry *= 2
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="order-sync", daemon=True)

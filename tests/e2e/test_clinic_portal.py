@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 from pydicom.uid import generate_uid
 
 from tests.e2e.support import BUNDLED, ingest, login, make_instance
@@ -339,6 +339,25 @@ def test_critical_report_downloads_and_is_acknowledged(
     expect(row.locator("td.col-radiologist")).not_to_have_text("—")
     shot(page, tmp_path, "6-critical")
 
+    # Print: the same PDF in a tab of its own, in the browser's PDF viewer.
+    pdf_url = f"{hub.url}/api/v1/reports/{portal.critical_report}/pdf"
+    fetched: list[bytes] = []
+
+    def keep(route: Route) -> None:
+        answer = route.fetch()
+        fetched.append(answer.body())
+        route.fulfill(response=answer)
+
+    page.route(pdf_url, keep)
+    with bp.context.expect_page() as opened:
+        row.locator("[data-testid=report-print]").click()
+    tab = opened.value
+    expect(tab).to_have_url(re.compile(r"^blob:"))
+    tab.wait_for_load_state()
+    assert tab.evaluate("document.contentType") == "application/pdf"
+    assert fetched == [served.content]
+    page.unroute(pdf_url)
+    tab.close()
     with page.expect_download() as download:
         row.locator("[data-testid=report-download]").click()
     assert Path(download.value.path()).read_bytes() == served.content

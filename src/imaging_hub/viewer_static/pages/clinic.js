@@ -14,7 +14,7 @@
 // Everything from the API goes into the page as text (h()).
 
 import { addStrings, formatDateTime, getLanguage, minutesUntil, t } from "../i18n.js";
-import { apiGet, apiPost } from "../api.js";
+import { apiBlob, apiGet, apiPost } from "../api.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
 import { formatPersonName, formatSexAge, priorityLabel } from "../format.js";
 import { downloadReportPdf } from "./report_pane.js";
@@ -44,8 +44,11 @@ addStrings({
     "clinic.question": "临床问题：{text}",
     "clinic.overdue": "已超时 {n} 分钟",
     "clinic.download": "下载报告",
-    "clinic.downloadTitle": "下载已签名的报告 PDF（可打印）",
+    "clinic.downloadTitle": "下载已签名的报告 PDF",
     "clinic.downloadAddendum": "补充报告 {n}",
+    "clinic.print": "打印报告",
+    "clinic.printAddendum": "打印补充报告 {n}",
+    "clinic.printShort": "打印",
     "clinic.critical": "危急值：{category}",
     "clinic.criticalOpen": "有 {n} 份危急值报告尚未确认接收，请尽快通知临床并确认。",
     "clinic.criticalItem": "{patient} · {exam} · {category}",
@@ -108,8 +111,11 @@ addStrings({
     "clinic.question": "Clinical question: {text}",
     "clinic.overdue": "Overdue by {n} min",
     "clinic.download": "Download report",
-    "clinic.downloadTitle": "Download the signed report PDF (to print)",
+    "clinic.downloadTitle": "Download the signed report PDF",
     "clinic.downloadAddendum": "Addendum {n}",
+    "clinic.print": "Print the report",
+    "clinic.printAddendum": "Print addendum {n}",
+    "clinic.printShort": "Print",
     "clinic.critical": "Critical result: {category}",
     "clinic.criticalOpen": "{n} critical result(s) not yet acknowledged: inform the clinician and acknowledge.",
     "clinic.criticalItem": "{patient} · {exam} · {category}",
@@ -333,32 +339,67 @@ registerRoute({
       accession: item.accession_number || "—",
     });
 
+    /**
+     * The signed PDF in a new tab, in the browser's PDF viewer, to print. The tab is opened at
+     * the click (a popup blocker lets it through) and pointed at the PDF once it is here.
+     */
+    async function printReportPdf(id) {
+      const tab = window.open("", "_blank");
+      try {
+        const blob = await apiBlob(`/api/v1/reports/${encodeURIComponent(id)}/pdf`, undefined, { signal });
+        const url = URL.createObjectURL(blob);
+        if (tab) {
+          tab.opener = null;
+          tab.location.href = url;
+        } else {
+          window.open(url, "_blank", "noopener");
+        }
+        setTimeout(() => URL.revokeObjectURL(url), 60000);
+      } catch (err) {
+        if (tab) tab.close();
+        fail(err);
+      }
+    }
+
+    /** Download and print buttons of the signed report and each addendum. */
     function reportButtons(item) {
       const parts = [];
       if (!item.report_id) return parts;
-      parts.push(
-        h(
-          "button",
-          {
-            type: "button",
-            class: "small",
-            "data-testid": "report-download",
-            title: t("clinic.downloadTitle"),
-            dataset: { reportId: String(item.report_id) },
-            on: { click: () => downloadReportPdf({ id: item.report_id }, { signal }).catch(fail) },
-          },
-          t("clinic.download"),
-        ),
-      );
-      (item.addenda || []).forEach((id, i) =>
+      const docs = [
+        { id: item.report_id, suffix: "", download: t("clinic.download"), print: t("clinic.print") },
+        ...(item.addenda || []).map((id, i) => ({
+          id,
+          suffix: "-addendum",
+          download: t("clinic.downloadAddendum", { n: i + 1 }),
+          print: t("clinic.printAddendum", { n: i + 1 }),
+        })),
+      ];
+      for (const doc of docs) {
+        const reportId = String(doc.id);
         parts.push(
           h(
-            "button",
-            { type: "button", class: "small", "data-testid": "report-download-addendum", dataset: { reportId: String(id) }, on: { click: () => downloadReportPdf({ id }, { signal }).catch(fail) } },
-            t("clinic.downloadAddendum", { n: i + 1 }),
+            "span",
+            { class: "report-buttons" },
+            h(
+              "button",
+              {
+                type: "button",
+                class: "small",
+                "data-testid": `report-download${doc.suffix}`,
+                title: t("clinic.downloadTitle"),
+                dataset: { reportId },
+                on: { click: () => downloadReportPdf({ id: doc.id }, { signal }).catch(fail) },
+              },
+              doc.download,
+            ),
+            h(
+              "button",
+              { type: "button", class: "small", "data-testid": `report-print${doc.suffix}`, title: doc.print, "aria-label": doc.print, dataset: { reportId }, on: { click: () => printReportPdf(doc.id) } },
+              t("clinic.printShort"),
+            ),
           ),
-        ),
-      );
+        );
+      }
       return parts;
     }
 

@@ -221,7 +221,7 @@ def check_new_order(new: NewOrder, *, now: datetime, zone: ZoneInfo) -> _Checked
     elif pinyin:
         pinyin = c.person_name("patient_name_pinyin", pinyin, label="pinyin", groups=1)
     name = c.person_name("patient_name", new.patient_name, label="patient name")
-    if not name and full and not any(e.field == "patient_name" for e in c.errors):
+    if not name and (full or pinyin) and not any(e.field == "patient_name" for e in c.errors):
         c.fail("patient_name", "required", "The patient name is required.")
     if name and (pinyin or new.patient_name_pinyin) and "=" in name:
         name = c.fail("patient_name", "invalid", "With a pinyin, the name may not hold '=' groups.")

@@ -1,4 +1,5 @@
-"""``GET /api/v1/clinic/studies``: the clinic page's list (studies with report status)."""
+"""``GET /api/v1/clinic/studies``: the clinic page's list (studies with report status, and
+orders without images yet; each row with its ``stage``, see docs/orders.md)."""
 
 from typing import Annotated
 
@@ -23,8 +24,9 @@ def get_clinic_studies(
     patient: Annotated[str, Query(max_length=64)] = "",
     clinic: Annotated[str, Query(max_length=63, pattern=r"^[a-z0-9-]*$")] = "",
 ) -> ClinicStudyPage:
-    """The caller's clinic's studies, newest first, each with its reading status and signed
-    documents (clinic staff: their own clinic; administrators: ``clinic`` or every clinic)."""
+    """The caller's clinic's exams, newest first: studies with their reading status, signed
+    documents and order, and orders that have no study yet; each row with its ``stage``
+    (clinic staff: their own clinic; administrators: ``clinic`` or every clinic)."""
     return clinic_studies(
         session,
         caller,

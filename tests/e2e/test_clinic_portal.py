@@ -5,12 +5,14 @@ staff-a registers an exam order through the form (``order-new`` → ``order-subm
 in the list as ``ordered`` with the accession number the hub assigned; bad input is answered
 field by field (Chinese hints, the hub's English messages) and registers nothing; "exam done"
 moves the row on, "cancel" needs a reason; a signed critical report stands out in a red band,
-its PDF downloads byte for byte as the hub serves it, and acknowledging it (method + read-back)
-clears the band (stage ``acknowledged``); the list refreshes itself without touching the form;
+its PDF downloads (and opens to print) byte for byte as the hub serves it, stays open once the
+clinic's gateway holds it (``delivered``), and acknowledging it (method + read-back) clears the
+band (stage ``acknowledged``); the list refreshes itself without touching the form;
 staff-b sees nothing of clinic-a. Hostile text goes in as text. Screenshots ``clinic-*.png`` are
 kept in each test's temporary directory.
 """
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -338,6 +340,21 @@ def test_critical_report_downloads_and_is_acknowledged(
     expect(row.locator("td.col-priority")).to_have_text("急诊")
     expect(row.locator("td.col-radiologist")).not_to_have_text("—")
     shot(page, tmp_path, "6-critical")
+
+    # The clinic's gateway takes the PDF: delivered, and still to acknowledge.
+    gateway = {"Authorization": f"Bearer {hub.gateway_tokens['clinic-a']}"}
+    received = httpx.post(
+        f"{hub.url}/api/v1/gateway/reports/{portal.critical_report}/received",
+        json={"sha256": hashlib.sha256(served.content).hexdigest()},
+        headers=gateway,
+        timeout=10,
+    )
+    assert received.status_code == 200, received.text
+    page.locator("#clinic-refresh").click()
+    expect(row).to_have_attribute("data-status", "delivered")
+    expect(row.locator("[data-testid=clinic-stage]")).to_have_text("报告已送达")
+    expect(row).to_have_class(re.compile(r"critical-open"))
+    expect(band).to_be_visible()
 
     # Print: the same PDF in a tab of its own, in the browser's PDF viewer.
     pdf_url = f"{hub.url}/api/v1/reports/{portal.critical_report}/pdf"

@@ -283,11 +283,19 @@ def test_backup_of_a_running_postgres_hub_restores_into_an_empty_one(
     target = Target(postgres_server.create_database(name), tmp_path / "new-hub")
     try:
         # A hub that was installed and migrated (`hub serve` ran once) but holds nothing yet.
-        upgraded = target.cli("db", "upgrade")
-        assert upgraded.returncode == 0, upgraded.stderr
+        engine = make_engine(target.database_url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
         result = target.cli("admin", "restore", str(directory))
         assert result.returncode == 0, result.stdout + result.stderr
         check_restored(pg_hub_app, target, manifest, before)
+        # Now it holds a hub: a second restore is refused and changes nothing.
+        rows = audit_rows(target.database_url)
+        again = target.cli("admin", "restore", str(directory))
+        assert again.returncode == 3 and "audit_events" in again.stdout, again.stdout
+        assert audit_rows(target.database_url) == rows
     finally:
         postgres_server.drop_database(name)
 
@@ -406,8 +414,8 @@ def test_an_interrupted_backup_is_never_taken_for_a_complete_one(
             assert not (half / "manifest.json").exists()
             if how == signal.SIGINT:
                 assert process.returncode == 130 and "interrupted" in output
-            result = target.cli("admin", "restore", str(half))
-            assert result.returncode == 4 and "incomplete" in result.stdout
+            with pytest.raises(domain.BackupIncomplete, match="make a new backup"):
+                domain.restore(target.settings(), half, Caller.console())
             assert not target.data_dir.exists()
     details = [
         e.detail
@@ -438,16 +446,16 @@ def test_a_tampered_backup_is_detected_and_nothing_is_restored(
     dcm = next((directory / "objects").rglob("*.dcm"))
     data = dcm.read_bytes()
     dcm.unlink()
-    result = target.cli("admin", "restore", str(directory))
-    assert result.returncode == 4 and "is missing" in result.stdout
+    with pytest.raises(domain.BackupCorrupt, match="is missing"):
+        domain.restore(target.settings(), directory, Caller.console())
     dcm.write_bytes(data)
 
     # The listing itself edited (to match a tampered object) no longer matches the manifest.
     sums = directory / "SHA256SUMS"
     listing = sums.read_text()
     sums.write_text(listing.replace(listing[:64], "0" * 64, 1))
-    result = target.cli("admin", "restore", str(directory))
-    assert result.returncode == 4 and "SHA256SUMS" in result.stdout
+    with pytest.raises(domain.BackupCorrupt, match="SHA256SUMS"):
+        domain.restore(target.settings(), directory, Caller.console())
     sums.write_text(listing)
     assert not target.data_dir.exists()
 
@@ -455,21 +463,38 @@ def test_a_tampered_backup_is_detected_and_nothing_is_restored(
     manifest_path = directory / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "format_version": 99}))
-    result = target.cli("admin", "restore", str(directory))
-    assert result.returncode == 4 and "newer" in result.stdout
+    with pytest.raises(domain.BackupIncompatible, match="newer"):
+        domain.restore(target.settings(), directory, Caller.console())
+    manifest_path.write_text("{not json")
+    with pytest.raises(domain.BackupCorrupt, match="not a readable manifest"):
+        domain.restore(target.settings(), directory, Caller.console())
     manifest_path.write_text(json.dumps(manifest))
+    assert not target.data_dir.exists()
 
     # Untouched again, it restores.
-    result = target.cli("admin", "restore", str(directory))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = domain.restore(target.settings(), directory, Caller.console())
+    assert result.objects == manifest["objects"]["count"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "objects/../../../escaped.txt",
+        "/tmp/escaped.txt",
+        "pki/../../escaped.txt",
+        "objects/clinic-a/.hidden",
+        "database.sqlite3/../../escaped.txt",
+        "manifest.json",
+    ],
+)
 def test_a_hostile_listing_cannot_write_outside_the_target(
-    backed_up: tuple[HubApp, Path], tmp_path: Path
+    backed_up: tuple[HubApp, Path], tmp_path: Path, path: str
 ) -> None:
+    """A listing edited with its hash put in the manifest (no signature protects a backup:
+    keep it where only the hub's operators can write) still names only files inside it."""
     _, directory = backed_up
     sums = directory / "SHA256SUMS"
-    evil = sums.read_text() + f"{'a' * 64}  objects/../../../escaped.txt\n"
+    evil = sums.read_text() + f"{'a' * 64}  {path}\n"
     sums.write_text(evil)
     manifest_path = directory / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
@@ -477,9 +502,24 @@ def test_a_hostile_listing_cannot_write_outside_the_target(
     manifest["files"] += 1
     manifest_path.write_text(json.dumps(manifest))
     target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
-    result = target.cli("admin", "restore", str(directory))
-    assert result.returncode == 4 and "malformed" in result.stdout
+    with pytest.raises(domain.BackupCorrupt, match="malformed"):
+        domain.restore(target.settings(), directory, Caller.console())
     assert not (tmp_path / "escaped.txt").exists() and not target.data_dir.exists()
+
+
+def test_an_object_replaced_by_a_symbolic_link_is_refused(
+    backed_up: tuple[HubApp, Path], tmp_path: Path
+) -> None:
+    _, directory = backed_up
+    dcm = next((directory / "objects").rglob("*.dcm"))
+    outside = tmp_path / "outside.dcm"
+    outside.write_bytes(dcm.read_bytes())  # the same bytes, so the same SHA-256
+    dcm.unlink()
+    dcm.symlink_to(outside)
+    target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
+    result = target.cli("admin", "restore", str(directory))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "not a regular file" in result.stdout and not target.data_dir.exists()
 
 
 def test_a_backup_never_overwrites_and_is_console_only(hub_app: HubApp, tmp_path: Path) -> None:

@@ -617,7 +617,7 @@ def verify_backup(directory: Path, *, progress: Progress = _no_progress) -> dict
         has_database = has_database or entry.path == manifest["database"]["file"]
         path = directory / entry.path
         if path.is_symlink() or not path.is_file():
-            bad.append(f"{entry.path} is missing")
+            bad.append(f"{entry.path} is missing or not a regular file")
         elif _sha256_file(path) != entry.sha256:
             bad.append(f"{entry.path} differs from its SHA-256")
         if count % 200 == 0 or count == total:

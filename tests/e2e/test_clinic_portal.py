@@ -13,12 +13,14 @@ kept in each test's temporary directory.
 """
 
 import hashlib
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pydicom
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 from pydicom.uid import generate_uid
@@ -217,6 +219,51 @@ def test_staff_registers_an_order_and_finds_it_ordered(
     page.fill("#clinic-search", "MZ-20261206")
     expect(rows).to_have_count(1)
     expect(page).to_have_url(re.compile(r"patient=MZ-20261206"))
+    assert bp.problems() == []
+
+
+def test_exam_done_while_the_images_arrive(portal: Portal, open_page: OpenPage) -> None:
+    """A machine without MPPS: the order's images are arriving (``receiving``); "exam done" is
+    offered and completes the order (the gateway then completes the study)."""
+    hub = portal.hub
+    order = place_order(hub, patient_name="钱^多多")
+    uid = str(order["study_instance_uid"])
+    data = make_instance(
+        BUNDLED / "CT_small.dcm",
+        study=uid,
+        SpecificCharacterSet="ISO_IR 192",
+        PatientName="钱^多多",
+        PatientID=str(order["patient_id"]),
+        AccessionNumber=str(order["accession_number"]),
+    )
+    sop = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID
+    put = httpx.put(
+        f"{hub.url}/api/v1/ingest/instances/{sop}",
+        content=data,
+        headers={
+            "Authorization": f"Bearer {hub.gateway_tokens['clinic-a']}",
+            "Content-Type": "application/dicom",
+            "X-Content-SHA256": hashlib.sha256(data).hexdigest(),
+        },
+        timeout=30,
+    )
+    assert put.status_code == 201, put.text
+
+    bp = open_page(hub.url)
+    page = bp.page
+    login(bp, hub, "staff-a")
+    row = row_of(page, uid)
+    expect(row).to_have_attribute("data-status", "receiving")
+    expect(row.locator("td.col-accession")).to_have_text(str(order["accession_number"]))
+    expect(row.locator("[data-testid=order-cancel]")).to_have_count(0)
+    row.locator("[data-testid=order-done]").click()
+    page.locator("#order-done-confirm").click()
+    expect(row.locator("[data-testid=order-done]")).to_have_count(0)
+    expect(page.locator(".clinic-messages .message-ok")).to_contain_text(
+        str(order["accession_number"])
+    )
+    done = next(o for o in orders_of(hub) if o["id"] == order["id"])
+    assert done["status"] == "completed" and done["done_at"] is not None
     assert bp.problems() == []
 
 

@@ -5,9 +5,9 @@
 //   refreshed every 15 s without touching the order form. One `clinic-study-row` per exam with
 //   `data-study-uid` and `data-status` = the hub's `stage` (ordered … acknowledged, cancelled,
 //   discontinued), shown as a coloured label in the user's language;
-// - per row: the signed PDF and its addenda (`report-download`), "exam done" for an exam that is
-//   ordered or scanning (POST /api/v1/orders/{id}/done, confirmed first), cancelling an ordered
-//   exam with a reason (POST /api/v1/orders/{id}/cancel);
+// - per row: the signed PDF and its addenda (`report-download`, `report-print`), "exam done" for
+//   an exam that is ordered, scanning or receiving (POST /api/v1/orders/{id}/done, confirmed
+//   first), cancelling an ordered exam with a reason (POST /api/v1/orders/{id}/cancel);
 // - critical results (危急值) in a red band above the list until a clinic user acknowledges each
 //   (`critical-acknowledge`: method + read-back, POST /api/v1/reports/{id}/acknowledge; the
 //   dialog reads the report's text then, GET /api/v1/studies/{uid}/report).
@@ -165,6 +165,7 @@ export const STAGES = ["ordered", "scanning", "receiving", "waiting", "reading",
 const STAGE_OF_STATUS = { receiving: "receiving", unread: "waiting", in_progress: "reading", escalated: "reading", signed: "signed", delivered: "delivered", acknowledged: "acknowledged", cancelled: "cancelled" };
 // Stages whose report is still to come: a passed due time is shown as overdue.
 const OPEN_STAGES = new Set(["receiving", "waiting", "reading"]);
+const DONE_STAGES = new Set(["ordered", "scanning", "receiving"]);
 const METHODS = ["phone", "portal", "in_person", "message"];
 
 // Whether the order form is open: kept over re-renders (language switch) of the page.
@@ -501,7 +502,9 @@ registerRoute({
       }
       const done = Boolean(item.done_at) || doneHere.has(item.order_id);
       const writer = can("order.write");
-      if (writer && item.order_id && (stage === "ordered" || stage === "scanning") && !done) {
+      // "Exam done" tells the gateway a machine without MPPS has finished: before the images
+      // come (ordered, scanning) and while they arrive (receiving: the study completes then).
+      if (writer && item.order_id && DONE_STAGES.has(stage) && !done) {
         actions.push(h("button", { type: "button", class: "small", "data-testid": "order-done", on: { click: () => examDone(item) } }, t("clinic.done")));
       }
       if (writer && item.order_id && stage === "ordered") {

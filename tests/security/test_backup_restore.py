@@ -182,6 +182,8 @@ def backup_while_serving(hub_app: HubApp, directory: Path, study_uid: str) -> di
     assert traffic.error is None, traffic.error
     assert result.returncode == 0, result.stdout + result.stderr
     assert "backup complete" in result.stdout
+    # Not a terminal: progress as counted lines.
+    assert "database snapshot: 1/1" in result.stdout and "objects: " in result.stdout
     manifest: dict[str, Any] = json.loads((directory / "manifest.json").read_text())
     # The hub kept serving: audit rows were written after the snapshot too (the thread ran
     # before, during and after it).
@@ -529,6 +531,11 @@ def test_a_backup_never_overwrites_and_is_console_only(hub_app: HubApp, tmp_path
     result = target_of(hub_app).cli("admin", "backup", str(occupied))
     assert result.returncode == 1 and "not empty" in result.stdout
     assert [p.name for p in occupied.iterdir()] == ["old-backup.txt"]
+    # Not inside what it protects.
+    inside = hub_app.data_dir / "objects" / "backup"
+    with pytest.raises(domain.BackupError, match="inside the hub's data directory"):
+        domain.backup(target_of(hub_app).settings(), inside, Caller.console())
+    assert not inside.exists()
 
     with hub_app.sessions() as session:
         admin = session.scalars(select(User).where(User.username == "admin")).one()

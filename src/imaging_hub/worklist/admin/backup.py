@@ -321,6 +321,14 @@ def backup(
     directory = Path(directory).absolute()
     url = settings.resolved_database_url()
     kind = dump.kind_of(url)
+    for inside in (settings.resolved_object_store_dir(), settings.data_dir):
+        if settings.object_store == "s3" and inside != settings.data_dir:
+            continue
+        if directory.resolve().is_relative_to(Path(inside).resolve()):
+            raise BackupError(
+                f"{directory} is inside the hub's data directory or object store: put backups "
+                "on another disk (a copy next to what it protects is lost with it)."
+            )
     earlier = _earlier_objects(link_dest) if link_dest is not None else {}
     _prepare_directory(directory)
     created_at = _now()

@@ -14,14 +14,16 @@ from sqlalchemy import event, select, update
 
 from imaging_hub.worklist.db.models import Institution, Study, StudyStatus
 from imaging_hub.worklist.studies.registration import SlaPolicy, complete_study, register_instance
-from tests.security.conftest import HubApp, _template_db, hub_app  # noqa: F401
+from tests.security.conftest import HubApp, _template_db, hub_app, pg_hub_app  # noqa: F401
 from tests.security.test_reports_api import SOURCE
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "postgresql"])
 def hub(request: pytest.FixtureRequest) -> HubApp:
-    """The in-process hub on a copy of the demo network's SQLite database."""
-    found: HubApp = request.getfixturevalue("hub_app")
+    """The in-process hub with the demo network, on SQLite and on PostgreSQL."""
+    found: HubApp = request.getfixturevalue(
+        "hub_app" if request.param == "sqlite" else "pg_hub_app"
+    )
     return found
 
 

@@ -9,13 +9,15 @@ import pytest
 from sqlalchemy import func, select, update
 
 from imaging_hub.worklist.db.models import AuditEvent, Order
-from tests.security.conftest import HubApp, _template_db, hub_app  # noqa: F401
+from tests.security.conftest import HubApp, _template_db, hub_app, pg_hub_app  # noqa: F401
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "postgresql"])
 def hub(request: pytest.FixtureRequest) -> HubApp:
-    """The in-process hub on a copy of the demo network's SQLite database."""
-    found: HubApp = request.getfixturevalue("hub_app")
+    """The in-process hub with the demo network, on SQLite and on PostgreSQL."""
+    found: HubApp = request.getfixturevalue(
+        "hub_app" if request.param == "sqlite" else "pg_hub_app"
+    )
     return found
 
 

@@ -225,6 +225,21 @@ def test_the_gateway_holds_the_pdf_byte_exact_and_delivered_is_set_once_across_a
     assert hub_report(hub, report_id).delivered_at is None  # the hub was not told yet
     assert delivered_events(hub, report_id) == 0
 
+    # A file damaged meanwhile (a bad disk) is never confirmed: forgotten and pulled again.
+    damaged = bytearray(held_pdf)
+    damaged[100] ^= 0x01
+    (spool / "reports" / f"{report_id}.pdf").write_bytes(bytes(damaged))
+    checking = open_gateway(
+        hub, spool, client=CrashBeforeConfirm(hub.url, hub.gateway_tokens["clinic-a"])
+    )
+    assert checking.puller.confirm_held() == 0
+    assert checking.store.held(report_id) is None
+    with pytest.raises(Crash):  # pulled again, and again the process dies before confirming
+        checking.puller.run_once()
+    checking.close()
+    assert (spool / "reports" / f"{report_id}.pdf").read_bytes() == held_pdf
+    assert hub_report(hub, report_id).delivered_at is None
+
     # Restart: the held report is confirmed at once, nothing is downloaded twice.
     restarted = open_gateway(hub, spool)
     try:

@@ -206,6 +206,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _file_sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1024 * 1024):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def _holds_pdf(path: Path, sha256: str) -> bool:
     """Whether the Part 10 file *path* is an Encapsulated PDF holding the PDF of *sha256*."""
     try:
@@ -339,6 +350,13 @@ class ReportStore:
                 f"ON CONFLICT (id) DO UPDATE SET {updates}",
                 values,
             )
+
+    def forget(self, report_id: int) -> None:
+        """Drop an unconfirmed report whose file is missing or damaged (pulled again)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM acknowledgements WHERE report_id = ?", (report_id,))
+            db.execute("DELETE FROM reports WHERE id = ? AND delivered_at IS NULL", (report_id,))
+        self.pdf_path(report_id).unlink(missing_ok=True)
 
     def mark_delivered(self, report_id: int, delivered_at: str) -> None:
         with self._tx() as db:
@@ -679,7 +697,13 @@ class ReportPuller:
         self.push_acknowledgements()
         now = time.monotonic()
         if not self._staff_synced_at or now - self._staff_synced_at >= self.staff_sync_seconds:
-            self.sync_staff()
+            try:
+                self.sync_staff()
+            except ForwardError as exc:
+                if exc.retryable:
+                    raise
+                self._staff_synced_at = now  # tried again at the next interval
+                log.warning("staff sync refused by the hub: %s", exc)
         if now - self._pruned_at >= 3600 or not self._pruned_at:
             self._pruned_at = now
             removed = self.store.prune(keep_days=self.keep_days)
@@ -739,8 +763,10 @@ class ReportPuller:
         """Confirm reports stored but not yet confirmed (a crash in between); idempotent."""
         done = 0
         for held in self.store.unconfirmed():
-            if not self.store.pdf_path(held.id).is_file():
-                continue  # never confirm without the file; the next poll downloads it again
+            if _file_sha256(self.store.pdf_path(held.id)) != held.sha256:
+                # Never confirm without the very file; the next poll downloads it again.
+                self.store.forget(held.id)
+                continue
             try:
                 self._confirm(held.id, held.sha256)
                 done += 1

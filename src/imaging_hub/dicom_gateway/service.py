@@ -355,7 +355,7 @@ class GatewayService:
             self.lan_page.stop()
         reports_stopped = True
         if self.report_puller is not None:  # a long-poll in flight is left to end (daemon)
-            reports_stopped = self.report_puller.stop(timeout=2.0)
+            reports_stopped = self.report_puller.stop(timeout=0.5)
         if self.settings.forward:
             self.forwarder.stop()
             self.mpps_pusher.stop()

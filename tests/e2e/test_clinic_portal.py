@@ -322,6 +322,14 @@ def test_bad_input_is_answered_field_by_field_and_registers_nothing(
     assert page.locator(".order-panel b, .order-panel img").count() == 0
     shot(page, tmp_path, "4-field-errors-en")
     assert orders_of(hub) == before
+
+    # Logging out forgets what was typed: the next user of this browser starts empty.
+    page.locator("#logout").click()
+    login(bp, hub, "staff-a")
+    expect(page.locator("#order-form")).to_have_count(0)
+    page.locator("[data-testid=order-new]").click()
+    expect(page.locator("#order-patient-birth-date")).to_have_value("")
+    expect(page.locator("#order-patient-name-pinyin")).to_have_value("")
     assert bp.problems() == []
 
 

@@ -19,7 +19,7 @@ import { h, messageBox, replaceChildren } from "../dom.js";
 import { formatPersonName, formatSexAge, priorityLabel } from "../format.js";
 import { downloadReportPdf } from "./report_pane.js";
 import { examTypeDetail, examTypeName, loadExamTypes, orderForm } from "./order_form.js";
-import { can, registerRoute, setQuery } from "../router.js";
+import { can, onUserChange, registerRoute, setQuery } from "../router.js";
 
 addStrings({
   "zh-CN": {
@@ -173,6 +173,11 @@ let formOpen = false;
 // Orders marked "exam done" from this page, for rows that do not say so themselves (`done_at`):
 // an order whose images have not reached the hub stays `scanning` after "exam done".
 const doneHere = new Set();
+// A logout (or another user) starts afresh: the form folded, nothing remembered.
+onUserChange(() => {
+  formOpen = false;
+  doneHere.clear();
+});
 
 /** Query parameters of GET /api/v1/clinic/studies for a search term and page offset. */
 export function clinicQuery(search, offset) {

@@ -15,6 +15,7 @@ import { addStrings, getLanguage, hasString, t } from "../i18n.js";
 import { apiGet, apiPost } from "../api.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
 import { priorityLabel } from "../format.js";
+import { onUserChange } from "../router.js";
 
 addStrings({
   "zh-CN": {
@@ -185,8 +186,17 @@ const FIELDS = [
 const SEXES = ["M", "F", "O"];
 const PRIORITIES = ["routine", "urgent", "stat"];
 
-// What the user typed, kept over re-renders of the page (memory only).
+// What the user typed, kept over re-renders of the page (memory only); forgotten when the
+// session ends or another user logs in, so no one sees the last user's patient.
 let draft = {};
+let draftOwner = null;
+onUserChange((user) => {
+  const who = user ? user.username : null;
+  if (who !== draftOwner) {
+    draft = {};
+    draftOwner = who;
+  }
+});
 
 /** The exam type catalogue as a list, whatever envelope the hub wraps it in. */
 function catalogueItems(body) {

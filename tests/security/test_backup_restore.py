@@ -581,6 +581,28 @@ def test_a_nightly_backup_hard_links_what_the_last_one_holds(
     assert not third.exists()
 
 
+def test_a_damaged_live_store_is_reported_by_the_backup(hub_app: HubApp, tmp_path: Path) -> None:
+    populate(hub_app)
+    objects = hub_app.data_dir / "objects"
+    changed = next(objects.rglob("*.pdf"))
+    changed.write_bytes(b"not the signed PDF")
+    result = target_of(hub_app).cli("admin", "backup", str(tmp_path / "one"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning: 1 object(s) differ" in result.stdout and changed.name in result.stdout
+    manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    key = changed.relative_to(objects).as_posix()
+    assert manifest["changed_objects"] == [key] and manifest["changed_objects_count"] == 1
+
+    gone = next(objects.rglob("*.dcm"))
+    gone.unlink()
+    with pytest.raises(domain.BackupError, match="1 object\\(s\\) the database references"):
+        domain.backup(target_of(hub_app).settings(), tmp_path / "two", Caller.console())
+    assert not (tmp_path / "two" / "manifest.json").exists()
+    last = _events(hub_app.database_url)[-1]
+    assert last.action == "admin.backup"
+    assert last.detail["op"] == "failed" and last.detail["error"] == "backup_failed"
+
+
 # --- the S3 store, and a backup older than the hub ---------------------------------------------
 
 

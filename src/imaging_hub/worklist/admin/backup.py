@@ -396,7 +396,8 @@ def _backup(
 
     sums_tmp = directory / f".{SUMS}.tmp"
     changed: list[str] = []
-    missing: list[str] = []
+    missing = 0
+    first_missing = ""
     reused = 0
     total_bytes = 0
     files = 0
@@ -420,7 +421,8 @@ def _backup(
                         else:
                             digest, size = _copy_object(store, key, target, key)
                     except ObjectNotFound:
-                        missing.append(key)
+                        missing += 1
+                        first_missing = first_missing or key
                         continue
                     if digest != recorded:
                         changed.append(key)
@@ -436,8 +438,8 @@ def _backup(
         os.fsync(sums.fileno())
     if missing:
         raise BackupError(
-            f"{len(missing)} object(s) the database references are missing from the object "
-            f"store (the first: {missing[0]}); the hub's store is damaged. This backup is "
+            f"{missing} object(s) the database references are missing from the object "
+            f"store (the first: {first_missing}); the hub's store is damaged. This backup is "
             "incomplete (no manifest) and cannot be restored."
         )
     sums_path = directory / SUMS
@@ -510,6 +512,7 @@ def _link_earlier(
         out = objects / key
         out.parent.mkdir(parents=True, exist_ok=True)
         os.link(source, out)
+        _fsync_dir(out.parent)
         return out.stat().st_size
     except OSError:  # another file system (EXDEV), or no hard links there: copy instead
         return None
@@ -535,6 +538,7 @@ def _copy_pki(source: Path, target: Path) -> Iterator[tuple[str, str]]:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _fsync_dir(out.parent)
         yield f"{PKI}/{relative.as_posix()}", hashlib.sha256(data).hexdigest()
 
 

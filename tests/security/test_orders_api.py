@@ -74,6 +74,9 @@ def test_register_list_and_cancel(hub_app: HubApp) -> None:
         "/api/v1/orders", params={"clinic": "clinic-a"}, headers=hub_app.headers("rad1")
     ).json()
     assert [o["accession_number"] for o in seen] == [GOOD["accession_number"]]
+    with hub_app.sessions() as s:  # both reads of patient data are recorded
+        listed = s.scalars(select(AuditEvent).where(AuditEvent.action == "order.listed")).all()
+        assert sorted(e.object_id for e in listed) == ["clinic-a", "clinic-b"]
     assert hub_app.client.post(cancel_url, headers=hub_app.headers("admin")).status_code == 403
     cancelled = hub_app.client.post(cancel_url, headers=staff_a, json={"reason": "患者未到"})
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"

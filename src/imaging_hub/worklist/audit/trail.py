@@ -55,7 +55,7 @@ AUDIT_EXPORTED = "audit.exported"
 ADMIN_USER = "admin.user"  # detail.op: created, disabled, enabled, password_reset, updated
 ADMIN_GATEWAY = "admin.gateway"  # detail.op: created, rotated, revoked
 ORDER_WRITTEN = "order.written"  # detail.op: created, cancelled, done, mpps
-ORDER_LISTED = "order.listed"  # a gateway's order feed (patient data) was read
+ORDER_LISTED = "order.listed"  # orders (patient data) listed: GET /api/v1/orders, gateway feed
 
 ACTION_PATTERN = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
 

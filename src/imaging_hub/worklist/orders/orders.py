@@ -668,8 +668,11 @@ def orders_for(
     scheduled_from: datetime | None = None,
     scheduled_until: datetime | None = None,
     limit: int = 200,
+    batcher: audit.AccessBatcher | None = None,
 ) -> list[OrderView]:
-    """Orders in scheduled order; clinic staff see only their own clinic's."""
+    """Orders in scheduled order; clinic staff see only their own clinic's. With *batcher* (the
+    HTTP edge), a non-empty list is recorded as a read of patient data (``order.listed``, once
+    per session and window)."""
     caller.require(READ)
     where: Institution | None
     if isinstance(caller.principal, User) and caller.principal.role == Role.clinic_staff:
@@ -687,4 +690,18 @@ def orders_for(
         scheduled_until=scheduled_until,
         limit=limit,
     )
+    if found and batcher is not None:
+        event = audit.record_access(
+            session,
+            batcher=batcher,
+            session_key=caller.session_key,
+            actor=caller.actor,
+            action=audit.ORDER_LISTED,
+            study_uid="",
+            source_ip=caller.source_ip,
+            object_type="orders",
+            object_id=where.code if where is not None else "",
+        )
+        if event is not None:
+            session.commit()
     return [OrderView.of(order, code) for order, code in found]

@@ -80,6 +80,7 @@ def get_orders(
     _: OrderReader,
     caller: CallerDep,
     session: SessionDep,
+    state: StateDep,
     clinic: Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9-]+$")] = None,
     status: OrderStatus | None = None,
     scheduled_from: AwareDatetime | None = None,
@@ -95,6 +96,7 @@ def get_orders(
         scheduled_from=scheduled_from,
         scheduled_until=scheduled_until,
         limit=limit,
+        batcher=state.access_batcher,
     )
 
 

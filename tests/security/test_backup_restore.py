@@ -35,6 +35,7 @@ from imaging_hub.errors import Forbidden
 from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.admin import backup as domain
 from imaging_hub.worklist.admin.seed import DemoNetwork
+from imaging_hub.worklist.db import dump
 from imaging_hub.worklist.db.migrate import alembic_config, upgrade
 from imaging_hub.worklist.db.models import AuditEvent, Instance, Report, Study, User
 from imaging_hub.worklist.db.session import make_engine, make_session_factory
@@ -721,3 +722,25 @@ def test_every_kind_of_object_the_hub_writes_is_one_a_backup_copies() -> None:
         "worklist/reports/service.py",
     }
     assert writers == covered
+
+
+def test_pg_dump_of_the_servers_version_is_found_or_refused_clearly(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    old = tmp_path / "old-bin"
+    old.mkdir()
+    for name in ("pg_dump", "pg_restore"):
+        program = old / name
+        program.write_text(f"#!/bin/sh\necho '{name} (PostgreSQL) 13.16'\n")
+        program.chmod(0o755)
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            found = dump.pg_tools(conn)
+            assert found.server_major == 15 and found.bin_dir == Path("/usr/lib/postgresql/15/bin")
+            with pytest.raises(dump.DatabaseDumpError, match=r"PostgreSQL 15 or newer.*13"):
+                dump.pg_tools(conn, old)
+            with pytest.raises(dump.DatabaseDumpError, match="no pg_dump and pg_restore there"):
+                dump.pg_tools(conn, tmp_path / "nowhere")
+    finally:
+        engine.dispose()

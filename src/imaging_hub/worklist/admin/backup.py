@@ -818,7 +818,7 @@ def _fill(
             engine.dispose()
     except SQLAlchemyError as exc:
         raise BackupError(
-            f"The restored database could not be opened or upgraded: {type(exc).__name__}: {exc}"
+            f"The restored database could not be opened or upgraded: {type(exc).__name__}."
         ) from exc
     progress("database", 1, 1)
     return RestoreResult(

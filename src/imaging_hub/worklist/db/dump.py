@@ -134,32 +134,31 @@ def pg_server_major(conn: Connection) -> int:
 def pg_tools(conn: Connection, bin_dir: Path | None = None) -> PgTools:
     """pg_dump/pg_restore of the server's major version (or newer: they read older servers).
 
-    *bin_dir* (the operator's choice) first, then Debian's directory for the server's major
-    version, then the ones on PATH; each is asked for its version.
+    *bin_dir* (the operator's choice) alone when given; else Debian's directory for the
+    server's major version, then the ones on PATH. Each is asked for its version.
     """
     major = pg_server_major(conn)
-    candidates: list[Path] = []
     if bin_dir is not None:
-        candidates.append(bin_dir)
-    candidates.append(Path(DEBIAN_PG_BIN.format(major=major)))
-    on_path = shutil.which("pg_dump")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
+        candidates = [bin_dir]  # the operator's choice, and only it
+    else:
+        candidates = [Path(DEBIAN_PG_BIN.format(major=major))]
+        on_path = shutil.which("pg_dump")
+        if on_path:
+            candidates.append(Path(on_path).resolve().parent)
     found: list[str] = []
     for candidate in candidates:
         dump = candidate / "pg_dump"
         if not (dump.is_file() and (candidate / "pg_restore").is_file()):
+            found.append(f"{candidate} (no pg_dump and pg_restore there)")
             continue
         version = _client_major(dump)
-        found.append(f"{dump} ({version})")
+        found.append(f"{dump} (version {version})")
         if version is not None and version >= major:
             return PgTools(bin_dir=candidate, server_major=major)
-        if bin_dir is not None and candidate == bin_dir:
-            break
     raise DatabaseDumpError(
         f"No pg_dump/pg_restore for PostgreSQL {major} or newer was found "
-        f"(looked at: {', '.join(found) or 'none installed'}); install the postgresql-client "
-        f"package of version {major} or name its bin directory with --pg-bin."
+        f"(looked at: {'; '.join(found)}); install the postgresql-client package of version "
+        f"{major} or name its bin directory with --pg-bin."
     )
 
 

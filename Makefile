@@ -21,11 +21,13 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 # Refresh the lock files from pyproject.toml's ranges (PyPI only), reinstall, run the tests.
+# build-lock.txt (from build.in): what the Dockerfiles and deploy/gateway/install.sh build with.
 lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install -q $(PIP_TOOLS)
 	cd requirements && PIP_CONFIG_FILE=/dev/null ../.venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --generate-hashes --no-emit-find-links --no-emit-index-url --strip-extras --output-file=lock.txt ../pyproject.toml
 	cd requirements && PIP_CONFIG_FILE=/dev/null ../.venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --generate-hashes --no-emit-find-links --no-emit-index-url --strip-extras --extra=test --output-file=test-lock.txt ../pyproject.toml
+	cd requirements && PIP_CONFIG_FILE=/dev/null ../.venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --generate-hashes --no-emit-find-links --no-emit-index-url --strip-extras --output-file=build-lock.txt build.in
 	rm -rf .venv-lock
 	rm -f $(STAMP)
 	$(MAKE) test

@@ -6,9 +6,11 @@
 #   fonts-wqy-microhei  a CJK font: Chinese in screenshots and in reportlab PDFs
 #   poppler-utils       pdftoppm / pdftotext: the report PDFs rendered and read back in tests
 #   docker-compose      validates docker/compose.yml (no Docker engine runs here)
+#   shellcheck          checks deploy/gateway/install.sh and the compose file's bucket script
+#   systemd             systemd-analyze verifies deploy/gateway/imaging-hub-gateway.service
 set -euo pipefail
 #   extra package names as arguments, e.g. `install-peers.sh orthanc` (make bench-peers)
-packages=(dcmtk postgresql chromium fonts-wqy-microhei poppler-utils iproute2 docker-compose "$@")
+packages=(dcmtk postgresql chromium fonts-wqy-microhei poppler-utils iproute2 docker-compose shellcheck systemd "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# A clinic gateway: `imaging-hub gateway serve` (C-ECHO/C-STORE SCP, durable spool, forwarder).
+# A clinic normally runs it on a mini PC under systemd (deploy/gateway/); this image is for
+# sites that prefer containers. Build from the repository root:
+#   docker build -f docker/gateway.Dockerfile -t imaging-hub-gateway:0.1.0 .
+# Every Python dependency comes from requirements/lock.txt, checked against its hashes; the
+# project itself is installed with --no-deps, so nothing is resolved at build time.
+
+FROM python:3.11.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY requirements/build-lock.txt requirements/build-lock.txt
+RUN python -m pip install --require-hashes -r requirements/build-lock.txt
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
+
+FROM python:3.11.11-slim-bookworm
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/imaging-hub/bin:$PATH \
+    IMAGING_HUB_GATEWAY_HOST=0.0.0.0 IMAGING_HUB_GATEWAY_DICOM_PORT=11112 \
+    IMAGING_HUB_GATEWAY_SPOOL_DIR=/var/lib/imaging-hub/spool
+COPY requirements/lock.txt /tmp/lock.txt
+COPY --from=build /wheels /tmp/wheels
+RUN python -m venv /opt/imaging-hub \
+    && /opt/imaging-hub/bin/pip install --require-hashes -r /tmp/lock.txt \
+    && /opt/imaging-hub/bin/pip install --no-deps /tmp/wheels/*.whl \
+    && rm -rf /tmp/lock.txt /tmp/wheels
+COPY docker/gateway-healthcheck.py /opt/imaging-hub/gateway-healthcheck.py
+RUN groupadd --system --gid 10001 imaging-hub \
+    && useradd --system --uid 10001 --gid imaging-hub --home-dir /var/lib/imaging-hub \
+       --create-home --shell /usr/sbin/nologin imaging-hub
+USER 10001:10001
+WORKDIR /var/lib/imaging-hub
+VOLUME ["/var/lib/imaging-hub"]
+EXPOSE 11112
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["python", "/opt/imaging-hub/gateway-healthcheck.py"]
+ENTRYPOINT ["imaging-hub"]
+CMD ["gateway", "serve"]

@@ -107,6 +107,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"patient_id": "P\x01"}, "patient_id"),
     ({"patient_id": "  "}, "patient_id"),
     ({"patient_name": "X" * 65 + "^Y"}, "patient_name"),
+    ({"patient_name": "王" * 40 + "^" + "小" * 30}, "patient_name"),  # 64 per group
+    ({"patient_name": "A^B^C^D^E^F"}, "patient_name"),
     ({"patient_name": "A\\B"}, "patient_name"),
     ({"patient_name": "王\n小东"}, "patient_name"),
     ({"patient_name": "王=小东"}, "patient_name"),  # '=' groups come from the pinyin

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, literal, select, union_all
+from sqlalchemy import and_, exists, false, func, literal, select, true, union_all
 from sqlalchemy.orm import Session, aliased
 
 from imaging_hub.errors import NotFound
@@ -141,7 +141,9 @@ def clinic_studies(
     offset = max(0, offset)
     studies = select(Study.id).where(study_scope(session, user))
     own_orders = select(Order.id)
+    one_clinic: int | None = None
     if user.role == Role.clinic_staff:
+        one_clinic = user.institution_id
         studies = studies.where(Study.clinic_id == user.institution_id)
         own_orders = own_orders.where(Order.clinic_id == user.institution_id)
         if clinic and clinic != user.institution.code:
@@ -152,6 +154,7 @@ def clinic_studies(
         clinic_id = session.scalar(select(Institution.id).where(Institution.code == clinic))
         if clinic_id is None:
             raise NotFound("No clinic with this code is visible to you.")
+        one_clinic = clinic_id
         studies = studies.where(Study.clinic_id == clinic_id)
         own_orders = own_orders.where(Order.clinic_id == clinic_id)
     patient = patient.strip()
@@ -166,7 +169,7 @@ def clinic_studies(
             func.replace(Order.patient_name, "^", "").ilike(needle, escape="\\")
             | Order.patient_id.ilike(_like(patient), escape="\\")
         )
-    page = _page(studies, own_orders, limit=limit, offset=offset)
+    page = _page(studies, own_orders, limit=limit, offset=offset, clinic_id=one_clinic)
     rows = session.execute(
         select(Study, Patient, Institution.code, User, Report, Order, page.c.at)
         .join(page, and_(page.c.kind == "s", page.c.id == Study.id))
@@ -216,10 +219,11 @@ def clinic_studies(
     return ClinicStudyPage(items=items, limit=limit, offset=offset)
 
 
-def _page(studies: Any, orders: Any, *, limit: int, offset: int) -> Any:
+def _page(studies: Any, orders: Any, *, limit: int, offset: int, clinic_id: int | None) -> Any:
     """The page as a subquery of (kind, id, at): ``s`` studies (at: received) and ``o`` orders
     without a study (at: scheduled), newest first. Each part is cut to ``limit + offset`` rows
-    before they are merged, so each may use its own index."""
+    before they are merged, so each may use its own index. *clinic_id*: the one clinic listed
+    (None: every clinic)."""
     study_ids = studies.subquery()
     order_ids = orders.subquery()
     # Aliases of their own: nothing in here may correlate with the queries that embed the page.
@@ -252,7 +256,10 @@ def _page(studies: Any, orders: Any, *, limit: int, offset: int) -> Any:
                         by_accession.accession_number == matched.accession_number,
                     ),
                 )
-                .where(matched.accession_number != "")
+                .where(
+                    matched.accession_number != "",
+                    true() if clinic_id is None else by_accession.clinic_id == clinic_id,
+                )
             ),
         )
         .order_by(order.scheduled_at.desc(), order.id.desc())

@@ -270,10 +270,13 @@ def _study(hub: HubProcess, study_uid: str) -> tuple[StudyStatus, int] | None:
         return (study.status, study.num_instances) if study is not None else None
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_mpps_completed_makes_the_study_unread_at_once(
-    hub: HubProcess, start_gateway: GatewayFactory
+    hub: HubProcess, start_gateway: GatewayFactory, workers: int
 ) -> None:
-    gateway = start_gateway(hub, stability_seconds=60, scp_workers=1)
+    """With one SCP process the N-SET wakes the forwarder; with two (the N-SET handled in a
+    worker process) the forwarder and the outbox find it within half a second."""
+    gateway = start_gateway(hub, stability_seconds=60, scp_workers=workers)
     order = _order(hub)
     study, accession = order["study_instance_uid"], order["accession_number"]
     uid = generate_uid()

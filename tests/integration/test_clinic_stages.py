@@ -175,14 +175,35 @@ def test_every_stage_of_a_clinics_exam(hub: HubApp) -> None:
         )
         set_status(hub, o[name]["study_instance_uid"], status)
         later[name] = o[name]["study_instance_uid"]
+    # Images of a discontinued step still arriving: the row says discontinued, with the reason.
+    partly = place(hub, "PARTLY")
+    mpps(
+        hub,
+        "1.2.3.100.3",
+        status="DISCONTINUED",
+        accession_number=partly["accession_number"],
+        reason="患者不适",
+    )
+    receive(
+        hub,
+        study_uid=partly["study_instance_uid"],
+        accession="",
+        complete=False,
+        patient_id="PARTLY",
+    )
     # A study without an order, and another clinic's order: neither is an order row of ours.
     receive(hub, study_uid=generate_uid(), accession="NO-ORDER", complete=True, patient_id="NONE")
     at_b = place(hub, "AT-B", user="staff-b")
 
     items = rows(hub, limit=50)
     by_patient = {i["patient_id"]: i for i in items if i["order_id"] is not None}
-    assert {p: i["stage"] for p, i in by_patient.items()} == {name.upper(): name for name in o}
-    assert len(items) == len(o) + 1  # each order once (with or without its study), + the orderless
+    assert {p: i["stage"] for p, i in by_patient.items()} == {
+        **{name.upper(): name for name in o},
+        "PARTLY": "discontinued",
+    }
+    assert by_patient["PARTLY"]["status_reason"] == "患者不适"
+    assert by_patient["PARTLY"]["status"] == "receiving"
+    assert len(items) == len(o) + 2  # each order once (with or without its study), + the orderless
     orderless = [i for i in items if i["order_id"] is None]
     assert [i["stage"] for i in orderless] == ["waiting"]
     assert orderless[0]["reason_for_procedure"] == "" and orderless[0]["exam_type"] == ""

@@ -311,6 +311,18 @@ def _order_item(order: Order, clinic: str) -> ClinicStudy:
     )
 
 
+def _study_stage(status: StudyStatus, order: Order | None) -> str:
+    """The stage of a study; images of a discontinued step that are still arriving (the study
+    is not complete for reading) show the modality's discontinuation."""
+    if (
+        status == StudyStatus.receiving
+        and order is not None
+        and order.status == OrderStatus.discontinued
+    ):
+        return "discontinued"
+    return STUDY_STAGES[status]
+
+
 def _item(
     study: Study,
     patient: Patient,
@@ -345,7 +357,7 @@ def _item(
         num_instances=study.num_instances,
         received_at=study.received_at,
         status=status.value,
-        stage=STUDY_STAGES[status],
+        stage=_study_stage(status, order),
         order_id=order.id if order is not None else None,
         accession_number=study.accession_number or (order.accession_number if order else ""),
         exam_type=order.exam_type if order is not None else "",

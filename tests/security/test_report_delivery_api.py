@@ -620,6 +620,8 @@ def test_bad_query_and_path_values_are_4xx_problems(hub_app: HubApp) -> None:
     [
         {"username": ""},
         {"username": "x" * 65},
+        {"username": "staff-a\u0000"},
+        {"username": "../staff-a"},
         {"method": "fax"},
         {"read_back": ""},
         {"read_back": "x" * 4001},

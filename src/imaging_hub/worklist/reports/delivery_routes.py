@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, Field
 
+from imaging_hub.worklist.access.accounts import USERNAME_PATTERN
 from imaging_hub.worklist.db.models import Gateway, ReportKind
 from imaging_hub.worklist.http.deps import CallerDep, SessionDep, StateDep
 from imaging_hub.worklist.http.permissions import require
@@ -66,7 +67,7 @@ class ReceivedOut(BaseModel):
 
 
 class GatewayAcknowledgeIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=64, pattern=USERNAME_PATTERN)
     method: AckMethod
     read_back: str = Field(min_length=1, max_length=4000)
     acknowledged_at: AwareDatetime = Field(description="When, on the gateway's clock (with zone).")

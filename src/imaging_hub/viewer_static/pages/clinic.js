@@ -166,6 +166,9 @@ const STAGE_OF_STATUS = { receiving: "receiving", unread: "waiting", in_progress
 // Stages whose report is still to come: a passed due time is shown as overdue.
 const OPEN_STAGES = new Set(["receiving", "waiting", "reading"]);
 const DONE_STAGES = new Set(["ordered", "scanning", "receiving"]);
+// Test hooks of the download and print buttons (literal, so tests/unit/test_browser_hooks.py finds them).
+const REPORT_HOOKS = { download: { "data-testid": "report-download" }, print: { "data-testid": "report-print" } };
+const ADDENDUM_HOOKS = { download: { "data-testid": "report-download-addendum" }, print: { "data-testid": "report-print-addendum" } };
 const METHODS = ["phone", "portal", "in_person", "message"];
 
 // Whether the order form is open: kept over re-renders (language switch) of the page.
@@ -372,10 +375,10 @@ registerRoute({
       const parts = [];
       if (!item.report_id) return parts;
       const docs = [
-        { id: item.report_id, suffix: "", download: t("clinic.download"), print: t("clinic.print") },
+        { id: item.report_id, hooks: REPORT_HOOKS, download: t("clinic.download"), print: t("clinic.print") },
         ...(item.addenda || []).map((id, i) => ({
           id,
-          suffix: "-addendum",
+          hooks: ADDENDUM_HOOKS,
           download: t("clinic.downloadAddendum", { n: i + 1 }),
           print: t("clinic.printAddendum", { n: i + 1 }),
         })),
@@ -391,7 +394,7 @@ registerRoute({
               {
                 type: "button",
                 class: "small",
-                "data-testid": `report-download${doc.suffix}`,
+                ...doc.hooks.download,
                 title: t("clinic.downloadTitle"),
                 dataset: { reportId },
                 on: { click: () => downloadReportPdf({ id: doc.id }, { signal }).catch(fail) },
@@ -400,7 +403,7 @@ registerRoute({
             ),
             h(
               "button",
-              { type: "button", class: "small", "data-testid": `report-print${doc.suffix}`, title: doc.print, "aria-label": doc.print, dataset: { reportId }, on: { click: () => printReportPdf(doc.id) } },
+              { type: "button", class: "small", ...doc.hooks.print, title: doc.print, "aria-label": doc.print, dataset: { reportId }, on: { click: () => printReportPdf(doc.id) } },
               t("clinic.printShort"),
             ),
           ),

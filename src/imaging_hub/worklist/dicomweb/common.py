@@ -32,6 +32,58 @@ DICOM_JSON = "application/dicom+json"
 
 Uid = Annotated[str, Path(max_length=64, pattern=UID_PATTERN.pattern)]
 
+# What each kind of DICOMweb resource answers on success, for the OpenAPI document (errors are
+# problem+json, declared for every route by the app). Clients generate code from these.
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_DICOM_JSON_ARRAY = {"schema": {"type": "array", "items": {"type": "object"}}}
+METADATA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The instances' attributes as DICOM JSON (PS3.18 F.2); bulk data by URI.",
+        "content": {DICOM_JSON: _DICOM_JSON_ARRAY},
+    }
+}
+INSTANCES_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'The instances, one part each: multipart/related; type="application/dicom"'
+        " (PS3.18 8.7.3.5), in the transfer syntax the Accept header asks for.",
+        "content": {"multipart/related": _BINARY},
+    }
+}
+FRAMES_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The frames, one part each: multipart/related with the frames' media type "
+        "(application/octet-stream native, or as stored: image/jls, image/jp2, image/jpeg, ...).",
+        "content": {"multipart/related": _BINARY},
+    }
+}
+RENDERED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The rendered image (PS3.18 8.3.5): image/jpeg (default) or image/png; a "
+        "multipart/related Accept gets every image as one part.",
+        "content": {"image/jpeg": _BINARY, "image/png": _BINARY, "multipart/related": _BINARY},
+    }
+}
+STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Every instance stored: the Store Instances Response Module (PS3.18 "
+        "10.5.3) as DICOM JSON.",
+        "content": {DICOM_JSON: {"schema": {"type": "object"}}},
+    },
+    202: {
+        "description": "Some instances stored, some refused (FailedSOPSequence with reasons).",
+        "content": {DICOM_JSON: {"schema": {"type": "object"}}},
+    },
+    409: {
+        "description": "No instance stored: the response lists each refused instance with its "
+        "reason (FailedSOPSequence), as PS3.18 10.5.3 requires; other refusals are "
+        "problem+json.",
+        "content": {
+            DICOM_JSON: {"schema": {"type": "object"}},
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}},
+        },
+    },
+}
+
 
 # No I/O here: async, so FastAPI does not hop to the thread pool for it.
 async def _reader(

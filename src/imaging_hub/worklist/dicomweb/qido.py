@@ -24,7 +24,7 @@ from imaging_hub.worklist.dicomweb.retrieve import instance_url
 from imaging_hub.worklist.dicomweb.search import InstanceRef
 from imaging_hub.worklist.http.deps import StateDep
 
-router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
+router = APIRouter(prefix=PREFIX, tags=["dicomweb"], default_response_class=Response)
 
 
 def _query(request: Request, level: Level) -> QidoQuery:

@@ -17,13 +17,13 @@ from imaging_hub.errors import InvalidRequest, PayloadTooLarge
 from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.access.policy import Permission
 from imaging_hub.worklist.db.models import User
-from imaging_hub.worklist.dicomweb.common import PREFIX, Uid, base_url, dicom_json
+from imaging_hub.worklist.dicomweb.common import PREFIX, STOW_RESPONSES, Uid, base_url, dicom_json
 from imaging_hub.worklist.dicomweb.multipart import MultipartReader, stow_boundary
 from imaging_hub.worklist.dicomweb.storing import DICOM_JSON, stow
 from imaging_hub.worklist.http.deps import CallerDep, SessionDep, StateDep
 from imaging_hub.worklist.http.permissions import require
 
-router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
+router = APIRouter(prefix=PREFIX, tags=["dicomweb"], default_response_class=Response)
 
 
 Storer = Annotated[User, require(Permission.dicomweb_store)]
@@ -76,14 +76,18 @@ async def _store(
     return dicom_json(body, status_code=result.status_code)
 
 
-@router.post("/studies", summary="STOW-RS: store instances")
+@router.post("/studies", summary="STOW-RS: store instances", responses=STOW_RESPONSES)
 async def store_instances(
     request: Request, _: Storer, caller: CallerDep, session: SessionDep, state: StateDep
 ) -> Response:
     return await _store(request, caller, session, state, None)
 
 
-@router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+@router.post(
+    "/studies/{study}",
+    summary="STOW-RS: store instances of one study",
+    responses=STOW_RESPONSES,
+)
 async def store_study_instances(
     study: Uid, request: Request, _: Storer, caller: CallerDep, session: SessionDep, state: StateDep
 ) -> Response:

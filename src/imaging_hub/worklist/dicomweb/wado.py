@@ -18,7 +18,11 @@ from imaging_hub.errors import InvalidRequest, NotAcceptable
 from imaging_hub.worklist.access.policy import Permission
 from imaging_hub.worklist.dicomweb.common import (
     DICOM_JSON,
+    FRAMES_RESPONSES,
+    INSTANCES_RESPONSES,
+    METADATA_RESPONSES,
     PREFIX,
+    RENDERED_RESPONSES,
     NeedsWorker,
     Reader,
     Uid,
@@ -51,7 +55,7 @@ from imaging_hub.worklist.dicomweb.retrieve import (
 from imaging_hub.worklist.dicomweb.search import InstanceRef
 from imaging_hub.worklist.http.deps import HubState, StateDep
 
-router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
+router = APIRouter(prefix=PREFIX, tags=["dicomweb"], default_response_class=Response)
 
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 
@@ -122,6 +126,7 @@ for _level, _path, _endpoint in (
         methods=["GET"],
         summary=f"WADO-RS: retrieve a {_level}",
         operation_id=f"retrieve_{_level}",
+        responses=INSTANCES_RESPONSES,
     )
     router.add_api_route(
         f"{_path}/metadata",
@@ -129,6 +134,7 @@ for _level, _path, _endpoint in (
         methods=["GET"],
         summary=f"WADO-RS: {_level} metadata",
         operation_id=f"{_level}_metadata",
+        responses=METADATA_RESPONSES,
     )
 
 
@@ -168,7 +174,7 @@ def frames_answer(
     return _frames(request, state, ref, numbers, inline=caller.inline)
 
 
-@router.get(FRAMES, summary="WADO-RS: frames of an instance")
+@router.get(FRAMES, summary="WADO-RS: frames of an instance", responses=FRAMES_RESPONSES)
 def instance_frames(
     study: Uid,
     series: Uid,
@@ -203,6 +209,7 @@ fast_routes = [
 @router.get(
     "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
     summary="WADO-RS: bulk data of an instance (Pixel Data: all frames)",
+    responses=FRAMES_RESPONSES,
 )
 def instance_bulkdata(
     study: Uid,
@@ -310,6 +317,7 @@ for _kind in ("rendered", "thumbnail"):
         methods=["GET"],
         summary=f"WADO-RS: {_kind} instance (first frame), image/jpeg or image/png",
         operation_id=f"instance_{_kind}",
+        responses=RENDERED_RESPONSES,
     )
     router.add_api_route(
         f"{INSTANCE}/frames/{{frame}}/{_kind}",
@@ -317,6 +325,7 @@ for _kind in ("rendered", "thumbnail"):
         methods=["GET"],
         summary=f"WADO-RS: {_kind} frame, image/jpeg or image/png",
         operation_id=f"frame_{_kind}",
+        responses=RENDERED_RESPONSES,
     )
 
 
@@ -347,7 +356,11 @@ def _rendered_many(
     return _multipart(parts, media_type)
 
 
-@router.get("/studies/{study}/series/{series}/rendered", summary="WADO-RS: rendered series")
+@router.get(
+    "/studies/{study}/series/{series}/rendered",
+    summary="WADO-RS: rendered series",
+    responses=RENDERED_RESPONSES,
+)
 def series_rendered(
     study: Uid, series: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:
@@ -355,7 +368,9 @@ def series_rendered(
     return _rendered_many(request, state, refs, query, "series")
 
 
-@router.get("/studies/{study}/rendered", summary="WADO-RS: rendered study")
+@router.get(
+    "/studies/{study}/rendered", summary="WADO-RS: rendered study", responses=RENDERED_RESPONSES
+)
 def study_rendered(
     study: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:
@@ -369,7 +384,11 @@ def _representative(refs: list[InstanceRef]) -> InstanceRef:
     return images[len(images) // 2]
 
 
-@router.get("/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: series thumbnail")
+@router.get(
+    "/studies/{study}/series/{series}/thumbnail",
+    summary="WADO-RS: series thumbnail",
+    responses=RENDERED_RESPONSES,
+)
 def series_thumbnail(
     study: Uid, series: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:
@@ -377,7 +396,9 @@ def series_thumbnail(
     return _rendered(request, state, _representative(refs), 1, query, thumbnail=True)
 
 
-@router.get("/studies/{study}/thumbnail", summary="WADO-RS: study thumbnail")
+@router.get(
+    "/studies/{study}/thumbnail", summary="WADO-RS: study thumbnail", responses=RENDERED_RESPONSES
+)
 def study_thumbnail(
     study: Uid, request: Request, caller: Reader, state: StateDep, query: RenderDep
 ) -> Response:

@@ -91,6 +91,13 @@ PROBLEM_RESPONSE: dict[str, Any] = {
 }
 
 
+SERVER_PROBLEM_RESPONSE: dict[str, Any] = {
+    "description": "The object store, the signing keys or the database is unavailable: try again "
+    "later (RFC 9457 problem document).",
+    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+
 def document_problems(schema: dict[str, Any]) -> None:
     """Document every 4xx answer as problem+json (FastAPI documents only its own 422 shape)."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
@@ -101,6 +108,7 @@ def document_problems(schema: dict[str, Any]) -> None:
             if "HTTPValidationError" in str(default_422):
                 del responses["422"]
             responses.setdefault("4XX", PROBLEM_RESPONSE)
+            responses.setdefault("5XX", SERVER_PROBLEM_RESPONSE)
 
 
 #: Domain errors and their HTTP status; the most specific class that matches wins.

@@ -10,6 +10,7 @@ gateway's ``serve`` process is tested once end to end (pull + LAN page wiring).
 import hashlib
 import io
 import re
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -586,3 +587,51 @@ def test_gateway_serve_pulls_reports_and_serves_the_lan_page(
     assert "reports held: 1" in status, status
     log = gateway.log_path.read_text()
     assert "王" not in log and "小明" not in log  # no patient data in the gateway's log
+
+
+def test_the_lan_page_over_https_sets_a_secure_cookie(tmp_path: Path) -> None:
+    from argon2 import PasswordHasher
+
+    from tests.peers.tls import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    store = ReportStore(tmp_path / "spool")
+    store.replace_staff(
+        [
+            {
+                "username": "nurse",
+                "display_name": "护士",
+                "password_hash": PasswordHasher().hash("pw-1"),
+            }
+        ]
+    )
+    port = free_port()
+    server = LanPageServer(
+        LanPage(store, clinic="clinic-a", secure_cookie=True),
+        host="127.0.0.1",
+        port=port,
+        tls_cert_file=pki.server_cert,
+        tls_key_file=pki.server_key,
+    )
+    server.start()
+    try:
+        assert server.url == f"https://127.0.0.1:{port}/"
+        with httpx.Client(
+            base_url=server.url,
+            verify=ssl.create_default_context(cafile=str(pki.ca_cert)),
+            timeout=10,
+        ) as browser:
+            assert sign_in(browser, "nurse", "pw-2").status_code == 401
+            signed_in = sign_in(browser, "nurse", "pw-1")
+            assert signed_in.status_code == 303
+            assert "Secure" in signed_in.headers["set-cookie"]
+            assert "lan-empty" in browser.get("/").text
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port
+            httpx.get(f"http://127.0.0.1:{port}/login", timeout=5)
+    finally:
+        server.stop()
+        store.close()
+    with pytest.raises(ValueError):
+        LanPageServer(
+            LanPage(store, clinic="x"), host="127.0.0.1", port=1, tls_cert_file=pki.server_cert
+        )

@@ -285,7 +285,8 @@ class SecurityHeaders:
                     (b"pragma", b"no-cache"),
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"same-origin"),  # with no-referrer, forms send Origin: null
+                    # not no-referrer: with it, form POSTs send "Origin: null"
+                    (b"referrer-policy", b"same-origin"),
                     (b"cross-origin-opener-policy", b"same-origin"),
                     (b"cross-origin-resource-policy", b"same-origin"),
                 ]

@@ -208,6 +208,7 @@ def test_bad_requests_answer_their_status_and_change_nothing(scp: Scp) -> None:
     bad_status = final_attributes({})
     bad_status.PerformedProcedureStepStatus = "DONE"
     _refusal(scp, lambda m: m.set(uid, bad_status), 0x0106)
+    _refusal(scp, lambda m: m.set(generate_uid(), bad_status), 0x0112)  # unknown comes first
     no_end = final_attributes({generate_uid(): []})
     no_end.PerformedProcedureStepEndDate = ""
     no_end.PerformedProcedureStepEndTime = ""

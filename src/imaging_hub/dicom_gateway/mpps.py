@@ -33,6 +33,7 @@ from imaging_hub.dicom.mpps import (
     IN_PROGRESS,
     INVALID_ATTRIBUTE_VALUE,
     NO_SUCH_SOP_INSTANCE,
+    PROCESSING_FAILURE,
     SUCCESS,
     MppsRefused,
     StepAttributes,
@@ -99,6 +100,17 @@ def _clean(text: str, limit: int, drop: str = "") -> str:
     return kept.strip()[:limit]
 
 
+def _parsed(parse: Callable[[Dataset], StepAttributes], ds: Dataset) -> StepAttributes:
+    """*parse* of a data set from the network: whatever pydicom raises on hostile bytes is a
+    0x0110 refusal, not an exception in the DIMSE handler."""
+    try:
+        return parse(ds)
+    except MppsRefused:
+        raise
+    except Exception as exc:
+        raise MppsRefused(PROCESSING_FAILURE, "The data set cannot be read") from exc
+
+
 def _refused(exc: MppsRefused, uid: str = "") -> MppsOutcome:
     return MppsOutcome(exc.status, uid, comment=exc.comment, error_id=exc.error_id)
 
@@ -120,7 +132,7 @@ class MppsSteps:
             return MppsOutcome(INVALID_ATTRIBUTE_VALUE, "", comment="Invalid SOP Instance UID")
         uid = mpps_uid or new_uid()
         try:
-            step = parse_create(attributes)
+            step = _parsed(parse_create, attributes)
         except MppsRefused as exc:
             log.warning("MPPS N-CREATE %s from %s refused: %s", uid, calling_ae, exc.comment)
             return _refused(exc, uid)
@@ -170,7 +182,13 @@ class MppsSteps:
         DISCONTINUED. Unknown step: 0x0112; a finished step: 0x0110 (Error ID 0xA710);
         nothing changes on failure."""
         try:
-            parsed = parse_set(changes)
+            with self._index.lock:
+                known = self._index.db.execute(
+                    "SELECT 1 FROM mpps_steps WHERE mpps_uid = ?", (mpps_uid,)
+                ).fetchone()
+            if known is None:  # before the data set: an unknown instance is the answer
+                raise MppsRefused(NO_SUCH_SOP_INSTANCE, "No such MPPS instance")
+            parsed = _parsed(parse_set, changes)
             now = time.time()
             with self._index.tx() as db:
                 row = db.execute(

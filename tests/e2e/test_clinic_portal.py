@@ -210,6 +210,10 @@ def test_staff_registers_an_order_and_finds_it_ordered(
     done = next(o for o in orders_of(hub) if o["id"] == order["id"])
     assert done["status"] == "completed" and done["done_at"] is not None
     shot(page, tmp_path, "2-done")
+    # Not offered again after a reload either.
+    page.reload()
+    expect(row).to_have_attribute("data-status", "scanning")
+    expect(row.locator("[data-testid=order-done]")).to_have_count(0)
 
     # The search finds orders by patient name (in reading order) or ID.
     rows = page.locator("[data-testid=clinic-study-row]")

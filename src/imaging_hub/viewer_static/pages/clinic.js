@@ -39,7 +39,7 @@ addStrings({
     "clinic.intro": "本院的检查申请和检查（最新的在前）：检查进度、阅片状态和已签发的报告。列表每 15 秒自动刷新。",
     "clinic.updated": "更新于 {time}",
     "clinic.refresh": "刷新",
-    "clinic.images": "{n} 幅图像",
+    "clinic.images": "图像 {n} 幅",
     "clinic.scheduled": "预约 {time}",
     "clinic.question": "临床问题：{text}",
     "clinic.overdue": "已超时 {n} 分钟",
@@ -106,7 +106,7 @@ addStrings({
     "clinic.intro": "Your clinic's orders and exams (newest first): progress, reading status and signed reports. The list refreshes every 15 s.",
     "clinic.updated": "Updated {time}",
     "clinic.refresh": "Refresh",
-    "clinic.images": "{n} images",
+    "clinic.images": "Images: {n}",
     "clinic.scheduled": "Scheduled {time}",
     "clinic.question": "Clinical question: {text}",
     "clinic.overdue": "Overdue by {n} min",
@@ -508,7 +508,7 @@ registerRoute({
           actions.push(h("span", { class: "muted clinic-acked" }, t("clinic.acknowledged", { time: formatDateTime(item.acknowledged_at) })));
         }
       }
-      const done = Boolean(item.done_at) || doneHere.has(item.order_id);
+      const done = Boolean(item.done_at) || doneHere.has(item.order_id) || doneIds.has(item.order_id);
       const writer = can("order.write");
       // "Exam done" tells the gateway a machine without MPPS has finished: before the images
       // come (ordered, scanning) and while they arrive (receiving: the study completes then).
@@ -595,6 +595,25 @@ registerRoute({
       ["report", "clinic.col.report"],
     ];
 
+    /**
+     * Ids of the page's orders already marked "exam done" that are still scanning or receiving,
+     * for rows that do not say so themselves (no `done_at`): one request, and only when the
+     * page has such rows (GET /api/v1/orders?status=completed of the last 8 days).
+     */
+    async function doneOrders(list) {
+      const unsure = list.filter((item) => item.order_id && !("done_at" in item) && ["scanning", "receiving"].includes(stageOf(item)));
+      if (!unsure.length) return new Set();
+      try {
+        const since = new Date(Date.now() - 8 * 86400000).toISOString();
+        const orders = await apiGet("/api/v1/orders", { status: "completed", scheduled_from: since, limit: 1000 }, { signal });
+        return new Set((orders || []).filter((o) => o.done_at).map((o) => o.id));
+      } catch (err) {
+        if (err.name === "AbortError") throw err;
+        return new Set(); // the button stays; the hub refuses a second "done" with its reason
+      }
+    }
+
+    let doneIds = new Set();
     let seq = 0; // the latest load wins (a refresh and an action's reload may overlap)
     async function load() {
       setQuery({ patient: search.trim(), offset: offset || undefined });
@@ -608,6 +627,8 @@ registerRoute({
         if (mine !== seq) return;
         types = new Map(catalogue.map((x) => [x.code, x]));
         const list = (page && page.items) || [];
+        doneIds = await doneOrders(list);
+        if (mine !== seq) return;
         if (status.querySelector(".message-error")) replaceChildren(status);
         const openCritical = [];
         const table = h(

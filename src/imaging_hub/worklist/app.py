@@ -29,6 +29,7 @@ from imaging_hub.storage import ObjectStore, open_store
 from imaging_hub.storage.filesystem import FilesystemStore
 from imaging_hub.worklist import dicomweb
 from imaging_hub.worklist.access.accounts import LoginThrottle
+from imaging_hub.worklist.admin import institutions as institution_routes
 from imaging_hub.worklist.admin import routes as admin_routes
 from imaging_hub.worklist.audit import routes as audit_routes
 from imaging_hub.worklist.db.session import make_engine, make_inline_engine, make_session_factory
@@ -191,6 +192,7 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     app.include_router(clinic_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(institution_routes.router)
     app.include_router(duty_routes.router)
     app.include_router(order_routes.router)
     app.include_router(order_gateway_routes.router)

@@ -184,7 +184,7 @@ def backup_while_serving(hub_app: HubApp, directory: Path, study_uid: str) -> di
     assert result.returncode == 0, result.stdout + result.stderr
     assert "backup complete" in result.stdout
     # Not a terminal: progress as counted lines.
-    assert "database snapshot: 1/1" in result.stdout and "objects: " in result.stdout
+    assert "database: 1/1" in result.stdout and "objects: " in result.stdout
     manifest: dict[str, Any] = json.loads((directory / "manifest.json").read_text())
     # The hub kept serving: audit rows were written after the snapshot too (the thread ran
     # before, during and after it).
@@ -265,7 +265,8 @@ def test_backup_of_a_running_sqlite_hub_restores_into_an_empty_one(
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert os.stat(directory).st_mode & 0o077 == 0  # PHI: the owner's only
+    for path in (directory, *directory.rglob("*")):  # PHI and the CA key: the owner's only
+        assert path.stat().st_mode & 0o077 == 0, path
 
     target = Target(f"sqlite:///{tmp_path / 'new-hub' / 'hub.sqlite3'}", tmp_path / "new-hub")
     result = target.cli("admin", "restore", str(directory))

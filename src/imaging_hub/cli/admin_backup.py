@@ -5,6 +5,7 @@ Exit codes: 0 done; 1 failed (the message says why); 3 refused, the target hub i
 4 refused, the backup is incomplete, damaged or cannot be restored by this version.
 """
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ PgBinOpt = Annotated[
     ),
 ]
 STAGES = {
-    "database": "database snapshot",
+    "database": "database",
     "verify": "checking the backup",
     "objects": "objects",
 }
@@ -115,6 +116,7 @@ def backup(
 ) -> None:
     """Back up the running hub (database snapshot, then the objects it references, CA) to DIR."""
     setup(config)
+    os.umask(0o077)  # a backup holds every patient's data and the CA key: the owner's only
     from imaging_hub.worklist.access.caller import Caller
     from imaging_hub.worklist.admin import backup as domain
 

@@ -392,7 +392,7 @@ def _backup(
     except SQLAlchemyError as exc:
         raise BackupError(f"The database could not be read: {type(exc).__name__}.") from exc
     progress("database", 1, 1)
-    log.info("database snapshot taken: %s objects referenced", snapshot.keys)
+    log.debug("database snapshot taken: %s objects referenced", snapshot.keys)
 
     sums_tmp = directory / f".{SUMS}.tmp"
     changed: list[str] = []

@@ -154,7 +154,9 @@ def test_mpps_completed_waits_for_every_referenced_instance(
     images = ct_instances(study, 3)
     assert site.steps.create(uid, create_attributes(study)).ok
     assert site.steps.update(uid, final_attributes(referenced(images))).ok
-    site.hints.items = [Hint(study, "", 0, True)]  # a step exists: MPPS decides, not the order
+    # The order is done (its MPPS COMPLETED reached the hub) and expects more than arrived:
+    # the step exists, so MPPS decides, not the order.
+    site.hints.items = [Hint(study, "", 5, True)]
     site.put(images[:2], study)
     site.turn(0.3)
     assert site.status(study) == (StudyStatus.receiving, 2)
@@ -163,6 +165,16 @@ def test_mpps_completed_waits_for_every_referenced_instance(
         site.turn()
     assert site.status(study) == (StudyStatus.unread, 3)
     assert f"study {study} forwarded (mpps)" in caplog.text
+
+
+def test_expected_images_also_complete_a_study_with_mpps(site: Site) -> None:
+    """A machine that sends IN PROGRESS and never N-SET: the order's image count still works."""
+    study, uid = generate_uid(), generate_uid()
+    assert site.steps.create(uid, create_attributes(study)).ok
+    site.hints.items = [Hint(study, "", 2, False)]
+    site.put(ct_instances(study, 2), study)
+    site.turn()
+    assert site.status(study) == (StudyStatus.unread, 2)
 
 
 def test_discontinued_and_in_progress_complete_by_the_stability_window(site: Site) -> None:
@@ -175,7 +187,7 @@ def test_discontinued_and_in_progress_complete_by_the_stability_window(site: Sit
             ended = final_attributes(referenced(images), status="DISCONTINUED", reason="Moved")
             assert site.steps.update(uid, ended).ok
         site.put(images, study)
-        site.hints.items.append(Hint(study, "", 2, True))
+        site.hints.items.append(Hint(study, "", 3, True))  # done, 3 expected, 2 arrived
     site.turn(0.3)
     assert site.status(stopped) == (StudyStatus.receiving, 2)
     assert site.status(running) == (StudyStatus.receiving, 2)

@@ -230,8 +230,9 @@ class Studies:
         - ``order_done``: the study's order (by StudyInstanceUID, else accession number, in
           *hints*) is done ("exam done" clicked, or the hub's order feed says so);
         - ``expected_images``: the hub holds at least the order's expected number of images;
-          these two only for a study without MPPS steps (machines without MPPS): a modality
-          that reports its steps says itself when and with which images it is done;
+        ``order_done`` only for a study without MPPS steps (machines without MPPS): the order
+        of a modality that reports its steps is done by its own MPPS COMPLETED, which says
+        with which images — the images may still be on their way;
         - ``stability``: no new instance (and no association end) for *stability_seconds*.
         """
         now = time.time()
@@ -271,9 +272,7 @@ class Studies:
             steps, complete = self._mpps_state(study_uid) if any_steps else (0, False)
             if complete:
                 trigger = "mpps"
-            elif steps:
-                pass  # the modality reports its steps: MPPS decides, else the window below
-            elif hint is not None and hint.done:
+            elif hint is not None and hint.done and not steps:
                 trigger = "order_done"
             elif hint is not None and 0 < hint.expected_images <= self._sent_count(study_uid):
                 trigger = "expected_images"

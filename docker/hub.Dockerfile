@@ -33,6 +33,7 @@ RUN python -m venv /opt/imaging-hub \
     && /opt/imaging-hub/bin/pip install --require-hashes -r /tmp/lock.txt \
     && /opt/imaging-hub/bin/pip install --no-deps /tmp/wheels/*.whl \
     && rm -rf /tmp/lock.txt /tmp/wheels
+COPY docker/hub-healthcheck.py /opt/imaging-hub/hub-healthcheck.py
 RUN groupadd --system --gid 10001 imaging-hub \
     && useradd --system --uid 10001 --gid imaging-hub --home-dir /var/lib/imaging-hub \
        --create-home --shell /usr/sbin/nologin imaging-hub
@@ -41,6 +42,6 @@ WORKDIR /var/lib/imaging-hub
 VOLUME ["/var/lib/imaging-hub"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('IMAGING_HUB_PORT', '8000') + '/healthz', timeout=4).close()"]
+    CMD ["python", "/opt/imaging-hub/hub-healthcheck.py"]
 ENTRYPOINT ["imaging-hub"]
 CMD ["hub", "serve"]

@@ -62,7 +62,8 @@ def test_dashboard_charts_in_both_languages(
         expect(page.locator("h1")).to_have_text("统计")
         expect(page.locator("#table-volume tbody tr")).to_have_count(2)
         volume = page.locator("#table-volume tbody").inner_text()
-        assert "clinic-a" in volume and "clinic-b" in volume
+        assert "A镇卫生院" in volume and "B镇卫生院" in volume  # names, not codes
+        assert "clinic-a" not in volume
         # Stacked bars: one rect per clinic for the day, heights from the API's counts.
         bars = page.locator("#chart-volume rect.chart-bar")
         expect(bars).to_have_count(2)

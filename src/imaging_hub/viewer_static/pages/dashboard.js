@@ -8,6 +8,7 @@ import { apiGet } from "../api.js";
 import { clear, h, messageBox, replaceChildren } from "../dom.js";
 import { formatNumber, priorityLabel } from "../format.js";
 import { registerRoute, setQuery } from "../router.js";
+import { institutionName, loadInstitutions } from "../institutions.js";
 
 addStrings({
   "zh-CN": {
@@ -180,7 +181,8 @@ function panel(titleKey, id, ...children) {
   return h("section", { class: "panel", id }, h("h2", {}, t(titleKey)), ...children);
 }
 
-function volumePanel(data) {
+function volumePanel(data, institutions) {
+  const name = (code) => institutionName(institutions, code);
   if (!data.rows.length) return panel("dashboard.volume", "stats-volume", messageBox("info", t("dashboard.noData")));
   const days = [...new Set(data.rows.map((r) => r.day))].sort();
   const clinics = [...new Set(data.rows.map((r) => r.clinic))].sort();
@@ -194,10 +196,10 @@ function volumePanel(data) {
     "dashboard.volume",
     "stats-volume",
     h("p", { class: "muted" }, t("dashboard.total", { n: formatNumber(total) })),
-    barChart({ groups, series: clinics.map((c) => ({ label: c })), stacked: true, id: "chart-volume" }),
+    barChart({ groups, series: clinics.map((c) => ({ label: name(c) })), stacked: true, id: "chart-volume" }),
     table(
       [t("dashboard.day"), t("dashboard.clinic"), t("dashboard.studies")],
-      data.rows.map((r) => [r.day, r.clinic, formatNumber(r.studies)]),
+      data.rows.map((r) => [r.day, name(r.clinic), formatNumber(r.studies)]),
       "table-volume",
     ),
   );
@@ -306,16 +308,17 @@ async function renderDashboard({ root, query, signal }) {
 
   async function load(window) {
     try {
-      const [volume, turnaround, sla, workload] = await Promise.all(
-        ["volume", "turnaround", "sla", "workload"].map((name) =>
+      const [institutions, volume, turnaround, sla, workload] = await Promise.all([
+        loadInstitutions().catch(() => new Map()),
+        ...["volume", "turnaround", "sla", "workload"].map((name) =>
           apiGet(`/api/v1/stats/${name}`, window, { signal }),
         ),
-      );
+      ]);
       const w = volume.window;
       caption.textContent = t("dashboard.window", { start: w.start, end: w.end, tz: w.timezone });
       start.value = w.start;
       end.value = w.end;
-      replaceChildren(body, volumePanel(volume), turnaroundPanel(turnaround), slaPanel(sla), workloadPanel(workload));
+      replaceChildren(body, volumePanel(volume, institutions), turnaroundPanel(turnaround), slaPanel(sla), workloadPanel(workload));
     } catch (err) {
       if (err && err.name === "AbortError") return;
       replaceChildren(body, messageBox("error", err && err.message ? err.message : String(err)));

@@ -3,9 +3,10 @@
 // the gateways parked (the hub refused them for good) with their reason, translated by code.
 
 import { addStrings, formatDateTime, getLanguage, t } from "../i18n.js";
-import { apiGet } from "../api.js";
+import { apiGet, apiPost } from "../api.js";
 import { knownCode } from "../errors.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
+import { loadInstitutions } from "../institutions.js";
 import { formatNumber } from "../format.js";
 import { registerRoute } from "../router.js";
 
@@ -46,6 +47,27 @@ addStrings({
     "gateways.col.instances": "图像数",
     "gateways.col.parkedAt": "暂停时间",
     "gateways.col.nextTry": "下次重试",
+    "gateways.col.actions": "操作",
+    "gateways.new": "新建网关",
+    "gateways.create": "创建网关并生成令牌",
+    "gateways.cancel": "取消",
+    "gateways.form.name": "网关名称",
+    "gateways.form.nameHint": "字母、数字、点、横线或下划线，例如 gateway-clinic-c。",
+    "gateways.form.clinic": "卫生院",
+    "gateways.form.ae": "AE 名称（可选）",
+    "gateways.rotate": "更换令牌",
+    "gateways.revoke": "停用",
+    "gateways.revokeConfirm": "确认停用 {name}？该网关的所有令牌将立即失效，此操作不能撤销。",
+    "gateways.revokeYes": "确认停用",
+    "gateways.revoked": "已停用网关 {name}。",
+    "gateways.token.created": "网关 {name}（{clinic}）已创建。",
+    "gateways.token.rotated": "网关 {name}（{clinic}）的新令牌：",
+    "gateways.token.once": "令牌只显示这一次，中心只保存其散列值。请立即复制并写入卫生院网关的配置（gateway.toml）。",
+    "gateways.token.grace": "旧令牌在下一次更换前仍然有效，以便网关不停机切换；如旧令牌可能已泄露，请再更换一次或停用该网关。",
+    "gateways.token.copy": "复制令牌",
+    "gateways.token.copied": "已复制。",
+    "gateways.token.copyFailed": "无法自动复制，请手动选中令牌复制。",
+    "gateways.token.done": "我已保存令牌",
   },
   en: {
     "gateways.title": "Gateways",
@@ -83,6 +105,27 @@ addStrings({
     "gateways.col.instances": "Images",
     "gateways.col.parkedAt": "Parked at",
     "gateways.col.nextTry": "Next try",
+    "gateways.col.actions": "Actions",
+    "gateways.new": "New gateway",
+    "gateways.create": "Create gateway and issue its token",
+    "gateways.cancel": "Cancel",
+    "gateways.form.name": "Gateway name",
+    "gateways.form.nameHint": "Letters, digits, dot, dash or underscore, e.g. gateway-clinic-c.",
+    "gateways.form.clinic": "Clinic",
+    "gateways.form.ae": "AE title (optional)",
+    "gateways.rotate": "Rotate token",
+    "gateways.revoke": "Revoke",
+    "gateways.revokeConfirm": "Revoke {name}? Every token of this gateway is refused at once; this cannot be undone.",
+    "gateways.revokeYes": "Revoke now",
+    "gateways.revoked": "Gateway {name} revoked.",
+    "gateways.token.created": "Gateway {name} ({clinic}) created.",
+    "gateways.token.rotated": "New token of gateway {name} ({clinic}):",
+    "gateways.token.once": "This token is shown only once; the hub keeps only its hash. Copy it now into the clinic gateway's configuration (gateway.toml).",
+    "gateways.token.grace": "The previous token keeps working until the next rotation, so the gateway switches without downtime; if it may have leaked, rotate once more or revoke the gateway.",
+    "gateways.token.copy": "Copy token",
+    "gateways.token.copied": "Copied.",
+    "gateways.token.copyFailed": "Cannot copy automatically: select the token and copy it by hand.",
+    "gateways.token.done": "I have saved the token",
   },
 });
 
@@ -113,7 +156,7 @@ function table(id, columns, rows) {
     h(
       "tbody",
       {},
-      rows.map((row) => h("tr", { class: row.className || null }, columns.map(([key, , cell]) => h("td", { class: `col-${key}` }, cell(row))))),
+      rows.map((row) => h("tr", { class: row.className || null, ...(row.rowAttrs || {}) }, columns.map(([key, , cell]) => h("td", { class: `col-${key}` }, cell(row))))),
     ),
   );
 }
@@ -152,7 +195,7 @@ function parkedRows(gateways) {
   return rows;
 }
 
-function render(container, data) {
+function render(container, data, actions) {
   const status = data.alarm
     ? messageBox("error", t("gateways.alarm", { minutes: Math.round(data.silence_alarm_seconds / 60) }))
     : messageBox("ok", t("gateways.allOk"));
@@ -189,14 +232,20 @@ function render(container, data) {
         g.status.last_error
           ? h("span", { class: "error-text", title: formatDateTime(fromUnix(g.status.last_error_at)) }, String(g.status.last_error))
           : ""],
+      ["actions", "gateways.col.actions", actions],
     ],
-    data.gateways.map((g) => ({ ...g, className: g.silent && !g.revoked ? "row-silent" : null })),
+    data.gateways.map((g) => ({
+      ...g,
+      className: g.silent && !g.revoked ? "row-silent" : null,
+      rowAttrs: { "data-testid": "admin-gateway-row", "data-name": g.name },
+    })),
   );
   const parked = parkedRows(data.gateways);
   const parkedTable = table(
     "gateways-parked",
     [
-      ["gateway", "gateways.col.gateway", (p) => h("span", { title: p.gateway.clinic }, p.gateway.name)],
+      ["gateway", "gateways.col.gateway", (p) => h("span", { title: p.gateway.clinic_name || p.gateway.clinic }, p.gateway.name)],
+      ["clinic", "gateways.col.clinic", (p) => h("span", { title: p.gateway.clinic }, p.gateway.clinic_name || p.gateway.clinic)],
       ["study", "gateways.col.study", (p) => h("code", {}, String(p.study_instance_uid || ""))],
       ["reason", "gateways.col.reason", parkedReason],
       ["instances", "gateways.col.instances", (p) => formatNumber(p.instances || 0)],
@@ -219,6 +268,38 @@ function render(container, data) {
   );
 }
 
+/** The panel showing a new token once: copy button, the once-only warning, the rotation note. */
+function tokenPanel(issued, clinicName, rotated, onDone) {
+  const code = h("code", { class: "token-value", id: "admin-token", "data-testid": "admin-token" }, issued.token);
+  const copied = h("span", { class: "token-copied", "aria-live": "polite" });
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(issued.token);
+      copied.textContent = t("gateways.token.copied");
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents(code);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      copied.textContent = t("gateways.token.copyFailed");
+    }
+  };
+  const vars = { name: issued.name, clinic: clinicName };
+  return h(
+    "section",
+    { class: "token-panel", id: "admin-token-panel", role: "alert" },
+    h("p", { class: "token-title" }, t(rotated ? "gateways.token.rotated" : "gateways.token.created", vars)),
+    h("div", { class: "token-row" },
+      code,
+      h("button", { type: "button", "data-testid": "admin-token-copy", on: { click: copy } }, t("gateways.token.copy")),
+      copied),
+    h("p", { class: "token-warning", "data-testid": "admin-token-warning" }, t("gateways.token.once")),
+    rotated ? h("p", { class: "hint" }, t("gateways.token.grace")) : null,
+    h("button", { type: "button", class: "primary", "data-testid": "admin-token-close", on: { click: onDone } }, t("gateways.token.done")),
+  );
+}
+
 registerRoute({
   path: "/admin/gateways",
   title: "gateways.title",
@@ -229,12 +310,116 @@ registerRoute({
     const updated = h("span", { class: "updated", id: "gateways-updated" });
     const body = h("div", { class: "gateways-body" });
     const errors = h("div", { "aria-live": "polite" });
-    root.appendChild(h("section", { class: "gateways-page" }, h("div", { class: "page-head" }, h("h1", {}, t("gateways.heading")), updated), errors, body));
-    async function load() {
+    const notice = h("div", { id: "admin-gateways-notice", "data-testid": "admin-gateways-notice", "aria-live": "polite" });
+    const tokenSlot = h("div", { class: "token-slot" });
+    const formSlot = h("div", { class: "admin-form-slot" });
+    let institutions = new Map();
+    const clinicName = (code) => (institutions.get(code) || {}).name || code;
+    const fail = (err) => {
+      if (err && err.name === "AbortError") return;
+      const box = messageBox("error", err.message);
+      if (err.code) box.dataset.code = err.code;
+      replaceChildren(notice, box);
+    };
+    const showToken = (issued, rotated) => {
+      replaceChildren(notice);
+      replaceChildren(tokenSlot, tokenPanel(issued, clinicName(issued.clinic), rotated, () => replaceChildren(tokenSlot)));
+    };
+
+    async function rotate(g) {
       try {
-        const data = await apiGet("/api/v1/admin/gateways", undefined, { signal });
+        showToken(await apiPost(`/api/v1/admin/gateways/${encodeURIComponent(g.name)}/rotate`, undefined, { signal }), true);
+      } catch (err) {
+        fail(err);
+      }
+      load();
+    }
+
+    function askRevoke(g, cell) {
+      const yes = h("button", {
+        type: "button",
+        class: "danger",
+        "data-testid": "admin-gateway-revoke-confirm",
+        on: {
+          click: async () => {
+            try {
+              await apiPost(`/api/v1/admin/gateways/${encodeURIComponent(g.name)}/revoke`, undefined, { signal });
+              replaceChildren(notice, messageBox("ok", t("gateways.revoked", { name: g.name })));
+            } catch (err) {
+              fail(err);
+            }
+            load();
+          },
+        },
+      }, t("gateways.revokeYes"));
+      const no = h("button", { type: "button", "data-testid": "admin-gateway-revoke-cancel", on: { click: () => load() } }, t("gateways.cancel"));
+      replaceChildren(cell, h("span", { class: "confirm", role: "alertdialog" }, t("gateways.revokeConfirm", { name: g.name }), " ", yes, " ", no));
+      paused = true;
+    }
+
+    function actions(g) {
+      if (g.revoked) return "";
+      const cell = h("span", { class: "row-actions" });
+      replaceChildren(
+        cell,
+        h("button", { type: "button", class: "row-action", "data-testid": "admin-gateway-rotate", on: { click: () => rotate(g) } }, t("gateways.rotate")),
+        " ",
+        h("button", { type: "button", class: "row-action", "data-testid": "admin-gateway-revoke", on: { click: () => askRevoke(g, cell) } }, t("gateways.revoke")),
+      );
+      return cell;
+    }
+
+    function openCreate() {
+      const name = h("input", { id: "gw-name", name: "name", required: true, maxlength: "64", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]*", autocomplete: "off", spellcheck: "false" });
+      const clinics = [...institutions.values()]
+        .filter((i) => i.level === "township" || i.level === "village")
+        .sort((a, b) => a.code.localeCompare(b.code));
+      const clinic = h("select", { id: "gw-clinic", name: "clinic" }, clinics.map((i) => h("option", { value: i.code, title: i.code }, i.name)));
+      const ae = h("input", { id: "gw-ae", name: "ae_title", maxlength: "16", autocomplete: "off", spellcheck: "false" });
+      const form = h(
+        "form",
+        { class: "admin-form", id: "admin-gateway-form" },
+        h("h2", {}, t("gateways.new")),
+        h("div", { class: "admin-form-grid" },
+          h("div", { class: "field" }, h("label", { for: "gw-name" }, t("gateways.form.name")), name, h("small", { class: "hint" }, t("gateways.form.nameHint"))),
+          h("div", { class: "field" }, h("label", { for: "gw-clinic" }, t("gateways.form.clinic")), clinic),
+          h("div", { class: "field" }, h("label", { for: "gw-ae" }, t("gateways.form.ae")), ae)),
+        h("div", { class: "admin-form-buttons" },
+          h("button", { type: "submit", class: "primary", "data-testid": "admin-gateway-submit" }, t("gateways.create")),
+          h("button", { type: "button", on: { click: () => replaceChildren(formSlot) } }, t("gateways.cancel"))),
+      );
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        try {
+          const issued = await apiPost("/api/v1/admin/gateways", { name: name.value.trim(), clinic: clinic.value, ae_title: ae.value.trim() }, { signal });
+          replaceChildren(formSlot);
+          showToken(issued, false);
+        } catch (err) {
+          fail(err);
+        }
+        load();
+      });
+      replaceChildren(formSlot, form);
+      name.focus();
+    }
+
+    root.appendChild(h("section", { class: "gateways-page" },
+      h("div", { class: "page-head" },
+        h("h1", {}, t("gateways.heading")),
+        updated,
+        h("button", { type: "button", class: "primary", id: "admin-gateway-new", "data-testid": "admin-gateway-new", on: { click: openCreate } }, t("gateways.new"))),
+      errors, notice, tokenSlot, formSlot, body));
+    let paused = false; // a revoke confirmation is open: the refresh waits for the answer
+    async function load() {
+      paused = false;
+      try {
+        const [data, insts] = await Promise.all([
+          apiGet("/api/v1/admin/gateways", undefined, { signal }),
+          loadInstitutions().catch(() => institutions),
+        ]);
+        institutions = insts;
         replaceChildren(errors);
-        render(body, data);
+        render(body, data, actions);
         updated.textContent = formatDateTime(new Date());
       } catch (err) {
         if (err.name !== "AbortError") replaceChildren(errors, messageBox("error", err.message));
@@ -242,7 +427,7 @@ registerRoute({
     }
     await load();
     const timer = setInterval(() => {
-      if (document.visibilityState === "visible") load();
+      if (document.visibilityState === "visible" && !paused) load();
     }, REFRESH_MS);
     return () => clearInterval(timer);
   },

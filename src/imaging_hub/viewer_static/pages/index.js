@@ -5,5 +5,6 @@ import "./worklist.js";
 import "./clinic.js";
 import "./study.js";
 import "./gateways.js";
+import "./admin_users.js";
 import "./dashboard.js";
 import "./audit.js";

@@ -6,6 +6,7 @@ import { apiGet, apiPost } from "../api.js";
 import { clear, h, messageBox, replaceChildren } from "../dom.js";
 import { formatNumber, formatPersonName, formatSexAge, priorityLabel, statusLabel } from "../format.js";
 import { can, navigate, registerRoute, setQuery } from "../router.js";
+import { loadInstitutions } from "../institutions.js";
 
 addStrings({
   "zh-CN": {
@@ -51,6 +52,11 @@ addStrings({
     "worklist.released": "已释放：{patient}",
     "worklist.nothingToClaim": "目前没有您可以领取的检查。",
     "worklist.mine": "我的",
+    "worklist.admin.reassignTo": "改派给",
+    "worklist.admin.reassign": "改派",
+    "worklist.admin.priority": "更改优先级",
+    "worklist.admin.reassigned": "已将 {patient} 改派给 {name}。",
+    "worklist.admin.priorityChanged": "{patient} 的优先级已改为 {priority}。",
   },
   en: {
     "worklist.title": "Worklist",
@@ -95,6 +101,11 @@ addStrings({
     "worklist.released": "Released: {patient}",
     "worklist.nothingToClaim": "There is no study for you to claim right now.",
     "worklist.mine": "Mine",
+    "worklist.admin.reassignTo": "Reassign to",
+    "worklist.admin.reassign": "Reassign",
+    "worklist.admin.priority": "Change priority",
+    "worklist.admin.reassigned": "{patient} reassigned to {name}.",
+    "worklist.admin.priorityChanged": "Priority of {patient} changed to {priority}.",
   },
 });
 
@@ -204,7 +215,81 @@ function select(id, label, value, options, onChange) {
 function renderWorklist({ root, query, signal, user }) {
   const state = stateFromQuery(query);
   const claims = can("study.claim", user);
-  const columns = claims ? [...COLUMNS, ["actions", "worklist.col.actions", null, (i) => actionsCell(i)]] : COLUMNS;
+  const assigns = can("study.assign", user);
+  const prioritizes = can("study.prioritize", user);
+  const baseColumns = COLUMNS.map((c) =>
+    c[0] === "assigned" ? ["assigned", c[1], null, (i) => assignedCell(i)] : c);
+  const columns = claims || assigns
+    ? [...baseColumns, ["actions", "worklist.col.actions", null, (i) => (assigns ? adminCell(i) : actionsCell(i))]]
+    : baseColumns;
+  let radiologists = []; // admins: active radiologists for reassignment
+  let institutions = new Map();
+  const nameOf = (username) => {
+    const found = radiologists.find((r) => r.username === username);
+    return found && found.display_name ? found.display_name : username;
+  };
+
+  function assignedCell(item) {
+    if (!item.assigned_to) return "";
+    return h("span", { class: "assigned-name", title: item.assigned_to, "data-username": item.assigned_to }, nameOf(item.assigned_to));
+  }
+
+  // Administrators: change the priority (any open study) and reassign (unread or claimed) to an
+  // active radiologist; the hub checks eligibility and answers 409 with a code otherwise.
+  function adminCell(item) {
+    const uid = encodeURIComponent(item.study_instance_uid);
+    const patient = formatPersonName(item.patient_name);
+    const parts = [];
+    if (prioritizes && (item.status === "receiving" || OPEN.includes(item.status))) {
+      const prio = h(
+        "select",
+        { class: "row-select", "data-testid": "worklist-priority", "aria-label": t("worklist.admin.priority"), title: t("worklist.admin.priority") },
+        PRIORITIES.map((p) => h("option", { value: p, selected: p === item.priority }, priorityLabel(p))),
+      );
+      prio.addEventListener("change", () =>
+        adminAct(
+          () => apiPost(`/api/v1/studies/${uid}/priority`, { priority: prio.value }, { signal }),
+          t("worklist.admin.priorityChanged", { patient, priority: priorityLabel(prio.value) }),
+        ));
+      parts.push(prio);
+    }
+    if (item.status === "unread" || item.status === "in_progress") {
+      const choices = radiologists.filter((r) => r.username !== item.assigned_to);
+      const to = h(
+        "select",
+        { class: "row-select", "data-testid": "worklist-reassign-to", "aria-label": t("worklist.admin.reassignTo"), title: t("worklist.admin.reassignTo") },
+        choices.map((r) => h("option", { value: r.username, title: r.username }, r.display_name || r.username)),
+      );
+      const go = h("button", {
+        type: "button",
+        class: "row-action",
+        "data-testid": "worklist-reassign",
+        disabled: choices.length === 0,
+        on: {
+          click: () =>
+            adminAct(
+              () => apiPost(`/api/v1/studies/${uid}/assign`, { username: to.value }, { signal }),
+              t("worklist.admin.reassigned", { patient, name: nameOf(to.value) }),
+            ),
+        },
+      }, t("worklist.admin.reassign"));
+      parts.push(h("span", { class: "reassign" }, to, go));
+    }
+    return h("span", { class: "row-actions" }, parts);
+  }
+
+  async function adminAct(fn, message) {
+    try {
+      await fn();
+      replaceChildren(notice, messageBox("ok", message));
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      const box = messageBox("error", err.message);
+      if (err.code) box.dataset.code = err.code;
+      replaceChildren(notice, box);
+    }
+    load();
+  }
   const notice = h("div", { class: "worklist-notice", id: "worklist-notice", "aria-live": "polite" });
 
   function actionsCell(item) {
@@ -379,7 +464,10 @@ function renderWorklist({ root, query, signal, user }) {
 
   function renderTable(items) {
     for (const i of items) clinicsSeen.add(i.clinic);
-    replaceChildren(clinicList, [...clinicsSeen].sort().map((c) => h("option", { value: c })));
+    for (const inst of institutions.values()) {
+      if (inst.level === "township" || inst.level === "village") clinicsSeen.add(inst.code);
+    }
+    replaceChildren(clinicList, [...clinicsSeen].sort().map((c) => h("option", { value: c, label: (institutions.get(c) || {}).name || c })));
     const head = h("thead", {}, h("tr", {}, columns.map(headerCell)));
     const body = h(
       "tbody",
@@ -452,9 +540,20 @@ function renderWorklist({ root, query, signal, user }) {
   }
 
   function tick() {
+    // An administrator choosing a radiologist or a priority in a row keeps the row as it is.
+    const focused = document.activeElement;
+    if (focused && focused.tagName === "SELECT" && tableWrap.contains(focused)) return;
     if (document.visibilityState === "visible" && !inFlight) load();
   }
 
+  const lookups = [
+    loadInstitutions().then((m) => { institutions = m; }).catch(() => {}),
+    assigns
+      ? apiGet("/api/v1/admin/users", undefined, { signal })
+        .then((list) => { radiologists = list.filter((u) => u.role === "radiologist" && u.is_active); })
+        .catch(() => {})
+      : null,
+  ].filter(Boolean);
   root.appendChild(
     h(
       "section",
@@ -473,7 +572,7 @@ function renderWorklist({ root, query, signal, user }) {
       pager,
     ),
   );
-  load();
+  Promise.all(lookups).then(() => load());
   timer = setInterval(tick, REFRESH_MS);
   const onVisible = () => {
     if (document.visibilityState === "visible") tick();

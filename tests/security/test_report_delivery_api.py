@@ -300,7 +300,9 @@ def test_long_poll_answers_empty_after_the_wait(hub_app: HubApp) -> None:
     assert 1.4 <= took < 3.0, took
 
 
-def test_long_poll_answers_soon_after_a_signature(hub_app: HubApp) -> None:
+def test_long_poll_answers_soon_after_a_signature(
+    hub_app: HubApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
     study = ingest_study(hub_app)
     rad1 = Reports(hub_app, "rad1")
     rad1.claim(study.uid)
@@ -313,8 +315,18 @@ def test_long_poll_answers_soon_after_a_signature(hub_app: HubApp) -> None:
         result["response"] = gateway.feed(wait=20)
         result["at"] = time.monotonic()
 
+    checked = threading.Event()
+    check = delivery._check
+
+    def observed(*args: Any) -> Any:
+        found = check(*args)
+        checked.set()
+        return found
+
+    monkeypatch.setattr(delivery, "_check", observed)
     poller = threading.Thread(target=poll)
     poller.start()
+    first_check_done = checked.wait(10)
     # While it waits, the poll holds no database connection (sampled between its checks).
     idle = 0
     for _ in range(10):
@@ -326,7 +338,7 @@ def test_long_poll_answers_soon_after_a_signature(hub_app: HubApp) -> None:
     poller.join(timeout=25)  # assertions after the poll ended: no request left in flight
     assert not poller.is_alive()
     assert signed.status_code == 200, signed.text
-    assert waiting and idle >= 8, (waiting, idle)
+    assert first_check_done and waiting and idle >= 8, (first_check_done, waiting, idle)
     assert result["at"] - signed_at < 1.2, result["at"] - signed_at
     (item,) = result["response"].json()["reports"]
     assert item["id"] == report_id
@@ -353,6 +365,74 @@ def test_long_poll_stops_when_the_client_is_gone(hub_app: HubApp) -> None:
     started = time.monotonic()
     assert anyio.run(run) == []
     assert time.monotonic() - started < 1.0 and checks == 1
+
+
+def _unaudited_signed_report(hub_app: HubApp, study_uid: str) -> int:
+    """A signed report row put straight into the database: no ``report.signed`` event."""
+    with hub_app.sessions() as session:
+        report = Report(
+            study_id=session.scalar(
+                select(StudyRow.id).where(StudyRow.study_instance_uid == study_uid)
+            ),
+            status="signed",
+            author_id=session.scalar(select(User.id).where(User.username == "rad1")),
+            impression="x",
+            signed_at=datetime.now(UTC),
+            sha256="a" * 64,
+        )
+        session.add(report)
+        session.commit()
+        return report.id
+
+
+def _poll_in_thread(
+    gateway: "GatewayClient", wait: float
+) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def poll() -> None:
+        started = time.monotonic()
+        result["response"] = gateway.feed(wait=wait)
+        result["took"] = time.monotonic() - started
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    return thread, result
+
+
+def test_a_waiting_poll_queries_again_on_a_signature_or_the_safety_interval(
+    hub_app: HubApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between its full looks a waiting poll reads only the audit trail's head: a report that
+    appears without a signature event is found by the next full look, not the next probe."""
+    study, other = ingest_study(hub_app), ingest_study(hub_app)
+    gateway = GatewayClient(hub_app, "clinic-a")
+    checked = threading.Event()
+    check = delivery._check
+
+    def observed(*args: Any) -> Any:
+        found = check(*args)
+        checked.set()
+        return found
+
+    monkeypatch.setattr(delivery, "_check", observed)
+    monkeypatch.setattr(delivery, "FULL_CHECK_SECONDS", 100.0)
+    thread, result = _poll_in_thread(gateway, 1.5)
+    assert checked.wait(10)  # the first (full) look is done: the poll is waiting
+    report_id = _unaudited_signed_report(hub_app, study.uid)
+    thread.join(timeout=10)
+    assert result["response"].json() == {"reports": []}  # no signature event: not looked for
+    assert [r["id"] for r in gateway.feed().json()["reports"]] == [report_id]  # a full look
+    assert gateway.received(report_id, "a" * 64).status_code == 200
+
+    monkeypatch.setattr(delivery, "FULL_CHECK_SECONDS", 0.8)
+    checked.clear()
+    thread, result = _poll_in_thread(gateway, 8)
+    assert checked.wait(10)
+    second = _unaudited_signed_report(hub_app, other.uid)
+    thread.join(timeout=15)
+    assert [r["id"] for r in result["response"].json()["reports"]] == [second]
+    assert result["took"] < 4, result["took"]  # the safety interval, not the 8 s deadline
 
 
 # --- acknowledgements from the LAN page ------------------------------------------------------

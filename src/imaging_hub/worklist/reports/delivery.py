@@ -9,7 +9,8 @@ an unknown id. Routers (``delivery_routes.py``) only translate.
   no gateway has confirmed yet, oldest first, at most :data:`BATCH`. The long-poll checks the
   database every :data:`POLL_INTERVAL` seconds with a short session of its own (several hub
   workers may run: the database is the only place a signature is seen by all of them) and
-  holds neither a connection nor a worker thread between checks.
+  holds neither a connection nor a worker thread between checks; while nothing is signed a
+  check is one read of the audit trail's head.
 - :func:`get_pdf`, :func:`get_dicom`: the signed PDF byte for byte, and the Encapsulated PDF
   instance stored into the study at signing (DICOM Part 10); every download is audited.
 - :func:`confirm_received`: exactly once per report — one conditional
@@ -41,6 +42,8 @@ from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.access.policy import Permission, study_scope
 from imaging_hub.worklist.audit import trail as audit
 from imaging_hub.worklist.db.models import (
+    AuditEvent,
+    AuditHead,
     Gateway,
     Instance,
     Patient,
@@ -67,6 +70,11 @@ BATCH = 50
 MAX_WAIT = 30.0
 #: How often a waiting long-poll looks at the database, in seconds.
 POLL_INTERVAL = 0.5
+#: A waiting long-poll runs the feed's query again at least this often, in seconds (between
+#: those, only when a report was signed: see :func:`wait_for_reports`).
+FULL_CHECK_SECONDS = 10.0
+#: More new audit events than this in one poll interval: look at the feed without reading them.
+MAX_EVENTS_PER_PROBE = 500
 #: How far a gateway's clock may be off: an acknowledgement time beyond this in the future, or
 #: this long before the signature, is refused; within it, it is brought into [signed, now].
 CLOCK_SKEW = timedelta(minutes=5)
@@ -244,11 +252,38 @@ def pending_reports(
     return items
 
 
-def _pending_once(
-    sessions: sessionmaker[Session], caller: Caller, batcher: audit.AccessBatcher
-) -> list[DeliveryItem]:
+def _trail_mark(session: Session) -> int:
+    """The id of the newest audit event (0 before the first)."""
+    return int(session.scalar(select(AuditHead.last_id).where(AuditHead.id == 1)) or 0)
+
+
+def _signed_between(session: Session, after: int, upto: int) -> bool:
+    """Whether a report or addendum was signed (anywhere) by audit events ``after < id ≤
+    upto``: a range of the primary key, the events of one poll interval."""
+    if upto <= after:
+        return False
+    if upto - after > MAX_EVENTS_PER_PROBE:
+        return True  # a busy moment: just look
+    actions = session.scalars(
+        select(AuditEvent.action).where(AuditEvent.id > after, AuditEvent.id <= upto)
+    )
+    return any(action == audit.REPORT_SIGNED for action in actions)
+
+
+def _check(
+    sessions: sessionmaker[Session],
+    caller: Caller,
+    batcher: audit.AccessBatcher,
+    mark: int | None,
+) -> tuple[list[DeliveryItem], int]:
+    """One check of the long-poll, with a session of its own: the pending reports (or none
+    when, since the audit trail's *mark*, nothing was signed) and the new mark."""
     with sessions() as session:
-        return pending_reports(session, caller, batcher=batcher)
+        # Read before the feed: a signature committed after this is above the new mark.
+        now_mark = _trail_mark(session)
+        if mark is not None and not _signed_between(session, mark, now_mark):
+            return [], now_mark
+        return pending_reports(session, caller, batcher=batcher), now_mark
 
 
 async def wait_for_reports(
@@ -267,12 +302,25 @@ async def wait_for_reports(
     checks nothing is held (an ``anyio.sleep`` on the event loop). *gone* (the client went
     away) is asked between checks, so a dropped connection stops the waiting within one
     interval.
+
+    Only a signature adds to the feed, and every signature writes its ``report.signed`` audit
+    event in the transaction that signs (the trail's ids are gap-free and committed in order).
+    So after the first look, a check reads the trail's head (one row) and runs the feed's
+    query again only when a ``report.signed`` event lies between the last mark and the head —
+    or :data:`FULL_CHECK_SECONDS` after the last full look, as a safety net. A waiting gateway
+    costs the database one primary-key read per interval, whatever the clinic's history.
     """
     _gateway_of(caller)
     wait = min(max(0.0, wait), MAX_WAIT)
     deadline = time.monotonic() + wait
+    mark: int | None = None
+    full_at = time.monotonic()
     while True:
-        items = await anyio.to_thread.run_sync(_pending_once, sessions, caller, batcher)
+        if time.monotonic() - full_at >= FULL_CHECK_SECONDS:
+            mark = None
+        if mark is None:
+            full_at = time.monotonic()
+        items, mark = await anyio.to_thread.run_sync(_check, sessions, caller, batcher, mark)
         left = deadline - time.monotonic()
         if items or left <= 0:
             return items

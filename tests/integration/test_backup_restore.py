@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -41,10 +41,22 @@ from imaging_hub.worklist.db.models import AuditEvent, Instance, Report, Study, 
 from imaging_hub.worklist.db.session import make_engine, make_session_factory
 from tests.peers.postgres import PostgresServer
 from tests.peers.s3 import S3Server, remove_bucket
-from tests.security.conftest import HubApp, _hub_app
+from tests.security.conftest import HubApp, _hub_app, _template_db, hub_app, pg_hub_app  # noqa: F401
 from tests.security.test_reports_api import ingest_study, signed_report
 
 CLI_TIMEOUT = 120
+
+
+@pytest.fixture
+def hub(request: pytest.FixtureRequest) -> HubApp:
+    """The in-process hub on SQLite with the demo network (tests/security/conftest.py)."""
+    return cast(HubApp, request.getfixturevalue("hub_app"))
+
+
+@pytest.fixture
+def pg_hub(request: pytest.FixtureRequest) -> HubApp:
+    """The same on a fresh PostgreSQL database."""
+    return cast(HubApp, request.getfixturevalue("pg_hub_app"))
 
 
 @dataclass
@@ -78,8 +90,8 @@ class Target:
         return HubSettings(data_dir=self.data_dir, database_url=self.database_url)
 
 
-def target_of(hub_app: HubApp) -> Target:
-    return Target(hub_app.database_url, hub_app.data_dir)
+def target_of(hub: HubApp) -> Target:
+    return Target(hub.database_url, hub.data_dir)
 
 
 def objects_of(data_dir: Path) -> dict[str, str]:
@@ -136,9 +148,9 @@ def snapshot_of(url: str) -> dict[str, Any]:
 class Traffic(threading.Thread):
     """Keeps the hub busy: opens studies (an audit row each, fresh tokens) and ingests new ones."""
 
-    def __init__(self, hub_app: HubApp, study_uid: str) -> None:
+    def __init__(self, hub: HubApp, study_uid: str) -> None:
         super().__init__(name="hub-traffic", daemon=True)
-        self.hub_app = hub_app
+        self.hub = hub
         self.study_uid = study_uid
         self.stop = threading.Event()
         self.requests = 0
@@ -148,35 +160,33 @@ class Traffic(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop.is_set():
-                response = self.hub_app.client.get(
-                    f"/api/v1/studies/{self.study_uid}", headers=self.hub_app.headers("admin")
+                response = self.hub.client.get(
+                    f"/api/v1/studies/{self.study_uid}", headers=self.hub.headers("admin")
                 )
                 assert response.status_code == 200, response.text
                 self.requests += 1
                 if self.requests % 3 == 0:
-                    self.ingested.append(ingest_study(self.hub_app).uid)
+                    self.ingested.append(ingest_study(self.hub).uid)
         except BaseException as exc:
             self.error = exc
 
 
-def populate(hub_app: HubApp) -> dict[str, Any]:
+def populate(hub: HubApp) -> dict[str, Any]:
     """Two studies of two clinics, one with a signed report; the report's PDF."""
-    first = ingest_study(hub_app)
-    second = ingest_study(hub_app, clinic="clinic-b", patient_name="李^四")
-    report = signed_report(hub_app, first)
-    pdf = hub_app.client.get(
-        f"/api/v1/reports/{report['id']}/pdf", headers=hub_app.headers("admin")
-    )
+    first = ingest_study(hub)
+    second = ingest_study(hub, clinic="clinic-b", patient_name="李^四")
+    report = signed_report(hub, first)
+    pdf = hub.client.get(f"/api/v1/reports/{report['id']}/pdf", headers=hub.headers("admin"))
     assert pdf.status_code == 200
     assert hashlib.sha256(pdf.content).hexdigest() == report["sha256"]
     return {"studies": [first.uid, second.uid], "report": report}
 
 
-def backup_while_serving(hub_app: HubApp, directory: Path, study_uid: str) -> dict[str, Any]:
-    traffic = Traffic(hub_app, study_uid)
+def backup_while_serving(hub: HubApp, directory: Path, study_uid: str) -> dict[str, Any]:
+    traffic = Traffic(hub, study_uid)
     traffic.start()
     try:
-        result = target_of(hub_app).cli("admin", "backup", str(directory))
+        result = target_of(hub).cli("admin", "backup", str(directory))
     finally:
         traffic.stop.set()
         traffic.join(timeout=30)
@@ -189,7 +199,7 @@ def backup_while_serving(hub_app: HubApp, directory: Path, study_uid: str) -> di
     # The hub kept serving: audit rows were written after the snapshot too (the thread ran
     # before, during and after it).
     assert traffic.requests >= 3
-    live = audit_rows(hub_app.database_url)
+    live = audit_rows(hub.database_url)
     assert live[-1][0] > manifest["audit"]["last_id"]
     actions = [a for _, a, _ in live]
     assert actions.count("admin.backup") == 2  # started (in the snapshot), completed
@@ -197,9 +207,9 @@ def backup_while_serving(hub_app: HubApp, directory: Path, study_uid: str) -> di
 
 
 def check_restored(
-    hub_app: HubApp, target: Target, manifest: dict[str, Any], before: dict[str, Any]
+    hub: HubApp, target: Target, manifest: dict[str, Any], before: dict[str, Any]
 ) -> None:
-    source = snapshot_of(hub_app.database_url)
+    source = snapshot_of(hub.database_url)
     restored = snapshot_of(target.database_url)
     # Everything that existed before the backup began is there, and nothing the source lacks.
     assert set(before["studies"]) <= restored["studies"] <= source["studies"]
@@ -214,7 +224,7 @@ def check_restored(
     for _, key, sha256 in restored["reports"]:
         assert objects[key] == sha256 == before["report"]["sha256"]
     # Every audit row of the snapshot, unchanged, then the restore's own.
-    live = audit_rows(hub_app.database_url)
+    live = audit_rows(hub.database_url)
     rows = audit_rows(target.database_url)
     last = manifest["audit"]["last_id"]
     assert rows[:-1] == [r for r in live if r[0] <= last]
@@ -224,7 +234,7 @@ def check_restored(
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert f"audit trail OK: {last + 1} events" in verify.stdout
     # The restored hub serves the signed PDF, same bytes, and can sign with the same CA.
-    network = DemoNetwork(passwords=dict(hub_app.passwords))
+    network = DemoNetwork(passwords=dict(hub.passwords))
     app = _hub_app(target.database_url, target.data_dir, network)
     restored_app = next(app)
     try:
@@ -241,17 +251,17 @@ def check_restored(
         assert study.json()["study"]["patient_name"].startswith("李")
         ca = restored_app.client.get("/api/v1/pki/ca.pem")
         assert ca.status_code == 200
-        assert ca.content == (hub_app.data_dir / "pki" / "ca.crt.pem").read_bytes()
+        assert ca.content == (hub.data_dir / "pki" / "ca.crt.pem").read_bytes()
     finally:
         next(app, None)  # runs the generator's teardown to its end (the engine disposed)
 
 
 def test_backup_of_a_running_sqlite_hub_restores_into_an_empty_one(
-    hub_app: HubApp, tmp_path: Path
+    hub: HubApp, tmp_path: Path
 ) -> None:
-    before = populate(hub_app)
+    before = populate(hub)
     directory = tmp_path / "backup"
-    manifest = backup_while_serving(hub_app, directory, before["studies"][0])
+    manifest = backup_while_serving(hub, directory, before["studies"][0])
     assert manifest["database"]["kind"] == "sqlite"
     assert manifest["format_version"] == 1 and manifest["hub_version"]
     assert manifest["objects"]["count"] >= 5  # 2 studies + the report's PDF, SR and Encapsulated
@@ -272,15 +282,15 @@ def test_backup_of_a_running_sqlite_hub_restores_into_an_empty_one(
     result = target.cli("admin", "restore", str(directory))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "restore complete" in result.stdout
-    check_restored(hub_app, target, manifest, before)
+    check_restored(hub, target, manifest, before)
 
 
 def test_backup_of_a_running_postgres_hub_restores_into_an_empty_one(
-    pg_hub_app: HubApp, postgres_server: PostgresServer, tmp_path: Path
+    pg_hub: HubApp, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
-    before = populate(pg_hub_app)
+    before = populate(pg_hub)
     directory = tmp_path / "backup"
-    manifest = backup_while_serving(pg_hub_app, directory, before["studies"][0])
+    manifest = backup_while_serving(pg_hub, directory, before["studies"][0])
     assert manifest["database"]["kind"] == "postgresql"
     assert manifest["database"]["pg_server_major"] == 15
     name = f"restored_{uuid.uuid4().hex[:12]}"
@@ -294,7 +304,7 @@ def test_backup_of_a_running_postgres_hub_restores_into_an_empty_one(
             engine.dispose()
         result = target.cli("admin", "restore", str(directory))
         assert result.returncode == 0, result.stdout + result.stderr
-        check_restored(pg_hub_app, target, manifest, before)
+        check_restored(pg_hub, target, manifest, before)
         # Now it holds a hub: a second restore is refused and changes nothing.
         rows = audit_rows(target.database_url)
         again = target.cli("admin", "restore", str(directory))
@@ -308,12 +318,12 @@ def test_backup_of_a_running_postgres_hub_restores_into_an_empty_one(
 
 
 @pytest.fixture
-def backed_up(hub_app: HubApp, tmp_path: Path) -> Iterator[tuple[HubApp, Path]]:
+def backed_up(hub: HubApp, tmp_path: Path) -> Iterator[tuple[HubApp, Path]]:
     """A hub with two studies and a signed report, and its backup (made in-process)."""
-    populate(hub_app)
+    populate(hub)
     directory = tmp_path / "backup"
-    domain.backup(target_of(hub_app).settings(), directory, Caller.console())
-    yield hub_app, directory
+    domain.backup(target_of(hub).settings(), directory, Caller.console())
+    yield hub, directory
 
 
 def state_of(target: Target) -> tuple[list[tuple[int, str, str]], dict[str, str], list[str]]:
@@ -326,8 +336,8 @@ def state_of(target: Target) -> tuple[list[tuple[int, str, str]], dict[str, str]
 def test_restore_into_a_non_empty_hub_is_refused_and_changes_nothing(
     backed_up: tuple[HubApp, Path], tmp_path: Path
 ) -> None:
-    hub_app, directory = backed_up
-    live = target_of(hub_app)
+    hub, directory = backed_up
+    live = target_of(hub)
     before = state_of(live)
     result = live.cli("admin", "restore", str(directory))
     assert result.returncode == 3, result.stdout + result.stderr
@@ -354,9 +364,9 @@ def test_restore_into_a_non_empty_hub_is_refused_and_changes_nothing(
 
 
 def test_an_interrupted_backup_is_never_taken_for_a_complete_one(
-    hub_app: HubApp, tmp_path: Path
+    hub: HubApp, tmp_path: Path
 ) -> None:
-    populate(hub_app)
+    populate(hub)
     directory = tmp_path / "backup"
 
     def interrupt(stage: str, done: int, total: int) -> None:
@@ -364,12 +374,10 @@ def test_an_interrupted_backup_is_never_taken_for_a_complete_one(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        domain.backup(
-            target_of(hub_app).settings(), directory, Caller.console(), progress=interrupt
-        )
+        domain.backup(target_of(hub).settings(), directory, Caller.console(), progress=interrupt)
     assert (directory / "database.sqlite3").is_file() and (directory / "objects").is_dir()
     assert not (directory / "manifest.json").exists()
-    failed = [a for _, a, _ in audit_rows(hub_app.database_url) if a == "admin.backup"]
+    failed = [a for _, a, _ in audit_rows(hub.database_url) if a == "admin.backup"]
     assert len(failed) == 2  # started, failed
     target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
     result = target.cli("admin", "restore", str(directory))
@@ -383,8 +391,8 @@ def test_an_interrupted_backup_is_never_taken_for_a_complete_one(
         stall.bind(("127.0.0.1", 0))
         stall.listen(16)
         stalled = Target(
-            hub_app.database_url,
-            hub_app.data_dir,
+            hub.database_url,
+            hub.data_dir,
             {
                 "IMAGING_HUB_OBJECT_STORE": "s3",
                 "IMAGING_HUB_S3_ENDPOINT": f"127.0.0.1:{stall.getsockname()[1]}",
@@ -423,7 +431,7 @@ def test_an_interrupted_backup_is_never_taken_for_a_complete_one(
             assert not target.data_dir.exists()
     details = [
         e.detail
-        for e in _events(hub_app.database_url)
+        for e in _events(hub.database_url)
         if e.action == "admin.backup" and e.detail.get("op") == "failed"
     ]
     assert [d["error"] for d in details] == ["KeyboardInterrupt", "KeyboardInterrupt"]
@@ -476,8 +484,8 @@ def test_a_tampered_backup_is_detected_and_nothing_is_restored(
     assert not target.data_dir.exists()
 
     # Untouched again, it restores.
-    result = domain.restore(target.settings(), directory, Caller.console())
-    assert result.objects == manifest["objects"]["count"]
+    restored = domain.restore(target.settings(), directory, Caller.console())
+    assert restored.objects == manifest["objects"]["count"]
 
 
 @pytest.mark.parametrize(
@@ -526,42 +534,42 @@ def test_an_object_replaced_by_a_symbolic_link_is_refused(
     assert "not a regular file" in result.stdout and not target.data_dir.exists()
 
 
-def test_a_backup_never_overwrites_and_is_console_only(hub_app: HubApp, tmp_path: Path) -> None:
+def test_a_backup_never_overwrites_and_is_console_only(hub: HubApp, tmp_path: Path) -> None:
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "old-backup.txt").write_text("keep me")
-    result = target_of(hub_app).cli("admin", "backup", str(occupied))
+    result = target_of(hub).cli("admin", "backup", str(occupied))
     assert result.returncode == 1 and "not empty" in result.stdout
     assert [p.name for p in occupied.iterdir()] == ["old-backup.txt"]
     # Not inside what it protects.
-    inside = hub_app.data_dir / "objects" / "backup"
+    inside = hub.data_dir / "objects" / "backup"
     with pytest.raises(domain.BackupError, match="inside the hub's data directory"):
-        domain.backup(target_of(hub_app).settings(), inside, Caller.console())
+        domain.backup(target_of(hub).settings(), inside, Caller.console())
     assert not inside.exists()
 
-    with hub_app.sessions() as session:
+    with hub.sessions() as session:
         admin = session.scalars(select(User).where(User.username == "admin")).one()
         session.expunge(admin)
     caller = Caller(principal=admin, source_ip="127.0.0.1")
     with pytest.raises(Forbidden):
-        domain.backup(target_of(hub_app).settings(), tmp_path / "by-http", caller)
+        domain.backup(target_of(hub).settings(), tmp_path / "by-http", caller)
     with pytest.raises(Forbidden):
-        domain.restore(target_of(hub_app).settings(), tmp_path / "by-http", caller)
+        domain.restore(target_of(hub).settings(), tmp_path / "by-http", caller)
     assert not (tmp_path / "by-http").exists()
 
 
 def test_a_nightly_backup_hard_links_what_the_last_one_holds(
     backed_up: tuple[HubApp, Path], tmp_path: Path
 ) -> None:
-    hub_app, first = backed_up
+    hub, first = backed_up
     first_manifest = json.loads((first / "manifest.json").read_text())
     count = first_manifest["objects"]["count"]
-    ingest_study(hub_app)  # one new study since
+    ingest_study(hub)  # one new study since
     # One object of the earlier backup went bad: it is copied afresh, never linked.
     damaged = next((first / "objects").rglob("*.pdf"))
     damaged.write_bytes(b"bit rot")
     second = tmp_path / "second"
-    result = target_of(hub_app).cli("admin", "backup", str(second), "--link-dest", str(first))
+    result = target_of(hub).cli("admin", "backup", str(second), "--link-dest", str(first))
     assert result.returncode == 0, result.stdout + result.stderr
     manifest = json.loads((second / "manifest.json").read_text())
     assert manifest["objects"]["count"] == count + 1
@@ -573,22 +581,22 @@ def test_a_nightly_backup_hard_links_what_the_last_one_holds(
     target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
     result = target.cli("admin", "restore", str(second))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert objects_of(target.data_dir) == objects_of(hub_app.data_dir)
+    assert objects_of(target.data_dir) == objects_of(hub.data_dir)
 
     # An incomplete earlier backup is no base to link from: refused before anything is made.
     (first / "manifest.json").unlink()
     third = tmp_path / "third"
-    result = target_of(hub_app).cli("admin", "backup", str(third), "--link-dest", str(first))
+    result = target_of(hub).cli("admin", "backup", str(third), "--link-dest", str(first))
     assert result.returncode == 1 and "not a complete backup" in result.stdout
     assert not third.exists()
 
 
-def test_a_damaged_live_store_is_reported_by_the_backup(hub_app: HubApp, tmp_path: Path) -> None:
-    populate(hub_app)
-    objects = hub_app.data_dir / "objects"
+def test_a_damaged_live_store_is_reported_by_the_backup(hub: HubApp, tmp_path: Path) -> None:
+    populate(hub)
+    objects = hub.data_dir / "objects"
     changed = next(objects.rglob("*.pdf"))
     changed.write_bytes(b"not the signed PDF")
-    result = target_of(hub_app).cli("admin", "backup", str(tmp_path / "one"))
+    result = target_of(hub).cli("admin", "backup", str(tmp_path / "one"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "warning: 1 object(s) differ" in result.stdout and changed.name in result.stdout
     manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
@@ -598,9 +606,9 @@ def test_a_damaged_live_store_is_reported_by_the_backup(hub_app: HubApp, tmp_pat
     gone = next(objects.rglob("*.dcm"))
     gone.unlink()
     with pytest.raises(domain.BackupError, match="1 object\\(s\\) the database references"):
-        domain.backup(target_of(hub_app).settings(), tmp_path / "two", Caller.console())
+        domain.backup(target_of(hub).settings(), tmp_path / "two", Caller.console())
     assert not (tmp_path / "two" / "manifest.json").exists()
-    last = _events(hub_app.database_url)[-1]
+    last = _events(hub.database_url)[-1]
     assert last.action == "admin.backup"
     assert last.detail["op"] == "failed" and last.detail["error"] == "backup_failed"
 
@@ -612,8 +620,8 @@ def test_a_backup_restores_into_an_s3_hub_and_an_s3_hub_backs_up(
     backed_up: tuple[HubApp, Path], s3_server: S3Server, tmp_path: Path
 ) -> None:
     """Filesystem backup -> S3 hub -> its backup -> filesystem hub: the same objects all along."""
-    hub_app, directory = backed_up
-    expected = objects_of(hub_app.data_dir)
+    hub, directory = backed_up
+    expected = objects_of(hub.data_dir)
     manifest = json.loads((directory / "manifest.json").read_text())
     bucket = f"restore-{uuid.uuid4().hex[:20]}"
     s3_env = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -193,3 +194,118 @@ def test_install_peers_installs_the_deploy_tools() -> None:
     script = (REPO / "scripts" / "install-peers.sh").read_text()
     for package in ("docker-compose", "shellcheck", "systemd"):
         assert re.search(rf"packages=\(.*\b{package}\b", script), package
+
+
+# --- a real run of the installer, in a private mount namespace ----------------------------------
+
+NAMESPACE_RUN = r"""
+set -euo pipefail
+work="$1"
+cp -a /etc "${work}/etc"
+mount --bind "${work}/etc" /etc        # users, /etc/imaging-hub and the unit land in the copy
+mount -t tmpfs tmpfs /opt
+mount -t tmpfs tmpfs /var/lib
+mkdir -p /opt/imaging-hub/venv/bin
+install -m 0755 "${work}/python" /opt/imaging-hub/venv/bin/python
+export PATH="${work}/stubs:${PATH}"
+step=0
+snapshot() {
+  step=$((step + 1))
+  out="${work}/after-${step}"
+  mkdir -p "${out}"
+  cp /etc/imaging-hub/gateway.toml "${out}/gateway.toml"
+  stat -c '%a %U %G' /etc/imaging-hub /etc/imaging-hub/gateway.toml /var/lib/imaging-hub \
+    /var/lib/imaging-hub/spool >"${out}/modes"
+  getent passwd imaging-hub >"${out}/passwd"
+  cp /etc/systemd/system/imaging-hub-gateway.service "${out}/unit"
+  cp /etc/systemd/journald.conf.d/imaging-hub.conf "${out}/journald"
+}
+cd "${work}"
+bash "${INSTALL}" --clinic clinic-a --hub-url https://hub.example.org \
+  --token-file "${work}/token-1" >"${work}/run-1.log" 2>&1
+snapshot
+bash "${INSTALL}" --token-file "${work}/token-2" >"${work}/run-2.log" 2>&1
+snapshot
+bash "${INSTALL}" --no-start >"${work}/run-3.log" 2>&1
+snapshot
+"""
+
+PYTHON_STUB = """#!/bin/sh
+# stands in for the virtualenv's python: records pip's arguments, "installs" the project
+echo "$*" >>"{work}/pip.log"
+case "$*" in
+  *--no-deps*) printf '#!/bin/sh\\nexit 0\\n' >/opt/imaging-hub/venv/bin/imaging-hub
+               chmod 0755 /opt/imaging-hub/venv/bin/imaging-hub ;;
+esac
+"""
+
+
+def test_install_script_installs_and_is_idempotent(tmp_path: Path) -> None:
+    """install.sh for real (root, as CI runs), with /etc, /opt and /var/lib private to the run:
+    a first install, a token rotation, a plain re-run. pip and systemctl are stand-ins."""
+    assert os.geteuid() == 0, "this test runs the installer as root, as CI does"
+    work = tmp_path
+    stubs = work / "stubs"
+    stubs.mkdir()
+    (stubs / "systemctl").write_text(f'#!/bin/sh\necho "$*" >>"{work}/systemctl.log"\n')
+    (stubs / "systemctl").chmod(0o755)
+    (work / "python").write_text(PYTHON_STUB.replace("{work}", str(work)))
+    tokens = ["gw_" + secrets.token_urlsafe(32) for _ in range(2)]
+    for index, token in enumerate(tokens, start=1):
+        (work / f"token-{index}").write_text(token + "\n")
+    script = work / "namespace.sh"
+    script.write_text(NAMESPACE_RUN)
+    result = subprocess.run(
+        [tool("unshare"), "--mount", "--propagation", "private", "bash", str(script), str(work)],
+        env={**os.environ, "INSTALL": str(INSTALL)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    logs = "".join(
+        (work / f"run-{i}.log").read_text() for i in (1, 2, 3) if (work / f"run-{i}.log").exists()
+    )
+    assert result.returncode == 0, result.stderr + logs
+    for token in tokens:
+        assert token not in logs + result.stdout + result.stderr  # never printed
+
+    first, second, third = (work / f"after-{i}" for i in (1, 2, 3))
+    config = (first / "gateway.toml").read_text()
+    assert 'clinic = "clinic-a"' in config
+    assert 'ae_title = "CLINIC_A"' in config
+    assert 'hub_url = "https://hub.example.org"' in config
+    assert f'hub_token = "{tokens[0]}"' in config
+    assert 'spool_dir = "/var/lib/imaging-hub/spool"' in config
+    expected_modes = [
+        "750 root imaging-hub",
+        "640 root imaging-hub",
+        "750 imaging-hub imaging-hub",
+        "750 imaging-hub imaging-hub",
+    ]
+    assert (first / "modes").read_text().splitlines() == expected_modes
+    passwd = (first / "passwd").read_text().strip().split(":")
+    assert passwd[0] == "imaging-hub"
+    assert passwd[5:] == ["/var/lib/imaging-hub", "/usr/sbin/nologin"]
+    assert (first / "unit").read_text() == UNIT.read_text()
+    assert (first / "journald").read_text() == (GATEWAY / "journald-imaging-hub.conf").read_text()
+
+    # the rotation replaced only the token line
+    rotated = (second / "gateway.toml").read_text()
+    assert rotated == config.replace(tokens[0], tokens[1])
+    assert (second / "modes").read_text().splitlines() == expected_modes
+    assert "replaced the hub token" in (work / "run-2.log").read_text()
+
+    # a plain re-run changes nothing, and the user was created once
+    assert (third / "gateway.toml").read_text() == rotated
+    assert (third / "modes").read_text().splitlines() == expected_modes
+    assert (third / "passwd").read_text() == (first / "passwd").read_text()
+
+    pip = (work / "pip.log").read_text().splitlines()
+    assert len(pip) == 9  # three runs x (lock, build tools, the project)
+    assert all("--require-hashes" in line for line in pip if "lock.txt" in line)
+    assert sum("--no-deps --no-build-isolation" in line for line in pip) == 3
+    calls = (work / "systemctl.log").read_text().splitlines()
+    assert calls.count("enable imaging-hub-gateway.service") == 3
+    assert calls.count("restart imaging-hub-gateway.service") == 2  # not with --no-start
+    assert calls.count("daemon-reload") == 3

@@ -48,7 +48,7 @@ from tests.peers.net import free_port
 START_TIMEOUT_SECONDS = 60.0
 #: weed lingers after SIGTERM (its master keeps retrying the stopped filer): then SIGKILL. Its
 #: data lives in the session's tmp folder, so nothing is lost that a later test needs.
-STOP_TIMEOUT_SECONDS = 5.0
+STOP_TIMEOUT_SECONDS = 2.0
 START_ATTEMPTS = 3
 #: The bucket whose clinic prefixes the ``clinic-*`` identities are confined to.
 SCOPED_BUCKET = "scoped-hub"

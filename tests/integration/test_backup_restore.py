@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import pytest
 from alembic.script import ScriptDirectory
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from imaging_hub.config import HubSettings
@@ -88,6 +89,18 @@ class Target:
 
     def settings(self) -> HubSettings:
         return HubSettings(data_dir=self.data_dir, database_url=self.database_url)
+
+    def settings_with(self, s3: S3Server, bucket: str) -> HubSettings:
+        """These settings with the S3 object store *bucket* of *s3*."""
+        return HubSettings(
+            data_dir=self.data_dir,
+            database_url=self.database_url,
+            object_store="s3",
+            s3_endpoint=s3.endpoint,
+            s3_access_key=SecretStr(s3.access_key),
+            s3_secret_key=SecretStr(s3.secret_key),
+            s3_bucket=bucket,
+        )
 
 
 def target_of(hub: HubApp) -> Target:
@@ -645,8 +658,8 @@ def test_a_backup_restores_into_an_s3_hub_and_an_s3_hub_backs_up(
         finally:
             store.close()
         # Non-empty now: a second restore into the same bucket is refused.
-        again = on_s3.cli("admin", "restore", str(directory))
-        assert again.returncode == 3 and "object store holds objects" in again.stdout
+        with pytest.raises(domain.RestoreTargetNotEmpty, match="object store holds objects"):
+            domain.restore(on_s3.settings_with(s3_server, bucket), directory, Caller.console())
 
         second = tmp_path / "backup-of-s3"
         result = on_s3.cli("admin", "backup", str(second))
@@ -702,8 +715,8 @@ def test_a_backup_of_an_older_schema_is_upgraded_on_restore(tmp_path: Path) -> N
     manifest["sha256sums"] = hashlib.sha256((copy / "SHA256SUMS").read_bytes()).hexdigest()
     (copy / "manifest.json").write_text(json.dumps(manifest))
     other = Target(f"sqlite:///{tmp_path / 'other' / 'hub.sqlite3'}", tmp_path / "other")
-    result = other.cli("admin", "restore", str(copy))
-    assert result.returncode == 4 and "does not know" in result.stdout
+    with pytest.raises(domain.BackupIncompatible, match="does not know"):
+        domain.restore(other.settings(), copy, Caller.console())
     assert not other.data_dir.exists()
 
 

@@ -127,7 +127,7 @@ const COLUMNS = [
   ["bodyPart", "worklist.col.bodyPart", null, (i) => i.body_part_examined],
   ["studyDate", "worklist.col.studyDate", "study_date", (i) => formatDicomDate(i.study_date)],
   ["clinic", "worklist.col.clinic", "clinic", (i) =>
-    h("span", { title: i.clinic }, i.clinic_name || i.clinic)],
+    h("span", { title: i.clinic_name ? `${i.clinic_name} (${i.clinic})` : i.clinic, "data-code": i.clinic }, i.clinic_name || i.clinic)],
   ["images", "worklist.col.images", null, (i) =>
     h("span", { title: t("worklist.images", { series: i.num_series, images: i.num_instances }) },
       formatNumber(i.num_instances))],

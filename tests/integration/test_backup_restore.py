@@ -276,6 +276,7 @@ def test_backup_of_a_running_sqlite_hub_restores_into_an_empty_one(
     directory = tmp_path / "backup"
     manifest = backup_while_serving(hub, directory, before["studies"][0])
     assert manifest["database"]["kind"] == "sqlite"
+    assert manifest["counts"]["reports_max_id"] == before["report"]["id"]
     assert manifest["format_version"] == 1 and manifest["hub_version"]
     assert manifest["objects"]["count"] >= 5  # 2 studies + the report's PDF, SR and Encapsulated
     assert (directory / "SHA256SUMS").is_file()

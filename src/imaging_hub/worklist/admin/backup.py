@@ -250,6 +250,8 @@ def _read_snapshot(conn: Connection, keys_path: Path) -> _Snapshot:
             select(func.count()).select_from(Report).where(Report.object_key != "")
         ).scalar_one()
     )
+    # Gateways hold reports by the hub's id: after a restore, ids above this one are reused.
+    counts["reports_max_id"] = int(conn.execute(select(func.max(Report.id))).scalar() or 0)
     head = conn.execute(select(AuditHead.last_id, AuditHead.last_hash)).first()
     referenced = union(
         select(Instance.object_key.label("key"), Instance.sha256.label("sha256")),

@@ -466,6 +466,8 @@ def test_a_tampered_backup_is_detected_and_nothing_is_restored(
     assert result.returncode == 4, result.stdout + result.stderr
     assert "differs from its SHA-256" in result.stdout and pdf.name in result.stdout
     assert not target.data_dir.exists()
+    checked = target.cli("admin", "verify-backup", str(directory))
+    assert checked.returncode == 4 and pdf.name in checked.stdout
     pdf.write_bytes(original)
 
     # A missing object.
@@ -592,6 +594,9 @@ def test_a_nightly_backup_hard_links_what_the_last_one_holds(
     assert (second / key).stat().st_ino != damaged.stat().st_ino
     linked = next(p for p in (first / "objects").rglob("*.dcm"))
     assert (second / linked.relative_to(first)).stat().st_ino == linked.stat().st_ino
+    checked = target_of(hub).cli("admin", "verify-backup", str(second))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"backup OK: {manifest['files']} files intact" in checked.stdout
     target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
     result = target.cli("admin", "restore", str(second))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""``imaging-hub admin backup DIR`` / ``imaging-hub admin restore DIR`` (over
+"""``imaging-hub admin backup DIR`` / ``restore DIR`` / ``verify-backup DIR`` (over
 :mod:`imaging_hub.worklist.admin.backup`, which decides and audits everything).
 
 Exit codes: 0 done; 1 failed (the message says why); 3 refused, the target hub is not empty;
@@ -91,7 +91,7 @@ def _run_refusing(action: Callable[[], None]) -> None:
     except RestoreTargetNotEmpty as exc:
         fail(f"restore refused: {exc}", EXIT_NOT_EMPTY)
     except (BackupIncomplete, BackupCorrupt, BackupIncompatible) as exc:
-        fail(f"restore refused: {exc}", EXIT_BAD_BACKUP)
+        fail(f"not a usable backup: {exc}", EXIT_BAD_BACKUP)
     except ImagingHubError as exc:
         fail(f"failed ({exc.code}): {exc}")
     except KeyboardInterrupt:
@@ -162,6 +162,24 @@ def restore(directory: DirArg, config: ConfigOpt = None, pg_bin: PgBinOpt = None
             f"restore complete: {result.objects} objects ({result.bytes} bytes), database "
             f"revision {result.from_revision} -> {result.to_revision}, audit trail OK "
             f"({result.audit_events} events)"
+        )
+
+    _run_refusing(run)
+
+
+def verify_backup(directory: DirArg) -> None:
+    """Check a backup without restoring it: manifest, SHA256SUMS and every file's SHA-256."""
+    setup(None)
+    from imaging_hub.worklist.admin import backup as domain
+
+    def run() -> None:
+        with _progress() as progress:
+            manifest = domain.verify_backup(directory, progress=progress)
+        console.print(
+            f"backup OK: {manifest['files']} files intact, made {manifest['created_at']} by hub "
+            f"{manifest['hub_version']} ({manifest['database']['kind']}, revision "
+            f"{manifest['alembic_revision']}), {manifest['objects']['count']} objects, audit "
+            f"trail up to event {manifest['audit']['last_id']}"
         )
 
     _run_refusing(run)

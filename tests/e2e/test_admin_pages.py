@@ -123,7 +123,8 @@ def test_admin_creates_a_user_who_signs_in_and_edits_duty(
     page.get_by_test_id("admin-user-submit").click()
     expect(notice).to_contain_text("已创建用户 rad9")
     expect(user_row(page, "rad9").locator("td.col-display")).to_have_text("赵医生 Dr. Zhao")
-    expect(user_row(page, "rad9").locator("td.col-institution")).to_contain_text("县人民医院影像中心")
+    hub_name = user_row(page, "rad9").locator("td.col-institution")
+    expect(hub_name).to_contain_text("县人民医院影像中心")
 
     # The new user signs in with the initial password.
     token = httpx.post(
@@ -324,9 +325,9 @@ def test_admin_reassigns_and_reprioritises_from_the_worklist(
     expect(row.locator("td.col-assigned")).to_have_text("张医生 Dr. Zhang")
     with admin_hub.sessions() as db:
         holder = db.scalar(
-            select(User.username).join(Study, Study.assigned_to_id == User.id).where(
-                Study.study_instance_uid == uid
-            )
+            select(User.username)
+            .join(Study, Study.assigned_to_id == User.id)
+            .where(Study.study_instance_uid == uid)
         )
     assert holder == "rad2"
 
@@ -340,8 +341,8 @@ def test_admin_reassigns_and_reprioritises_from_the_worklist(
     # rad8 is not eligible for a CR: refused with the hub's code, translated; the holder stays.
     row.get_by_test_id("worklist-reassign-to").select_option("rad8")
     row.get_by_test_id("worklist-reassign").click()
-    expect(notice.locator(".message-error")).to_have_attribute("data-code", "conflict")
-    expect(notice.locator(".message-error")).to_have_text("操作与当前状态冲突，请刷新后重试。")
+    expect(notice.locator(".message-error")).to_have_attribute("data-code", "not_eligible")
+    expect(notice.locator(".message-error")).to_contain_text("没有此检查的阅片资格")
     with admin_hub.sessions() as db:
         again = db.scalar(select(Study).where(Study.study_instance_uid == uid))
         assert again is not None and again.assigned_to is not None

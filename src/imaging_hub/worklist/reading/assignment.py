@@ -283,6 +283,12 @@ def _record_claim(
 QUEUE_ORDER = (Study.priority_rank, Study.due_at, Study.id)
 
 
+class NotEligible(Conflict):
+    """A reassignment to a radiologist outside their eligibility or off duty."""
+
+    code = "not_eligible"
+
+
 @dataclass(frozen=True)
 class _Candidate:
     id: int
@@ -636,7 +642,10 @@ def reassign(
     if target.role != Role.radiologist:
         raise Conflict("Studies are assigned to radiologists only.")
     if not is_eligible(session, user=target, study=study):
-        raise Conflict("This radiologist is not eligible for the study.")
+        raise NotEligible(
+            "This radiologist is not eligible for the study (modality, body part or clinic) "
+            "or not on duty now."
+        )
     status = effective_status(study, now)
     if status not in (StudyStatus.unread, StudyStatus.in_progress):
         raise ClaimConflict(f"A study that is {status.value} cannot be reassigned.")

@@ -11,6 +11,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -146,6 +149,18 @@ def hub(tmp_path: Path) -> Iterator[HubProcess]:
         process.stop()
 
 
+def _association_answered(port: int, called_ae: str) -> bool:
+    """Whether an SCP on *port* answers an association request (accepts or rejects it)."""
+    ae = AE(ae_title="READYCHECK")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+    answered = bool(assoc.is_established or assoc.is_rejected)
+    if assoc.is_established:
+        assoc.release()
+    return answered
+
+
 @dataclass
 class GatewayProcess:
     clinic: str
@@ -158,6 +173,19 @@ class GatewayProcess:
 
     def start(self) -> None:
         self.proc = _launch("gateway", env=self.env, log_path=self.log_path, port=self.port)
+        if "IMAGING_HUB_GATEWAY_TLS_CERT_FILE" not in self.env:  # TLS: the tests check it
+            self._wait_until_serving()
+
+    def _wait_until_serving(self) -> None:
+        """The port listens before the SCP (an SCP worker process, on a loaded machine)
+        answers: wait until an association is accepted or rejected, not merely queued."""
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if _association_answered(self.port, self.ae_title):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("The gateway's SCP did not answer:\n" + self.log_path.read_text())
 
     def stop(self) -> None:
         if self.proc is not None:

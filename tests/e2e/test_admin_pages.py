@@ -348,6 +348,17 @@ def test_admin_reassigns_and_reprioritises_from_the_worklist(
         assert again is not None and again.assigned_to is not None
         assert again.assigned_to.username == "rad2"
     shots.take(page, "worklist")
+
+    # A consultation names the institution asked by name on the study page.
+    with admin_hub.client("rad2") as client:
+        asked = client.post(
+            f"/api/v1/studies/{uid}/escalate",
+            json={"institution": "province", "question": "请会诊"},
+        )
+        assert asked.status_code == 201, asked.text
+    row.locator("a.patient-link").click()
+    expect(page.locator(".consult-to")).to_have_text(re.compile("省人民医院"))
+    expect(page.locator(".consult-to")).to_have_attribute("data-code", "province")
     assert bp.problems() == []
 
 

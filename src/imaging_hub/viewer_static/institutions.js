@@ -5,12 +5,16 @@ import { apiGet } from "./api.js";
 import { h } from "./dom.js";
 
 let cache = null; // Promise<Map<code, {code, name, level, parent}>>
+let known = new Map(); // the last list loaded, for code that cannot wait
 
 /** The institutions by code (one request per page load; a failure is retried next call). */
 export function loadInstitutions() {
   if (!cache) {
     cache = apiGet("/api/v1/institutions")
-      .then((list) => new Map((Array.isArray(list) ? list : []).map((i) => [i.code, i])))
+      .then((list) => {
+        known = new Map((Array.isArray(list) ? list : []).map((i) => [i.code, i]));
+        return known;
+      })
       .catch((err) => {
         cache = null;
         throw err;
@@ -22,6 +26,11 @@ export function loadInstitutions() {
 /** Forget the cached list (after an administrator changed institutions, or at logout). */
 export function forgetInstitutions() {
   cache = null;
+}
+
+/** The name for a code once loadInstitutions() has answered (else the code), without waiting. */
+export function knownInstitutionName(code) {
+  return institutionName(known, code);
 }
 
 /** The name for a code from a loaded map; the code itself when unknown. */

@@ -5,6 +5,7 @@
 // consultant's opinion form on an open consultation (POST /api/v1/consultations/{id}/opinion);
 // withdrawing an open one (the asker). API: docs/worklist.md "Escalation".
 
+import { knownInstitutionName, loadInstitutions } from "../institutions.js";
 import { addStrings, formatDateTime, hasString, t } from "../i18n.js";
 import { apiGet, apiPost } from "../api.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
@@ -88,7 +89,7 @@ function consultationItem(c, { user, signal, onChange, showError }) {
       "div",
       { class: "consult-head" },
       h("span", { class: ["chip", `consult-${c.status}`] }, statusText(c.status)),
-      h("span", { class: "consult-to" }, t("consult.to", { institution: c.to_institution })),
+      h("span", { class: "consult-to", title: c.to_institution, "data-code": c.to_institution }, t("consult.to", { institution: knownInstitutionName(c.to_institution) })),
     ),
     h("p", { class: "consult-question" }, c.question),
     h("p", { class: "consult-meta" }, t("consult.askedBy", { user: c.requested_by, time: formatDateTime(c.requested_at) })),
@@ -221,14 +222,25 @@ export function consultationBlock({ studyUid, detail, user, signal, onChange, be
   }
 
   const hasOpen = consultations.some((c) => c.status === "open");
+  const list = consultations.length
+    ? h("ul", { class: "consult-list", id: "consult-list" }, consultations.map((c) => consultationItem(c, { user, signal, onChange, showError })))
+    : null;
+  if (list) {
+    // Institutions by name, not code (GET /api/v1/institutions, loaded once per page load).
+    loadInstitutions()
+      .then(() => {
+        for (const el of list.querySelectorAll(".consult-to[data-code]")) {
+          el.textContent = t("consult.to", { institution: knownInstitutionName(el.dataset.code) });
+        }
+      })
+      .catch(() => {});
+  }
   return h(
     "div",
     { class: "consult-block", id: "consultations" },
     h("h3", {}, t("consult.title")),
     messages,
-    consultations.length
-      ? h("ul", { class: "consult-list", id: "consult-list" }, consultations.map((c) => consultationItem(c, { user, signal, onChange, showError })))
-      : null,
+    list,
     canEscalate && !hasOpen
       ? h("button", { type: "button", id: "escalate", "data-testid": "escalate", on: { click: openForm } }, t("consult.escalate"))
       : null,

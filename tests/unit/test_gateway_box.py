@@ -12,10 +12,12 @@ import os
 import re
 import secrets
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from imaging_hub.config import CONFIG_ENV, GatewaySettings
 from tests.unit.test_deploy_files import REPO, run, tool
 
 GATEWAY = REPO / "deploy" / "gateway"
@@ -289,6 +291,26 @@ def test_install_script_installs_and_is_idempotent(tmp_path: Path) -> None:
     assert passwd[5:] == ["/var/lib/imaging-hub", "/usr/sbin/nologin"]
     assert (first / "unit").read_text() == UNIT.read_text()
     assert (first / "journald").read_text() == (GATEWAY / "journald-imaging-hub.conf").read_text()
+
+    # the gateway reads it as written: every value, and no setting left to its default by a typo
+    gateway_env = {k: v for k, v in os.environ.items() if k.startswith("IMAGING_HUB_")}
+    settings_file = first / "gateway.toml"
+    with pytest.MonkeyPatch.context() as patch:
+        for key in gateway_env:
+            patch.delenv(key)
+        patch.setenv(CONFIG_ENV, str(settings_file))
+        settings = GatewaySettings()
+    assert (settings.clinic, settings.ae_title, settings.dicom_port) == (
+        "clinic-a",
+        "CLINIC_A",
+        11112,
+    )
+    assert settings.hub_url == "https://hub.example.org"
+    assert settings.hub_token.get_secret_value() == tokens[0]
+    assert settings.spool_dir == Path("/var/lib/imaging-hub/spool")
+    assert (settings.retention_hours, settings.metrics_port) == (168, 9102)
+    written = tomllib.loads(config)["gateway"]
+    assert set(written) <= set(GatewaySettings.model_fields), "a key the gateway ignores"
 
     # the rotation replaced only the token line
     rotated = (second / "gateway.toml").read_text()

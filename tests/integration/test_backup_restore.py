@@ -632,6 +632,28 @@ def test_a_damaged_live_store_is_reported_by_the_backup(hub: HubApp, tmp_path: P
     assert last.detail["op"] == "failed" and last.detail["error"] == "backup_failed"
 
 
+def test_a_restore_stopped_part_way_says_so_and_is_not_mistaken_for_a_hub(
+    backed_up: tuple[HubApp, Path], tmp_path: Path
+) -> None:
+    _, directory = backed_up
+    target = Target(f"sqlite:///{tmp_path / 'new' / 'hub.sqlite3'}", tmp_path / "new")
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "objects":
+            raise KeyboardInterrupt
+
+    with pytest.raises(domain.BackupError, match="stopped part-way: it was interrupted"):
+        domain.restore(target.settings(), directory, Caller.console(), progress=interrupt)
+    # The objects went first, the database not at all: no half-restored hub can start.
+    assert objects_of(target.data_dir)
+    assert not (target.data_dir / "hub.sqlite3").exists()
+    with pytest.raises(domain.RestoreTargetNotEmpty):
+        domain.restore(target.settings(), directory, Caller.console())
+    shutil.rmtree(target.data_dir)  # emptied, as the message says
+    restored = domain.restore(target.settings(), directory, Caller.console())
+    assert restored.audit_events == restored.manifest["audit"]["last_id"] + 1
+
+
 # --- the S3 store, and a backup older than the hub ---------------------------------------------
 
 

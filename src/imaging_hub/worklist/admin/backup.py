@@ -753,9 +753,10 @@ def restore(
         )
     try:
         return _fill(settings, directory, manifest, caller, kind, tools, progress)
-    except (ImagingHubError, OSError) as exc:
+    except (ImagingHubError, OSError, KeyboardInterrupt) as exc:
+        why = "it was interrupted." if isinstance(exc, KeyboardInterrupt) else str(exc)
         raise BackupError(
-            f"The restore stopped part-way: {exc} The target hub now holds part of the backup: "
+            f"The restore stopped part-way: {why} The target hub now holds part of the backup: "
             "empty it (a new database, an empty object store, no data_dir/pki) before "
             "restoring again."
         ) from exc

@@ -283,6 +283,10 @@ def test_admin_rotates_and_revokes_gateway_tokens(
     expect(page.get_by_test_id("admin-gateways-notice").locator(".message-error")).to_be_visible()
     expect(page.get_by_test_id("admin-token")).to_have_count(0)
     shots.take(page, "gateways")
+
+    # The audit trail names the clinic of the gateway created, by name with its code.
+    page.click("#nav a[href='#/admin/audit']")
+    expect(page.locator("#audit-table")).to_contain_text(f"clinic: {CLINIC_A} (clinic-a)")
     assert bp.problems() == []
 
 

@@ -4,6 +4,7 @@
 
 import { addStrings, formatDateTime, t } from "../i18n.js";
 import { apiGet, buildQuery } from "../api.js";
+import { knownInstitutionName, loadInstitutions } from "../institutions.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
 import { registerRoute, setQuery } from "../router.js";
 
@@ -154,9 +155,19 @@ function actorCell(e) {
   return e.actor;
 }
 
+// Detail keys holding an institution code: shown as "name (code)" once the names are loaded.
+const INSTITUTION_KEYS = new Set(["clinic", "institution", "to_institution", "from_institution"]);
+
+function detailValue(key, value) {
+  if (typeof value !== "string") return JSON.stringify(value);
+  if (!INSTITUTION_KEYS.has(key)) return value;
+  const name = knownInstitutionName(value);
+  return name && name !== value ? `${name} (${value})` : value;
+}
+
 function detailText(detail) {
   const entries = Object.entries(detail || {});
-  return entries.map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join("; ");
+  return entries.map(([k, v]) => `${k}: ${detailValue(k, v)}`).join("; ");
 }
 
 const COLUMNS = [
@@ -267,7 +278,10 @@ function renderAudit({ root, query, signal }) {
   async function load() {
     csv.setAttribute("href", `/api/v1/admin/audit.csv${buildQuery(params())}`);
     try {
-      const data = await apiGet("/api/v1/admin/audit", { ...params(), limit: LIMIT, offset: state.offset }, { signal });
+      const [data] = await Promise.all([
+        apiGet("/api/v1/admin/audit", { ...params(), limit: LIMIT, offset: state.offset }, { signal }),
+        loadInstitutions().catch(() => null),
+      ]);
       replaceChildren(notice);
       renderTable(data.items);
     } catch (err) {

@@ -7,6 +7,7 @@ Screenshots land in a temporary "admin-screenshots" directory (printed) for the 
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -186,6 +187,22 @@ def test_admin_creates_a_user_who_signs_in_and_edits_duty(
     assert refused.status_code == 401
     user_row(page, "rad9").get_by_test_id("admin-user-enable").click()
     expect(user_row(page, "rad9").locator("td.col-active")).to_have_text("是")
+
+    # A locked account (after failed logins) shows as locked; "unlock" clears the lockout.
+    with admin_hub.sessions() as db:
+        staff = db.scalar(select(User).where(User.username == "staff-b"))
+        assert staff is not None
+        staff.locked_until = datetime.now(UTC) + timedelta(minutes=15)
+        db.commit()
+    page.reload()
+    expect(user_row(page, "staff-b").locator("td.col-locked")).to_have_text("是")
+    unlock = user_row(page, "staff-b").get_by_test_id("admin-user-enable")
+    expect(unlock).to_have_text("解锁")
+    unlock.click()
+    expect(user_row(page, "staff-b").locator("td.col-locked")).to_have_text("否")
+    with admin_hub.sessions() as db:
+        staff = db.scalar(select(User).where(User.username == "staff-b"))
+        assert staff is not None and staff.locked_until is None
 
     # Disabling oneself: 409 last_admin, shown in Chinese, the account stays active.
     user_row(page, "admin").get_by_test_id("admin-user-disable").click()

@@ -227,6 +227,17 @@ def test_every_stage_of_a_clinics_exam(hub: HubApp) -> None:
         and by_patient["RECEIVING"]["num_instances"] == 1
     )
     assert by_patient["READING"]["status"] == "in_progress"
+    assert by_patient["SCANNING"]["order_status"] == "in_progress"
+    assert by_patient["WAITING"]["order_status"] == "scheduled"
+    assert orderless[0]["order_status"] is None and orderless[0]["done_at"] is None
+    # "Exam done" shows on the row (no second click offered).
+    done = hub.client.post(
+        f"/api/v1/orders/{o['ordered']['id']}/done", headers=hub.headers("staff-a")
+    )
+    assert done.status_code == 200
+    now_done = next(i for i in rows(hub, limit=50) if i["order_id"] == o["ordered"]["id"])
+    assert now_done["done_at"] and now_done["order_status"] == "completed"
+    assert now_done["stage"] == "scanning"
     # Existing fields stay.
     assert {"critical", "report_id", "radiologist", "priority", "due_at", "addenda"} <= set(
         items[0]

@@ -94,6 +94,9 @@ class ClinicStudy:
     #: Why the exam was discontinued (the modality's reason) or cancelled.
     status_reason: str
     scheduled_at: datetime | None
+    #: The order's status (None without an order) and when "exam done" was clicked.
+    order_status: OrderStatus | None
+    done_at: datetime | None
     priority: Priority
     due_at: datetime | None
     #: The signer of the report, else the radiologist holding the study (None: nobody yet).
@@ -297,6 +300,8 @@ def _order_item(order: Order, clinic: str) -> ClinicStudy:
         reason_for_procedure=order.reason_for_procedure,
         status_reason=order.status_reason,
         scheduled_at=order.scheduled_at,
+        order_status=order.status,
+        done_at=order.done_at,
         priority=order.priority,
         due_at=None,
         radiologist=None,
@@ -364,6 +369,8 @@ def _item(
         reason_for_procedure=order.reason_for_procedure if order is not None else "",
         status_reason=(order.status_reason if order is not None else "") or study.cancel_reason,
         scheduled_at=order.scheduled_at if order is not None else None,
+        order_status=order.status if order is not None else None,
+        done_at=order.done_at if order is not None else None,
         priority=study.priority,
         due_at=study.due_at,
         radiologist=radiologist,

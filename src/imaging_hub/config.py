@@ -282,6 +282,22 @@ class GatewaySettings(_TomlSettings):
     max_instance_bytes: int = Field(
         default=2 * 1024**3, description="Largest instance the SCP accepts."
     )
+    spool_min_free_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        description="Free-space floor of the spool's file system: below it, new instances are "
+        "refused with Out of Resources (0xA700) until forwarding and the retention purge free "
+        "space (the index, MPPS steps and reports keep the room left). Size it for the largest "
+        "instance the modalities send plus room for SQLite's WAL (docs/gateway.md, Full disk); "
+        "0 (with spool_min_free_percent 0) turns the floor off.",
+    )
+    spool_min_free_percent: float = Field(
+        default=0.0,
+        ge=0,
+        lt=100,
+        description="The floor as a percentage of the spool's file system, when larger than "
+        "spool_min_free_bytes.",
+    )
     transcode: Literal["none", "jpeg-ls", "jpeg2000"] = Field(
         default="jpeg-ls", description="Lossless transcoding of native pixel data for the WAN."
     )

@@ -91,10 +91,10 @@ def gateway_status(
     """
     setup(config)
     from imaging_hub.dicom_gateway.metrics import gateway_status as spool_status
-    from imaging_hub.dicom_gateway.spool import Spool
+    from imaging_hub.dicom_gateway.service import open_spool
 
     settings = GatewaySettings()
-    spool = Spool(settings.spool_dir, clean_tmp=False)  # the running gateway's tmp/
+    spool = open_spool(settings, clean_tmp=False)  # the running gateway's tmp/
     try:
         status = spool_status(spool, None)
         studies = spool.study_progress()
@@ -111,6 +111,12 @@ def gateway_status(
         f"open studies: {status['open_studies']}   received: {status['received']}   "
         f"refused: {status['refused']}"
     )
+    if status["spool_full"]:
+        console.print(
+            f"[red]SPOOL DISK FULL[/red]: {_size(status['spool_free_bytes'])} free, below the "
+            f"floor of {_size(status['spool_min_free_bytes'])}: new instances are refused "
+            f"(0xA700); {status['refused_no_space']} refused for want of space so far"
+        )
     console.print(
         f"last success: {_when(status['last_success_at'])}   "
         f"last error: {status['last_error'] or '-'}"

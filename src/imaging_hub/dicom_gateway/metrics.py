@@ -22,6 +22,7 @@ from imaging_hub.dicom_gateway.forwarder import Forwarder
 from imaging_hub.dicom_gateway.mpps import MppsSteps
 from imaging_hub.dicom_gateway.mwl import cache_status
 from imaging_hub.dicom_gateway.spool import Spool
+from imaging_hub.dicom_gateway.spool.space import REFUSED_COUNTER
 
 #: Parked studies listed in the status and the heartbeat at most (the count is complete).
 PARKED_LISTED = 50
@@ -47,6 +48,9 @@ def gateway_status(spool: Spool, forwarder: Forwarder | None) -> dict[str, Any]:
         "sent": totals["forwarded"],
         "received": totals["received"],
         "refused": totals["refused"],
+        # The full-disk alarm: spool_full, spool_free_bytes, spool_min_free_bytes (read now).
+        **spool.space.status(),
+        "refused_no_space": spool.counter(REFUSED_COUNTER),
         "last_success_at": stats.last_sent_at,
         "last_error": last_error[:500],
         "last_error_at": forwarder.last_error_at if forwarder is not None else None,
@@ -78,6 +82,11 @@ class GatewayCollector(Collector):
             ("received_instances", "Instances acknowledged to modalities.", totals["received"]),
             ("received_bytes", "Bytes of acknowledged instances.", totals["received_bytes"]),
             ("refused_instances", "C-STOREs answered with a failure status.", totals["refused"]),
+            (
+                "refused_no_space_instances",
+                "C-STOREs refused (0xA700) for want of space on the spool's file system.",
+                self.spool.counter(REFUSED_COUNTER),
+            ),
             ("forwarded_instances", "Instances the hub confirmed.", totals["forwarded"]),
             ("forwarded_bytes", "Bytes sent (after transcoding).", totals["forwarded_bytes"]),
             (
@@ -100,6 +109,25 @@ class GatewayCollector(Collector):
                 "uplink_bytes_per_second",
                 "Measured upload throughput over the last minute.",
                 self.forwarder.throughput.bytes_per_second() if self.forwarder else 0.0,
+            ),
+        ]
+        space = self.spool.space.status()
+        gauges += [
+            (
+                "spool_full",
+                "1 while free space on the spool's file system is below its floor: new "
+                "instances are refused (0xA700).",
+                float(space["spool_full"]),
+            ),
+            (
+                "spool_free_bytes",
+                "Free bytes on the spool's file system (for the gateway's user).",
+                space["spool_free_bytes"],
+            ),
+            (
+                "spool_min_free_bytes",
+                "The free-space floor (spool_min_free_bytes / spool_min_free_percent).",
+                space["spool_min_free_bytes"],
             ),
         ]
         orders = cache_status(self.spool.root)

@@ -16,6 +16,7 @@ is never complete while an association carrying it is open. MPPS N-CREATE / N-SE
 import logging
 import os
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -54,6 +55,7 @@ from imaging_hub.dicom.vocabulary import RETIRED_STORAGE_SOP_CLASSES
 from imaging_hub.dicom_gateway import lean, mwl
 from imaging_hub.dicom_gateway.mpps import MppsOutcome, MppsSteps
 from imaging_hub.dicom_gateway.spool import Spool
+from imaging_hub.dicom_gateway.spool.space import REFUSED_COUNTER, is_no_space
 from imaging_hub.errors import InvalidDicomError, SpoolError
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ __all__ = [
     "start_scp",
     "start_shared_scp",
 ]
+
+#: N-CREATE / N-SET failure "Resource limitation" (PS3.7 C.5): the index cannot be written.
+STATUS_RESOURCE_LIMITATION = 0x0213
 
 #: C-FIND statuses (PS3.4 C.4.1.1.4).
 STATUS_PENDING = 0xFF00
@@ -161,8 +166,20 @@ class StoreHandler:
     def _refuse(self, status: int) -> int:
         self.rejected += 1
         if self.on_refused is not None:
-            self.on_refused()
+            try:
+                self.on_refused()
+            except Exception as exc:  # sqlite3.Error on a full disk: the refusal stands
+                log.debug("refusal not counted: %s", exc)
         return status
+
+    def _refuse_no_space(self) -> int:
+        """0xA700 for want of space on the spool's file system (logged by the guard, once
+        per episode), counted apart for the alarm."""
+        try:
+            self.spool.count(REFUSED_COUNTER)
+        except Exception as exc:  # sqlite3.Error: the disk is that full
+            log.debug("refusal not counted: %s", exc)
+        return self._refuse(STATUS_OUT_OF_RESOURCES)
 
     def handle_store(self, event: evt.Event) -> int:
         """EVT_C_STORE: a request that came through pynetdicom's DIMSE layer (TLS, pynetdicom's
@@ -225,6 +242,9 @@ class StoreHandler:
         size = len(header) + len(dataset)
         if size > self.max_instance_bytes:
             return self.refuse_oversized(calling, size)
+        # The free-space floor, before anything is written (spool/space.py).
+        if not self.spool.space.admit(size, calling=calling):
+            return self._refuse_no_space()
         # The Part-10 file is written synchronously (O_DSYNC) on a spool thread while this
         # thread hashes it and checks the data set (the write and the hash release the GIL):
         # Success comes sooner.
@@ -265,6 +285,10 @@ class StoreHandler:
                 accession_number=checked.accession_number,
             )
         except (SpoolError, InvalidDicomError) as exc:
+            self.spool.discard(staged)  # not stored: nothing of it stays in tmp/
+            if is_no_space(exc):
+                self.spool.space.no_space(exc, calling=calling)
+                return self._refuse_no_space()
             log.error("C-STORE from %s: spool failure: %s", calling, exc)
             return STATUS_OUT_OF_RESOURCES
         self.received += 1
@@ -317,9 +341,12 @@ class StoreHandler:
         except Exception:
             log.warning("MPPS N-CREATE from %s: the data set cannot be decoded", calling)
             return _mpps_status(MppsOutcome(MPPS_PROCESSING_FAILURE, comment="Undecodable")), None
-        outcome = self.mpps.create(
-            str(requested) if requested else None, attributes, calling_ae=calling
-        )
+        try:
+            outcome = self.mpps.create(
+                str(requested) if requested else None, attributes, calling_ae=calling
+            )
+        except sqlite3.Error as exc:  # the index cannot be written (a full disk)
+            outcome = _mpps_not_recorded("N-CREATE", calling, exc)
         self._mpps_changed(outcome)
         reply = Dataset()
         if outcome.ok and not requested:
@@ -334,7 +361,10 @@ class StoreHandler:
         except Exception:
             log.warning("MPPS N-SET from %s: the data set cannot be decoded", calling)
             return _mpps_status(MppsOutcome(MPPS_PROCESSING_FAILURE, comment="Undecodable")), None
-        outcome = self.mpps.update(uid, changes, calling_ae=calling)
+        try:
+            outcome = self.mpps.update(uid, changes, calling_ae=calling)
+        except sqlite3.Error as exc:  # the index cannot be written (a full disk)
+            outcome = _mpps_not_recorded("N-SET", calling, exc)
         self._mpps_changed(outcome)
         return _mpps_status(outcome), Dataset()
 
@@ -348,6 +378,16 @@ class StoreHandler:
             event.assoc.requestor.ae_title,
             event.assoc.requestor.address,
         )
+
+
+def _mpps_not_recorded(what: str, calling: str, exc: sqlite3.Error) -> MppsOutcome:
+    """An MPPS change the spool index could not record (nothing changed): Resource
+    limitation (0x0213), the modality sends it again."""
+    log.error(
+        "MPPS %s from %s not recorded: the spool index cannot be written: %s", what, calling, exc
+    )
+    comment = "Gateway disk full" if is_no_space(exc) else "Gateway index unavailable"
+    return MppsOutcome(STATUS_RESOURCE_LIMITATION, comment=comment)
 
 
 def _association_key(association: int) -> str:

@@ -75,6 +75,16 @@ def build_scp(
     return ae, handler
 
 
+def open_spool(settings: GatewaySettings, *, clean_tmp: bool = True) -> Spool:
+    """The gateway's spool with its free-space floor (main process, worker, ``gateway status``)."""
+    return Spool(
+        settings.spool_dir,
+        clean_tmp=clean_tmp,
+        min_free_bytes=settings.spool_min_free_bytes,
+        min_free_percent=settings.spool_min_free_percent,
+    )
+
+
 def _die_with_parent(parent_pid: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -100,7 +110,7 @@ def scp_worker_main(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    spool = Spool(settings.spool_dir, clean_tmp=False)
+    spool = open_spool(settings, clean_tmp=False)
     ae, handler = build_scp(settings, spool)
     server = start_shared_scp(
         ae, handler, sock, loads=loads, index=index, ssl_context=scp_tls_context(settings)
@@ -127,7 +137,7 @@ def scp_tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
 class GatewayService:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.spool = Spool(settings.spool_dir)
+        self.spool = open_spool(settings)
         self.client = HubClient(
             settings.hub_url,
             settings.hub_token.get_secret_value(),

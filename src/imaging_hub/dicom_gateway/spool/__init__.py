@@ -20,8 +20,10 @@ The parts, by job:
 before: one file write, two directory fsyncs at most, one transaction.
 """
 
+import contextlib
 import hashlib
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from imaging_hub.dicom_gateway.spool.queue import (
     SpooledInstance,
     parking_delay,
 )
+from imaging_hub.dicom_gateway.spool.space import SpaceGuard
 from imaging_hub.dicom_gateway.spool.stats import ParkedStudy, SpoolStats, Stats
 from imaging_hub.dicom_gateway.spool.studies import (
     MAX_ASSOCIATION_SECONDS,
@@ -50,7 +53,7 @@ from imaging_hub.dicom_gateway.spool.studies import (
     Studies,
     upsert_study,
 )
-from imaging_hub.errors import InvalidDicomError
+from imaging_hub.errors import InvalidDicomError, SpoolError
 
 __all__ = [
     "DIRECT_ALIGNMENT",
@@ -61,6 +64,7 @@ __all__ = [
     "OrderHint",
     "ParkedStudy",
     "ReadyStudy",
+    "SpaceGuard",
     "Spool",
     "SpoolStats",
     "SpooledInstance",
@@ -74,13 +78,25 @@ log = logging.getLogger(__name__)
 class Spool:
     """One spool directory: ``objects/`` for files, ``index.sqlite3`` for the queue."""
 
-    def __init__(self, root: Path, *, clean_tmp: bool = True, direct_io: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        clean_tmp: bool = True,
+        direct_io: bool = True,
+        min_free_bytes: int = 0,
+        min_free_percent: float = 0.0,
+    ) -> None:
         """Open (or create) the spool. Several processes may open one spool; only the first
         (the gateway's main process, before its SCP workers start) cleans ``tmp/`` and
         re-indexes orphaned files. With *direct_io*, instance files are written by direct I/O
-        where the file system has it."""
+        where the file system has it. *min_free_bytes* / *min_free_percent*: the free-space
+        floor below which the SCP refuses instances (:attr:`space`; 0 and 0: no floor)."""
         self.root = root
         self.files = SpoolFiles(root, direct_io=direct_io)
+        self.space = SpaceGuard(
+            root, min_free_bytes=min_free_bytes, min_free_percent=min_free_percent
+        )
         self.index = Index(root)
         self.queue = Queue(self.index, root)
         self.studies = Studies(self.index, self.files)
@@ -176,23 +192,35 @@ class Spool:
             ).fetchone()
         if row is not None and row[0] == sha256 and row[1] in ("pending", "sent"):
             self.discard(staged)
-            self.studies.touch(study_instance_uid, calling_ae, priority)
+            try:
+                self.studies.touch(study_instance_uid, calling_ae, priority)
+            except sqlite3.Error as exc:
+                raise SpoolError(f"The spool index could not record the instance: {exc}") from exc
             return False
         self.files.place(staged, final, study_instance_uid)
-        self._index(
-            final,
-            size=staged.size,
-            sop_instance_uid=sop_instance_uid,
-            study_instance_uid=study_instance_uid,
-            series_instance_uid=series_instance_uid,
-            sop_class_uid=sop_class_uid,
-            transfer_syntax_uid=transfer_syntax_uid,
-            sha256=sha256,
-            calling_ae=calling_ae,
-            priority=priority,
-            accession_number=accession_number,
-            replaces=row is not None,
-        )
+        try:
+            self._index(
+                final,
+                size=staged.size,
+                sop_instance_uid=sop_instance_uid,
+                study_instance_uid=study_instance_uid,
+                series_instance_uid=series_instance_uid,
+                sop_class_uid=sop_class_uid,
+                transfer_syntax_uid=transfer_syntax_uid,
+                sha256=sha256,
+                calling_ae=calling_ae,
+                priority=priority,
+                accession_number=accession_number,
+                replaces=row is not None,
+            )
+        except sqlite3.Error as exc:
+            # Not acknowledged, so not kept: a new instance's file leaves objects/ again (a
+            # replaced one stays: it is a complete, checked instance the old row points to).
+            if row is None:
+                with contextlib.suppress(OSError):
+                    final.unlink()
+                    self.files.forget_study(study_instance_uid)
+            raise SpoolError(f"The spool index could not record the instance: {exc}") from exc
         if row is not None:
             # A replaced file: the re-indexing after a power cut would not see that the old
             # row is stale, so this commit is synced now.

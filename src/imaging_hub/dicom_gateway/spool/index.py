@@ -164,9 +164,17 @@ class Index:
             try:
                 yield self.db
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
                 raise
-            self.db.execute("COMMIT")
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error:
+                # A COMMIT that failed (SQLITE_FULL: the disk is full) may leave the transaction
+                # open; rolled back, the connection takes the next one.
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
 
     def sync(self) -> None:
         """Make the last commit survive a power cut (fsync of the write-ahead log)."""

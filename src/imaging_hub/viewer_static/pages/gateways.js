@@ -35,6 +35,7 @@ addStrings({
     "gateways.col.lastError": "最近错误",
     "gateways.state.ok": "正常",
     "gateways.state.silent": "失联",
+    "gateways.state.spoolFull": "磁盘已满，拒收影像",
     "gateways.state.revoked": "已停用",
     "gateways.never": "从未报告",
     "gateways.ago": "{n} 分钟前",
@@ -93,6 +94,7 @@ addStrings({
     "gateways.col.lastError": "Last error",
     "gateways.state.ok": "OK",
     "gateways.state.silent": "Silent",
+    "gateways.state.spoolFull": "Disk full: refusing images",
     "gateways.state.revoked": "Revoked",
     "gateways.never": "Never",
     "gateways.ago": "{n} min ago",
@@ -162,8 +164,9 @@ function table(id, columns, rows) {
 }
 
 function stateChip(gw) {
-  const state = gw.revoked ? "revoked" : gw.silent ? "silent" : "ok";
-  return h("span", { class: ["chip", `gw-${state}`] }, t(`gateways.state.${state}`));
+  const state = gw.revoked ? "revoked" : gw.silent ? "silent" : gw.status.spool_full ? "spoolFull" : "ok";
+  const look = state === "spoolFull" ? "silent" : state; // an alarm, styled as a silent gateway
+  return h("span", { class: ["chip", `gw-${look}`], "data-state": state }, t(`gateways.state.${state}`));
 }
 
 function lastSeen(gw) {

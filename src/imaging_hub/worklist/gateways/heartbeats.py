@@ -35,6 +35,11 @@ HEARTBEAT_FIELDS: dict[str, type] = {
     "last_error": str,
     "last_error_at": float,
     "uplink_bytes_per_second": float,
+    # The full-disk alarm: new instances refused (0xA700) below the spool's free-space floor.
+    "spool_full": bool,
+    "spool_free_bytes": int,
+    "spool_min_free_bytes": int,
+    "refused_no_space": int,
 }
 
 #: Parked studies kept per heartbeat at most, and the fields kept of each.

@@ -16,9 +16,11 @@ Screenshots of each step are kept in the test's temporary directory (``compare-*
 
 import io
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pydicom
@@ -199,8 +201,25 @@ def compare_hub(
                 PatientID="P-78",
             ),
         )
+        # The same patient's study at clinic-b: a prior for rad1, outside staff-a's scope.
+        elsewhere, elsewhere_series = generate_uid(), generate_uid()
+        ingest(
+            hub,
+            "clinic-b",
+            *_ct_slices(
+                elsewhere,
+                elsewhere_series,
+                generate_uid(),
+                0.0,
+                2,
+                StudyDate="20240601",
+                StudyDescription="CLINIC B CT",
+                **patient,
+            ),
+        )
         uids.update(current=current, current_series=current_series, prior=prior)
         uids.update(prior_series=prior_series, other=other)
+        uids.update(elsewhere=elsewhere, elsewhere_series=elsewhere_series)
 
         broken_study, broken_series = generate_uid(), generate_uid()
         ingest(hub, "clinic-a", *_corrupt_jpegls_series(broken_study, broken_series))
@@ -354,9 +373,14 @@ def test_prior_opens_side_by_side_and_scrolls_in_sync(
     login(bp, hub, "rad1")
     open_study(page, uids["current"])
     wait_drawn(page)
-    priors = page.locator("[data-testid=prior-study]")
-    expect(priors).to_have_count(1)  # the other patient's study is not listed
-    expect(priors).to_have_attribute("data-study-uid", uids["prior"])
+    # This patient's two other studies (newest first); the other patient's study is not listed.
+    listed = page.locator("[data-testid=prior-study]")
+    expect(listed).to_have_count(2)
+    assert [listed.nth(i).get_attribute("data-study-uid") for i in (0, 1)] == [
+        uids["prior"],
+        uids["elsewhere"],
+    ]
+    priors = listed.nth(0)
     expect(priors).to_contain_text("PRIOR CT")
     priors.locator("[data-testid=prior-open]").click()
     left, right = CELL.format(n=1), CELL.format(n=2)
@@ -413,3 +437,92 @@ def test_a_frame_that_fails_to_decode_says_so_and_the_rest_shows(
     wait_drawn(page)
     expect(error).to_have_count(0)
     assert bp.dialogs == [] and bp.page_errors == []
+
+
+def test_the_layout_and_an_opened_prior_survive_a_reload_and_a_shared_link(
+    compare_hub: tuple[HubProcess, dict[str, Any]], open_page: OpenPage, tmp_path: Path
+) -> None:
+    hub, uids = compare_hub
+    bp = open_page(hub.url)
+    page = bp.page
+    login(bp, hub, "rad1")
+    open_study(page, uids["current"])
+    wait_drawn(page)
+    page.locator(
+        f"[data-testid=prior-study][data-study-uid='{uids['prior']}'] [data-testid=prior-open]"
+    ).click()
+    left, right = CELL.format(n=1), CELL.format(n=2)
+    expect(page.locator(right)).to_have_attribute("data-series", uids["prior_series"])
+    wait_drawn(page, right)
+    # The prior's viewport made active: the URL names the layout, each viewport's series (the
+    # prior's with its study), the active viewport and the listed prior.
+    page.locator(".vp-cell").nth(1).click()
+    expect(page.locator(right)).to_have_attribute("data-testid", "viewport")
+    entry = f"{uids['prior']}/{uids['prior_series']}"
+    expect(page).to_have_url(re.compile(r"active=2"))
+    url = page.url
+    query = parse_qs(urlsplit(url).fragment.split("?", 1)[1])
+    assert query["layout"] == ["1x2"], query
+    assert query["vp"] == [uids["current_series"], entry], query
+    assert query["prior"] == [uids["prior"]], query
+
+    page.reload()
+    expect(page.locator(".vp-cell")).to_have_count(2)
+    expect(page.locator(left)).to_have_attribute("data-series", uids["current_series"])
+    expect(page.locator(right)).to_have_attribute("data-series", uids["prior_series"])
+    wait_drawn(page, left)
+    wait_drawn(page, right)
+    expect(page.locator(right)).to_have_attribute("data-testid", "viewport")
+    expect(page.locator(".vp-cell:nth-child(2) .vp-tr")).to_contain_text("既往检查")
+    # The prior's series are listed under it again.
+    listed = page.locator(f"[data-testid=prior-study][data-study-uid='{uids['prior']}']")
+    expect(listed.locator(".series-item")).to_have_count(1)
+    shot(page, tmp_path, "6-prior-after-reload")
+    assert bp.problems() == []
+
+    # The same link for staff-a (clinic-a): both studies are theirs, so it shows the same.
+    staff = open_page(hub.url)
+    login(staff, hub, "staff-a")
+    expect(staff.page.locator("#clinic-studies")).to_be_visible()
+    staff.page.goto(url)
+    expect(staff.page.locator(right)).to_have_attribute("data-series", uids["prior_series"])
+    wait_drawn(staff.page, right)
+
+    # A link naming the same patient's clinic-b study: outside staff-a's scope, so its viewport
+    # says "not found" (nothing of that study is asked for) and the current study shows.
+    asked: list[str] = []
+    staff.page.on("request", lambda r: asked.append(r.url) if "/dicomweb/" in r.url else None)
+    outside = f"{uids['elsewhere']}/{uids['elsewhere_series']}"
+    staff.page.goto(
+        f"/#/study/{uids['current']}?layout=1x2&vp={uids['current_series']}&vp={outside}"
+        f"&prior={uids['elsewhere']}"
+    )
+    message = staff.page.locator(".vp-cell:nth-child(2) .vp-message .message-error")
+    expect(message).to_contain_text("未找到此序列")
+    wait_drawn(staff.page, left)
+    expect(staff.page.locator(left)).to_have_attribute("data-series", uids["current_series"])
+    expect(staff.page.locator("[data-testid=prior-study]")).to_have_count(1)
+    assert not any(uids["elsewhere"] in u for u in asked), asked
+    # The URL no longer names it.
+    expect(staff.page).not_to_have_url(re.compile(re.escape(uids["elsewhere"])))
+    shot(staff.page, tmp_path, "7-prior-out-of-scope")
+
+    # Another patient's study, a series of no study and hostile text: "not found" each, the
+    # rest shows.
+    staff.page.goto(
+        f"/#/study/{uids['current']}?layout=2x2&vp=-&vp={uids['other']}/1.2.3"
+        f"&vp=9.9.9&vp=%3Cimg%20src%3Dx%3E&active=7"
+    )
+    for n in (2, 3, 4):
+        expect(
+            staff.page.locator(f".vp-cell:nth-child({n}) .vp-message .message-error")
+        ).to_contain_text("未找到此序列")
+    expect(staff.page.locator(".vp-cell:nth-child(1) .vp-message")).to_contain_text(
+        "将左侧序列拖到此处"
+    )
+    assert staff.page.locator(".vp-cell img").count() == 0
+    # A series dragged (clicked) into the empty viewport still shows.
+    staff.page.locator(".vp-cell").nth(0).click()
+    staff.page.locator(f".series-item[data-uid='{uids['current_series']}']").click()
+    wait_drawn(staff.page, left)
+    assert staff.problems() == []

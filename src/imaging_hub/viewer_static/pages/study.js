@@ -174,6 +174,7 @@ addStrings({
     "study.priorsFailed": "既往检查无法加载：{message}",
     "study.compare": "并排对比",
     "study.priorSeriesFailed": "既往检查的序列无法加载：{message}",
+    "viewer.seriesNotFound": "未找到此序列，或您无权查看。",
   },
   en: {
     "viewer.loadingBundle": "Loading the viewer…",
@@ -255,6 +256,7 @@ addStrings({
     "study.priorsFailed": "Prior studies cannot be loaded: {message}",
     "study.compare": "Compare side by side",
     "study.priorSeriesFailed": "The prior's series cannot be loaded: {message}",
+    "viewer.seriesNotFound": "This series was not found, or you may not see it.",
   },
 });
 
@@ -485,6 +487,9 @@ async function renderStudy({ root, params, query, signal, user }) {
   // and the series of the priors opened so far.
   const priorStudies = new Map();
   const priorSeries = new Map();
+  const priorBoxes = new Map(); // listed prior uid -> the element its series are listed in
+  const priorLists = new Map(); // prior uid -> Promise<series list>
+  const openedPriors = []; // priors whose series are listed, in the order opened (kept in the URL)
   const seriesInfo = (seriesUid) => seriesByUid.get(seriesUid) || priorSeries.get(seriesUid);
 
   // ---- Layout: series on the left, the viewer grid in the centre, the report slot right ----
@@ -705,6 +710,7 @@ async function renderStudy({ root, params, query, signal, user }) {
             priors.map((s) => {
               const priorUid = first(s, TAG.StudyInstanceUID);
               const seriesBox = h("div", { class: "prior-series" });
+              priorBoxes.set(priorUid, seriesBox);
               return h(
                 "li",
                 { class: "prior-study", "data-testid": "prior-study", dataset: { studyUid: priorUid } },
@@ -716,7 +722,7 @@ async function renderStudy({ root, params, query, signal, user }) {
                   h("span", { class: "prior-mod" }, values(s, TAG.ModalitiesInStudy).join(", ")),
                   first(s, TAG.StudyDescription) ? h("span", { class: "prior-desc" }, first(s, TAG.StudyDescription)) : null,
                 ),
-                h("button", { type: "button", class: "prior-open", "data-testid": "prior-open", on: { click: () => comparePrior(priorUid, seriesBox) } }, t("study.compare")),
+                h("button", { type: "button", class: "prior-open", "data-testid": "prior-open", on: { click: () => comparePrior(priorUid) } }, t("study.compare")),
                 seriesBox,
               );
             }),
@@ -724,7 +730,30 @@ async function renderStudy({ root, params, query, signal, user }) {
         : h("p", { class: "muted" }, t("study.noPriors")),
     );
   }
-  loadPriors();
+  // Awaited before a viewport from the URL shows a prior: only a listed prior (this patient,
+  // within the caller's scope as the hub's QIDO-RS gives it) is ever opened.
+  const priorsReady = loadPriors();
+
+  /** The series of a listed prior, fetched once and listed under it; null for an unlisted study. */
+  function priorSeriesList(priorUid) {
+    const box = priorBoxes.get(priorUid);
+    if (!box) return null;
+    if (!priorLists.has(priorUid)) {
+      const promise = studySeries(priorUid).then((list) => {
+        for (const series of list) priorSeries.set(series.uid, series);
+        if (!box.childElementCount) replaceChildren(box, list.map((series) => seriesButton(series)));
+        if (!openedPriors.includes(priorUid)) openedPriors.push(priorUid);
+        if (viewer) remember();
+        return list;
+      });
+      promise.catch((err) => {
+        priorLists.delete(priorUid);
+        if (err.name !== "AbortError") replaceChildren(box, messageBox("error", t("study.priorSeriesFailed", { message: err.message })));
+      });
+      priorLists.set(priorUid, promise);
+    }
+    return priorLists.get(priorUid);
+  }
 
   if (!seriesList.length) return cleanup;
 
@@ -799,7 +828,9 @@ async function renderStudy({ root, params, query, signal, user }) {
     };
     const message = h("div", { class: "vp-message", "aria-live": "polite" });
     const cell = h("div", { class: "vp-cell", dataset: { viewportId: id } }, element, overlay.tl, overlay.tr, overlay.bl, overlay.br, message);
-    const entry = { id, cell, element, overlay, message, seriesUid: null, studyUid: null, opening: 0 };
+    // pending: the URL's entry for this viewport while it is being restored; notFound: that
+    // entry named a series this caller cannot see (or that does not exist).
+    const entry = { id, cell, element, overlay, message, seriesUid: null, studyUid: null, opening: 0, pending: null, notFound: false };
     cell.addEventListener("mousedown", () => activate(cells.indexOf(entry)), true);
     cell.addEventListener("dragover", (event) => {
       if (event.dataTransfer.types.includes("application/x-imaging-hub-series")) {
@@ -883,6 +914,8 @@ async function renderStudy({ root, params, query, signal, user }) {
     const info = seriesInfo(seriesUid);
     if (!info) return;
     const opening = ++c.opening;
+    c.pending = null;
+    c.notFound = false;
     c.seriesUid = seriesUid;
     c.studyUid = info.study;
     windowChoice.set(id, start.window ? start.preset || "custom" : "default");
@@ -948,18 +981,14 @@ async function renderStudy({ root, params, query, signal, user }) {
   }
 
   /** Open a prior study beside the active viewport: its series listed, the best match shown. */
-  async function comparePrior(priorUid, seriesBox) {
+  async function comparePrior(priorUid) {
     let list;
     try {
-      list = await studySeries(priorUid);
-    } catch (err) {
-      if (err.name !== "AbortError") replaceChildren(seriesBox, messageBox("error", t("study.priorSeriesFailed", { message: err.message })));
-      return;
+      list = await priorSeriesList(priorUid);
+    } catch {
+      return; // said under the prior
     }
-    if (!viewer || signal.aborted) return;
-    for (const series of list) priorSeries.set(series.uid, series);
-    if (!seriesBox.childElementCount) replaceChildren(seriesBox, list.map((series) => seriesButton(series)));
-    if (!list.length) return;
+    if (!list || !viewer || signal.aborted || !list.length) return;
     const current = seriesInfo(activeCell().seriesUid);
     const sameModality = list.filter((x) => current && x.modality === current.modality);
     const pick = (sameModality.length ? sameModality : list).reduce((a, b) => (b.count > a.count ? b : a));
@@ -1000,7 +1029,8 @@ async function renderStudy({ root, params, query, signal, user }) {
       c.element.removeAttribute("data-image-index");
       c.element.removeAttribute("data-frame");
       for (const el of Object.values(c.overlay)) replaceChildren(el);
-      if (!c.seriesUid) replaceChildren(c.message, h("span", { class: "vp-empty" }, t("viewer.empty")));
+      if (!c.seriesUid && c.notFound) replaceChildren(c.message, messageBox("error", t("viewer.seriesNotFound")));
+      else if (!c.seriesUid && !c.pending) replaceChildren(c.message, h("span", { class: "vp-empty" }, t("viewer.empty")));
       else if (s && s.error) replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: s.error.message })));
       if (cells[active] === c) updateToolbar(c, s);
       return;
@@ -1204,7 +1234,19 @@ async function renderStudy({ root, params, query, signal, user }) {
 
   slider.addEventListener("input", () => withActive((id) => viewer.jumpTo(id, Number(slider.value) - 1)));
 
-  /** Keep the active viewport's position in the URL: reload, bookmark or language switch return to it. */
+  /** A viewport's entry in the URL: "<series>" of this study, "<study>/<series>" of a prior, "-" empty. */
+  function cellEntry(c) {
+    if (!c.seriesUid) return c.pending || "-";
+    return c.studyUid && c.studyUid !== uid ? `${c.studyUid}/${c.seriesUid}` : c.seriesUid;
+  }
+
+  /**
+   * Keep the viewer's state in the URL: reload, bookmark, a shared link or a language switch
+   * return to it. layout; vp = the series of each viewport in order (only when there is more
+   * than one viewport or a prior is shown; else series = the one shown); active = the active
+   * viewport (1-based); image, frame, window, preset = the active viewport's position and
+   * window; prior = the priors whose series are listed.
+   */
   let rememberTimer = 0;
   function remember() {
     clearTimeout(rememberTimer);
@@ -1214,13 +1256,17 @@ async function renderStudy({ root, params, query, signal, user }) {
       const s = c && viewer.state(c.id);
       const image = s && s.image;
       const choice = (c && windowChoice.get(c.id)) || "default";
+      const multi = cells.length > 1 || cells.some((x) => cellEntry(x).includes("/"));
       setQuery({
-        series: c && c.seriesUid && seriesByUid.has(c.seriesUid) ? c.seriesUid : undefined,
+        series: !multi && c && c.seriesUid && seriesByUid.has(c.seriesUid) ? c.seriesUid : undefined,
+        vp: multi ? cells.map(cellEntry) : undefined,
+        active: multi && active > 0 ? active + 1 : undefined,
         image: image && image.instance > 1 ? image.instance : undefined,
         frame: image && image.frame > 1 ? image.frame : undefined,
         window: choice !== "default" && s && s.voi ? `${Math.round(s.voi[0])},${Math.round(s.voi[1])}` : undefined,
         preset: choice !== "default" ? choice : undefined,
         layout: layout !== "1x1" ? layout : undefined,
+        prior: openedPriors.length ? openedPriors : undefined,
       });
     }, 150);
   }
@@ -1305,13 +1351,72 @@ async function renderStudy({ root, params, query, signal, user }) {
     window: win.length === 2 && win.every(Number.isFinite) && win[1] > 0 ? win : null,
     preset: /^[a-z]{1,16}$/.test(query.get("preset") || "") ? query.get("preset") : null,
   };
-  const others = seriesList.filter((s) => s !== wanted);
-  cells.forEach((c, i) => {
-    if (i === 0) openSeries(c.id, wanted.uid, start);
-    else if (others[i - 1]) openSeries(c.id, others[i - 1].uid);
-    else updateCell(c.id);
-  });
+  const UID = /^[0-9]+(\.[0-9]+)*$/;
+  const validUid = (value) => typeof value === "string" && value.length <= 64 && UID.test(value);
+  const entries = query.getAll("vp").slice(0, cells.length);
+  if (entries.length) {
+    // Each viewport as the URL has it; the position and window go to the active one.
+    const wantedActive = Math.round(Number(query.get("active")) || 1) - 1;
+    if (wantedActive > 0 && wantedActive < cells.length) activate(wantedActive);
+    cells.forEach((c, i) => restoreCell(c, entries[i], i === active ? start : {}));
+  } else {
+    const others = seriesList.filter((s) => s !== wanted);
+    cells.forEach((c, i) => {
+      if (i === 0) openSeries(c.id, wanted.uid, start);
+      else if (others[i - 1]) openSeries(c.id, others[i - 1].uid);
+      else updateCell(c.id);
+    });
+  }
+  // Priors whose series were listed (the ones shown in a viewport are listed by restoreCell).
+  const priorParams = query.getAll("prior").filter(validUid).slice(0, 20);
+  if (priorParams.length) {
+    priorsReady.then(() => {
+      for (const priorUid of priorParams) {
+        const listing = priorSeriesList(priorUid);
+        if (listing) listing.catch(() => {});
+      }
+    });
+  }
   selectTool(primaryTool);
+
+  /**
+   * A viewport from its URL entry. A series of this study opens at once; a prior's only once the
+   * priors are listed and only when it is one of them (this patient, within the caller's scope):
+   * anything else says "not found" in that viewport and touches nothing else.
+   */
+  async function restoreCell(c, entry, at) {
+    if (!entry || entry === "-") {
+      updateCell(c.id);
+      return;
+    }
+    const parts = entry.split("/");
+    const [studyUid, seriesUid] = parts.length === 2 ? parts : [uid, parts[0]];
+    const notFound = () => {
+      if (c.pending !== entry) return; // the viewport was given something else meanwhile
+      c.pending = null;
+      c.notFound = true;
+      updateCell(c.id);
+      remember();
+    };
+    c.pending = entry;
+    if (parts.length > 2 || !validUid(studyUid) || !validUid(seriesUid)) return notFound();
+    if (studyUid === uid) {
+      if (seriesByUid.has(seriesUid)) openSeries(c.id, seriesUid, at);
+      else notFound();
+      return;
+    }
+    replaceChildren(c.message, h("span", { class: "loading" }, t("viewer.loading")));
+    await priorsReady;
+    let list = null;
+    try {
+      list = await priorSeriesList(studyUid);
+    } catch {
+      list = null;
+    }
+    if (signal.aborted || c.pending !== entry) return;
+    if (!list || !list.some((s) => s.uid === seriesUid)) return notFound();
+    openSeries(c.id, seriesUid, at);
+  }
   return cleanup;
 }
 

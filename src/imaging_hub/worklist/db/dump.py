@@ -178,8 +178,9 @@ def _client_major(program: Path) -> int | None:
 
 
 def _pg_environment(url: URL) -> dict[str, str]:
-    """libpq's environment for *url*: where, who, which database, and the password."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    """libpq's environment for *url*: where, who, which database, and the password (over the
+    process's own PG* variables, which the hub's driver, libpq too, honours as well)."""
+    env = dict(os.environ)
     values = {
         "PGHOST": url.host,
         "PGPORT": str(url.port) if url.port else None,

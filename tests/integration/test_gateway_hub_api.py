@@ -211,3 +211,38 @@ def test_a_running_gateway_reports_itself(hub_m: HubProcess, start_gateway: Gate
     assert status["queue_depth"] == 0 and status["bytes_pending"] == 0
     assert status["ae_title"] == gateway.ae_title
     assert "uplink_bytes_per_second" in status
+
+
+def test_heartbeat_keeps_the_clinic_return_and_full_disk_facts(hub_m: HubProcess) -> None:
+    answer = beat(
+        hub_m,
+        "clinic-b",
+        version="9.9",
+        queue_depth=0,
+        bytes_pending=0,
+        spool_full=True,
+        spool_free_bytes=1024,
+        spool_min_free_bytes=1 << 30,
+        refused_no_space=3,
+        orders_cached=12,
+        orders_synced_at=1_800_000_000.5,
+        mpps_outbox=1,
+        reports_held=4,
+        reports_unconfirmed=0,
+        reports_waiting_for_node=2,
+        reports_critical_open=1,
+        acknowledgements_waiting=1,
+        staff_verifiers=3,
+    )
+    assert answer.status_code == 204, answer.text
+    status = {g["clinic"]: g for g in admin_view(hub_m)["gateways"]}["clinic-b"]["status"]  # type: ignore[attr-defined]
+    assert status["spool_full"] is True and status["refused_no_space"] == 3
+    assert status["orders_cached"] == 12 and status["orders_synced_at"] == 1_800_000_000.5
+    assert status["reports_held"] == 4 and status["reports_waiting_for_node"] == 2
+    assert status["reports_critical_open"] == 1 and status["acknowledgements_waiting"] == 1
+    # A count that is not one is refused whole; nothing of it is kept.
+    for bad in ({"reports_held": {"nested": [1] * 1000}}, {"spool_full": "yes please"}):
+        refused = beat(hub_m, "clinic-b", version="9.9", queue_depth=0, bytes_pending=0, **bad)
+        assert refused.status_code == 422, refused.text
+    status = {g["clinic"]: g for g in admin_view(hub_m)["gateways"]}["clinic-b"]["status"]  # type: ignore[attr-defined]
+    assert status["reports_held"] == 4

@@ -40,6 +40,18 @@ HEARTBEAT_FIELDS: dict[str, type] = {
     "spool_free_bytes": int,
     "spool_min_free_bytes": int,
     "refused_no_space": int,
+    # The Modality Worklist's order cache, the MPPS states not yet at the hub, and the
+    # reports held at the clinic (docs/clinic-return.md).
+    "orders_cached": int,
+    "orders_synced_at": float,
+    "orders_sync_error": str,
+    "mpps_outbox": int,
+    "reports_held": int,
+    "reports_unconfirmed": int,
+    "reports_waiting_for_node": int,
+    "reports_critical_open": int,
+    "acknowledgements_waiting": int,
+    "staff_verifiers": int,
 }
 
 #: Parked studies kept per heartbeat at most, and the fields kept of each.
@@ -90,7 +102,7 @@ def record_heartbeat(
     """Keep the gateway's last report (only known fields, values bounded) and commit."""
     kept: dict[str, Any] = {}
     for key, kind in HEARTBEAT_FIELDS.items():
-        value = status.get(key)
+        value = _typed(status.get(key), kind)
         if value is None:
             continue
         if kind is list:
@@ -104,13 +116,23 @@ def record_heartbeat(
     session.commit()
 
 
+def _typed(value: Any, kind: type) -> Any:
+    """*value* if it has the field's type (an int is a float too; a bool is no number), else
+    None: a gateway cannot store a nested document where a count belongs."""
+    if value is None or isinstance(value, bool) is not (kind is bool):
+        return None
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    return value if isinstance(value, kind) else None
+
+
 def _parked(item: dict[str, Any]) -> dict[str, Any]:
     """One parked study of a heartbeat: known fields only, strings bounded."""
     kept: dict[str, Any] = {}
     for key, kind in PARKED_FIELDS.items():
-        value = item.get(key)
+        value = _typed(item.get(key), kind)
         if value is not None:
-            kept[key] = str(value)[:500] if kind is str else value
+            kept[key] = value[:500] if kind is str else value
     return kept
 
 

@@ -61,6 +61,30 @@ class HeartbeatIn(BaseModel):
     uplink_bytes_per_second: Annotated[float, Field(ge=0, le=1e12)] = Field(
         default=0.0, description="Upload throughput measured over the last minute."
     )
+    spool_full: bool = Field(
+        default=False,
+        description="Free space on the spool's file system is below its floor: new instances "
+        "are refused with Out of Resources (0xA700).",
+    )
+    spool_free_bytes: Count | None = None
+    spool_min_free_bytes: Count | None = None
+    refused_no_space: Count = Field(default=0, description="C-STOREs refused for space, total.")
+    orders_cached: Count | None = Field(default=None, description="Orders in the MWL cache.")
+    orders_synced_at: Seconds | None = Field(
+        default=None, description="Unix time the order cache was last confirmed by the hub."
+    )
+    orders_sync_error: str = Field(default="", max_length=2000)
+    mpps_outbox: Count | None = Field(default=None, description="MPPS states not yet sent.")
+    reports_held: Count | None = Field(default=None, description="Signed reports held.")
+    reports_unconfirmed: Count | None = None
+    reports_waiting_for_node: Count | None = Field(
+        default=None, description="Reports not yet stored to the clinic's DICOM node."
+    )
+    reports_critical_open: Count | None = None
+    acknowledgements_waiting: Count | None = Field(
+        default=None, description="Critical-result acknowledgements not yet at the hub."
+    )
+    staff_verifiers: Count | None = None
 
 
 class GatewayOut(BaseModel):

@@ -26,9 +26,6 @@ from sqlalchemy.engine import URL
 
 from imaging_hub.errors import ImagingHubError
 
-#: Tables whose rows do not make a hub "used": Alembic's bookkeeping and the audit chain's head
-#: (which a migration creates at event 0).
-BOOKKEEPING = ("alembic_version", "audit_head")
 #: The Debian layout of PostgreSQL's client programs, one directory per major version.
 DEBIAN_PG_BIN = "/usr/lib/postgresql/{major}/bin"
 PG_TIMEOUT_SECONDS = 6 * 3600
@@ -266,7 +263,11 @@ def pg_restore(tools: PgTools, dump: Path, url: str) -> None:
 
 
 def used_tables(conn: Connection) -> list[str]:
-    """The tables of the database holding rows that make a hub "used" (empty list: unused)."""
+    """The tables of the database holding rows that make a hub "used" (empty list: unused).
+
+    Not counted: Alembic's ``alembic_version`` and the audit chain's head while it is at event 0
+    (a migration creates it so).
+    """
     names = inspect(conn).get_table_names()
     used = []
     for name in sorted(names):

@@ -18,7 +18,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
 from starlette.datastructures import Headers
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Scope
@@ -29,7 +36,7 @@ from imaging_hub.storage import ObjectStore, open_store
 from imaging_hub.storage.filesystem import FilesystemStore
 from imaging_hub.worklist import dicomweb
 from imaging_hub.worklist.access.accounts import LoginThrottle
-from imaging_hub.worklist.admin import institutions as institution_routes
+from imaging_hub.worklist.admin import institution_routes
 from imaging_hub.worklist.admin import routes as admin_routes
 from imaging_hub.worklist.audit import routes as audit_routes
 from imaging_hub.worklist.db.session import make_engine, make_inline_engine, make_session_factory
@@ -54,6 +61,7 @@ from imaging_hub.worklist.reports import routes as report_routes
 from imaging_hub.worklist.reports import service as report_service
 from imaging_hub.worklist.reports.credentials import ReportsRuntime
 from imaging_hub.worklist.stats import routes as stats_routes
+from imaging_hub.worklist.stats.metrics import HubCollector
 from imaging_hub.worklist.studies import clinic_routes, conflict_routes, registration_routes
 from imaging_hub.worklist.studies import routes as study_routes
 from imaging_hub.worklist.studies.registration import LeasePolicy, SlaPolicy
@@ -176,9 +184,16 @@ def create_app(settings: HubSettings, *, store: ObjectStore | None = None) -> Fa
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    # This app's own registry (no global state across apps): the process's figures and the
+    # hub's (worklist/stats/metrics.py), which the alert rules in deploy/prometheus use.
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    registry.register(HubCollector(state.sessions))
+
     @app.get("/metrics", tags=["system"], response_class=PlainTextResponse)
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(access_routes.router)
     app.include_router(reading_routes.router)

@@ -5,16 +5,12 @@ centres are no patient data, and every page of the browser app shows clinics by 
 """
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imaging_hub.worklist.access.caller import Caller
-from imaging_hub.worklist.db.models import Institution, InstitutionLevel, User
-from imaging_hub.worklist.http.deps import CallerDep, SessionDep
-from imaging_hub.worklist.http.permissions import require
+from imaging_hub.worklist.db.models import Institution, InstitutionLevel
 
 READ = "account.self"
 
@@ -41,14 +37,3 @@ def list_institutions(session: Session, caller: Caller) -> list[InstitutionView]
         )
         for inst in rows
     ]
-
-
-router = APIRouter(prefix="/api/v1", tags=["admin"])
-
-
-@router.get("/institutions", response_model=list[InstitutionView])
-def get_institutions(
-    _: Annotated[User, require(READ)], caller: CallerDep, session: SessionDep
-) -> list[InstitutionView]:
-    """Code, name, level and parent code of every institution (for showing names, not codes)."""
-    return list_institutions(session, caller)

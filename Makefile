@@ -49,13 +49,14 @@ test: $(STAMP) peers lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks (not tests): bench/*.py, results into docs/benchmarks.md. Needs root for apt
-# (Orthanc, its DICOMweb plugin) and, for bench.wan, for network namespaces.
+# (Orthanc, its DICOMweb plugin) and, for bench.wan and bench.clinic_return, for network namespaces.
 bench-peers: peers
 	bash scripts/install-peers.sh orthanc orthanc-dicomweb
 
 bench: $(STAMP) bench-peers
 	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
 	$(BIN)/python -m bench.wan $(BENCH_WAN_ARGS)
+	$(BIN)/python -m bench.clinic_return $(BENCH_CLINIC_RETURN_ARGS)
 	$(BIN)/python -m bench.dicomweb $(BENCH_DICOMWEB_ARGS)
 	$(BIN)/python -m bench.worklist
 	$(BIN)/python -m bench.reports

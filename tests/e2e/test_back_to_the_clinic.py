@@ -38,8 +38,9 @@ from imaging_hub.dicom_gateway.mwl import OrderCache
 from imaging_hub.dicom_gateway.reports import ReportStore
 from imaging_hub.worklist.db.models import Study
 from tests.e2e.support import BUNDLED, login
+from tests.integration.test_gateway_mwl import wire_elements, worklist_item, write_part10
 from tests.peers.browser import BrowserPage, OpenPage
-from tests.peers.dcmtk import findscu, storescu
+from tests.peers.dcmtk import findscu, storescu, wlmscpfs
 from tests.peers.hub import CLI, GatewayFactory, GatewayProcess, HubProcess, start_hub_process
 from tests.peers.mpps import CT_IMAGE, create_attributes, final_attributes, modality
 from tests.peers.net import free_port
@@ -153,6 +154,7 @@ def images_from_answer(answer: Dataset, directory: Path) -> list[Path]:
     """What a CT makes after picking the MWL item: the patient, accession number and
     StudyInstanceUID of the answer, in a new series, UTF-8."""
     series = generate_uid()
+    today = time.strftime("%Y%m%d")
     files = []
     directory.mkdir(parents=True, exist_ok=True)
     for n in range(N_IMAGES):
@@ -165,6 +167,8 @@ def images_from_answer(answer: Dataset, directory: Path) -> list[Path]:
         ds.AccessionNumber = answer.AccessionNumber
         ds.StudyInstanceUID = answer.StudyInstanceUID
         ds.SeriesInstanceUID = series
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = today
+        ds.StudyDescription = answer.RequestedProcedureDescription
         ds.SOPInstanceUID = generate_uid()
         ds.InstanceNumber = n + 1
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -271,6 +275,13 @@ def _chain(
         30,
     )
     assert not cached_accessions(gw_b) & {accession, other_accession}
+    with httpx.Client(
+        base_url=hub.url,
+        headers={"Authorization": f"Bearer {hub.gateway_tokens['clinic-a']}"},
+        timeout=30,
+    ) as as_gateway:
+        feed = as_gateway.get("/api/v1/gateway/orders").json()["orders"]
+    (feed_item,) = [item for item in feed if item["accession_number"] == accession]
     answers: dict[str, Dataset] = {}
     for calling, charset, codec in (
         ("UTF8MOD", "ISO_IR 192", "utf-8"),
@@ -279,6 +290,7 @@ def _chain(
         (answer,) = worklist(
             gw_a, tmp_path, calling, calling=calling, charset=charset, PatientID=patient_id
         )
+        got = wire_elements(answer)  # before any element is decoded
         assert answer.SpecificCharacterSet == charset
         assert raw_bytes(answer, "PatientName") == PN.encode(codec)
         assert raw_bytes(
@@ -289,6 +301,22 @@ def _chain(
         assert answer.RequestedProcedurePriority == "HIGH"
         assert answer.ScheduledProcedureStepSequence[0].Modality == "CT"
         answers[charset] = answer
+        # dcmtk's wlmscpfs, answering the hub's feed item from a worklist file in the same
+        # character set, puts the same bytes on the wire.
+        oracle = tmp_path / f"wlm-{calling}"
+        write_part10(worklist_item(feed_item, charset), oracle / "WLM" / "order.wl")
+        (oracle / "WLM" / "lockfile").touch()
+        query = mwl_query(tmp_path / f"oracle-{calling}.dcm", charset, PatientID=patient_id)
+        with wlmscpfs(oracle) as wlm_port:
+            run = findscu(
+                wlm_port, query, called_ae="WLM", calling_ae=calling, out=oracle / "answers"
+            )
+        assert run.returncode == 0, run.stdout + run.stderr
+        (expected,) = [pydicom.dcmread(f) for f in sorted((oracle / "answers").glob("rsp*.dcm"))]
+        want = wire_elements(expected)
+        assert got.keys() == want.keys()
+        for keyword in want:
+            assert got[keyword] == want[keyword], keyword
     # The name by Chinese wildcard, too (any component group).
     (by_name,) = worklist(
         gw_a, tmp_path, "by-name", calling="UTF8MOD", charset="ISO_IR 192", PatientName="王*"

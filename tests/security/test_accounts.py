@@ -1,13 +1,13 @@
 """Accounts and sessions over HTTP: disabling, password change, logout, browser session with
 CSRF, login throttling and lockout, admin user management, gateway credentials."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from imaging_hub.worklist.access.accounts import LoginThrottle, TooManyAttempts
 from imaging_hub.worklist.audit import trail as audit
-from imaging_hub.worklist.db.models import AccessToken, AuditEvent, User
+from imaging_hub.worklist.db.models import AccessToken, AuditEvent, Gateway, User
 from tests.security.conftest import HubApp
 
 ME = "/api/v1/auth/me"
@@ -277,6 +277,29 @@ def test_admin_user_management(hub_app: HubApp) -> None:
     assert {"created", "updated", "password_reset"} <= set(ops)
 
 
+def test_a_rotated_gateway_token_stops_when_its_grace_ends(hub_app: HubApp) -> None:
+    client = hub_app.client
+    admin = hub_app.headers("admin")
+    created = client.post(
+        "/api/v1/admin/gateways",
+        json={"name": "gateway-clinic-b-2", "clinic": "clinic-b"},
+        headers=admin,
+    )
+    first = created.json()["token"]
+    second = client.post("/api/v1/admin/gateways/gateway-clinic-b-2/rotate", headers=admin).json()[
+        "token"
+    ]
+    beat = "/api/v1/gateways/heartbeat"
+    payload = {"version": "test", "queue_depth": 0, "bytes_pending": 0}
+    assert client.post(beat, json=payload, headers=_bearer(first)).status_code == 204
+    with hub_app.sessions() as session:  # 72 hours later
+        gateway = session.scalars(select(Gateway).where(Gateway.name == "gateway-clinic-b-2")).one()
+        gateway.previous_token_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        session.commit()
+    assert client.post(beat, json=payload, headers=_bearer(first)).status_code == 401
+    assert client.post(beat, json=payload, headers=_bearer(second)).status_code == 204
+
+
 def test_gateway_tokens_create_rotate_revoke(hub_app: HubApp) -> None:
     client = hub_app.client
     admin = hub_app.headers("admin")
@@ -294,7 +317,9 @@ def test_gateway_tokens_create_rotate_revoke(hub_app: HubApp) -> None:
     rotated = client.post("/api/v1/admin/gateways/gateway-clinic-a-2/rotate", headers=admin)
     second = rotated.json()["token"]
     assert second != first
-    # No downtime: both work until the next rotation.
+    # No downtime: both work, the previous one for 72 hours (said in the answer).
+    until = datetime.fromisoformat(rotated.json()["previous_token_valid_until"])
+    assert timedelta(hours=71) < until - datetime.now(UTC) <= timedelta(hours=72)
     for token in (first, second):
         assert client.post(complete, json=payload, headers=_bearer(token)).status_code == 204
     third = client.post("/api/v1/admin/gateways/gateway-clinic-a-2/rotate", headers=admin)

@@ -31,13 +31,15 @@ def gateway_create(
 
 @gateway_app.command("rotate")
 def gateway_rotate(name: GatewayArg, config: ConfigOpt = None) -> None:
-    """Issue a new token; the previous one keeps working until the next rotation."""
+    """Issue a new token; the previous one keeps working for 72 hours."""
     from imaging_hub.worklist.admin import users
 
     with admin_session(config) as (session, caller):
         issued = users.rotate_gateway(session, caller, name)
     console.print(f"new token for {name} (shown once): {issued.token}")
-    console.print("the previous token works until the next rotation; update the gateway now")
+    until = issued.previous_token_valid_until
+    when = f"until {until:%Y-%m-%d %H:%M} UTC" if until else "for 72 hours"
+    console.print(f"the previous token works {when}; update the gateway now")
 
 
 @gateway_app.command("revoke")

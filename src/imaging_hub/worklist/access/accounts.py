@@ -274,12 +274,18 @@ def create_gateway(
     return IssuedGatewayToken(gateway=gateway, token=token)
 
 
-def rotate_gateway_token(session: Session, *, gateway: Gateway) -> str:
-    """Issue a new token; the previous one keeps working until the next rotation (no downtime)."""
+#: After a rotation the previous token keeps working this long, so the gateway box can be given
+#: the new one without downtime; a leaked token is stopped at once by revoking the gateway.
+GATEWAY_TOKEN_GRACE = timedelta(hours=72)
+
+
+def rotate_gateway_token(session: Session, *, gateway: Gateway, now: datetime | None = None) -> str:
+    """Issue a new token; the previous one keeps working for :data:`GATEWAY_TOKEN_GRACE`."""
     if gateway.revoked_at is not None:
         raise Conflict("This gateway is revoked; create a new one.")
     token = new_token("ihg")
     gateway.previous_token_hash = gateway.token_hash
+    gateway.previous_token_expires_at = (now or datetime.now(UTC)) + GATEWAY_TOKEN_GRACE
     gateway.token_hash = hash_token(token)
     return token
 
@@ -297,7 +303,15 @@ def resolve_gateway_token(session: Session, token: str) -> Gateway | None:
     )
     if gateway is None or gateway.revoked_at is not None:
         return None
+    if gateway.token_hash != digest:  # the previous token: only within its grace
+        until = gateway.previous_token_expires_at
+        if until is not None and _aware(until) <= datetime.now(UTC):
+            return None
     return gateway
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def get_institution(session: Session, code: str) -> Institution:

@@ -117,7 +117,7 @@ def post_gateway(
 def post_gateway_rotate(
     name: GatewayNamePath, _: GatewayAdmin, caller: CallerDep, session: SessionDep
 ) -> users.IssuedToken:
-    """A new token; the previous one keeps working until the next rotation (no downtime)."""
+    """A new token; the previous one keeps working for 72 hours (no downtime)."""
     return users.rotate_gateway(session, caller, name)
 
 

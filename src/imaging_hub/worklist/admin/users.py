@@ -53,6 +53,8 @@ class IssuedToken:
     name: str
     clinic: str
     token: str
+    #: After a rotation: until when the previous token still works (None for a new gateway).
+    previous_token_valid_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -243,13 +245,18 @@ def create_gateway(
 
 
 def rotate_gateway(session: Session, caller: Caller, name: str) -> IssuedToken:
-    """A new token; the previous one keeps working until the next rotation (no downtime)."""
+    """A new token; the previous one keeps working for 72 hours (no downtime)."""
     caller.require(GATEWAYS)
     gateway = accounts.get_gateway(session, name)
     token = accounts.rotate_gateway_token(session, gateway=gateway)
     _gateway_audit(session, caller, name, op="rotated")
     session.commit()
-    return IssuedToken(name=gateway.name, clinic=gateway.institution.code, token=token)
+    return IssuedToken(
+        name=gateway.name,
+        clinic=gateway.institution.code,
+        token=token,
+        previous_token_valid_until=gateway.previous_token_expires_at,
+    )
 
 
 def revoke_gateway(session: Session, caller: Caller, name: str) -> GatewayView:

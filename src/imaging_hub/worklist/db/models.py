@@ -177,6 +177,9 @@ class Gateway(Base):
     ae_title: Mapped[str] = mapped_column(String(16), default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     previous_token_hash: Mapped[str | None] = mapped_column(String(64))
+    #: The previous token works until then (a rotation's grace; None: rotated before 0009,
+    #: until the next rotation).
+    previous_token_expires_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column()
     last_seen_at: Mapped[datetime | None] = mapped_column()

@@ -199,6 +199,23 @@ class HubClient:
         body: dict[str, Any] = response.json() if response.content else {}
         return body
 
+    def report_acknowledgements(self, report_ids: list[int]) -> list[dict[str, Any]]:
+        """Of *report_ids* (at most 100), those acknowledged at the hub: ``id``, ``sha256``,
+        ``acknowledged_at``, ``acknowledged_by`` (display name), ``via``, ``method``."""
+        response = self._request(
+            "GET",
+            "/api/v1/gateway/reports/acknowledgements",
+            params={"ids": ",".join(str(int(i)) for i in report_ids)},
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        found = body.get("acknowledgements") if isinstance(body, dict) else None
+        if not isinstance(found, list):
+            raise ForwardError("The hub's acknowledgement list is malformed.", retryable=True)
+        return [item for item in found if isinstance(item, dict)]
+
     def staff(self, etag: str = "") -> tuple[list[dict[str, Any]] | None, str]:
         """The clinic's active staff (user name, display name, argon2id password hash) and the
         list's ETag; ``None`` when it is unchanged since *etag* (304)."""

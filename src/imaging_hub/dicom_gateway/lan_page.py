@@ -98,7 +98,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "critical_open": "未确认",
         "acknowledge": "确认接收",
         "acknowledged": "已确认 {time}",
+        "ack_by": "，{name}",
+        "ack_where": "（{where}）",
+        "via.portal": "门户",
+        "via.gateway": "本机页面",
         "ack_waiting": "（待同步到影像中心）",
+        "ack_local": "（仅保存在本机）",
+        "replaced": "影像中心已将此报告号用于另一份报告；此报告仅保存在本机。",
         "ack_refused": "（影像中心未接受：{error}）",
         "ack_title": "确认接收危急值",
         "ack_method": "通知方式",
@@ -144,7 +150,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "critical_open": "not acknowledged",
         "acknowledge": "Acknowledge",
         "acknowledged": "Acknowledged {time}",
+        "ack_by": " by {name}",
+        "ack_where": " ({where})",
+        "via.portal": "portal",
+        "via.gateway": "LAN page",
         "ack_waiting": " (waiting to reach the hub)",
+        "ack_local": " (kept at this gateway only)",
+        "replaced": "The hub now uses this report's number for another report; this one is kept "
+        "at this gateway only.",
         "ack_refused": " (the hub did not accept it: {error})",
         "ack_title": "Acknowledge the critical result",
         "ack_method": "How it was passed on",
@@ -589,8 +602,21 @@ class LanPage:
             status = f'<div><span class="band">{band}</span> '
             if r.acknowledged_at:
                 when = local_time(r.acknowledged_at)
-                status += f'<span class="acked">{self._t(lang, "acknowledged", time=when)}'
-                if r.ack_state == "pending":
+                status += (
+                    f'<span class="acked" data-testid="lan-ack-status" '
+                    f'data-acknowledged-via="{esc(r.acknowledged_via)}">'
+                    f"{self._t(lang, 'acknowledged', time=when)}"
+                )
+                if r.acknowledged_by:
+                    status += self._t(lang, "ack_by", name=r.acknowledged_by)
+                if r.acknowledged_via:
+                    where = TEXTS[lang].get("via." + r.acknowledged_via, r.acknowledged_via)
+                    status += self._t(lang, "ack_where", where=where)
+                if r.hub_acknowledged_at:
+                    status += ""  # the hub holds an acknowledgement: nothing waits
+                elif r.ack_state == "local":
+                    status += self._t(lang, "ack_local")
+                elif r.ack_state == "pending":
                     status += self._t(lang, "ack_waiting")
                 elif r.ack_state == "refused":
                     status += self._t(lang, "ack_refused", error="—")
@@ -602,6 +628,10 @@ class LanPage:
                     f"{self._t(lang, 'acknowledge')}</a>"
                 )
             status += "</div>"
+        if r.replaced_at is not None:
+            status += (
+                f'<div class="muted" data-testid="lan-replaced">{self._t(lang, "replaced")}</div>'
+            )
         css = ' class="critical-open"' if r.awaiting_acknowledgement else ""
         patient = person_name(r.patient_name)
         return (

@@ -4,16 +4,22 @@
   PDF instances for the clinic DICOM node, ``<id>.dcm``) and ``<spool_dir>/reports.sqlite``
   (SQLite WAL, ``synchronous=FULL``: a row committed before the hub is told survives a power
   cut): the pulled reports, their delivery to the DICOM node, acknowledgements made on the LAN
-  page waiting for the hub, and the staff's sign-in verifiers.
+  page waiting for the hub, and the staff's sign-in verifiers. A row's ``id`` is local (the
+  file names, the LAN page's links) and equals the hub's report id (``hub_id``) — except when
+  the hub hands out an id again (restored from an older backup) for a report with another
+  SHA-256: the held report is never overwritten; it is marked ``replaced_at`` (it no longer
+  talks to the hub) and the new one is kept beside it under a local id above any hub id
+  (:data:`LOCAL_ID_BASE`).
 - :class:`ReportPuller`: threads of the gateway's main process. The pull loop long-polls
   ``GET /api/v1/gateway/reports``; for each report it streams the PDF into ``reports/tmp/``,
   checks its SHA-256 against the hub's, fsyncs, renames it into place, fsyncs the directory,
   commits the row and only THEN confirms (``POST …/received``). A crash between store and
   confirm is confirmed again at the next start (the hub answers the same ``delivered_at``): the
   study is never ``delivered`` without the file, and the file is never kept twice. The same
-  loop pushes acknowledgements made offline and syncs the staff list (at start and every
-  ``staff_sync_seconds``). A second thread C-STOREs the Encapsulated PDF to ``report_node``
-  with back-off.
+  loop pushes acknowledgements made offline, learns the acknowledgements made at the hub for
+  the critical results it shows open (``GET …/reports/acknowledgements?ids=``) and syncs the
+  staff list (at start and every ``staff_sync_seconds``). A second thread C-STOREs the
+  Encapsulated PDF to ``report_node`` with back-off.
 
 While the hub is unreachable the loop backs off (``retry_initial_seconds`` doubling up to
 ``retry_max_seconds``) and logs the outage once, and its end once. No patient data is logged:
@@ -52,6 +58,12 @@ ACK_METHODS = ("phone", "portal", "in_person", "message")
 NODE_POLL_SECONDS = 5.0
 ENCAPSULATED_PDF_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: Local ids of reports kept beside a held one with the same hub id start above this (hub
+#: report ids are 32-bit: no hub id ever reaches it).
+LOCAL_ID_BASE = 2**31
+#: At most this many report ids per acknowledgement sync (the hub's limit).
+ACK_SYNC_BATCH = 100
+ACK_VIA = ("portal", "gateway")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -81,7 +93,11 @@ CREATE TABLE IF NOT EXISTS reports (
     node_attempts INTEGER NOT NULL DEFAULT 0,
     node_next_try_at REAL NOT NULL DEFAULT 0,
     node_last_error TEXT NOT NULL DEFAULT '',
-    node_sent_at REAL
+    node_sent_at REAL,
+    hub_id INTEGER,
+    replaced_at REAL,
+    hub_acknowledged_by TEXT,
+    hub_acknowledged_via TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_signed ON reports (signed_at);
 CREATE TABLE IF NOT EXISTS acknowledgements (
@@ -150,6 +166,14 @@ class HeldReport:
     node_next_try_at: float
     node_last_error: str
     node_sent_at: float | None
+    #: The hub's report id (``id`` is local: the same, unless the hub reused the id).
+    hub_id: int = 0
+    #: When the hub was found to list another report under ``hub_id`` (then this one no longer
+    #: talks to the hub: it is kept here, printable, its acknowledgement stays local).
+    replaced_at: float | None = None
+    #: Who acknowledged it at the hub (display name) and where (``portal`` | ``gateway``).
+    hub_acknowledged_by: str | None = None
+    hub_acknowledged_via: str | None = None
     # From the acknowledgements table (a LAN page acknowledgement), if any:
     ack_username: str | None = None
     ack_display_name: str | None = None
@@ -163,6 +187,24 @@ class HeldReport:
         if self.hub_acknowledged_at:
             return self.hub_acknowledged_at
         return self.ack_at if self.ack_state != "refused" else None
+
+    @property
+    def acknowledged_by(self) -> str:
+        """The display name of the clinic user who acknowledged it ("" when unknown)."""
+        if self.hub_acknowledged_at:
+            if self.hub_acknowledged_by:
+                return self.hub_acknowledged_by
+            return self.ack_display_name or "" if self.ack_state == "sent" else ""
+        return self.ack_display_name or "" if self.ack_state != "refused" else ""
+
+    @property
+    def acknowledged_via(self) -> str:
+        """Where: ``portal`` or ``gateway`` (a LAN page), "" when unknown."""
+        if self.hub_acknowledged_at:
+            if self.hub_acknowledged_via:
+                return self.hub_acknowledged_via
+            return "gateway" if self.ack_state == "sent" else ""
+        return "gateway" if self.ack_at and self.ack_state != "refused" else ""
 
     @property
     def awaiting_acknowledgement(self) -> bool:
@@ -185,6 +227,7 @@ class StaffMember:
 @dataclass(frozen=True)
 class PendingAck:
     report_id: int
+    hub_id: int
     username: str
     method: str
     read_back: str
@@ -252,6 +295,24 @@ class ReportStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a ``reports.sqlite`` of an earlier gateway version up to date (idempotent)."""
+        have = {str(row["name"]) for row in self._db.execute("PRAGMA table_info(reports)")}
+        for column, kind in (
+            ("hub_id", "INTEGER"),
+            ("replaced_at", "REAL"),
+            ("hub_acknowledged_by", "TEXT"),
+            ("hub_acknowledged_via", "TEXT"),
+        ):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE reports ADD COLUMN {column} {kind}")
+        self._db.execute("UPDATE reports SET hub_id = id WHERE hub_id IS NULL")
+        self._db.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS reports_hub_current ON reports (hub_id) "
+            "WHERE replaced_at IS NULL"
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -313,10 +374,45 @@ class ReportStore:
         )
         return _held(rows[0]) if rows else None
 
-    def record(self, item: Mapping[str, Any], *, size: int, node: bool) -> None:
-        """The row of a report whose PDF is in place (after :meth:`write_file`)."""
+    def current(self, hub_id: int) -> HeldReport | None:
+        """The held report the hub's id *hub_id* names now (not one it replaced)."""
+        rows = self._rows(
+            f"SELECT {_HELD_COLUMNS} FROM reports r LEFT JOIN acknowledgements a "
+            "ON a.report_id = r.id WHERE r.hub_id = ? AND r.replaced_at IS NULL",
+            int(hub_id),
+        )
+        return _held(rows[0]) if rows else None
+
+    def local_id_for(self, hub_id: int) -> int:
+        """The local id for a new report with the hub's id *hub_id*: the same, unless a held
+        report has it already; then the next one above :data:`LOCAL_ID_BASE` (deterministic:
+        a download interrupted before its row was committed lands on the same file again)."""
+        with self._lock:
+            taken = self._db.execute("SELECT 1 FROM reports WHERE id = ?", (hub_id,)).fetchone()
+            if taken is None:
+                return int(hub_id)
+            top = self._db.execute("SELECT max(id) FROM reports").fetchone()[0]
+        return max(int(top or 0), LOCAL_ID_BASE) + 1
+
+    def record(
+        self,
+        item: Mapping[str, Any],
+        *,
+        size: int,
+        node: bool,
+        local_id: int | None = None,
+        replaces: int | None = None,
+    ) -> int:
+        """The row of a report whose PDF is in place (after :meth:`write_file`), under
+        *local_id* (default: the hub's id); its local id. *replaces*: the local id of the held
+        report the hub listed under the same id with another SHA-256 — kept, marked
+        ``replaced_at`` in the same transaction (its acknowledgement waiting for the hub stays
+        local, its DICOM node delivery goes on only from a file it holds)."""
+        hub_id = _report_id(item.get("id"))
+        row_id = hub_id if local_id is None else int(local_id)
         values = {
-            "id": _report_id(item.get("id")),
+            "id": row_id,
+            "hub_id": hub_id,
             "kind": "addendum" if item.get("kind") == "addendum" else "report",
             "predecessor_id": item.get("predecessor_id")
             if isinstance(item.get("predecessor_id"), int)
@@ -344,12 +440,26 @@ class ReportStore:
         columns = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
         updates = ", ".join(f"{k} = excluded.{k}" for k in values if k not in ("id", "stored_at"))
+        keep_node = replaces is not None and self.dicom_path(replaces).is_file()
         with self._tx() as db:
+            if replaces is not None:
+                db.execute(
+                    "UPDATE reports SET replaced_at = ?, node_state = CASE WHEN "
+                    "node_state = 'pending' AND NOT ? THEN 'none' ELSE node_state END "
+                    "WHERE id = ?",
+                    (time.time(), keep_node, replaces),
+                )
+                db.execute(
+                    "UPDATE acknowledgements SET state = 'local' "
+                    "WHERE report_id = ? AND state = 'pending'",
+                    (replaces,),
+                )
             db.execute(
                 f"INSERT INTO reports ({columns}) VALUES ({marks}) "
                 f"ON CONFLICT (id) DO UPDATE SET {updates}",
                 values,
             )
+        return row_id
 
     def forget(self, report_id: int) -> None:
         """Drop an unconfirmed report whose file is missing or damaged (pulled again)."""
@@ -369,7 +479,8 @@ class ReportStore:
         """Held but the hub not told yet (a crash between store and confirm)."""
         rows = self._rows(
             f"SELECT {_HELD_COLUMNS} FROM reports r LEFT JOIN acknowledgements a "
-            "ON a.report_id = r.id WHERE r.delivered_at IS NULL ORDER BY r.id"
+            "ON a.report_id = r.id WHERE r.delivered_at IS NULL AND r.replaced_at IS NULL "
+            "ORDER BY r.id"
         )
         return [_held(row) for row in rows]
 
@@ -414,26 +525,31 @@ class ReportStore:
         at = (now or datetime.now(UTC)).isoformat()
         with self._tx() as db:
             row = db.execute(
-                "SELECT critical, hub_acknowledged_at FROM reports WHERE id = ?", (report_id,)
+                "SELECT critical, hub_acknowledged_at, replaced_at FROM reports WHERE id = ?",
+                (report_id,),
             ).fetchone()
             if row is None or not row["critical"] or row["hub_acknowledged_at"]:
                 return False
+            # A report the hub no longer knows (its id names another one): kept here only.
+            state = "local" if row["replaced_at"] is not None else "pending"
             cursor = db.execute(  # a new one replaces only one the hub refused
                 "INSERT INTO acknowledgements "
-                "(report_id, username, display_name, method, read_back, acknowledged_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (report_id) DO UPDATE SET "
+                "(report_id, username, display_name, method, read_back, acknowledged_at, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (report_id) DO UPDATE SET "
                 "username = excluded.username, display_name = excluded.display_name, "
                 "method = excluded.method, read_back = excluded.read_back, "
-                "acknowledged_at = excluded.acknowledged_at, state = 'pending', attempts = 0, "
-                "last_error = '' WHERE acknowledgements.state = 'refused'",
-                (report_id, username, display_name, method, read_back.strip()[:4000], at),
+                "acknowledged_at = excluded.acknowledged_at, state = excluded.state, "
+                "attempts = 0, last_error = '' WHERE acknowledgements.state = 'refused'",
+                (report_id, username, display_name, method, read_back.strip()[:4000], at, state),
             )
             return cursor.rowcount == 1
 
     def pending_acknowledgements(self) -> list[PendingAck]:
         rows = self._rows(
-            "SELECT report_id, username, method, read_back, acknowledged_at, attempts "
-            "FROM acknowledgements WHERE state = 'pending' ORDER BY acknowledged_at"
+            "SELECT a.report_id, r.hub_id, a.username, a.method, a.read_back, "
+            "a.acknowledged_at, a.attempts FROM acknowledgements a "
+            "JOIN reports r ON r.id = a.report_id "
+            "WHERE a.state = 'pending' AND r.replaced_at IS NULL ORDER BY a.acknowledged_at"
         )
         return [PendingAck(**dict(row)) for row in rows]
 
@@ -453,6 +569,33 @@ class ReportStore:
                     "UPDATE reports SET hub_acknowledged_at = ? WHERE id = ?",
                     (hub_acknowledged_at[:64], report_id),
                 )
+
+    # --- acknowledgements made at the hub ---
+
+    def acknowledgements_to_learn(self, limit: int = ACK_SYNC_BATCH) -> list[HeldReport]:
+        """The critical results whose acknowledgement at the hub this gateway does not know
+        yet (open here, or acknowledged without who and where), newest first, at most *limit*."""
+        rows = self._rows(
+            f"SELECT {_HELD_COLUMNS} FROM reports r LEFT JOIN acknowledgements a "
+            "ON a.report_id = r.id WHERE r.critical = 1 AND r.replaced_at IS NULL "
+            "AND r.hub_acknowledged_via IS NULL ORDER BY r.signed_at DESC, r.id DESC LIMIT ?",
+            limit,
+        )
+        return [_held(row) for row in rows]
+
+    def learn_acknowledgement(
+        self, report_id: int, *, sha256: str, acknowledged_at: str, by: str, via: str
+    ) -> bool:
+        """The hub's acknowledgement of the held report *report_id* (local id), applied only
+        when *sha256* is the held PDF's and the report is not replaced; whether it changed."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE reports SET hub_acknowledged_at = ?, hub_acknowledged_by = ?, "
+                "hub_acknowledged_via = ? WHERE id = ? AND sha256 = ? AND replaced_at IS NULL "
+                "AND hub_acknowledged_via IS NULL",
+                (acknowledged_at[:64], by[:128], via, report_id, sha256),
+            )
+            return cursor.rowcount == 1
 
     # --- delivery to the clinic DICOM node ---
 
@@ -545,7 +688,8 @@ class ReportStore:
         cutoff = (now or time.time()) - keep_days * 86400
         rows = self._rows(
             "SELECT r.id FROM reports r LEFT JOIN acknowledgements a ON a.report_id = r.id "
-            "WHERE r.stored_at < ? AND r.delivered_at IS NOT NULL AND r.node_state != 'pending' "
+            "WHERE r.stored_at < ? AND (r.delivered_at IS NOT NULL OR r.replaced_at IS NOT NULL) "
+            "AND r.node_state != 'pending' "
             "AND (a.report_id IS NULL OR a.state != 'pending') "
             "AND NOT (r.critical = 1 AND r.hub_acknowledged_at IS NULL "
             "AND (a.report_id IS NULL OR a.state = 'refused'))",
@@ -691,10 +835,12 @@ class ReportPuller:
     # --- one cycle (tests call it directly) ---
 
     def run_once(self, wait: float | None = None) -> bool:
-        """Confirm what is held, push acknowledgements, sync staff when due, prune, then one
-        long-poll and pull what it lists. Raises ForwardError when the hub is unreachable."""
+        """Confirm what is held, push acknowledgements, learn those made at the hub, sync
+        staff when due, prune, then one long-poll and pull what it lists. Raises ForwardError
+        when the hub is unreachable."""
         self.confirm_held()
         self.push_acknowledgements()
+        self.sync_acknowledgements()
         now = time.monotonic()
         if not self._staff_synced_at or now - self._staff_synced_at >= self.staff_sync_seconds:
             try:
@@ -738,13 +884,33 @@ class ReportPuller:
         if not _SHA256.match(sha256):
             log.warning("report %d: the hub listed no valid SHA-256; ignored", report_id)
             return False
-        held = self.store.held(report_id)
-        path = self.store.pdf_path(report_id)
-        if held is None or held.sha256 != sha256 or not path.is_file():
+        held = self.store.current(report_id)
+        replaces: int | None = None
+        if held is not None and held.sha256 == sha256:
+            local_id = held.id
+        else:
+            # Never overwrite a held report with other content: the hub handed its id out
+            # again (restored from an older backup). Both are kept; the held one is marked.
+            if held is not None:
+                replaces = held.id
+            local_id = self.store.local_id_for(report_id)
+        path = self.store.pdf_path(local_id)
+        if held is None or replaces is not None or not path.is_file():
             size, _ = self.store.write_file(path, self._downloader(report_id, "pdf"), sha256)
-            self.store.record(item, size=size, node=self.node is not None)
-            log.info("report %d stored (%d bytes)", report_id, size)
-        self._confirm(report_id, sha256)
+            self.store.record(
+                item, size=size, node=self.node is not None, local_id=local_id, replaces=replaces
+            )
+            if replaces is not None:
+                log.warning(
+                    "report %d: the hub lists a different report (another SHA-256) under this "
+                    "id (a hub restored from an older backup?); the report held under it is "
+                    "kept as local report %d, the new one is local report %d",
+                    report_id,
+                    replaces,
+                    local_id,
+                )
+            log.info("report %d stored as local report %d (%d bytes)", report_id, local_id, size)
+        self._confirm(report_id, sha256, local_id)
         self._node_wake.set()
         return True
 
@@ -754,10 +920,10 @@ class ReportPuller:
 
         return fill
 
-    def _confirm(self, report_id: int, sha256: str) -> None:
-        delivered_at = self.client.confirm_report(report_id, sha256)
-        self.store.mark_delivered(report_id, delivered_at)
-        log.info("report %d confirmed to the hub", report_id)
+    def _confirm(self, hub_id: int, sha256: str, local_id: int) -> None:
+        delivered_at = self.client.confirm_report(hub_id, sha256)
+        self.store.mark_delivered(local_id, delivered_at)
+        log.info("report %d confirmed to the hub", hub_id)
 
     def confirm_held(self) -> int:
         """Confirm reports stored but not yet confirmed (a crash in between); idempotent."""
@@ -768,7 +934,7 @@ class ReportPuller:
                 self.store.forget(held.id)
                 continue
             try:
-                self._confirm(held.id, held.sha256)
+                self._confirm(held.hub_id, held.sha256, held.id)
                 done += 1
             except ForwardError as exc:
                 if exc.retryable and exc.code == "forward_failed":
@@ -787,7 +953,7 @@ class ReportPuller:
                 "acknowledged_at": ack.acknowledged_at,
             }
             try:
-                answer = self.client.acknowledge_report(ack.report_id, body)
+                answer = self.client.acknowledge_report(ack.hub_id, body)
             except ForwardError as exc:
                 if exc.retryable:
                     raise
@@ -802,6 +968,33 @@ class ReportPuller:
             log.info("acknowledgement of report %d passed to the hub", ack.report_id)
             pushed += 1
         return pushed
+
+    def sync_acknowledgements(self) -> int:
+        """Learn the acknowledgements made at the hub (portal, or another way) for the
+        critical results held here without one: one request of at most 100 ids, none when
+        there is no such report. Applied only to the very report held (same SHA-256); how many
+        were learnt."""
+        wanted = {held.hub_id: held for held in self.store.acknowledgements_to_learn()}
+        if not wanted:
+            return 0
+        learnt = 0
+        for item in self.client.report_acknowledgements(sorted(wanted)):
+            item_id = item.get("id")
+            held = wanted.get(item_id) if isinstance(item_id, int) else None
+            at = _text(item, "acknowledged_at", 64)
+            if held is None or not at or str(item.get("sha256") or "").lower() != held.sha256:
+                continue  # not asked, or the hub's id names another report now
+            via = item.get("via")
+            if self.store.learn_acknowledgement(
+                held.id,
+                sha256=held.sha256,
+                acknowledged_at=at,
+                by=_text(item, "acknowledged_by", 128),
+                via=via if via in ACK_VIA else "portal",
+            ):
+                log.info("report %d: acknowledged at the hub (%s)", held.hub_id, via)
+                learnt += 1
+        return learnt
 
     def sync_staff(self) -> int | None:
         """Replace the staff verifiers with the hub's list; None if it is unchanged (ETag)."""
@@ -837,7 +1030,7 @@ class ReportPuller:
             try:
                 path = self.store.dicom_path(held.id)
                 if not path.is_file():
-                    self.store.write_file(path, self._downloader(held.id, "dicom"), None)
+                    self.store.write_file(path, self._downloader(held.hub_id, "dicom"), None)
                     if not _holds_pdf(path, held.sha256):
                         path.unlink(missing_ok=True)
                         raise ForwardError(

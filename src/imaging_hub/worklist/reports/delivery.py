@@ -21,6 +21,9 @@ an unknown id. Routers (``delivery_routes.py``) only translate.
 - :func:`acknowledge`: a critical result acknowledged on the gateway's LAN page by an active
   clinic user of that clinic, recorded by the portal's own
   :func:`~imaging_hub.worklist.reports.service.record_acknowledgement`; the first wins.
+- :func:`acknowledgements`: of the reports a gateway names (the critical results it holds
+  open), those acknowledged at the hub — when, by whom (display name), where — so its LAN page
+  stops showing them open; only its clinic's, at most :data:`MAX_ACK_IDS` per call.
 - :func:`staff_credentials`: the clinic's active staff with their argon2 hashes, for the LAN
   page's offline sign-in; audited whenever hashes are sent.
 """
@@ -28,7 +31,7 @@ an unknown id. Routers (``delivery_routes.py``) only translate.
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -36,7 +39,7 @@ import anyio
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from imaging_hub.errors import Conflict, Forbidden, ImagingHubError, NotFound
+from imaging_hub.errors import Conflict, Forbidden, ImagingHubError, InvalidRequest, NotFound
 from imaging_hub.storage import ObjectStore
 from imaging_hub.worklist.access.caller import Caller
 from imaging_hub.worklist.access.policy import Permission, study_scope
@@ -75,6 +78,10 @@ POLL_INTERVAL = 0.5
 FULL_CHECK_SECONDS = 10.0
 #: More new audit events than this in one poll interval: look at the feed without reading them.
 MAX_EVENTS_PER_PROBE = 500
+#: At most this many report ids per acknowledgement sync (the gateway asks in batches).
+MAX_ACK_IDS = 100
+#: Report ids are 32-bit at the hub; a larger one names nothing.
+MAX_REPORT_ID = 2**31 - 1
 #: How far a gateway's clock may be off: an acknowledgement time beyond this in the future, or
 #: this long before the signature, is refused; within it, it is brought into [signed, now].
 CLOCK_SKEW = timedelta(minutes=5)
@@ -142,6 +149,23 @@ class GatewayAcknowledgement:
     acknowledgement_method: str
     #: Whether this call recorded it (False: acknowledged before, nothing changed).
     recorded: bool
+
+
+@dataclass(frozen=True)
+class HubAcknowledgement:
+    """A critical result acknowledged at the hub (portal, or a gateway's LAN page), for the
+    clinic's gateway to show it acknowledged."""
+
+    report_id: int
+    #: SHA-256 of the signed PDF: the gateway applies it only to the very report it holds
+    #: (after a hub restore an id may name another report).
+    sha256: str
+    acknowledged_at: datetime
+    #: The clinic user's display name (never a patient's).
+    acknowledged_by: str
+    #: ``portal`` or ``gateway``.
+    acknowledged_via: str
+    acknowledgement_method: str
 
 
 @dataclass(frozen=True)
@@ -545,6 +569,48 @@ def acknowledge(
     fresh = session.get(Report, report.id)
     assert fresh is not None
     return _acknowledgement(fresh, recorded=recorded)
+
+
+def acknowledgements(
+    session: Session, caller: Caller, report_ids: Sequence[int]
+) -> list[HubAcknowledgement]:
+    """Of *report_ids* (the critical results a gateway holds and shows open), those of the
+    gateway's clinic acknowledged at the hub, by id. Unknown ids, other clinics' reports,
+    drafts and unacknowledged reports are simply not in the answer (no probing). At most
+    :data:`MAX_ACK_IDS` ids (more: 400 ``invalid_request``). One indexed query by primary key,
+    nothing written: acknowledgement facts hold no patient data, so nothing is audited."""
+    gateway = _gateway_of(caller)
+    if len(report_ids) > MAX_ACK_IDS:
+        raise InvalidRequest(f"At most {MAX_ACK_IDS} report ids per request.")
+    wanted = sorted({i for i in report_ids if 0 < i <= MAX_REPORT_ID})
+    if not wanted:
+        return []
+    rows = session.execute(
+        select(Report, User.display_name)
+        .join(Study, Report.study_id == Study.id)
+        .outerjoin(User, Report.acknowledged_by_id == User.id)
+        .where(
+            Report.id.in_(wanted),
+            Report.status == ReportStatus.signed,
+            Report.acknowledged_at.is_not(None),
+            study_scope(session, gateway),
+        )
+        .order_by(Report.id)
+    ).all()
+    found = [
+        HubAcknowledgement(
+            report_id=report.id,
+            sha256=report.sha256,
+            acknowledged_at=report.acknowledged_at,
+            acknowledged_by=display_name or "",
+            acknowledged_via=report.acknowledged_via or "portal",
+            acknowledgement_method=report.acknowledgement_method,
+        )
+        for report, display_name in rows
+        if report.acknowledged_at is not None
+    ]
+    session.rollback()
+    return found
 
 
 # --- staff credentials for the LAN page ------------------------------------------------------

@@ -82,6 +82,19 @@ class GatewayAcknowledgementOut(BaseModel):
     recorded: bool = Field(description="False: acknowledged before; nothing changed.")
 
 
+class HubAcknowledgementOut(BaseModel):
+    id: int
+    sha256: str
+    acknowledged_at: datetime
+    acknowledged_by: str = Field(description="The clinic user's display name.")
+    via: str = Field(description="`portal` or `gateway` (the LAN page).")
+    method: str
+
+
+class AcknowledgementsOut(BaseModel):
+    acknowledgements: list[HubAcknowledgementOut]
+
+
 class StaffAccountOut(BaseModel):
     username: str
     display_name: str
@@ -113,6 +126,40 @@ async def get_gateway_reports(
         gone=request.is_disconnected,
     )
     return ReportFeedOut(reports=[DeliveryItemOut(**vars(item)) for item in items])
+
+
+@router.get("/api/v1/gateway/reports/acknowledgements", response_model=AcknowledgementsOut)
+def get_gateway_report_acknowledgements(
+    _: GatewayDep,
+    session: SessionDep,
+    caller: CallerDep,
+    ids: Annotated[
+        str,
+        Query(
+            max_length=1200,
+            pattern=r"^[0-9]{1,10}(,[0-9]{1,10})*$",
+            description="Comma-separated report ids (at most 100): the critical results the "
+            "gateway holds open.",
+        ),
+    ] = "",
+) -> AcknowledgementsOut:
+    """Of the named reports of the gateway's clinic, those acknowledged at the hub (portal or
+    LAN page): when, by whom, where. Others are left out."""
+    report_ids = [int(part) for part in ids.split(",")] if ids else []
+    found = delivery.acknowledgements(session, caller, report_ids)
+    return AcknowledgementsOut(
+        acknowledgements=[
+            HubAcknowledgementOut(
+                id=a.report_id,
+                sha256=a.sha256,
+                acknowledged_at=a.acknowledged_at,
+                acknowledged_by=a.acknowledged_by,
+                via=a.acknowledged_via,
+                method=a.acknowledgement_method,
+            )
+            for a in found
+        ]
+    )
 
 
 @router.get(

@@ -314,6 +314,8 @@ class StoreHandler:
         try:
             self.spool.association_opened(_association_key(association), study_uid, calling)
         except Exception as exc:  # sqlite3.Error: the commit that follows reports the spool
+            with self._lock:
+                touched.discard(study_uid)  # recorded at the association's next instance
             raise SpoolError(f"The open association could not be recorded: {exc}") from exc
 
     def handle_closed(self, event: evt.Event) -> None:

@@ -10,9 +10,11 @@ later. The forwarder goes on sending what the spool holds, the retention purge d
 hub confirmed, and the first C-STORE after free space is back above the floor is accepted, with
 no restart.
 
-The check costs one ``statvfs`` per :data:`CHECK_SECONDS` per process: between two readings the
-bytes this process admitted are subtracted from the last reading, and a reading that would
-refuse is always taken again first (what the forwarder and the purge freed is seen at once).
+The check costs one ``statvfs`` per :data:`CHECK_SECONDS` per process while free space is more
+than twice the floor: between two readings the bytes this process admitted are subtracted from
+the last reading. Nearer the floor every instance reads the file system again (a few
+microseconds), so what other processes wrote, and what the forwarder and the purge freed, is
+seen at once.
 
 One refusal episode is logged once per process (WARNING when it starts, INFO when instances are
 accepted again), not once per instance. The alarm (``spool_full`` in the heartbeat, the
@@ -136,19 +138,18 @@ class SpaceGuard:
                     self._episode_over(self._free, 0)
             return True
         with self._lock:
-            fresh = False
-            if time.monotonic() - self._read_at > self.check_seconds:
-                self._read()
-                fresh = True
             floor = self.floor()
             free = self._free - self._admitted_since
+            # The last reading is trusted for check_seconds, and only while far from the floor
+            # (another program may write too): near it, every instance reads the file system,
+            # so a refusal is never made on an old reading.
+            if time.monotonic() - self._read_at > self.check_seconds or free - size < 2 * floor:
+                self._read()
+                floor = self.floor()
+                free = self._free
             if free < floor or free - size < floor // 2:
-                if not fresh:  # never refuse on an old reading: forwarding may have freed space
-                    self._read()
-                    free = self._free
-                if free < floor or free - size < floor // 2:
-                    self._refusal(size, free, floor, calling)
-                    return False
+                self._refusal(size, free, floor, calling)
+                return False
             self._admitted_since += size
             if self._refusing_since is not None:
                 self._episode_over(free, floor)

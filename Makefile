@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck peers unit clean bench bench-peers viewer viewer-check lock
+.PHONY: demo test lint typecheck peers unit clean bench bench-peers viewer viewer-check lock guide-screenshots
 
 # Exact versions with hashes of every dependency (runtime + test extras) from the lock file,
 # then the project itself without resolving anything again.
@@ -70,6 +70,11 @@ viewer:
 
 viewer-check:
 	bash scripts/viewer-bundle.sh check
+
+# The user guide's screenshots (docs/guide/img/), taken by tests/e2e/test_user_guide_screenshots.py
+# in zh-CN and en; commit the PNGs it writes.
+guide-screenshots: $(STAMP) peers
+	bash scripts/guide-screenshots.sh
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

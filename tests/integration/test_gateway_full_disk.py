@@ -36,7 +36,14 @@ from imaging_hub.dicom.dimse import OUT_OF_RESOURCES, SUCCESS
 from imaging_hub.dicom_gateway import scp
 from imaging_hub.dicom_gateway.spool import Spool
 from tests.peers.hub import GatewayFactory, HubProcess
-from tests.peers.mpps import CT, CT_IMAGE, Instance, create_attributes, modality
+from tests.peers.mpps import (
+    CT,
+    CT_IMAGE,
+    Instance,
+    create_attributes,
+    final_attributes,
+    modality,
+)
 from tests.peers.net import free_port, wait_until
 
 MIB = 1024 * 1024
@@ -339,5 +346,50 @@ def test_the_floor_refuses_before_anything_is_written_on_the_pynetdicom_path(
                 assert send(port, ct(generate_uid(), 64 * 1024)) == SUCCESS
                 assert spool.space.status()["spool_full"] is False
                 assert len(spool_contents(root)) == 2
+        finally:
+            spool.close()
+
+
+def fill(root: Path) -> Path:
+    """Write a file on *root*'s file system until it is full (ENOSPC); the file."""
+    filler = root / "filler"
+    with filler.open("wb", buffering=0) as out:
+        chunk = bytes(256 * 1024)
+        while True:
+            try:
+                out.write(chunk)
+            except OSError:  # ENOSPC: a smaller piece may still fit
+                if len(chunk) <= 512:
+                    break
+                chunk = chunk[: len(chunk) // 2]
+    assert free_bytes(root) < 4096
+    return filler
+
+
+def test_mpps_on_a_full_disk_answers_resource_limitation_and_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_file_system(tmp_path / "spool", 4) as root:
+        spool = Spool(root)
+        try:
+            with scp_on(spool, use_lean=True) as port, modality(port, called_ae="FULLDISK") as room:
+                study, step = generate_uid(), generate_uid()
+                assert room.create(step, create_attributes(study))[0] == SUCCESS
+                filler = fill(root)
+                status, answer = room.create(generate_uid(), create_attributes(generate_uid()))
+                assert status == scp.STATUS_RESOURCE_LIMITATION  # 0x0213, not a handler crash
+                assert answer is not None and answer.ErrorComment == "Gateway disk full"
+                final = final_attributes({}, status="DISCONTINUED", reason="Equipment failure")
+                assert room.set(step, final)[0] == scp.STATUS_RESOURCE_LIMITATION
+                assert "MPPS N-SET from CT_ROOM1 not recorded" in caplog.text
+                assert room.echo() == SUCCESS  # the association and the SCP go on
+                db = sqlite3.connect(root / "index.sqlite3", timeout=30)
+                try:  # nothing changed: one step, still in progress
+                    rows = db.execute("SELECT mpps_uid, state FROM mpps_steps").fetchall()
+                finally:
+                    db.close()
+                assert rows == [(step, "IN PROGRESS")]
+                filler.unlink()
+                assert room.set(step, final)[0] == SUCCESS  # sent again once there is room
         finally:
             spool.close()

@@ -15,6 +15,7 @@ tmpfs mounted over the spool directory; the tests run as root).
 """
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -23,7 +24,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import pydicom
@@ -34,6 +35,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from imaging_hub.dicom.dimse import OUT_OF_RESOURCES, SUCCESS
 from imaging_hub.dicom_gateway import scp
+from imaging_hub.dicom_gateway.reports import ReportStore
 from imaging_hub.dicom_gateway.spool import Spool
 from tests.peers.hub import GatewayFactory, HubProcess
 from tests.peers.mpps import (
@@ -393,3 +395,33 @@ def test_mpps_on_a_full_disk_answers_resource_limitation_and_changes_nothing(
                 assert room.set(step, final)[0] == SUCCESS  # sent again once there is room
         finally:
             spool.close()
+
+
+def test_a_report_pulled_onto_a_full_disk_leaves_no_partial_pdf(tmp_path: Path) -> None:
+    """The report pull's write (ReportStore.write_file) on a full disk: the error reaches the
+    puller (which backs off and does not confirm the report to the hub), no partial PDF stays,
+    and the same write succeeds once there is room."""
+    with small_file_system(tmp_path / "spool", 4) as root:
+        store = ReportStore(root)
+        try:
+            pdf = b"%PDF-1.4\n" + os.urandom(512 * 1024)
+            digest = hashlib.sha256(pdf).hexdigest()
+
+            def download(out: BinaryIO) -> tuple[int, str]:
+                for start in range(0, len(pdf), 64 * 1024):
+                    out.write(pdf[start : start + 64 * 1024])
+                return len(pdf), digest
+
+            filler = fill(root)
+            target = store.pdf_path(7)
+            with pytest.raises(OSError) as raised:
+                store.write_file(target, download, digest)
+            assert raised.value.errno == errno.ENOSPC
+            assert not target.exists()
+            assert list(store.tmp.iterdir()) == []
+            assert store.counts()["reports_held"] == 0
+            filler.unlink()
+            assert store.write_file(target, download, digest) == (len(pdf), digest)
+            assert target.read_bytes() == pdf
+        finally:
+            store.close()

@@ -42,6 +42,33 @@ from tests.peers.net import free_port
 pytestmark = pytest.mark.e2e
 
 ENV_DIR = "IMAGING_HUB_GUIDE_SCREENSHOTS"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide"
+# Every screenshot this module takes; the guide shows each of them, in both languages.
+SHOT_NAMES = frozenset(
+    {
+        "login-error",
+        "clinic-list",
+        "order-form",
+        "order-accession",
+        "exam-done",
+        "critical-ack",
+        "clinic-acknowledged",
+        "worklist",
+        "viewer-shortcuts",
+        "viewer-measurement",
+        "viewer-prior",
+        "report-draft",
+        "report-sign",
+        "report-signed",
+        "report-addendum",
+        "escalate",
+        "consultant-opinion",
+        "opinion-arrived",
+        "lan-login",
+        "lan-reports",
+        "lan-acknowledge",
+    }
+)
 SIZE: ViewportSize = {"width": 1280, "height": 800}
 LANGS = ["zh-CN", "en"]
 CATEGORY = "颅内出血 intracranial haemorrhage"
@@ -154,6 +181,7 @@ class Shots:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, page: Page, name: str) -> Path:
+        assert name in SHOT_NAMES, name
         path = self.directory / f"{name}.png"
         page.screenshot(path=str(path))
         if self.optimise:
@@ -609,3 +637,19 @@ def test_lan_page_screens(guide: Guide, open_page: OpenPage, tmp_path: Path) -> 
         assert [a.report_id for a in store.pending_acknowledgements()] == [guide.lan_report]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_guide_shows_every_screenshot_and_only_committed_ones(lang: str) -> None:
+    """docs/guide/<lang>.md shows each screenshot of this module once in its language, and
+    each is committed (a renamed or dropped shot fails here, not in the reader's browser)."""
+    text = (GUIDE / f"{lang}.md").read_text(encoding="utf-8")
+    shown = re.findall(r"!\[[^\]]+\]\(img/([^/)]+)/([^)]+)\.png\)", text)
+    assert {folder for folder, _ in shown} == {lang}
+    names = [name for _, name in shown]
+    assert sorted(names) == sorted(SHOT_NAMES)
+    committed = {p.stem for p in (GUIDE / "img" / lang).glob("*.png")}
+    assert committed == SHOT_NAMES
+    for name in names:
+        with Image.open(GUIDE / "img" / lang / f"{name}.png") as image:
+            assert image.size == (SIZE["width"], SIZE["height"])

@@ -9,11 +9,13 @@ gateway's ``serve`` process is tested once end to end (pull + LAN page wiring).
 
 import hashlib
 import io
+import logging
 import re
 import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -493,6 +495,172 @@ def test_the_lan_page_refuses_wrong_credentials_other_clinics_no_session_and_for
         for _ in range(5):
             assert sign_in(browser, "staff-x", "guess").status_code == 401
         assert sign_in(browser, "staff-x", "guess").status_code == 429
+
+
+# --- acknowledgements made at the hub reach the LAN page ---------------------------------------
+
+
+def display_name(hub: HubProcess, username: str) -> str:
+    with hub.sessions() as session:
+        return str(session.scalar(select(User.display_name).where(User.username == username)))
+
+
+def test_an_acknowledgement_in_the_portal_reaches_the_lan_page_within_one_cycle(
+    hub: HubProcess, gateway: Gateway, lan: Lan, tmp_path: Path
+) -> None:
+    study = ingest_study(hub)
+    signed = sign_report(hub, study)
+    report_id = int(signed["id"])
+    pull_until(gateway.puller, report_id, gateway.store)
+    held = gateway.store.held(report_id)
+    assert held is not None and held.awaiting_acknowledgement
+    assert gateway.puller.sync_acknowledgements() == 0  # asked: not acknowledged yet
+
+    # Clinic-b's gateway, even holding a report under this very id and SHA-256, learns nothing.
+    other = open_gateway(
+        hub,
+        tmp_path / "spool-b",
+        client=HubClient(hub.url, hub.gateway_tokens["clinic-b"], timeout=30),
+    )
+    try:
+        path = other.store.pdf_path(report_id)
+        pdf = hub_pdf(hub, report_id)
+        other.store.write_file(path, lambda out: (out.write(pdf), signed["sha256"]), None)
+        other.store.record({**signed, "id": report_id, "critical": True}, size=len(pdf), node=False)
+
+        with hub.client("staff-a") as staff:
+            portal = staff.post(
+                f"/api/v1/reports/{report_id}/acknowledge",
+                json={"method": "phone", "read_back": "右侧气胸，已通知值班医生"},
+            )
+            assert portal.status_code == 200, portal.text
+
+        assert other.puller.sync_acknowledgements() == 0
+        still = other.store.held(report_id)
+        assert still is not None and still.awaiting_acknowledgement
+    finally:
+        other.close()
+
+    # One cycle of clinic-a's pull loop: the gateway knows who acknowledged it, when, where.
+    gateway.puller.run_once(wait=0)
+    held = gateway.store.held(report_id)
+    assert held is not None and not held.awaiting_acknowledgement
+    row = hub_report(hub, report_id)
+    assert row.acknowledged_at is not None and held.hub_acknowledged_at
+    assert (
+        abs(
+            (
+                datetime.fromisoformat(held.hub_acknowledged_at)
+                - row.acknowledged_at.replace(tzinfo=UTC)
+            ).total_seconds()
+        )
+        < 1
+    )
+    name = display_name(hub, "staff-a")
+    assert held.acknowledged_by == name and held.acknowledged_via == "portal"
+    assert gateway.store.counts()["reports_critical_open"] == 0
+    assert gateway.store.acknowledgements_to_learn() == []  # nothing asked any more
+    assert gateway.puller.sync_acknowledgements() == 0
+
+    with lan.client() as browser:
+        assert sign_in(browser, "staff-a", hub.passwords["staff-a"]).status_code == 303
+        listing = browser.get("/").text
+        row_html = re.search(rf'<tr[^>]*data-report-id="{report_id}".*?</tr>', listing, re.S)
+        assert row_html is not None
+        assert 'class="critical-open"' not in row_html[0]
+        assert 'data-acknowledged="true"' in row_html[0]
+        assert 'data-acknowledged-via="portal"' in row_html[0]
+        assert name in row_html[0] and "门户" in row_html[0] and "已确认" in row_html[0]
+        assert "lan-ack-link" not in row_html[0] and "lan-critical-open" not in listing
+        english = browser.get("/?lang=en").text
+        assert f"by {name} (portal)" in english
+        assert browser.get(f"/reports/{report_id}/acknowledge").status_code == 409
+
+
+def test_a_report_id_handed_out_again_after_a_hub_restore_never_overwrites_the_held_report(
+    hub: HubProcess, gateway: Gateway, lan: Lan, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = ingest_study(hub)
+    signed = sign_report(hub, study)
+    report_id = int(signed["id"])
+    new_pdf = hub_pdf(hub, report_id)
+
+    # The gateway already holds another report under this id: signed by the hub before it was
+    # restored from an older backup, critical, acknowledged on the LAN page, not yet passed on.
+    old_pdf = b"%PDF-1.7\n% the report held before the hub was restored\n%%EOF\n"
+    old_sha = hashlib.sha256(old_pdf).hexdigest()
+    store = gateway.store
+    store.write_file(store.pdf_path(report_id), lambda out: (out.write(old_pdf), old_sha), None)
+    store.record(
+        {
+            "id": report_id,
+            "study_instance_uid": generate_uid(),
+            "accession_number": "OLD-1",
+            "patient_id": "P-OLD",
+            "patient_name": "李^四",
+            "signed_at": "2026-11-30T08:00:00+00:00",
+            "sha256": old_sha,
+            "critical": True,
+            "critical_category": "脑出血",
+        },
+        size=len(old_pdf),
+        node=False,
+    )
+    store.mark_delivered(report_id, "2026-11-30T08:01:00+00:00")
+    assert store.acknowledge(
+        report_id, username="staff-a", display_name="A", method="phone", read_back="脑出血"
+    )
+
+    with caplog.at_level(logging.INFO, logger="imaging_hub.dicom_gateway.reports"):
+        pull_until(gateway.puller, report_id, store)  # confirms by hub id
+        new = store.current(report_id)
+        assert new is not None and new.sha256 == signed["sha256"]
+        assert new.id != report_id and new.id > 2**31 and new.hub_id == report_id
+        gateway.puller.run_once(wait=0)
+
+    old = store.held(report_id)
+    assert old is not None and old.sha256 == old_sha and old.replaced_at is not None
+    assert old.hub_id == report_id and old.patient_id == "P-OLD"
+    assert store.pdf_path(report_id).read_bytes() == old_pdf  # never overwritten
+    assert store.pdf_path(new.id).read_bytes() == new_pdf
+    assert hub_report(hub, report_id).delivered_at is not None
+    # The old report's acknowledgement is kept here: never passed to the hub's report of that id.
+    assert old.ack_state == "local" and not old.awaiting_acknowledgement
+    assert hub_report(hub, report_id).acknowledged_at is None
+    assert store.counts()["acknowledgements_waiting"] == 0
+    assert store.counts()["reports_held"] == 2
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # Found by the acknowledgement's push (the hub refuses another report's SHA-256), before
+    # the pull: logged once, by id.
+    assert len(warnings) == 1 and f"report {report_id}:" in warnings[0].getMessage()
+    for record in caplog.records:  # no patient data in the log
+        text = record.getMessage()
+        assert "李" not in text and "王" not in text and "P-OLD" not in text
+        assert "OLD-1" not in text and new.accession_number not in text
+
+    # Pulling again changes nothing: still two reports, no new copy.
+    assert gateway.puller.pull({**signed, "id": report_id}) is True
+    assert store.counts()["reports_held"] == 2
+
+    with lan.client() as browser:
+        assert sign_in(browser, "staff-a", hub.passwords["staff-a"]).status_code == 303
+        listing = browser.get("/").text
+        assert f'data-report-id="{report_id}"' in listing
+        assert f'data-report-id="{new.id}"' in listing
+        assert listing.count('data-testid="lan-replaced"') == 1
+        assert browser.get(f"/reports/{report_id}/pdf").content == old_pdf
+        assert browser.get(f"/reports/{new.id}/pdf").content == new_pdf
+        # The new one (a critical result) can be acknowledged; it reaches the hub by its id.
+        token = csrf_of(browser.get(f"/reports/{new.id}/acknowledge").text)
+        done = browser.post(
+            f"/reports/{new.id}/acknowledge",
+            data={"csrf": token, "method": "in_person", "read_back": "右侧气胸"},
+        )
+        assert done.status_code == 303
+    assert gateway.puller.push_acknowledgements() == 1
+    row = hub_report(hub, report_id)
+    assert row.acknowledged_via == "gateway" and row.acknowledgement_method == "in_person"
+    assert store.held(report_id) is not None and store.pdf_path(report_id).read_bytes() == old_pdf
 
 
 # --- the clinic DICOM node ---------------------------------------------------------------------

@@ -716,3 +716,75 @@ def test_malformed_acknowledgements_are_refused(hub_app: HubApp, change: dict[st
     response = gateway.acknowledge(1, **change)
     assert_problem(response, 422, "validation_failed")
     assert audits(hub_app, "report.acknowledged") == 0
+
+
+# --- acknowledgements made at the hub, learnt by the gateway -----------------------------------
+
+
+def test_gateway_learns_acknowledgements_made_at_the_hub_only_for_its_clinic(app: HubApp) -> None:
+    critical = signed_report(app, ingest_study(app), critical=True, critical_category=CATEGORY)
+    plain = signed_report(app, ingest_study(app))
+    gateway_a, gateway_b = GatewayClient(app, "clinic-a"), GatewayClient(app, "clinic-b")
+
+    def learn(client: GatewayClient, ids: str) -> Any:
+        return client.request(
+            "GET", "/api/v1/gateway/reports/acknowledgements", params={"ids": ids}
+        )
+
+    ids = f"{critical['id']},{plain['id']},999999,9999999999"
+    before = learn(gateway_a, ids)
+    assert before.status_code == 200, before.text
+    assert before.json() == {"acknowledgements": []}  # nothing acknowledged yet
+
+    portal = Reports(app, "staff-a").request(
+        "POST",
+        f"/api/v1/reports/{critical['id']}/acknowledge",
+        json={"method": "phone", "read_back": "右侧气胸，已复述。"},
+    )
+    assert portal.status_code == 200, portal.text
+    with app.sessions() as session:
+        staff_a = session.scalars(select(User).where(User.username == "staff-a")).one()
+        display_name = staff_a.display_name
+    events = count(app, AuditEvent)
+
+    (got,) = learn(gateway_a, ids).json()["acknowledgements"]
+    assert got["id"] == critical["id"] and got["sha256"] == critical["sha256"]
+    assert got["acknowledged_by"] == display_name and got["via"] == "portal"
+    assert got["method"] == "phone"
+    row = report_row(app, critical["id"])
+    assert row.acknowledged_at is not None
+    assert datetime.fromisoformat(got["acknowledged_at"]).replace(tzinfo=None) == (
+        row.acknowledged_at.replace(tzinfo=None)
+    )
+    assert set(got) == {"id", "sha256", "acknowledged_at", "acknowledged_by", "via", "method"}
+    assert (
+        "read_back" not in learn(gateway_a, ids).text
+        and "右侧气胸" not in learn(gateway_a, ids).text
+    )  # the read-back stays at the hub
+
+    # Another clinic's gateway learns nothing of it, even naming the id.
+    assert learn(gateway_b, str(critical["id"])).json() == {"acknowledgements": []}
+    # No ids: an empty answer, no query.
+    empty = gateway_a.request("GET", "/api/v1/gateway/reports/acknowledgements")
+    assert empty.status_code == 200 and empty.json() == {"acknowledgements": []}
+    # Users' tokens, even the administrator's, are refused; no token is 401.
+    for username in ("staff-a", "admin", "rad1"):
+        refused = app.client.get(
+            "/api/v1/gateway/reports/acknowledgements",
+            params={"ids": str(critical["id"])},
+            headers=app.headers(username),
+        )
+        assert_problem(refused, 403)
+    assert_problem(
+        app.client.get("/api/v1/gateway/reports/acknowledgements", params={"ids": "1"}), 401
+    )
+    # Malformed or too many ids: a 4xx problem, never a 500.
+    for bad in ("abc", "1,,2", "-1", "1;2", ",", "1 2", "1" * 11, "1," * 600 + "1"):
+        answer = learn(gateway_a, bad)
+        assert 400 <= answer.status_code < 500, (bad, answer.text)
+        assert answer.headers["content-type"].startswith(PROBLEM)
+    assert_problem(
+        learn(gateway_a, ",".join(str(i) for i in range(1, 102))), 400, "invalid_request"
+    )
+    assert learn(gateway_a, ",".join(str(i) for i in range(1, 101))).status_code == 200
+    assert count(app, AuditEvent) == events  # reading acknowledgement facts writes nothing

@@ -228,6 +228,7 @@ class StaffMember:
 class PendingAck:
     report_id: int
     hub_id: int
+    sha256: str
     username: str
     method: str
     read_back: str
@@ -440,26 +441,34 @@ class ReportStore:
         columns = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
         updates = ", ".join(f"{k} = excluded.{k}" for k in values if k not in ("id", "stored_at"))
-        keep_node = replaces is not None and self.dicom_path(replaces).is_file()
         with self._tx() as db:
             if replaces is not None:
-                db.execute(
-                    "UPDATE reports SET replaced_at = ?, node_state = CASE WHEN "
-                    "node_state = 'pending' AND NOT ? THEN 'none' ELSE node_state END "
-                    "WHERE id = ?",
-                    (time.time(), keep_node, replaces),
-                )
-                db.execute(
-                    "UPDATE acknowledgements SET state = 'local' "
-                    "WHERE report_id = ? AND state = 'pending'",
-                    (replaces,),
-                )
+                self._set_aside(db, replaces)
             db.execute(
                 f"INSERT INTO reports ({columns}) VALUES ({marks}) "
                 f"ON CONFLICT (id) DO UPDATE SET {updates}",
                 values,
             )
         return row_id
+
+    def mark_replaced(self, report_id: int) -> None:
+        """The hub's id of held report *report_id* (local) names another report now (the hub
+        answered ``checksum_mismatch``): keep it, but it no longer talks to the hub."""
+        with self._tx() as db:
+            self._set_aside(db, report_id)
+
+    def _set_aside(self, db: sqlite3.Connection, report_id: int) -> None:
+        keep_node = self.dicom_path(report_id).is_file()
+        db.execute(
+            "UPDATE reports SET replaced_at = ?, node_state = CASE WHEN "
+            "node_state = 'pending' AND NOT ? THEN 'none' ELSE node_state END "
+            "WHERE id = ? AND replaced_at IS NULL",
+            (time.time(), keep_node, report_id),
+        )
+        db.execute(
+            "UPDATE acknowledgements SET state = 'local' WHERE report_id = ? AND state = 'pending'",
+            (report_id,),
+        )
 
     def forget(self, report_id: int) -> None:
         """Drop an unconfirmed report whose file is missing or damaged (pulled again)."""
@@ -546,7 +555,7 @@ class ReportStore:
 
     def pending_acknowledgements(self) -> list[PendingAck]:
         rows = self._rows(
-            "SELECT a.report_id, r.hub_id, a.username, a.method, a.read_back, "
+            "SELECT a.report_id, r.hub_id, r.sha256, a.username, a.method, a.read_back, "
             "a.acknowledged_at, a.attempts FROM acknowledgements a "
             "JOIN reports r ON r.id = a.report_id "
             "WHERE a.state = 'pending' AND r.replaced_at IS NULL ORDER BY a.acknowledged_at"
@@ -939,8 +948,23 @@ class ReportPuller:
             except ForwardError as exc:
                 if exc.retryable and exc.code == "forward_failed":
                     raise
+                if exc.code == "checksum_mismatch":
+                    self._replaced(held.id, held.hub_id)
+                    continue
                 log.warning("report %d: confirmation refused: %s", held.id, exc)
         return done
+
+    def _replaced(self, local_id: int, hub_id: int) -> None:
+        """The hub answered ``checksum_mismatch`` for a held report: its id names another
+        report there now (a hub restored from an older backup). Kept, set aside."""
+        self.store.mark_replaced(local_id)
+        log.warning(
+            "report %d: the hub holds a different report (another SHA-256) under this id (a hub "
+            "restored from an older backup?); the held one is kept as local report %d and no "
+            "longer passed to the hub",
+            hub_id,
+            local_id,
+        )
 
     def push_acknowledgements(self) -> int:
         """Pass acknowledgements made on the LAN page to the hub."""
@@ -951,10 +975,14 @@ class ReportPuller:
                 "method": ack.method,
                 "read_back": ack.read_back,
                 "acknowledged_at": ack.acknowledged_at,
+                "sha256": ack.sha256,
             }
             try:
                 answer = self.client.acknowledge_report(ack.hub_id, body)
             except ForwardError as exc:
+                if exc.code == "checksum_mismatch":  # the id names another report there now
+                    self._replaced(ack.report_id, ack.hub_id)
+                    continue
                 if exc.retryable:
                     raise
                 self.store.mark_acknowledgement(ack.report_id, "refused", f"{exc.code}: {exc}")

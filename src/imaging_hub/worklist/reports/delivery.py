@@ -526,6 +526,7 @@ def acknowledge(
     method: AckMethod,
     read_back: str,
     acknowledged_at: datetime,
+    sha256: str | None = None,
     now: datetime | None = None,
 ) -> GatewayAcknowledgement:
     """A critical result acknowledged on the gateway's LAN page by clinic user *username* at
@@ -538,9 +539,18 @@ def acknowledge(
     future or before the signature (422 ``report_ack_time_invalid``); it is recorded like a
     portal acknowledgement (``acknowledged_via`` = ``gateway``; the study becomes
     ``acknowledged``); commits.
+
+    *sha256* (the PDF the clinic user saw): when given and not the signed PDF's, 409
+    ``checksum_mismatch`` and nothing changed — after a hub restore the id may name another
+    report, which must not be acknowledged in its place.
     """
     gateway = _gateway_of(caller)
     report = _report_of_clinic(session, gateway, report_id)
+    if sha256 is not None and sha256.strip().lower() != report.sha256:
+        raise Conflict(
+            "This id names another report at the hub (another SHA-256): not acknowledged.",
+            code="checksum_mismatch",
+        )
     if not report.critical:
         raise ReportNotCritical("This report is not a critical result.")
     if report.acknowledged_at is not None:

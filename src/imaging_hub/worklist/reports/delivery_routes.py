@@ -71,6 +71,11 @@ class GatewayAcknowledgeIn(BaseModel):
     method: AckMethod
     read_back: str = Field(min_length=1, max_length=4000)
     acknowledged_at: AwareDatetime = Field(description="When, on the gateway's clock (with zone).")
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="SHA-256 of the PDF acknowledged: another report's → 409 checksum_mismatch.",
+    )
 
 
 class GatewayAcknowledgementOut(BaseModel):
@@ -237,6 +242,7 @@ def post_gateway_report_acknowledge(
         method=payload.method,
         read_back=payload.read_back,
         acknowledged_at=payload.acknowledged_at,
+        sha256=payload.sha256,
     )
     return GatewayAcknowledgementOut(
         id=ack.report_id,

@@ -163,9 +163,19 @@ def ours_first_image(page: Page, hub: HubProcess, uid: str) -> float:
 
 
 def bench_ours(
-    browser: Browser, hub: HubProcess, dx: str, ct: str, ct_series: str, runs: int
+    browser: Browser,
+    hub: HubProcess,
+    dx: str,
+    ct: str,
+    ct_series: str,
+    runs: int,
+    renderer: str = "auto",
 ) -> dict[str, Any]:
     context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    if renderer != "auto":  # the page's switch (docs/browser-app.md)
+        context.add_init_script(
+            f"localStorage.setItem('imaging-hub.viewer.renderer', {json.dumps(renderer)})"
+        )
     page = context.new_page()
     login(page, hub)
     ours_first_image(page, hub, dx)  # warm: the app's files in the browser's cache
@@ -176,6 +186,8 @@ def bench_ours(
         "fps": [],
         "display": [],
         "rss": [],
+        "mode": page.eval_on_selector("#viewer-grid", "(g) => g.dataset.renderer || ''"),
+        "webgl": page.eval_on_selector("#viewer-grid", "(g) => g.dataset.webgl || ''"),
     }
     for _ in range(runs):
         out["dx"].append(ours_first_image(page, hub, dx))
@@ -330,6 +342,12 @@ def main() -> None:
     parser.add_argument("--ohif", type=Path, default=None, help="OHIF's dist/ directory")
     parser.add_argument("--ohif-version", default="3.13.2")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--renderer",
+        choices=["auto", "gpu", "cpu"],
+        default="auto",
+        help="our viewer's drawing path (auto: CPU where WebGL is a software rasteriser)",
+    )
     args = parser.parse_args()
     info = machine()
     ohif_port = free_port()
@@ -350,7 +368,7 @@ def main() -> None:
         ct_pixel_bytes = 300 * 512 * 512 * 2
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            ours = bench_ours(browser, hub, dx, ct, ct_series, args.runs)
+            ours = bench_ours(browser, hub, dx, ct, ct_series, args.runs, args.renderer)
             ohif: dict[str, Any] | None = None
             if args.ohif is not None:
                 try:
@@ -422,8 +440,14 @@ def main() -> None:
         + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in met.items())
         + "."
     )
+    targets.append(
+        f"- Our drawing path: {ours['mode'] or '?'} (`--renderer {args.renderer}`; WebGL "
+        f"renderer: {ours['webgl'] or 'none'})."
+    )
     for line in rows:
         print(line)
+    for key in ("dx", "ct", "fps", "display"):
+        print(f"ours {key}: " + ", ".join(f"{v:.0f}" for v in ours[key]))
     lines = [
         *machine_lines(
             info,

@@ -76,15 +76,42 @@ const PATCHES = [
     from: "for (let i = offset; i < data.length; i++) {\n        if (token[0] === data[i]) {",
     to: "for (let i = data.indexOf(token[0], offset); i !== -1; i = data.indexOf(token[0], i + 1)) {\n        {",
   },
+  {
+    // CPU rendering path (used where WebGL is a software rasteriser): a new image of the stack
+    // keeps the window shown (its fallback viewport's VOI), but the viewport's voiRange was
+    // reset to the new image's own window, so getProperties() (the overlay, the window/level
+    // tool's starting point) disagreed with the picture after a scroll. voiRange follows the
+    // window kept, as on the GPU path.
+    file: /[\\/]@cornerstonejs[\\/]core[\\/]dist[\\/]esm[\\/]RenderingEngine[\\/]StackViewport\.js$/,
+    from: "        this.stackInvalidated = false;\n        this.cpuRenderingInvalidated = true;\n",
+    to:
+      "        this.stackInvalidated = false;\n" +
+      "        { const kept = this._cpuFallbackEnabledElement.viewport.voi; if (kept && kept.windowWidth > 0) this.voiRange = getVOIRangeFromWindowLevel(kept.windowWidth, kept.windowCenter, kept.voiLUTFunction); }\n" +
+      "        this.cpuRenderingInvalidated = true;\n",
+  },
+  {
+    // CPU rendering path: the calibrated pixel spacing (here: Imager Pixel Spacing of a
+    // projection image, measured at the detector) was applied on the GPU path only, so lengths
+    // came out in pixels labelled mm. Applied on both paths.
+    file: /[\\/]@cornerstonejs[\\/]core[\\/]dist[\\/]esm[\\/]RenderingEngine[\\/]StackViewport\.js$/,
+    from: "        if (!this.useCPURendering) {\n            imagePlaneModule = this.calibrateIfNecessary(imageId, imagePlaneModule);\n        }\n",
+    to: "        imagePlaneModule = this.calibrateIfNecessary(imageId, imagePlaneModule);\n",
+  },
 ];
 const cspPatches = {
   name: "csp-patches",
   setup(b) {
-    for (const patch of PATCHES) {
-      b.onLoad({ filter: patch.file }, (args) => {
-        const text = readFileSync(args.path, "utf8");
-        if (!text.includes(patch.from)) throw new Error(`patch does not apply to ${args.path}: ${patch.from}`);
-        return { contents: text.split(patch.from).join(patch.to), loader: "js" };
+    // One onLoad per file (esbuild uses the first matching one), applying each of its patches.
+    const files = [...new Set(PATCHES.map((p) => p.file.source))];
+    for (const source of files) {
+      const mine = PATCHES.filter((p) => p.file.source === source);
+      b.onLoad({ filter: mine[0].file }, (args) => {
+        let text = readFileSync(args.path, "utf8");
+        for (const patch of mine) {
+          if (!text.includes(patch.from)) throw new Error(`patch does not apply to ${args.path}: ${patch.from}`);
+          text = text.split(patch.from).join(patch.to);
+        }
+        return { contents: text, loader: "js" };
       });
     }
   },

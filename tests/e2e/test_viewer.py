@@ -167,6 +167,29 @@ def differs(a: dict[str, Any], b: dict[str, Any]) -> int:
     return sum(1 for x, y in zip(a["grid"], b["grid"], strict=True) if abs(x - y) > 4)
 
 
+# How the viewer draws (docs/browser-app.md): "auto" is what ships (WebGL on a GPU, Cornerstone's
+# CPU path where WebGL is a software rasteriser, as in this headless chromium); "gpu" forces
+# WebGL (what a workstation with a GPU runs), so both paths stay tested.
+RENDERERS = ["auto", "gpu"]
+
+
+def use_renderer(bp: BrowserPage, renderer: str) -> None:
+    """Force the viewer's drawing path for this browser context (before the app loads)."""
+    if renderer != "auto":
+        bp.context.add_init_script(
+            f"localStorage.setItem('imaging-hub.viewer.renderer', '{renderer}')"
+        )
+
+
+def check_renderer(page: Page, renderer: str) -> None:
+    """The viewer draws on the path asked for (auto: CPU exactly when WebGL is software)."""
+    grid = page.locator("#viewer-grid")
+    webgl = grid.get_attribute("data-webgl") or ""
+    software = re.search(r"swiftshader|llvmpipe|softpipe|software", webgl, re.I) is not None
+    want = "gpu" if renderer == "gpu" or (renderer == "auto" and not software) else "cpu"
+    expect(grid).to_have_attribute("data-renderer", want)
+
+
 def centre(page: Page, selector: str = VIEWPORT) -> tuple[float, float]:
     box = page.locator(selector).bounding_box()
     assert box is not None
@@ -177,19 +200,29 @@ def shot(page: Page, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(tmp_path / f"viewer-{name}.png"))
 
 
+@pytest.mark.parametrize("renderer", RENDERERS)
 def test_read_a_case_window_zoom_scroll_and_measure(
-    viewer_hub: tuple[HubProcess, dict[str, str]], open_page: OpenPage, tmp_path: Path
+    viewer_hub: tuple[HubProcess, dict[str, str]],
+    open_page: OpenPage,
+    tmp_path: Path,
+    renderer: str,
 ) -> None:
     hub, uids = viewer_hub
     bp = open_page(hub.url)
+    use_renderer(bp, renderer)
     page = bp.page
     login(bp, hub, "rad1")
-    page.locator("[data-testid=worklist-next], #next-study").first.click()
+    if renderer == "auto":
+        page.locator("[data-testid=worklist-next], #next-study").first.click()
+    else:  # the case is rad1's already (taken in the first run): opened from its link
+        expect(page.locator("#worklist-table")).to_be_visible()
+        page.goto(f"/#/study/{uids['study']}")
     expect(page).to_have_url(f"{hub.url}/#/study/{uids['study']}")
     expect(page.locator("[data-testid=report-pane-slot]")).to_have_count(1)
     viewport = page.locator(VIEWPORT)
     expect(viewport).to_have_count(1)
     wait_drawn(page)
+    check_renderer(page, renderer)
     # The CT series in Instance Number order; the image is drawn (non-blank pixels).
     expect(viewport).to_have_attribute("data-image-index", "1")
     expect(viewport).to_have_attribute("data-frame", "1")
@@ -230,8 +263,11 @@ def test_read_a_case_window_zoom_scroll_and_measure(
 
     # The wheel moves through the CT series.
     page.mouse.move(x, y)
+    window_dragged = viewport.get_attribute("data-window") or ""
     page.mouse.wheel(0, 120)
     expect(viewport).to_have_attribute("data-image-index", "2")
+    # The dragged window stays on the next slice (what the window/level tool starts from).
+    expect(viewport).to_have_attribute("data-window", window_dragged)
     page.keyboard.press("ArrowDown")
     expect(viewport).to_have_attribute("data-image-index", "3")
     page.keyboard.press("Home")
@@ -301,11 +337,16 @@ def test_read_a_case_window_zoom_scroll_and_measure(
     assert bp.problems() == []
 
 
+@pytest.mark.parametrize("renderer", RENDERERS)
 def test_monochrome1_shows_inverted_and_layout(
-    viewer_hub: tuple[HubProcess, dict[str, str]], open_page: OpenPage, tmp_path: Path
+    viewer_hub: tuple[HubProcess, dict[str, str]],
+    open_page: OpenPage,
+    tmp_path: Path,
+    renderer: str,
 ) -> None:
     hub, uids = viewer_hub
     bp = open_page(hub.url)
+    use_renderer(bp, renderer)
     page = bp.page
     login(bp, hub, "rad2")
     expect(page.locator("#worklist-table")).to_be_visible()
@@ -320,6 +361,7 @@ def test_monochrome1_shows_inverted_and_layout(
     expect(page.locator(".vp-cell:nth-child(2) .vp-element")).to_have_attribute(
         "data-series", uids["mono1"]
     )
+    check_renderer(page, renderer)
     two = canvas(page, ".vp-cell:nth-child(1) .vp-element")
     one = canvas(page, ".vp-cell:nth-child(2) .vp-element")
     assert (two["width"], two["height"]) == (one["width"], one["height"])

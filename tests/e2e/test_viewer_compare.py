@@ -32,7 +32,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
 
 from tests.conftest import SAMPLES
 from tests.e2e.support import BUNDLED, ingest, login, make_instance
-from tests.e2e.test_viewer import VIEWPORT, wait_drawn
+from tests.e2e.test_viewer import RENDERERS, VIEWPORT, check_renderer, use_renderer, wait_drawn
 from tests.peers.browser import OpenPage
 from tests.peers.hub import HubProcess, start_hub_process
 
@@ -278,15 +278,21 @@ def test_compressed_pixels_equal_the_uncompressed_copy(
     assert bp.problems() == []
 
 
+@pytest.mark.parametrize("renderer", RENDERERS)
 def test_length_at_detector_ellipse_in_hu_and_angle(
-    compare_hub: tuple[HubProcess, dict[str, Any]], open_page: OpenPage, tmp_path: Path
+    compare_hub: tuple[HubProcess, dict[str, Any]],
+    open_page: OpenPage,
+    tmp_path: Path,
+    renderer: str,
 ) -> None:
     hub, uids = compare_hub
     bp = open_page(hub.url)
+    use_renderer(bp, renderer)
     page = bp.page
     login(bp, hub, "rad1")
     open_study(page, uids["detector"])
     wait_drawn(page)
+    check_renderer(page, renderer)
     box = page.locator(VIEWPORT).bounding_box()
     assert box is not None
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2

@@ -14,6 +14,8 @@ import {
   RenderingEngine,
   cache,
   eventTarget,
+  getRenderingCapabilities,
+  getShouldUseCPURendering,
   imageLoadPoolManager,
   imageLoader,
   init as csInit,
@@ -91,18 +93,38 @@ function numberValue(meta, tag, index = 0) {
 }
 
 let ready = null;
+let rendering = { mode: "gpu", renderer: "" };
+
+/**
+ * How images are drawn: { mode: "gpu" | "cpu", renderer: the WebGL renderer's name, software:
+ * whether that is a software rasteriser }.
+ */
+export function renderingMode() {
+  return { ...rendering };
+}
 
 /**
  * Initialise Cornerstone once per page load. maxCacheBytes bounds the decoded-image cache
- * (Cornerstone evicts the least recently used images beyond it).
+ * (Cornerstone evicts the least recently used images beyond it). renderer: "auto" (default)
+ * draws with WebGL on a GPU and with Cornerstone's CPU path when WebGL is a software rasteriser
+ * (there, WebGL is the CPU doing a GPU's work plus a read-back of every frame); "gpu" / "cpu"
+ * force one path.
  */
-export function initViewer({ maxCacheBytes = 768 * 1024 * 1024, cpu = false } = {}) {
+export function initViewer({ maxCacheBytes = 768 * 1024 * 1024, renderer = "auto" } = {}) {
   if (ready) return ready;
   ready = (async () => {
     // One WebGL context per viewport of the largest layout (2x2), not Cornerstone's default 7:
     // each context costs its creation when a study page opens.
     csInit({ rendering: { webGlContextCount: 4 } });
+    // Cornerstone's own probe (made by init): the WebGL renderer's name and whether it is a
+    // software rasteriser (SwiftShader, llvmpipe, softpipe, Microsoft Basic Render Driver), as in
+    // chromium with --disable-gpu or on a machine without a usable GPU driver.
+    const caps = getRenderingCapabilities();
+    const software = !caps.webgl || Boolean(caps.softwareRasterizer);
+    const cpu = renderer === "cpu" || (renderer === "auto" && software);
     if (cpu) setUseCPURendering(true);
+    // Without WebGL Cornerstone draws on the CPU whatever was asked.
+    rendering = { mode: getShouldUseCPURendering() ? "cpu" : "gpu", renderer: caps.renderer || "", software };
     const base = new URL(".", import.meta.url).href;
     loaderInit({
       maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)),

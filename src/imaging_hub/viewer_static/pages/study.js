@@ -295,6 +295,18 @@ export function presetsFor(modality, ownWindow) {
   return presets;
 }
 
+const RENDERER_KEY = "imaging-hub.viewer.renderer";
+
+/** "gpu" or "cpu" when this browser's storage forces a rendering path, else "auto". */
+function rendererChoice() {
+  try {
+    const value = window.localStorage.getItem(RENDERER_KEY);
+    return value === "gpu" || value === "cpu" ? value : "auto";
+  } catch {
+    return "auto";
+  }
+}
+
 function studyBase(uid) {
   return `/dicomweb/studies/${encodeURIComponent(uid)}`;
 }
@@ -398,8 +410,10 @@ async function renderStudy({ root, params, query, signal, user }) {
   }
   // The viewer bundle (cached, revalidated) loads and initialises while the page asks for the
   // rest; awaited where the viewer starts.
+  // Images are drawn with WebGL on a GPU, on the CPU where WebGL is a software rasteriser (the
+  // bundle decides; localStorage "imaging-hub.viewer.renderer" = "gpu" or "cpu" forces one).
   const bundle = import("../viewer/viewer.js").then(async (mod) => {
-    await mod.initViewer({ maxCacheBytes: CACHE_BYTES });
+    await mod.initViewer({ maxCacheBytes: CACHE_BYTES, renderer: rendererChoice() });
     return mod;
   });
   bundle.catch(() => {});
@@ -768,6 +782,9 @@ async function renderStudy({ root, params, query, signal, user }) {
   }
   if (signal.aborted) return cleanup;
   replaceChildren(statusBox);
+  const drawing = lib.renderingMode();
+  grid.dataset.renderer = drawing.mode;
+  grid.dataset.webgl = drawing.renderer;
   viewer = new lib.HubViewer({ onChange: (id) => updateCell(id), onProgress: (key, done, total) => showProgress(key, done, total) });
 
   const metaCache = new Map(); // series uid -> Promise<images>

@@ -36,7 +36,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from imaging_hub.dicom.dimse import OUT_OF_RESOURCES, SUCCESS
 from imaging_hub.dicom_gateway import scp
 from imaging_hub.dicom_gateway.reports import ReportStore
-from imaging_hub.dicom_gateway.spool import Spool
+from imaging_hub.dicom_gateway.spool import SpaceGuard, Spool
 from tests.peers.hub import GatewayFactory, HubProcess
 from tests.peers.mpps import (
     CT,
@@ -425,3 +425,29 @@ def test_a_report_pulled_onto_a_full_disk_leaves_no_partial_pdf(tmp_path: Path) 
             assert target.read_bytes() == pdf
         finally:
             store.close()
+
+
+def test_instances_still_being_written_count_against_the_floor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Associations of one process admitted at the same moment: what is admitted and not yet
+    written counts as written, so together they cannot eat the floor."""
+    with small_file_system(tmp_path / "spool", 16) as root:
+        guard = SpaceGuard(root, min_free_bytes=4 * MIB)
+        free = free_bytes(root)
+        assert guard.admit(5 * MIB, calling="CT_ROOM1")
+        assert guard.admit(5 * MIB, calling="CT_ROOM2")  # nothing written yet: 6 MiB left
+        assert not guard.admit(5 * MIB, calling="DR_ROOM3")  # would leave 1 MiB < floor / 2
+        assert caplog.text.count("SPOOL DISK FULL") == 1
+        assert free_bytes(root) == free  # a refusal decided on counts, not on a write
+        guard.done(5 * MIB)
+        guard.done(5 * MIB)  # both dropped (refused later, say): their room is back
+        assert guard.admit(5 * MIB, calling="DR_ROOM3")
+        assert "accepting instances again after 1 refusal(s)" in caplog.text
+        assert guard.status() == {
+            "spool_full": False,
+            "spool_free_bytes": free,
+            "spool_min_free_bytes": 4 * MIB,
+        }
+        with pytest.raises(ValueError):
+            SpaceGuard(root, min_free_bytes=-1)

@@ -245,6 +245,37 @@ class StoreHandler:
         # The free-space floor, before anything is written (spool/space.py).
         if not self.spool.space.admit(size, calling=calling):
             return self._refuse_no_space()
+        try:
+            return self._store_admitted(
+                header,
+                dataset,
+                size=size,
+                started=started,
+                calling=calling,
+                association=association,
+                abstract_syntax=abstract_syntax,
+                transfer_syntax_uid=transfer_syntax_uid,
+                sop_class_uid=sop_class_uid,
+                sop_instance_uid=sop_instance_uid,
+            )
+        finally:
+            self.spool.space.done(size)
+
+    def _store_admitted(
+        self,
+        header: bytes,
+        dataset: bytes,
+        *,
+        size: int,
+        started: float,
+        calling: str,
+        association: int,
+        abstract_syntax: str,
+        transfer_syntax_uid: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+    ) -> int:
+        """`store` once the free-space floor let the instance in."""
         # The Part-10 file is written synchronously (O_DSYNC) on a spool thread while this
         # thread hashes it and checks the data set (the write and the hash release the GIL):
         # Success comes sooner.

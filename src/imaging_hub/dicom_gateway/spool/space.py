@@ -98,6 +98,8 @@ class SpaceGuard:
         self._free = 0
         self._total = 0
         self._admitted_since = 0  # bytes admitted by this process since that reading
+        self._in_flight = 0  # bytes admitted and not yet stored or dropped (see `done`)
+        self._in_flight_at_read = 0  # of which admitted before that reading
         self._refusing_since: float | None = None  # wall time this process started refusing
         self._refused = 0  # refusals of the current episode (this process)
 
@@ -117,6 +119,9 @@ class SpaceGuard:
         self._total = st.f_blocks * st.f_frsize
         self._read_at = time.monotonic()
         self._admitted_since = 0
+        # Admitted instances still being written may not show in the reading yet: counted as
+        # unwritten (a little pessimistic) until the next reading.
+        self._in_flight_at_read = self._in_flight
 
     def free_bytes(self) -> tuple[int, int]:
         """(free bytes, floor in bytes), read from the file system now."""
@@ -127,9 +132,11 @@ class SpaceGuard:
     def admit(self, size: int, *, calling: str = "") -> bool:
         """Whether an instance of *size* bytes may be written now; False: refuse it (0xA700).
 
-        Refused: free space is below the floor, or writing *size* bytes would take more than
-        half of the floor's reserve (an instance larger than what the floor keeps for the
-        index). The first refusal of an episode is logged, the end of one too.
+        Refused: free space is below the floor, or writing *size* bytes would leave less than
+        half of the floor free. Instances admitted by this process and still being written
+        (other associations) count as written. The first refusal of an episode is logged, the
+        end of one too. Admitted, the caller calls :meth:`done` once the instance is stored or
+        dropped.
         """
         if not self.enabled:
             if self._refusing_since is not None:  # an episode of `no_space`
@@ -139,21 +146,29 @@ class SpaceGuard:
             return True
         with self._lock:
             floor = self.floor()
-            free = self._free - self._admitted_since
+            free = self._free - self._in_flight_at_read - self._admitted_since
             # The last reading is trusted for check_seconds, and only while far from the floor
             # (another program may write too): near it, every instance reads the file system,
             # so a refusal is never made on an old reading.
             if time.monotonic() - self._read_at > self.check_seconds or free - size < 2 * floor:
                 self._read()
                 floor = self.floor()
-                free = self._free
+                free = self._free - self._in_flight_at_read
             if free < floor or free - size < floor // 2:
                 self._refusal(size, free, floor, calling)
                 return False
             self._admitted_since += size
+            self._in_flight += size
             if self._refusing_since is not None:
                 self._episode_over(free, floor)
             return True
+
+    def done(self, size: int) -> None:
+        """An instance :meth:`admit` let in is stored or dropped: it is no longer in flight."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - size)
 
     def _refusal(self, size: int, free: int, floor: int, calling: str) -> None:
         if self._refusing_since is not None:

@@ -788,3 +788,19 @@ def test_gateway_learns_acknowledgements_made_at_the_hub_only_for_its_clinic(app
     )
     assert learn(gateway_a, ",".join(str(i) for i in range(1, 101))).status_code == 200
     assert count(app, AuditEvent) == events  # reading acknowledgement facts writes nothing
+
+
+def test_a_gateway_acknowledgement_for_another_reports_sha256_is_refused(app: HubApp) -> None:
+    body = signed_report(app, ingest_study(app), critical=True, critical_category=CATEGORY)
+    gateway_a = GatewayClient(app, "clinic-a")
+    # After a hub restore the id may name another report: its SHA-256 tells them apart.
+    other = gateway_a.acknowledge(body["id"], sha256="ab" * 32)
+    assert_problem(other, 409, "checksum_mismatch")
+    for bad in ("xyz", "ab" * 33, ""):
+        assert_problem(gateway_a.acknowledge(body["id"], sha256=bad), 422)
+    row = report_row(app, body["id"])
+    assert row.acknowledged_at is None and audits(app, "report.acknowledged") == 0
+    ok = gateway_a.acknowledge(body["id"], sha256=body["sha256"].upper())
+    assert ok.status_code == 200 and ok.json()["recorded"] is True, ok.text
+    # Once acknowledged, another report's SHA-256 is still refused (never "already done").
+    assert_problem(gateway_a.acknowledge(body["id"], sha256="ab" * 32), 409, "checksum_mismatch")

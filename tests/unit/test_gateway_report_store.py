@@ -4,16 +4,23 @@ metadata, and the pull loop's back-off logging (no hub: what is tested needs non
 import hashlib
 import io
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from argon2 import PasswordHasher
 
 from imaging_hub.dicom_gateway.hub_client import HubClient
-from imaging_hub.dicom_gateway.reports import ReportPuller, ReportStore, StaffVerifier
+from imaging_hub.dicom_gateway.reports import (
+    LOCAL_ID_BASE,
+    ReportPuller,
+    ReportStore,
+    StaffVerifier,
+)
+from imaging_hub.errors import ForwardError
 from tests.peers.net import free_port
 
 PDF = b"%PDF-1.7\n% a stand-in for a signed report\n%%EOF\n"
@@ -180,3 +187,191 @@ def test_write_file_streams_through_a_file_object(store: ReportStore) -> None:
     size, sha256 = store.write_file(store.pdf_path(9), fill, hashlib.sha256(PDF * 1000).hexdigest())
     assert size == len(PDF) * 1000 and store.pdf_path(9).read_bytes() == PDF * 1000
     assert sha256 == hashlib.sha256(PDF * 1000).hexdigest()
+
+
+# --- a hub id handed out again, acknowledgements learnt from the hub (a scripted hub) ---------
+
+
+class ScriptedHub(HubClient):
+    """The hub's gateway API as a script: what it lists, holds and answers (no network)."""
+
+    def __init__(self) -> None:
+        self.listed: list[dict[str, Any]] = []
+        self.pdfs: dict[int, bytes] = {}
+        self.confirmed: list[tuple[int, str]] = []
+        self.acknowledged: list[tuple[int, dict[str, Any]]] = []
+        self.ack_answers: list[dict[str, Any]] = []
+        self.asked: list[list[int]] = []
+        self.confirm_error: ForwardError | None = None
+
+    def close(self) -> None:
+        pass
+
+    def poll_reports(self, wait: float) -> list[dict[str, Any]]:
+        return list(self.listed)
+
+    def download_report(
+        self, report_id: int, kind: str, out: BinaryIO, *, max_bytes: int
+    ) -> tuple[int, str]:
+        data = self.pdfs[report_id]
+        out.write(data)
+        return len(data), hashlib.sha256(data).hexdigest()
+
+    def confirm_report(self, report_id: int, sha256: str) -> str:
+        if self.confirm_error is not None:
+            raise self.confirm_error
+        self.confirmed.append((report_id, sha256))
+        self.listed = [i for i in self.listed if i["id"] != report_id]
+        return "2026-12-02T08:00:00+00:00"
+
+    def acknowledge_report(self, report_id: int, acknowledgement: dict[str, Any]) -> dict[str, Any]:
+        self.acknowledged.append((report_id, acknowledgement))
+        return {"acknowledged_at": acknowledgement["acknowledged_at"]}
+
+    def report_acknowledgements(self, report_ids: list[int]) -> list[dict[str, Any]]:
+        self.asked.append(list(report_ids))
+        return list(self.ack_answers)
+
+    def staff(self, etag: str = "") -> tuple[list[dict[str, Any]] | None, str]:
+        return None, etag
+
+
+def scripted(store: ReportStore) -> tuple[ScriptedHub, ReportPuller]:
+    hub = ScriptedHub()
+    return hub, ReportPuller(store, hub, wait_seconds=0)
+
+
+def listed(hub: ScriptedHub, report_id: int, pdf: bytes, **changes: Any) -> None:
+    hub.pdfs[report_id] = pdf
+    hub.listed.append(item(report_id, sha256=hashlib.sha256(pdf).hexdigest(), **changes))
+
+
+def test_a_reused_hub_id_with_another_sha256_is_kept_as_a_new_report(
+    store: ReportStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    hold(store, 5, critical=True, patient_name="李^四")  # pulled before the hub was restored
+    hub, puller = scripted(store)
+    second = PDF.replace(b"stand-in", b"second one")
+    third = PDF.replace(b"stand-in", b"third one!")
+    listed(hub, 5, second, patient_name="王^五")
+    caplog.set_level(logging.INFO, logger="imaging_hub.dicom_gateway.reports")
+    puller.run_once(wait=0)
+
+    old, new = store.held(5), store.current(5)
+    assert old is not None and new is not None and new.id == LOCAL_ID_BASE + 1
+    assert old.replaced_at is not None and old.patient_name == "李^四"
+    assert store.pdf_path(5).read_bytes() == PDF  # never overwritten
+    assert store.pdf_path(new.id).read_bytes() == second and new.hub_id == 5
+    assert new.patient_name == "王^五" and new.delivered_at
+    assert hub.confirmed == [(5, hashlib.sha256(second).hexdigest())]  # by the hub's id
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "report 5:" in warnings[0] and str(new.id) in warnings[0]
+    assert not any("李" in r.getMessage() or "王" in r.getMessage() for r in caplog.records)
+
+    puller.run_once(wait=0)  # nothing listed any more: nothing changes
+    assert store.counts()["reports_held"] == 2
+    listed(hub, 5, second)  # listed again (the same report): no second copy
+    puller.run_once(wait=0)
+    assert store.counts()["reports_held"] == 2
+
+    listed(hub, 5, third)  # the id handed out once more (a second restore)
+    puller.run_once(wait=0)
+    newest = store.current(5)
+    assert newest is not None and newest.id == LOCAL_ID_BASE + 2
+    assert store.pdf_path(newest.id).read_bytes() == third
+    previous = store.held(LOCAL_ID_BASE + 1)
+    assert previous is not None and previous.replaced_at is not None
+    assert store.pdf_path(LOCAL_ID_BASE + 1).read_bytes() == second
+    assert {r.id for r in store.recent()} == {5, LOCAL_ID_BASE + 1, LOCAL_ID_BASE + 2}
+
+    # A replaced report's acknowledgement stays here; it is never sent under the hub's id.
+    assert store.acknowledge(5, username="u", display_name="U", method="phone", read_back="x")
+    held = store.held(5)
+    assert held is not None and held.ack_state == "local" and not held.awaiting_acknowledgement
+    assert puller.push_acknowledgements() == 0 and hub.acknowledged == []
+    assert store.counts()["acknowledgements_waiting"] == 0
+
+
+def test_a_receipt_the_hub_refuses_for_another_sha256_sets_the_held_report_aside(
+    store: ReportStore,
+) -> None:
+    hold(store, 3, confirmed=False, critical=True)
+    assert store.acknowledge(3, username="u", display_name="U", method="phone", read_back="x")
+    hub, puller = scripted(store)
+    hub.confirm_error = ForwardError("409", retryable=True, code="checksum_mismatch")
+    assert puller.confirm_held() == 0
+    held = store.held(3)
+    assert held is not None and held.replaced_at is not None and held.ack_state == "local"
+    assert store.current(3) is None and store.unconfirmed() == []
+    assert puller.push_acknowledgements() == 0 and hub.acknowledged == []
+    assert store.pdf_path(3).read_bytes() == PDF
+
+
+def test_an_older_reports_database_is_brought_up_to_date(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    (spool / "reports").mkdir(parents=True)
+    old = sqlite3.connect(spool / "reports.sqlite")
+    old.executescript(
+        "CREATE TABLE reports (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, predecessor_id "
+        "INTEGER, study_instance_uid TEXT NOT NULL, accession_number TEXT NOT NULL, patient_id "
+        "TEXT NOT NULL, patient_name TEXT NOT NULL, patient_sex TEXT NOT NULL, "
+        "patient_birth_date TEXT NOT NULL, study_date TEXT NOT NULL, study_description TEXT NOT "
+        "NULL, modalities TEXT NOT NULL, signed_at TEXT NOT NULL, signer_name TEXT NOT NULL, "
+        "sha256 TEXT NOT NULL, size INTEGER NOT NULL, critical INTEGER NOT NULL, "
+        "critical_category TEXT NOT NULL, hub_acknowledged_at TEXT, pdf_sop_instance_uid TEXT "
+        "NOT NULL, stored_at REAL NOT NULL, delivered_at TEXT, node_state TEXT NOT NULL DEFAULT "
+        "'none', node_attempts INTEGER NOT NULL DEFAULT 0, node_next_try_at REAL NOT NULL "
+        "DEFAULT 0, node_last_error TEXT NOT NULL DEFAULT '', node_sent_at REAL);"
+        "INSERT INTO reports VALUES (42, 'report', NULL, '1.2', 'A', 'P', 'N', '', '', '', '', "
+        "'CT', '2026-12-01T08:00:00+00:00', 'R', 'ab', 1, 1, 'c', NULL, '', 0, 'x', 'none', 0, "
+        "0, '', NULL);"
+    )
+    old.commit()
+    old.close()
+    for _ in range(2):  # idempotent
+        store = ReportStore(spool)
+        held = store.current(42)
+        assert held is not None and held.id == 42 and held.hub_id == 42
+        assert held.replaced_at is None and held.awaiting_acknowledgement
+        assert [r.id for r in store.acknowledgements_to_learn()] == [42]
+        assert store.local_id_for(42) == LOCAL_ID_BASE + 1 and store.local_id_for(43) == 43
+        store.close()
+
+
+def test_acknowledgements_are_learnt_only_for_the_very_report_held(store: ReportStore) -> None:
+    hub, puller = scripted(store)
+    assert puller.sync_acknowledgements() == 0 and hub.asked == []  # nothing open: no request
+    hold(store, 1, critical=True)
+    hold(store, 2, critical=True)
+    hold(store, 3)  # not critical: never asked
+    sha = hashlib.sha256(PDF).hexdigest()
+    at = "2026-12-02T09:00:00+00:00"
+    hub.ack_answers = [
+        {"id": 1, "sha256": "0" * 64, "acknowledged_at": at, "acknowledged_by": "X"},  # other
+        {"id": 3, "sha256": sha, "acknowledged_at": at, "acknowledged_by": "X"},  # not asked
+        {"id": "2", "sha256": sha, "acknowledged_at": at},  # not an id
+        {"id": 2, "sha256": sha, "acknowledged_at": ""},  # no time
+        "garbage",
+    ]
+    assert puller.sync_acknowledgements() == 0 and hub.asked == [[1, 2]]
+    assert all(store.held(i).awaiting_acknowledgement for i in (1, 2))  # type: ignore[union-attr]
+    hub.ack_answers = [
+        {
+            "id": 2,
+            "sha256": sha.upper(),
+            "acknowledged_at": at,
+            "acknowledged_by": "张医生" + "x" * 500,
+            "via": "<script>",
+            "method": "phone",
+        }
+    ]
+    assert puller.sync_acknowledgements() == 1
+    held = store.held(2)
+    assert held is not None and not held.awaiting_acknowledgement
+    assert held.acknowledged_at == at and held.acknowledged_via == "portal"
+    assert held.acknowledged_by.startswith("张医生") and len(held.acknowledged_by) == 128
+    assert [r.id for r in store.acknowledgements_to_learn()] == [1]
+    for i in range(10, 160):
+        hold(store, i, critical=True)
+    puller.sync_acknowledgements()
+    assert len(hub.asked[-1]) == 100  # bounded

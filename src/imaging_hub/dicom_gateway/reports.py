@@ -1006,7 +1006,10 @@ class ReportPuller:
         if not wanted:
             return 0
         learnt = 0
-        for item in self.client.report_acknowledgements(sorted(wanted)):
+        answers: list[Any] = self.client.report_acknowledgements(sorted(wanted))
+        for item in answers:
+            if not isinstance(item, dict):
+                continue
             item_id = item.get("id")
             held = wanted.get(item_id) if isinstance(item_id, int) else None
             at = _text(item, "acknowledged_at", 64)

@@ -559,6 +559,7 @@ def test_radiologist_and_consultant_screens(
     expect(target).to_be_enabled()
     target.select_option("province")
     page.locator("#escalate-question").fill(text["question"])
+    wait_drawn(page)
     shot(page, "escalate")
     page.locator("#escalate-submit").click()
     expect(page.locator("[data-testid=consult-item]")).to_have_attribute("data-status", "open")
@@ -574,6 +575,7 @@ def test_radiologist_and_consultant_screens(
     expect(cpage.locator("[data-testid=consult-item] .consult-question")).to_have_text(
         text["question"]
     )
+    wait_drawn(cpage)
     cpage.locator("[data-testid=consult-opinion]").fill(text["opinion_text"])
     expect(cpage.locator("body")).to_contain_text(text["opinion"])
     shot(cpage, "consultant-opinion")
@@ -585,6 +587,7 @@ def test_radiologist_and_consultant_screens(
     page.reload()
     expect(page.locator("[data-testid=consult-opinion-text]")).to_have_text(text["opinion_text"])
     expect(page.locator("[data-testid=report-findings]")).to_be_editable()
+    wait_drawn(page)
     shot(page, "opinion-arrived")
     assert bp.problems() == []
 

@@ -375,3 +375,23 @@ def test_acknowledgements_are_learnt_only_for_the_very_report_held(store: Report
         hold(store, i, critical=True)
     puller.sync_acknowledgements()
     assert len(hub.asked[-1]) == 100  # bounded
+
+
+def test_a_hub_without_the_acknowledgement_sync_does_not_stop_the_pull(
+    store: ReportStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    class OlderHub(ScriptedHub):
+        def report_acknowledgements(self, report_ids: list[int]) -> list[dict[str, Any]]:
+            self.asked.append(list(report_ids))
+            raise ForwardError("404", retryable=False, code="not_found")
+
+    hold(store, 1, critical=True)
+    hub = OlderHub()
+    puller = ReportPuller(store, hub, wait_seconds=0)
+    listed(hub, 2, PDF.replace(b"stand-in", b"a new one"))
+    caplog.set_level(logging.WARNING, logger="imaging_hub.dicom_gateway.reports")
+    assert puller.run_once(wait=0) is True  # pulled all the same
+    assert store.current(2) is not None and hub.confirmed
+    puller.run_once(wait=0)
+    assert len(hub.asked) == 1  # not asked again at every cycle
+    assert len([r for r in caplog.records if "acknowledgement sync" in r.getMessage()]) == 1

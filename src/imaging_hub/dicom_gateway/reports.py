@@ -64,6 +64,8 @@ LOCAL_ID_BASE = 2**31
 #: At most this many report ids per acknowledgement sync (the hub's limit).
 ACK_SYNC_BATCH = 100
 ACK_VIA = ("portal", "gateway")
+#: After the hub refused the acknowledgement sync for good, ask again after this long.
+ACK_SYNC_PAUSE_SECONDS = 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -794,6 +796,7 @@ class ReportPuller:
         self._node_wake = threading.Event()
         self._outage = _Outage("report pull")
         self._staff_synced_at = 0.0
+        self._ack_sync_paused_until = 0.0
         self._pruned_at = 0.0
         self._threads: list[threading.Thread] = []
         self.last_error = ""
@@ -849,8 +852,16 @@ class ReportPuller:
         when the hub is unreachable."""
         self.confirm_held()
         self.push_acknowledgements()
-        self.sync_acknowledgements()
         now = time.monotonic()
+        if now >= self._ack_sync_paused_until:
+            try:
+                self.sync_acknowledgements()
+            except ForwardError as exc:
+                if exc.retryable:
+                    raise
+                # E.g. a hub older than this gateway (404): pulling goes on; asked again later.
+                self._ack_sync_paused_until = now + ACK_SYNC_PAUSE_SECONDS
+                log.warning("acknowledgement sync refused by the hub: %s", exc)
         if not self._staff_synced_at or now - self._staff_synced_at >= self.staff_sync_seconds:
             try:
                 self.sync_staff()

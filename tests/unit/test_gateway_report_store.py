@@ -303,6 +303,7 @@ def test_a_receipt_the_hub_refuses_for_another_sha256_sets_the_held_report_aside
     held = store.held(3)
     assert held is not None and held.replaced_at is not None and held.ack_state == "local"
     assert store.current(3) is None and store.unconfirmed() == []
+    assert store.counts()["reports_unconfirmed"] == 0
     assert puller.push_acknowledgements() == 0 and hub.acknowledged == []
     assert store.pdf_path(3).read_bytes() == PDF
 

@@ -675,7 +675,7 @@ class ReportStore:
         with self._lock:
             one = self._db.execute(
                 "SELECT count(*) AS held, "
-                "coalesce(sum(delivered_at IS NULL), 0) AS unconfirmed, "
+                "coalesce(sum(delivered_at IS NULL AND replaced_at IS NULL), 0) AS unconfirmed, "
                 "coalesce(sum(node_state = 'pending'), 0) AS node_waiting, "
                 "coalesce(sum(critical = 1 AND hub_acknowledged_at IS NULL AND id NOT IN "
                 "(SELECT report_id FROM acknowledgements WHERE state != 'refused')), 0) "

@@ -80,10 +80,12 @@ def study_status(hub: HubProcess, uid: str) -> str | None:
     return None if status is None else str(status)
 
 
-def cached_accessions(gateway: GatewayProcess) -> set[str]:
+def cached_studies(gateway: GatewayProcess) -> set[str]:
+    """StudyInstanceUIDs of the orders in the gateway's cache (accession numbers are the
+    clinic's own series: clinic-b's first order has clinic-a's first number too)."""
     cache = OrderCache(gateway.spool_dir)
     try:
-        return {o.accession_number for o in cache.orders()}
+        return {o.study_instance_uid for o in cache.orders()}
     finally:
         cache.close()
 
@@ -260,7 +262,26 @@ def _chain(
             },
         )
         assert other.status_code == 201, other.text
-    other_accession = other.json()["accession_number"]
+    with hub.client("staff-b") as staff_b:  # clinic-b's own order: its gateway syncs
+        own_b = staff_b.post(
+            "/api/v1/orders",
+            json={
+                "patient_name": "赵^六",
+                "patient_name_pinyin": "Zhao^Liu",
+                "patient_id": "E2E-B",
+                "patient_sex": "F",
+                "patient_birth_date": "19900101",
+                "exam_type": "DX_CHEST_PA",
+                "priority": "routine",
+                "reason_for_procedure": "体检",
+            },
+        )
+        assert own_b.status_code == 201, own_b.text
+    b_accession, b_uid = own_b.json()["accession_number"], own_b.json()["study_instance_uid"]
+    other_accession, other_uid = (
+        other.json()["accession_number"],
+        other.json()["study_instance_uid"],
+    )
     accession, uid = str(order["accession_number"]), str(order["study_instance_uid"])
     expect(accession_shown).to_have_text(accession)
     assert order["patient_name"] == PN
@@ -271,10 +292,12 @@ def _chain(
     # 2. The gateway syncs it; findscu -W gets it byte for byte in both character sets.
     wait_for(
         "orders in clinic-a's cache",
-        lambda: {accession, other_accession} <= cached_accessions(gw_a),
+        lambda: {uid, other_uid} <= cached_studies(gw_a),
         30,
     )
-    assert not cached_accessions(gw_b) & {accession, other_accession}
+    wait_for("clinic-b's order in its cache", lambda: b_uid in cached_studies(gw_b), 30)
+    assert cached_studies(gw_b) == {b_uid}
+    assert b_uid not in cached_studies(gw_a)
     with httpx.Client(
         base_url=hub.url,
         headers={"Authorization": f"Bearer {hub.gateway_tokens['clinic-a']}"},
@@ -435,14 +458,22 @@ def _chain(
     # 7. staff-b finds nothing of clinic-a at the hub.
     other_portal = open_page(hub.url)
     login(other_portal, hub, "staff-b")
-    expect(other_portal.page.locator(".clinic-page .empty")).to_be_visible()
-    expect(other_portal.page.locator("[data-testid=clinic-study-row]")).to_have_count(0)
+    b_rows = other_portal.page.locator("[data-testid=clinic-study-row]")
+    expect(b_rows).to_have_count(1)  # clinic-b's own order, nothing else
+    expect(b_rows).to_contain_text("E2E-B")
+    expect(other_portal.page.locator(f"[data-study-uid='{uid}']")).to_have_count(0)
     other_portal.page.fill("#clinic-search", NAME)
     expect(other_portal.page.locator("[data-testid=clinic-study-row]")).to_have_count(0)
     shot(other_portal.page, tmp_path, "5-staff-b-portal")
     with hub.client("staff-b") as staff_b:
-        assert staff_b.get("/api/v1/clinic/studies", params={"limit": 200}).json()["items"] == []
-        assert [o for o in staff_b.get("/api/v1/orders", params={"limit": 1000}).json()] == []
+        items = staff_b.get("/api/v1/clinic/studies", params={"limit": 200}).json()["items"]
+        assert [i["study_instance_uid"] for i in items] == [b_uid]
+        assert patient_id not in json.dumps(items, ensure_ascii=False)
+        listed = staff_b.get("/api/v1/orders", params={"limit": 1000}).json()
+        assert [o["study_instance_uid"] for o in listed] == [b_uid]
+        asked = staff_b.get("/api/v1/orders", params={"clinic": "clinic-a"})
+        assert uid not in asked.text and other_uid not in asked.text and NAME not in asked.text
+        assert asked.status_code in (403, 404) or asked.json() == [], asked.text
         qido = staff_b.get("/dicomweb/studies", headers={"Accept": "application/dicom+json"})
         assert qido.status_code in (200, 204), qido.text
         assert qido.status_code == 204 or qido.json() == []
@@ -485,7 +516,8 @@ def _chain(
     assert lan.problems() == []
 
     # 9. clinic-b's gateway: nothing of clinic-a in its worklist or on its LAN page.
-    assert worklist(gw_b, tmp_path, "b-all", calling="UTF8MOD", charset="ISO_IR 192") == []
+    (only_b,) = worklist(gw_b, tmp_path, "b-all", calling="UTF8MOD", charset="ISO_IR 192")
+    assert only_b.AccessionNumber == b_accession and only_b.StudyInstanceUID == b_uid
     assert (
         worklist(
             gw_b, tmp_path, "b-name", calling="UTF8MOD", charset="ISO_IR 192", PatientName="王*"

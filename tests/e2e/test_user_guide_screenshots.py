@@ -18,6 +18,7 @@ at 1280x800 — a normal test run never writes into the repository.
 
 import os
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +43,9 @@ from tests.peers.net import free_port
 pytestmark = pytest.mark.e2e
 
 ENV_DIR = "IMAGING_HUB_GUIDE_SCREENSHOTS"
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide"
+ROOT = Path(__file__).resolve().parents[2]
+GUIDE = ROOT / "docs" / "guide"
+SCRIPT = ROOT / "scripts" / "guide-screenshots.sh"
 # Every screenshot this module takes; the guide shows each of them, in both languages.
 SHOT_NAMES = frozenset(
     {
@@ -671,3 +674,14 @@ def test_the_guide_shows_every_screenshot_and_only_committed_ones(lang: str) -> 
     for name in names:
         with Image.open(GUIDE / "img" / lang / f"{name}.png") as image:
             assert image.size == (SIZE["width"], SIZE["height"])
+
+
+def test_the_screenshot_script_passes_shellcheck() -> None:
+    result = subprocess.run(
+        ["shellcheck", "--shell=bash", "--severity=style", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

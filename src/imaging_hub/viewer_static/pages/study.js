@@ -267,6 +267,7 @@ const THUMB_ACCEPT = { Accept: "image/png, image/jpeg;q=0.9" };
 const CACHE_BYTES = 1024 * 1024 * 1024;
 const PREFETCH_BYTES = 768 * 1024 * 1024;
 const LAYOUTS = { "1x1": [1, 1], "1x2": [1, 2], "2x2": [2, 2] };
+const THUMBS_AFTER_MS = 1500;
 const TOOL_KEYS = ["wl", "pan", "zoom", "length", "angle", "ellipse"];
 
 // CT windows in Hounsfield units (center, width).
@@ -653,8 +654,17 @@ async function renderStudy({ root, params, query, signal, user }) {
   disposers.push(mountReportPane(root.querySelector("[data-testid=report-pane-slot]"), { studyUid: uid, study: detail, user, signal, onChange: () => refreshDetail().then(() => renderClaim()) }));
 
   // ---- Series thumbnails (draggable into a viewport) with a progress bar each ----
+  // Thumbnails are asked for once the first image is on screen (or after THUMBS_AFTER_MS): the
+  // hub renders each from its series' pixels, which for a large radiograph costs as much as the
+  // first frame itself, and the two would share the hub and the link.
   const progressBars = new Map();
+  let openThumbs = () => {};
+  const thumbsGate = new Promise((resolve) => (openThumbs = resolve));
+  const thumbsTimer = setTimeout(() => openThumbs(), THUMBS_AFTER_MS);
+  disposers.push(() => clearTimeout(thumbsTimer));
   async function loadThumbnail(series, img) {
+    await thumbsGate;
+    if (signal.aborted) return;
     try {
       const blob = await apiBlob(`${seriesBase(series.study, series.uid)}/thumbnail`, undefined, { signal, headers: THUMB_ACCEPT });
       const url = URL.createObjectURL(blob);
@@ -777,6 +787,7 @@ async function renderStudy({ root, params, query, signal, user }) {
   try {
     lib = await bundle;
   } catch (err) {
+    openThumbs();
     replaceChildren(statusBox, messageBox("error", t("viewer.bundleFailed", { message: err.message || String(err) })));
     return cleanup;
   }
@@ -941,7 +952,8 @@ async function renderStudy({ root, params, query, signal, user }) {
     replaceChildren(c.message, h("span", { class: "loading" }, t("viewer.loading")));
     // A series not loaded yet that opens at its first image: that image is shown from its own
     // metadata while the series' /metadata loads (in parallel), then the stack is extended.
-    const early = !metaCache.has(`${info.study}/${seriesUid}`) && (start.image || 1) === 1 && (start.frame || 1) === 1;
+    // (Not for a series of one instance: its /metadata is that instance's, one request instead of two.)
+    const early = !metaCache.has(`${info.study}/${seriesUid}`) && info.count !== 1 && (start.image || 1) === 1 && (start.frame || 1) === 1;
     const whole = seriesImages(info.study, seriesUid);
     let wholeDone = false;
     whole.then(() => (wholeDone = true), () => {});
@@ -1097,6 +1109,7 @@ async function renderStudy({ root, params, query, signal, user }) {
       replaceChildren(c.message, h("span", { class: "loading" }, t("viewer.loading")));
     } else {
       replaceChildren(c.message);
+      openThumbs(); // an image is on screen
     }
     if (cells[active] === c) updateToolbar(c, s);
   }

@@ -53,6 +53,7 @@ SHOT_NAMES = frozenset(
         "clinic-list",
         "order-form",
         "order-accession",
+        "order-errors",
         "exam-done",
         "critical-ack",
         "clinic-acknowledged",
@@ -91,6 +92,7 @@ TEXT: dict[str, dict[str, str]] = {
         "stage_acknowledged": "已确认接收",
         "order_title": "新建检查申请",
         "order_created": "检查申请已登记",
+        "order_invalid": "申请未提交：请修改标红的项目。",
         "done_title": "确认检查已完成？",
         "ack_title": "确认接收危急值",
         "next_study": "领取下一个检查",
@@ -127,6 +129,7 @@ TEXT: dict[str, dict[str, str]] = {
         "stage_acknowledged": "Acknowledged",
         "order_title": "New exam order",
         "order_created": "Exam order registered",
+        "order_invalid": "The order was not registered: correct the fields marked in red.",
         "done_title": "Is the exam done?",
         "ack_title": "Acknowledge the critical result",
         "next_study": "Take next study",
@@ -191,7 +194,7 @@ class Shots:
         page.screenshot(path=str(path))
         if self.optimise:
             with Image.open(path) as image:
-                small = image.convert("RGB").quantize(colors=96, method=Image.Quantize.MEDIANCUT)
+                small = image.convert("RGB").quantize(colors=80, method=Image.Quantize.MEDIANCUT)
             small.save(path, optimize=True)
         with Image.open(path) as image:
             assert image.size == (SIZE["width"], SIZE["height"])
@@ -429,6 +432,8 @@ def test_clinic_staff_screens(guide: Guide, open_page: OpenPage, tmp_path: Path)
     page.locator("#order-priority").select_option("urgent")
     page.locator("#order-reason-for-procedure").fill("发热咳嗽 3 天，排除肺炎")
     shot(page, "order-form")
+    with api(hub, "staff-a") as staff:
+        orders = len(staff.get("/api/v1/orders", params={"limit": 1000}).json())
     page.locator("[data-testid=order-submit]").click()
     accession = page.locator("[data-testid=order-accession]")
     expect(accession).to_be_visible()
@@ -442,6 +447,20 @@ def test_clinic_staff_screens(guide: Guide, open_page: OpenPage, tmp_path: Path)
     assert len(mine) == 1
     expect(accession).to_have_text(str(mine[0]["accession_number"]))
     shot(page, "order-accession")
+
+    # The next order, submitted empty: answered field by field, nothing registered.
+    page.locator("#order-another").click()
+    expect(page.locator("[data-testid=order-accession]")).to_have_count(0)
+    expect(page.locator("#order-patient-name")).to_have_value("")
+    page.locator("[data-testid=order-submit]").click()
+    expect(page.locator("#order-form .order-status .message-error")).to_have_text(
+        text["order_invalid"]
+    )
+    expect(page.locator(".field-error[data-field=patient_id]")).not_to_be_empty()
+    expect(page.locator("#order-patient-id")).to_have_attribute("aria-invalid", "true")
+    shot(page, "order-errors")
+    with api(hub, "staff-a") as staff:
+        assert len(staff.get("/api/v1/orders", params={"limit": 1000}).json()) == orders + 1
 
     # "Exam done" for a machine without MPPS: asked first, then the row moves on.
     row = row_of(page, str(mine[0]["study_instance_uid"]))

@@ -1,8 +1,10 @@
 """The gateway's report store on its own: retention, acknowledgements, staff verifiers, hostile
 metadata, and the pull loop's back-off logging (no hub: what is tested needs none)."""
 
+import errno
 import hashlib
 import io
+import itertools
 import logging
 import sqlite3
 import time
@@ -174,6 +176,42 @@ def test_an_outage_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1
     assert "could not be reached" in puller.last_error
+
+
+def test_a_full_disk_pauses_the_pull_with_one_line_and_a_growing_wait(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ReportStore(tmp_path / "spool")
+    client = HubClient(f"http://127.0.0.1:{free_port()}", "token", timeout=2)
+    puller = ReportPuller(
+        store, client, wait_seconds=1, retry_initial_seconds=0.01, retry_max_seconds=0.08
+    )
+    calls: list[float] = []
+
+    def full_disk(wait: float | None = None) -> bool:
+        calls.append(time.monotonic())
+        if len(calls) <= 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return False
+
+    monkeypatch.setattr(puller, "run_once", full_disk)
+    caplog.set_level(logging.INFO, logger="imaging_hub.dicom_gateway.reports")
+    puller.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < 7:
+            assert time.monotonic() < deadline, "the pull loop did not go on"
+            time.sleep(0.01)
+    finally:
+        assert puller.stop(timeout=5)
+        client.close()
+        store.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("no space left" in m for m in messages) == 1  # one line per episode
+    assert not any(r.exc_info for r in caplog.records)  # no traceback per turn
+    assert any("running again after 5 failure(s)" in m for m in messages)
+    gaps = [b - a for a, b in itertools.pairwise(calls[:6])]
+    assert gaps[-1] > gaps[0]  # the wait grows
 
 
 def test_write_file_streams_through_a_file_object(store: ReportStore) -> None:

@@ -47,6 +47,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydicom import dcmread
 
 from imaging_hub.dicom_gateway.hub_client import HubClient
+from imaging_hub.dicom_gateway.spool.space import is_no_space
 from imaging_hub.errors import ForwardError
 
 log = logging.getLogger(__name__)
@@ -795,6 +796,7 @@ class ReportPuller:
         self._stopped = threading.Event()
         self._node_wake = threading.Event()
         self._outage = _Outage("report pull")
+        self._local_failures = 0  # failures of this box (e.g. a full disk), not of the hub
         self._staff_synced_at = 0.0
         self._ack_sync_paused_until = 0.0
         self._pruned_at = 0.0
@@ -822,7 +824,7 @@ class ReportPuller:
         return not any(t.is_alive() for t in self._threads)
 
     def _delay(self, failures: int) -> float:
-        base = min(self.retry_max, self.retry_initial * 2 ** max(0, failures - 1))
+        base = min(self.retry_max, self.retry_initial * 2 ** min(30, max(0, failures - 1)))
         return float(base * (0.75 + random.random() * 0.5))
 
     def _run(self) -> None:
@@ -840,9 +842,22 @@ class ReportPuller:
                 else:
                     log.warning("report pull refused by the hub: %s", exc)
                     self._stopped.wait(self.retry_max)
-            except Exception:  # the loop must never die
-                log.exception("report pull failed")
-                self._stopped.wait(self._delay(2))
+            except Exception as exc:  # the loop must never die
+                self._local_failures += 1
+                if is_no_space(exc):  # a full disk: one line per episode, a growing wait
+                    if self._local_failures == 1:
+                        log.warning(
+                            "report pull paused: no space left on the spool's file system "
+                            "(%s); retrying with back-off",
+                            type(exc).__name__,
+                        )
+                else:
+                    log.exception("report pull failed")
+                self._stopped.wait(self._delay(self._local_failures + 1))
+                continue
+            if self._local_failures:
+                log.info("report pull running again after %d failure(s)", self._local_failures)
+                self._local_failures = 0
 
     # --- one cycle (tests call it directly) ---
 

@@ -90,6 +90,19 @@ class MeteredProxy(DelayProxy):
         super().__init__(target, delay)
         self.reset()
 
+    def stop(self) -> None:
+        """Cancel the connections' tasks first (the gateway's keep-alive connections are
+        still open), then stop as bench/wan.py's proxy does."""
+
+        async def cancel() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel(), self._loop).result(10)
+        super().stop()
+
     def reset(self) -> None:
         self.upstream_bytes = 0
         self.first_upload_at = 0.0

@@ -1,6 +1,7 @@
 """A DICOM sender (C-STORE and C-ECHO SCU) used by the demo to play the part of an X-ray machine."""
 
 import logging
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,15 @@ def send_files(
 def echo(
     *, host: str, port: int, called_ae: str, calling_ae: str = "MODALITY", timeout: float = 5.0
 ) -> bool:
-    """Whether the DICOM node at (host, port) answers a C-ECHO with Success."""
+    """Whether the DICOM node at (host, port) answers a C-ECHO with Success.
+
+    A plain TCP connect comes first: a port nobody listens on is answered False without
+    pynetdicom, which logs two ERROR lines (and leaks its socket) for a refused connection —
+    noise while a caller waits for a node to come up."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)

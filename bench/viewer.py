@@ -87,19 +87,30 @@ async (t0) => {
 """
 
 # In the page: one ArrowDown per animation frame; how many different slices were shown (at most
-# one per animation frame: the display's rate, also reported, is the ceiling).
+# one per animation frame: the display's rate, also reported, is the ceiling). work: per frame,
+# the time from the frame's start (the rAF timestamp) to this script's rAF callback, which runs
+# after the viewer's own (registered earlier in the frame: the batched step, the slice drawn in
+# that frame) — the main thread's cost of a slice. idle: the same page's frame rate without
+# scrolling, i.e. what the display (headless chromium's compositor here) gives.
 SCROLL = """
 async ([frames, selector]) => {
   const el = document.querySelector(selector);
   const target = el.closest('.vp-cell') || el;
   let changes = 0, last = el.dataset.imageIndex;
+  const work = [];
   const t0 = performance.now();
   for (let i = 0; i < frames; i++) {
     target.dispatchEvent(new KeyboardEvent('keydown', { key: 'ArrowDown', bubbles: true }));
-    await new Promise((r) => requestAnimationFrame(r));
+    work.push(await new Promise((r) => requestAnimationFrame((ts) => r(performance.now() - ts))));
     if (el.dataset.imageIndex !== last) { changes += 1; last = el.dataset.imageIndex; }
   }
-  return { changes, seconds: (performance.now() - t0) / 1000 };
+  const seconds = (performance.now() - t0) / 1000;
+  const t1 = performance.now();
+  for (let i = 0; i < frames; i++) await new Promise((r) => requestAnimationFrame(r));
+  const idle = frames / ((performance.now() - t1) / 1000);
+  work.sort((a, b) => a - b);
+  const at = (q) => work[Math.floor((work.length - 1) * q)];
+  return { changes, seconds, idle, work: at(0.5), work95: at(0.95) };
 }
 """
 
@@ -185,6 +196,9 @@ def bench_ours(
         "ct_loaded": [],
         "fps": [],
         "display": [],
+        "idle": [],
+        "work": [],
+        "work95": [],
         "rss": [],
         "mode": page.eval_on_selector("#viewer-grid", "(g) => g.dataset.renderer || ''"),
         "webgl": page.eval_on_selector("#viewer-grid", "(g) => g.dataset.webgl || ''"),
@@ -206,6 +220,9 @@ def bench_ours(
         result = page.evaluate(SCROLL, [240, "[data-testid=viewport]"])
         out["fps"].append(result["changes"] / result["seconds"])
         out["display"].append(240 / result["seconds"])  # animation frames per second
+        out["idle"].append(result["idle"])
+        out["work"].append(result["work"])
+        out["work95"].append(result["work95"])
     context.close()
     return out
 
@@ -398,7 +415,9 @@ def main() -> None:
         rows.append(f"| {label} | {fmt(ours[key])} | {fmt(theirs)} | {ratio(theirs, ours[key])} |")
     rows.append(
         f"| CT: scrolling the loaded series | {median(ours['fps']):.0f} slices/s (display: "
-        f"{median(ours['display']):.0f} frames/s) | — | — |"
+        f"{median(ours['display']):.0f} frames/s while scrolling, {median(ours['idle']):.0f} idle; "
+        f"main thread per slice: {median(ours['work']):.1f} ms, p95 "
+        f"{median(ours['work95']):.1f} ms) | — | — |"
     )
     mib = 1024 * 1024
     ours_rss = median(ours["rss"]) / mib
@@ -446,7 +465,7 @@ def main() -> None:
     )
     for line in rows:
         print(line)
-    for key in ("dx", "ct", "fps", "display"):
+    for key in ("dx", "ct", "fps", "display", "idle", "work", "work95"):
         print(f"ours {key}: " + ", ".join(f"{v:.0f}" for v in ours[key]))
     lines = [
         *machine_lines(

@@ -38,6 +38,7 @@ from concurrent.futures import (
     wait,
 )
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from imaging_hub.dicom.transcode import (
@@ -57,6 +58,7 @@ from imaging_hub.dicom_gateway.spool import (
     Spool,
     SpooledInstance,
 )
+from imaging_hub.dicom_gateway.wakeup import MPPS, Alarm, WakeListener
 from imaging_hub.errors import ForwardError, ImagingHubError
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ UPLOAD_CHUNK_BYTES = 64 * 1024
 THROUGHPUT_WINDOW_SECONDS = 60.0
 #: How often the rows of associations whose process is gone are looked for.
 STALE_ASSOCIATIONS_EVERY_SECONDS = 5.0
+#: The forwarder's poll when idle (and while uploads are in flight, with upload slots free):
+#: the fallback of the wake-ups (an instance spooled, an MPPS change, an upload finished).
+IDLE_POLL_SECONDS = 0.5
 
 
 class OrderHints(Protocol):
@@ -256,13 +261,18 @@ class Forwarder:
         park_max_seconds: float = PARK_MAX_SECONDS,
         order_hints: OrderHints | None = None,
         max_association_seconds: float = MAX_ASSOCIATION_SECONDS,
+        wakeup_dir: Path | None = None,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ) -> None:
         """*prepare_processes* > 0 runs *prepare* (transcoding) in that many processes, started
         as soon as an instance is leased, so it overlaps the uploads in flight. What the hub
         refuses for good is tried again after *park_initial_seconds*, doubling each time up to
         *park_max_seconds*. *order_hints* (the order cache) adds the "exam done" and "expected
         images reached" completion triggers; an association open longer than
-        *max_association_seconds* no longer keeps its studies from completing."""
+        *max_association_seconds* no longer keeps its studies from completing. With
+        *wakeup_dir* (the spool directory) the forwarder binds the wake-up socket other processes
+        (the SCP workers) send to (:mod:`~imaging_hub.dicom_gateway.wakeup`); it polls every
+        *idle_poll_seconds* besides."""
         self.spool = spool
         self.client = client
         self.concurrency = max(1, concurrency)
@@ -289,7 +299,11 @@ class Forwarder:
         self.last_error = ""
         self.last_error_at: float | None = None
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self.idle_poll_seconds = idle_poll_seconds
+        self.wakeups = WakeListener(wakeup_dir) if wakeup_dir is not None else None
+        self._alarm = Alarm(self.wakeups)
+        #: Called (in the forwarder's thread) when another process reports an MPPS change.
+        self.on_mpps_wakeup: Callable[[], None] | None = None
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="forward")
         self._prepare_pool: Executor | None = None
         self._prepare_processes = prepare_processes
@@ -312,6 +326,8 @@ class Forwarder:
         released = self.spool.release_leases()
         if released:
             log.info("resuming: %d instances of an interrupted run queued again", released)
+        if self.wakeups is not None:
+            self.wakeups.open()
         self._thread.start()
 
     def _wait_for_warm_workers(self, pool: Executor, timeout: float = 120.0) -> None:
@@ -328,15 +344,36 @@ class Forwarder:
             log.warning("transcoding processes are slow to start; forwarding anyway")
 
     def wake(self) -> None:
-        self._wake.set()
+        """Look for work now (any thread of this process; never blocks)."""
+        self._alarm.set()
+
+    @property
+    def socket_wakeups(self) -> int:
+        """How many waits a datagram of another process ended."""
+        return self._alarm.socket_wakeups
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        self._wake.set()
+        self._alarm.set()
         self._thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._prepare_pool is not None:
             self._prepare_pool.shutdown(wait=True, cancel_futures=True)
+        if not self._thread.is_alive():
+            self._alarm.close()  # and the wake-up socket, its file removed
+        elif self.wakeups is not None:
+            self.wakeups.close()
+
+    def _wait(self, timeout: float) -> bytes:
+        """Wait for a wake-up (this process, another process, a finished upload) or
+        *timeout*; the kinds other processes reported (an MPPS change wakes the outbox)."""
+        kinds = self._alarm.wait(timeout)
+        if MPPS in kinds and self.on_mpps_wakeup is not None:
+            try:
+                self.on_mpps_wakeup()
+            except Exception:  # only a hint
+                log.exception("MPPS wake-up failed")
+        return kinds
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -345,9 +382,10 @@ class Forwarder:
             except Exception:  # keep forwarding whatever happens; the error is logged
                 log.exception("forwarder loop failed; retrying")
                 busy = False
-            if not busy:
-                self._wake.wait(0.5)
-                self._wake.clear()
+            if not busy and not self._stop.is_set():
+                self._wait(self.idle_poll_seconds)
+                if self.wakeups is not None:
+                    self.wakeups.check()  # its file removed: bound again
 
     def run_once(self) -> bool:
         """Forward until the queue is empty, then complete stable studies; returns whether
@@ -356,9 +394,14 @@ class Forwarder:
         A pipeline, not batches: up to twice ``concurrency`` instances are in it at any time
         (``concurrency`` uploading, the next ones being prepared), and each finished upload
         makes room for the next lease at once, so the link never idles at a batch boundary.
+        While there is room, a wake-up (an instance spooled, by this or another process)
+        leases at once too, without waiting for an upload to end. A study whose last upload
+        in flight ended, or an MPPS change, runs the completion step without waiting for the
+        other studies' uploads.
         """
-        in_flight: set[Future[None]] = set()
+        in_flight: dict[Future[None], str] = {}
         worked = self.spool.unpark_due() > 0
+        completed = False
         while True:
             room = 0 if self._stop.is_set() else self.concurrency * 2 - len(in_flight)
             if room > 0:
@@ -366,15 +409,30 @@ class Forwarder:
                 worked = worked or bool(items)
                 for item in items:
                     prepared = self._start_prepare(item)
-                    in_flight.add(self._pool.submit(self._upload, item, prepared))
+                    future = self._pool.submit(self._upload, item, prepared)
+                    in_flight[future] = item.study_instance_uid
+                    future.add_done_callback(self._upload_ended)
             if not in_flight:
                 break
-            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            kinds = b""
+            if len(in_flight) < self.concurrency * 2 and not self._stop.is_set():
+                # Room for more: a wake-up ends the wait as well as a finished upload.
+                kinds = self._wait(self.idle_poll_seconds)
+                done = {future for future in in_flight if future.done()}
+            else:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            studies = {in_flight.pop(future) for future in done}
             for future in done:
                 future.result()
-        completed = self._complete_ready()
+            # A study none of whose instances is in flight any more may be complete now.
+            if MPPS in kinds or studies - set(in_flight.values()):
+                completed = self._complete_ready() or completed
+        completed = self._complete_ready() or completed
         self._purge()
         return worked or completed
+
+    def _upload_ended(self, _future: "Future[None]") -> None:
+        self._alarm.set()
 
     def _purge(self) -> None:
         """Delete forwarded copies past their retention, at most once a minute (or at once

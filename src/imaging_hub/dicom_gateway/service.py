@@ -6,7 +6,9 @@ Besides the DICOM side it runs a heartbeat to the hub (every ``heartbeat_seconds
 With ``scp_workers`` > 1 the DICOM SCP runs in that many worker processes (spawned, not
 forked) that share one listening socket and the one spool (SQLite WAL is multi-process safe);
 one Python process alone cannot receive four associations as fast as a C server because of the
-GIL. The forwarder, heartbeat and metrics run only in the main process. A worker that dies is
+GIL. The forwarder, heartbeat and metrics run only in the main process; a worker wakes the
+forwarder after each instance and MPPS change through a datagram socket in the spool directory
+(:mod:`~imaging_hub.dicom_gateway.wakeup`). A worker that dies is
 replaced; workers die with the main process (``PR_SET_PDEATHSIG``), so a killed gateway frees
 its port.
 """
@@ -41,6 +43,7 @@ from imaging_hub.dicom_gateway.scp import (
     start_shared_scp,
 )
 from imaging_hub.dicom_gateway.spool import Spool
+from imaging_hub.dicom_gateway.wakeup import Waker
 from imaging_hub.errors import ForwardError
 from imaging_hub.tls import server_context
 
@@ -111,7 +114,10 @@ def scp_worker_main(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     spool = open_spool(settings, clean_tmp=False)
-    ae, handler = build_scp(settings, spool)
+    waker = Waker(settings.spool_dir)  # the main process's forwarder (and MPPS outbox)
+    ae, handler = build_scp(
+        settings, spool, on_stored=waker.stored, on_mpps=lambda _outcome: waker.mpps()
+    )
     server = start_shared_scp(
         ae, handler, sock, loads=loads, index=index, ssl_context=scp_tls_context(settings)
     )
@@ -121,6 +127,7 @@ def scp_worker_main(
             break
     server.shutdown()
     spool.close()
+    waker.close()
 
 
 def scp_tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
@@ -155,6 +162,7 @@ class GatewayService:
             bandwidth_limit_bytes_per_second=settings.bandwidth_limit_bytes_per_second,
             prepare_processes=settings.transcode_processes if settings.forward else 0,
             max_association_seconds=settings.max_association_seconds,
+            wakeup_dir=settings.spool_dir,
         )
         # MPPS steps (spool index) and their outbox, pushed to the hub by a thread of its own.
         self.mpps = MppsSteps(self.spool.index)
@@ -164,6 +172,7 @@ class GatewayService:
             retry_initial_seconds=settings.retry_initial_seconds,
             retry_max_seconds=settings.retry_max_seconds,
         )
+        self.forwarder.on_mpps_wakeup = self.mpps_pusher.wake  # a worker's MPPS change
         self.ae, self.handler = build_scp(
             settings, self.spool, on_stored=self.forwarder.wake, on_mpps=self._mpps_changed
         )
@@ -287,7 +296,7 @@ class GatewayService:
 
     def _mpps_changed(self, outcome: MppsOutcome) -> None:
         """An MPPS change in this process: push it now; a COMPLETED step may complete its
-        study at once (SCP worker processes' changes are found within half a second)."""
+        study at once (an SCP worker process's change comes through the wake-up socket)."""
         self.mpps_pusher.wake()
         if is_completed(outcome):
             self.forwarder.wake()

@@ -1,0 +1,108 @@
+"""The viewer's two drawing paths show the same pixels (Debian chromium, a real hub).
+
+Where WebGL is a software rasteriser (this headless chromium: SwiftShader) the viewer draws with
+Cornerstone's CPU path; a workstation with a GPU draws with WebGL (docs/browser-app.md). Each
+sample below — RGB, YBR_FULL and YBR_FULL_422 (JPEG baseline, the latter multi-frame), signed
+16-bit MONOCHROME2 CT — is shown at 1:1 with its own window on both paths, and the
+two canvases are compared pixel by pixel. Screenshots: ``paths-<sample>-<path>.png``.
+"""
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect
+from pydicom.uid import generate_uid
+
+from tests.conftest import SAMPLES
+from tests.e2e.support import BUNDLED, ingest, login, make_instance
+from tests.e2e.test_viewer import VIEWPORT, check_renderer, use_renderer, wait_drawn
+from tests.peers.browser import OpenPage
+from tests.peers.hub import HubProcess, start_hub_process
+
+pytestmark = pytest.mark.e2e
+
+CASES = {
+    "rgb": SAMPLES / "by-modality" / "SC" / "SC_rgb.dcm",
+    "ybr-full": SAMPLES / "by-transfer-syntax" / "jpeg-baseline" / "GH538-jpeg1.dcm",
+    "ybr-422-multiframe": SAMPLES / "by-modality" / "US" / "examples_ybr_color.dcm",
+    "ct-signed-16": BUNDLED / "CT_small.dcm",
+}
+
+
+@pytest.fixture(scope="module")
+def paths_hub(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[HubProcess, dict[str, str]]]:
+    hub = start_hub_process(tmp_path_factory.mktemp("viewer-paths") / "hub")
+    try:
+        studies = {}
+        for name, source in CASES.items():
+            study = generate_uid()
+            studies[name] = ingest(
+                hub,
+                "clinic-a",
+                make_instance(source, study=study, PatientID=f"PATHS-{name}", SeriesNumber=1),
+            )
+        yield hub, studies
+    finally:
+        hub.stop()
+
+
+def canvas_pixels(page: Page) -> np.ndarray:
+    url = page.evaluate(
+        "(sel) => document.querySelector(sel + ' canvas').toDataURL('image/png')", VIEWPORT
+    )
+    data = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+def shown_at_one_to_one(page: Page, study: str) -> np.ndarray:
+    page.goto(f"/#/study/{study}")
+    wait_drawn(page)
+    page.keyboard.press("o")  # one image pixel per screen pixel: no interpolation on either path
+    page.wait_for_timeout(400)
+    zoom = page.locator(".vp-cell.active .vp-br").inner_text()
+    assert "%" not in zoom or "100%" in zoom, zoom
+    return canvas_pixels(page)
+
+
+def test_cpu_and_webgl_paths_show_the_same_pixels(
+    paths_hub: tuple[HubProcess, dict[str, str]], open_page: OpenPage, tmp_path: Path
+) -> None:
+    hub, studies = paths_hub
+    shown: dict[str, dict[str, np.ndarray]] = {}
+    for renderer in ("gpu", "cpu"):
+        bp = open_page(hub.url)
+        use_renderer(bp, renderer)
+        page = bp.page
+        login(bp, hub, "rad1")
+        expect(page.locator("#worklist-table")).to_be_visible()
+        for name, study in studies.items():
+            pixels = shown_at_one_to_one(page, study)
+            check_renderer(page, renderer)
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / f"paths-{name}-{renderer}.png")
+            shown.setdefault(name, {})[renderer] = pixels
+        assert bp.problems() == []
+    for name, by_path in shown.items():
+        cpu, gpu = by_path["cpu"], by_path["gpu"]
+        assert cpu.shape == gpu.shape, name
+        lit = (gpu.max(axis=2) > 8).mean()
+        assert lit > 0.01, (name, lit)  # an image, not a black canvas
+        diff = np.abs(cpu - gpu).max(axis=2)
+        colourful = (np.ptp(gpu, axis=2) > 16).mean()
+        report = {
+            "lit": round(float(lit), 4),
+            "colour": round(float(colourful), 4),
+            "over2": round(float((diff > 2).mean()), 4),
+            "over16": round(float((diff > 16).mean()), 4),
+            "max": int(diff.max()),
+        }
+        print(name, report)
+        if not name.startswith("ct"):
+            assert report["colour"] > 0.001, (name, report)  # shown in colour, not grey
+        assert report["over16"] <= 0.002 and report["over2"] <= 0.02, (name, report)

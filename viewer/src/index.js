@@ -151,12 +151,123 @@ function acceptFor(imageId) {
   return `multipart/related; type="application/octet-stream"; transfer-syntax=${syntax}`;
 }
 
+// PALETTE COLOR: the Red, Green and Blue Palette Color Lookup Table Data, their descriptors and
+// their Segmented Palette Color Lookup Table Data (PS3.3 C.7.9.2).
+const PALETTE = [
+  ["00281201", "00281101", "00281221"],
+  ["00281202", "00281102", "00281222"],
+  ["00281203", "00281103", "00281223"],
+];
+
+/**
+ * A segmented palette table (16-bit words: discrete, linear and indirect segments, PS3.3
+ * C.7.9.2.1) expanded into its entries, as pydicom's _expand_segmented_lut does.
+ */
+export function expandSegmented(words, count = Infinity, last = null, depth = 0) {
+  if (depth > 4) throw new Error("segmented palette: indirect segments nested too deep");
+  const out = [];
+  let at = 0;
+  let segments = 0;
+  while (at + 1 < words.length && segments < count) {
+    const opcode = words[at];
+    const length = words[at + 1];
+    at += 2;
+    if (opcode === 0) {
+      for (let i = 0; i < length && at < words.length; i++) out.push(words[at++]);
+    } else if (opcode === 1) {
+      const y0 = out.length ? out[out.length - 1] : last;
+      if (y0 === null || at >= words.length) throw new Error("segmented palette: a linear segment without a start");
+      const y1 = words[at++];
+      for (let i = 1; i <= length; i++) out.push(Math.round(y0 + ((y1 - y0) * i) / length));
+    } else if (opcode === 2) {
+      if (at + 1 >= words.length) throw new Error("segmented palette: a truncated indirect segment");
+      const offset = words[at] | (words[at + 1] << 16);
+      at += 2;
+      out.push(...expandSegmented(words.subarray(offset), length, out.length ? out[out.length - 1] : last, depth + 1));
+    } else {
+      throw new Error(`segmented palette: unknown segment type ${opcode}`);
+    }
+    segments += 1;
+    if (out.length > 65536) throw new Error("segmented palette: more than 65536 entries");
+  }
+  return out;
+}
+
+function base64Bytes(text) {
+  const raw = atob(text);
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+/** The body of the single part of a multipart/related answer (the whole body if not multipart). */
+function singlePart(bytes, contentType) {
+  const m = /boundary="?([^";]+)"?/i.exec(contentType || "");
+  if (!/multipart/i.test(contentType || "") || !m) return bytes;
+  const text = new TextDecoder("latin1").decode(bytes);
+  const start = text.indexOf("\r\n\r\n");
+  const end = text.lastIndexOf(`\r\n--${m[1]}`);
+  if (start < 0 || end < start) throw new Error("malformed multipart answer");
+  return bytes.subarray(start + 4, end);
+}
+
+/** Lookup table entries from its bytes: 16-bit words, or bytes when the table holds 8-bit entries. */
+function lutValues(bytes, descriptor) {
+  const entries = (descriptor && descriptor[0]) || 65536;
+  const bits = descriptor && descriptor[2];
+  if (bits === 8 && bytes.byteLength === entries) return Array.from(bytes);
+  const words = new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + (bytes.byteLength & ~1)));
+  return Array.from(words.subarray(0, entries));
+}
+
+/**
+ * A PALETTE COLOR instance's lookup tables as numbers: the hub's metadata carries them as
+ * BulkDataURI (or InlineBinary), which Cornerstone's WADO-RS metadata provider does not read, so
+ * such an image could not be shown at all. Returns a copy of meta with each table's Value filled
+ * (meta itself when nothing needed fetching).
+ */
+async function withPalette(meta) {
+  if (firstValue(meta, TAG.PhotometricInterpretation) !== "PALETTE COLOR") return meta;
+  const copy = { ...meta };
+  for (const [plainTag, descriptorTag, segmentedTag] of PALETTE) {
+    const segmented = !meta[plainTag] && meta[segmentedTag];
+    const element = segmented || meta[plainTag];
+    if (!element || Array.isArray(element.Value)) continue;
+    const descriptor = Array.isArray(meta[descriptorTag] && meta[descriptorTag].Value) ? meta[descriptorTag].Value.map(Number) : null;
+    let bytes = null;
+    if (typeof element.InlineBinary === "string") bytes = base64Bytes(element.InlineBinary);
+    else if (typeof element.BulkDataURI === "string") {
+      const url = new URL(element.BulkDataURI, window.location.href);
+      if (url.origin !== window.location.origin) continue; // the hub's own URLs only
+      const answer = await fetch(url.href, { credentials: "same-origin", headers: { Accept: 'multipart/related; type="application/octet-stream"' } });
+      if (!answer.ok) throw new Error(`HTTP ${answer.status}`);
+      bytes = singlePart(new Uint8Array(await answer.arrayBuffer()), answer.headers.get("Content-Type"));
+    }
+    if (!bytes) continue;
+    if (segmented) {
+      const words = new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + (bytes.byteLength & ~1)));
+      copy[plainTag] = { vr: "OW", Value: expandSegmented(words) };
+    } else {
+      copy[plainTag] = { vr: element.vr || "OW", Value: lutValues(bytes, descriptor) };
+    }
+  }
+  return copy;
+}
+
 /**
  * A series from its WADO-RS metadata (an array of DICOM JSON instances): the imageIds in
  * display order (instances by Instance Number, then frames) and, per imageId, which instance
  * (1-based position) and frame it is. base: the series URL ("/dicomweb/studies/…/series/…").
+ * Async: a PALETTE COLOR instance's lookup tables are fetched first (withPalette).
  */
-export function registerSeries(base, metadata) {
+export async function registerSeries(base, metadata) {
+  // A table that cannot be fetched leaves that instance as it was (its image then says it cannot
+  // be shown; the rest of the series is unaffected).
+  const given = await Promise.all((metadata || []).map((m) => withPalette(m).catch(() => m)));
+  return registerSeriesNow(base, given);
+}
+
+function registerSeriesNow(base, metadata) {
   const instances = (metadata || [])
     .filter((m) => firstValue(m, TAG.SOPInstanceUID) && firstValue(m, TAG.Rows))
     .map((m) => ({ meta: m, sop: String(firstValue(m, TAG.SOPInstanceUID)), number: numberValue(m, TAG.InstanceNumber) }))

@@ -650,8 +650,9 @@ def report(
             f"**MPPS COMPLETED after every instance is at the hub** ({len(late)} small CT "
             "studies, 3 images each; the N-SET 0.5-1 s after the last instance was "
             "acknowledged, the forwarder idle): N-SET answered -> `unread`, i.e. the forwarder's "
-            "wake-up (an MPPS taken by an SCP worker process is found by the main process's "
-            "forwarder within its 0.5 s idle poll) plus the hub's complete call over the link.",
+            "wake-up (an MPPS taken by an SCP worker process wakes the main process's "
+            "forwarder through the spool's wake-up socket) plus the hub's complete call over "
+            "the link.",
             "",
             "| studies | median s | p95 s | max s |",
             "| --- | --- | --- | --- |",

@@ -8,13 +8,15 @@
   is taken by a worker process) and a real hub: with the forwarder's fallback poll set to 30 s,
   an instance received by a worker is at the hub within seconds and a late MPPS COMPLETED
   makes the study ``unread`` within seconds — only the socket can have woken the forwarder,
-  and the test counts those wake-ups. The socket file removed while the gateway runs: the
+  and the test counts those wake-ups. An instance spooled while an upload is in flight is
+  leased at once (free upload slots). The socket file removed while the gateway runs: the
   C-STOREs still succeed.
 """
 
 import multiprocessing
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from imaging_hub.config import GatewaySettings
+from imaging_hub.dicom_gateway.forwarder import TokenBucket
 from imaging_hub.dicom_gateway.service import GatewayService
 from imaging_hub.dicom_gateway.wakeup import (
     DRAIN_MAX,
@@ -324,3 +327,48 @@ def test_socket_file_removed_while_running_the_c_stores_still_succeed(
         assert mod.store(ct_instances(study, 1)[0]) == 0
     wait_until(lambda: service.forwarder.forwarded == 4, timeout=10, interval=0.02)
     assert service.forwarder.socket_wakeups > woken
+
+
+def _leases(spool_dir: Path) -> dict[str, tuple[str, bool]]:
+    """SOP Instance UID -> (state, leased now) from the spool index."""
+    db = sqlite3.connect(spool_dir / "index.sqlite3")
+    try:
+        now = time.time()
+        rows = db.execute("SELECT sop_instance_uid, state, lease_until FROM instances")
+        return {uid: (state, lease_until > now) for uid, state, lease_until in rows}
+    finally:
+        db.close()
+
+
+def test_an_instance_spooled_during_an_upload_is_leased_at_once(
+    hub: HubProcess, service: GatewayService
+) -> None:
+    """Free upload slots: a wake-up leases the new instance while the first upload still runs
+    (before, the forwarder waited for that upload to end)."""
+    forwarder = service.forwarder
+    # Every upload now waits for its bytes at 20 kB/s: the ~40 kB instance below takes ~2 s.
+    bucket = TokenBucket(20_000, burst=1)
+    forwarder.bucket = bucket
+    study = generate_uid()
+    primer, first, second = ct_instances(study, 3)
+    with modality(service.settings.dicom_port) as mod:
+        assert mod.store(primer) == 0  # goes at once and empties the bucket
+    wait_until(lambda: forwarder.forwarded == 1, timeout=10, interval=0.02)
+    with modality(service.settings.dicom_port) as mod:
+        assert mod.store(first) == 0
+    wait_until(lambda: _leases(service.settings.spool_dir)[first.sop_instance_uid][1], timeout=5)
+    with modality(service.settings.dicom_port) as mod:
+        assert mod.store(second) == 0
+    leased = wait_until(
+        lambda: (
+            (state := _leases(service.settings.spool_dir))[second.sop_instance_uid][1] and state
+        ),
+        timeout=5,
+        interval=0.01,
+    )
+    assert isinstance(leased, dict)
+    # The first upload had not ended when the second instance was leased.
+    assert leased[first.sop_instance_uid] == ("pending", True)
+    assert forwarder.forwarded == 1
+    bucket.rate = 1e9  # let both finish
+    wait_until(lambda: forwarder.forwarded == 3, timeout=10, interval=0.02)

@@ -424,8 +424,9 @@ class Forwarder:
             studies = {in_flight.pop(future) for future in done}
             for future in done:
                 future.result()
-            # A study none of whose instances is in flight any more may be complete now.
-            if MPPS in kinds or studies - set(in_flight.values()):
+            # A study none of whose instances is in flight any more may be complete now
+            # (without waiting for other studies' uploads; with none left, see below).
+            if in_flight and (MPPS in kinds or studies - set(in_flight.values())):
                 completed = self._complete_ready() or completed
         completed = self._complete_ready() or completed
         self._purge()

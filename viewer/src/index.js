@@ -700,13 +700,43 @@ export class HubViewer {
     vp.render();
   }
 
-  /** One image pixel per device pixel, around the current centre. */
+  /** One image pixel per device pixel, around the current centre, on the device pixel grid. */
   actualSize(id) {
     const vp = this.viewport(id);
     const now = this.magnification(id);
     if (!vp || !now) return;
     vp.setZoom(vp.getZoom() / now);
+    this.alignToDevicePixels(id);
     vp.render();
+  }
+
+  /**
+   * Move the image by less than a device pixel so that its pixels' edges fall on the canvas's
+   * (a centred image with an even side in a canvas with an odd one sits half a pixel off, and at
+   * 1:1 each screen pixel would blend two image pixels).
+   */
+  alignToDevicePixels(id) {
+    const vp = this.viewport(id);
+    try {
+      // The top-left corner of the first pixel, through the viewport's own image data: index
+      // [0, 0] is that pixel's centre on the WebGL path (vtk image data) and its corner on the
+      // CPU path (Cornerstone's legacy pixel coordinates).
+      const data = vp.getImageData().imageData;
+      const corner = data.indexToWorld(vp.useCPURendering ? [0, 0, 0] : [-0.5, -0.5, 0], [0, 0, 0]);
+      const dpr = window.devicePixelRatio || 1;
+      const at = vp.worldToCanvas(corner).map((v) => v * dpr);
+      // Nearest device pixel edge; a half-pixel tie (floating point either side of .5) always
+      // goes the same way on both paths.
+      const off = at.map((v) => v - Math.floor(v + 0.5 - 1e-4));
+      if (Math.abs(off[0]) < 0.01 && Math.abs(off[1]) < 0.01) return;
+      const a = vp.canvasToWorld([0, 0]);
+      const b = vp.canvasToWorld([off[0] / dpr, off[1] / dpr]);
+      const camera = vp.getCamera();
+      const move = (p) => p.map((v, i) => v + b[i] - a[i]);
+      vp.setCamera({ focalPoint: move(camera.focalPoint), position: move(camera.position) });
+    } catch {
+      // No image yet: nothing to align.
+    }
   }
 
   zoomBy(id, factor) {

@@ -121,6 +121,11 @@ def test_study_page_series_images_windows_and_frames(
     first_sop = image.get_attribute("data-sop")
     assert any(f"/instances/{first_sop}/frames/1" in r.url for r in requests)
     assert not any("/rendered" in r.url for r in requests)
+    # Thumbnails are asked for after the first image's frame (they do not compete with it).
+    urls = [r.url for r in requests]
+    first_frame = next(i for i, u in enumerate(urls) if "/frames/" in u)
+    first_thumb = next(i for i, u in enumerate(urls) if u.endswith("/thumbnail"))
+    assert first_frame < first_thumb, urls[: first_thumb + 1]
 
     page.click("button.preset[data-preset=lung]")
     expect(image).to_have_attribute("data-window", "-600,1500")

@@ -404,6 +404,11 @@ def _chain(
 
     # 5. rad1 claims and signs; clinic-a's gateway holds the report.
     with hub.client("rad1") as rad:
+        # The order's priority and clinical question reached the radiologist's worklist.
+        listed = rad.get("/api/v1/worklist", params={"limit": 200}).json()["items"]
+        (item,) = [i for i in listed if i["study_instance_uid"] == uid]
+        assert item["priority"] == "urgent" and item["status"] == "unread"
+        assert item["clinical_question"] == "头痛三天，排除颅内出血"
         assert rad.post(f"/api/v1/studies/{uid}/claim").status_code == 200
         draft = rad.put(
             f"/api/v1/studies/{uid}/report",

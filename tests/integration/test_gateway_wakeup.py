@@ -113,6 +113,7 @@ def test_listener_removes_only_its_own_file_and_replaces_a_stale_one(tmp_path: P
     assert first.open()
     second = WakeListener(tmp_path)  # e.g. a second gateway started by mistake on this spool
     assert second.open()
+    first.check()  # not its file any more, but there: left alone (no tug of war)
     first.close()
     assert path.is_socket()  # the second one's file stays
     waker = Waker(tmp_path)

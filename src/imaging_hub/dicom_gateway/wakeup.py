@@ -167,16 +167,13 @@ class WakeListener:
         return b"".join(sorted(kinds))
 
     def check(self) -> None:
-        """Bind again if the socket file was removed or replaced (senders could not reach
-        us); called at the forwarder's idle poll."""
+        """Bind again if the socket file was removed (senders could not reach us); called at
+        the forwarder's idle poll. A file another process put there (a second gateway on this
+        spool by mistake) is left alone: no tug of war, the poll remains."""
         if self._address is None or self._inode is None:
             return
-        try:
-            st = os.stat(self._address.path)
-            if (st.st_dev, st.st_ino) == self._inode:
-                return
-        except OSError:
-            pass
+        if os.path.lexists(self._address.path):
+            return
         log.warning("forwarder wake-up socket file was removed; bound again")
         self.open()
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydicom.uid import generate_uid
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import decode
@@ -38,10 +37,14 @@ def _pynetdicom(message_id: int, sop_class: str, instance: str, status: int) -> 
     return bytes(pdv[1:])
 
 
+# A typical generated UID, fixed: parameters must be the same in every pytest-xdist worker.
+TYPICAL_UID = "1.2.826.0.1.3680043.8.498.26032996206823710201205287271025034501"
+
+
 @pytest.mark.parametrize(
     "sop_class", ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.1.1"]
 )  # even and odd lengths
-@pytest.mark.parametrize("instance", ["1.2.3", "1.2.34", generate_uid(), "9" * 64])
+@pytest.mark.parametrize("instance", ["1.2.3", "1.2.34", TYPICAL_UID, "9" * 64])
 @pytest.mark.parametrize("status", [0x0000, 0xA700, 0xA900, 0xC000, 0x0110, 0xB000])
 @pytest.mark.parametrize("message_id", [1, 2, 255, 65535])
 def test_store_response_matches_pynetdicom(
@@ -91,7 +94,7 @@ def _decoded_by_pynetdicom(command: bytes) -> Any:
 
 
 @pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.1.1"])
-@pytest.mark.parametrize("instance", ["1.2.3", "1.2.34", generate_uid(), "9" * 64])
+@pytest.mark.parametrize("instance", ["1.2.3", "1.2.34", TYPICAL_UID, "9" * 64])
 @pytest.mark.parametrize("priority", [0, 1, 2])
 @pytest.mark.parametrize("message_id", [1, 65535])
 @pytest.mark.parametrize("move_originator", [None, ("MOVESCU", 12)])

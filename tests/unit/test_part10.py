@@ -10,6 +10,9 @@ from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from imaging_hub.dicom.part10 import file_meta_bytes, part10_bytes
 
+# A typical generated UID, fixed: parameters must be the same in every pytest-xdist worker.
+TYPICAL_UID = "1.2.826.0.1.3680043.8.498.26032996206823710201205287271025034501"
+
 
 @pytest.mark.parametrize(
     ("sop_class", "transfer_syntax"),
@@ -20,7 +23,7 @@ from imaging_hub.dicom.part10 import file_meta_bytes, part10_bytes
         ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.1.2.1.99"),
     ],
 )
-@pytest.mark.parametrize("instance", ["1.2.3", "1.2.34", generate_uid(), "9" * 64])
+@pytest.mark.parametrize("instance", ["1.2.3", "1.2.34", TYPICAL_UID, "9" * 64])
 def test_file_meta_matches_pynetdicom(sop_class: str, transfer_syntax: str, instance: str) -> None:
     expected = encode_file_meta(
         create_file_meta(

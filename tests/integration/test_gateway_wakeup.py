@@ -347,8 +347,8 @@ def test_an_instance_spooled_during_an_upload_is_leased_at_once(
     """Free upload slots: a wake-up leases the new instance while the first upload still runs
     (before, the forwarder waited for that upload to end)."""
     forwarder = service.forwarder
-    # Every upload now waits for its bytes at 20 kB/s: the ~40 kB instance below takes ~2 s.
-    bucket = TokenBucket(20_000, burst=1)
+    # Every upload now waits for its bytes at 8 kB/s: the ~40 kB instance below takes ~5 s.
+    bucket = TokenBucket(8_000, burst=1)
     forwarder.bucket = bucket
     study = generate_uid()
     primer, first, second = ct_instances(study, 3)

@@ -302,6 +302,7 @@ class Forwarder:
         self.idle_poll_seconds = idle_poll_seconds
         self.wakeups = WakeListener(wakeup_dir) if wakeup_dir is not None else None
         self._alarm = Alarm(self.wakeups)
+        self._mpps_changed = threading.Event()
         #: Called (in the forwarder's thread) when another process reports an MPPS change.
         self.on_mpps_wakeup: Callable[[], None] | None = None
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="forward")
@@ -343,8 +344,11 @@ class Forwarder:
         if len(seen) < self._prepare_processes:
             log.warning("transcoding processes are slow to start; forwarding anyway")
 
-    def wake(self) -> None:
-        """Look for work now (any thread of this process; never blocks)."""
+    def wake(self, *, mpps: bool = False) -> None:
+        """Look for work now (any thread of this process; never blocks); *mpps*: an MPPS
+        changed (completion is looked at even while other studies upload)."""
+        if mpps:
+            self._mpps_changed.set()
         self._alarm.set()
 
     @property
@@ -373,6 +377,9 @@ class Forwarder:
                 self.on_mpps_wakeup()
             except Exception:  # only a hint
                 log.exception("MPPS wake-up failed")
+        if self._mpps_changed.is_set() and MPPS not in kinds:
+            kinds += MPPS  # in this process (its outbox was woken directly)
+        self._mpps_changed.clear()
         return kinds
 
     def _run(self) -> None:

@@ -299,7 +299,7 @@ class GatewayService:
         study at once (an SCP worker process's change comes through the wake-up socket)."""
         self.mpps_pusher.wake()
         if is_completed(outcome):
-            self.forwarder.wake()
+            self.forwarder.wake(mpps=True)
 
     def _beat(self) -> None:
         """Report to the hub until stopped; a hub that does not answer is tried next time."""

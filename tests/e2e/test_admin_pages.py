@@ -166,9 +166,11 @@ def test_admin_creates_a_user_who_signs_in_and_edits_duty(
     page.fill("#edit-display", "赵主治 Dr. Zhao")
     page.get_by_test_id("admin-user-save").click()
     expect(user_row(page, "rad9").locator("td.col-display")).to_have_text("赵主治 Dr. Zhao")
+    expect(notice).to_contain_text("已保存 rad9 的修改")
     page.fill("#reset-password", "Zhao-new-pass-1")
     page.get_by_test_id("admin-user-password").click()
-    expect(notice).to_contain_text("已重置 rad9 的密码")
+    # Hashing the new password (argon2) on a loaded CI machine can take seconds.
+    expect(notice).to_contain_text("已重置 rad9 的密码", timeout=20_000)
     old = httpx.post(
         f"{admin_hub.url}/api/v1/auth/token",
         data={"username": "rad9", "password": "Zhao-reads-2026"},

@@ -313,7 +313,11 @@ function renderAdminUsers({ root, signal }) {
         () => request(path, { method: "PATCH", body: patch, signal }),
         t("adminUsers.saved", { username }),
       );
-      if (done) openEdit(username);
+      if (!done) return;
+      // A new role changes which sections the panel has (reading duty): build it again. Otherwise
+      // keep the panel, so what the admin is typing in its other forms (a new password) stays.
+      if (patch.role) openEdit(username);
+      else Object.assign(u, users.find((x) => x.username === username) || {});
     });
 
     const password = h("input", { id: "reset-password", name: "password", type: "password", minlength: "10", maxlength: "256", autocomplete: "new-password", required: true });

@@ -37,10 +37,18 @@ SQL_PAYLOADS = [
 
 
 def ingest(hub_app: HubApp, *, name: str, clinic: str = "clinic-a") -> str:
+    """A CT instance of *clinic* with this patient name, ingested and complete; its study UID."""
+    return str(ingest_instance(hub_app, name=name, clinic=clinic).StudyInstanceUID)
+
+
+def ingest_instance(
+    hub_app: HubApp, *, name: str, clinic: str = "clinic-a", patient_id: str = "<b>ID-1</b>"
+) -> pydicom.Dataset:
+    """:func:`ingest`, answering the ingested data set (its study, series and instance UIDs)."""
     ds = pydicom.dcmread(BUNDLED / "CT_small.dcm")
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.PatientName = name
-    ds.PatientID = "<b>ID-1</b>"
+    ds.PatientID = patient_id
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.SOPInstanceUID = generate_uid()
@@ -61,7 +69,7 @@ def ingest(hub_app: HubApp, *, name: str, clinic: str = "clinic-a") -> str:
         headers=auth,
     )
     assert done.status_code == 200, done.text
-    return str(ds.StudyInstanceUID)
+    return ds
 
 
 def _caller_for(hub_app: HubApp, permission: Any) -> dict[str, str] | None:

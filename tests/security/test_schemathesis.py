@@ -16,17 +16,13 @@ Bounded (a few examples per operation and principal, long-poll waits cut to 0) a
 derandomized, so a failure reproduces. Runs in process against the ASGI app.
 """
 
-import hashlib
-import io
 from dataclasses import dataclass
 from typing import Any
 
-import pydicom
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydicom.uid import generate_uid
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -34,7 +30,7 @@ from schemathesis.checks import (
 )
 
 from tests.security.conftest import ROLE_USERS, HubApp
-from tests.security.test_hostile_input import BUNDLED
+from tests.security.test_hostile_input import ingest_instance
 
 # PHI of clinic-a's study that must never reach clinic-b or an anonymous caller.
 SECRET_NAME = "泄露^检查"
@@ -72,30 +68,7 @@ class Known:
 
 def _seed(hub_app: HubApp) -> Known:
     """One CT instance of clinic-a, ingested by its gateway and complete (unread)."""
-    ds = pydicom.dcmread(BUNDLED / "CT_small.dcm")
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.PatientName = SECRET_NAME
-    ds.PatientID = SECRET_ID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    data = out.getvalue()
-    auth = {"Authorization": f"Bearer {hub_app.gateway_tokens['clinic-a']}"}
-    put = hub_app.client.put(
-        f"/api/v1/ingest/instances/{ds.SOPInstanceUID}",
-        content=data,
-        headers={**auth, "X-Content-SHA256": hashlib.sha256(data).hexdigest()},
-    )
-    assert put.status_code == 201, put.text
-    done = hub_app.client.post(
-        f"/api/v1/ingest/studies/{ds.StudyInstanceUID}/complete",
-        json={"sop_instance_uids": [str(ds.SOPInstanceUID)]},
-        headers=auth,
-    )
-    assert done.status_code == 200, done.text
+    ds = ingest_instance(hub_app, name=SECRET_NAME, patient_id=SECRET_ID)
     return Known(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
 
 

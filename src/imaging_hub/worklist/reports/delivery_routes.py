@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from imaging_hub.worklist.access.accounts import USERNAME_PATTERN
-from imaging_hub.worklist.db.models import Gateway, ReportKind
+from imaging_hub.worklist.db.models import Gateway
 from imaging_hub.worklist.http.deps import CallerDep, SessionDep, StateDep
 from imaging_hub.worklist.http.permissions import require
 from imaging_hub.worklist.http.problems import problem
@@ -31,30 +31,8 @@ ReportId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 GatewayDep = Annotated[Gateway, require("gateway.reports")]
 
 
-class DeliveryItemOut(BaseModel):
-    id: int
-    kind: ReportKind
-    predecessor_id: int | None
-    study_instance_uid: str
-    accession_number: str
-    patient_id: str
-    patient_name: str
-    patient_sex: str
-    patient_birth_date: str
-    study_date: str
-    study_description: str
-    modalities: str
-    signed_at: datetime | None
-    signer_name: str
-    sha256: str
-    critical: bool
-    critical_category: str
-    acknowledged_at: datetime | None
-    pdf_sop_instance_uid: str
-
-
 class ReportFeedOut(BaseModel):
-    reports: list[DeliveryItemOut]
+    reports: list[delivery.DeliveryItem]
 
 
 class ReceivedIn(BaseModel):
@@ -130,7 +108,7 @@ async def get_gateway_reports(
         batcher=state.access_batcher,
         gone=request.is_disconnected,
     )
-    return ReportFeedOut(reports=[DeliveryItemOut(**vars(item)) for item in items])
+    return ReportFeedOut(reports=items)
 
 
 @router.get("/api/v1/gateway/reports/acknowledgements", response_model=AcknowledgementsOut)

@@ -258,6 +258,32 @@ class ChainReport:
     last_hash: str
 
 
+def record_access_for(
+    session: Session,
+    caller: Caller,
+    *,
+    action: str,
+    batcher: AccessBatcher,
+    study_uid: str = "",
+    object_type: str = "study",
+    object_id: str = "",
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent | None:
+    """:func:`record_access` for a read by *caller* (its session, actor and address)."""
+    return record_access(
+        session,
+        batcher=batcher,
+        session_key=caller.session_key,
+        actor=caller.actor,
+        action=action,
+        study_uid=study_uid,
+        source_ip=caller.source_ip,
+        object_type=object_type,
+        object_id=object_id,
+        detail=detail,
+    )
+
+
 def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
     """Recompute the whole chain; raise :class:`AuditChainBroken` naming the first bad id."""
     expected_id = 1

@@ -148,14 +148,12 @@ def order_feed(
         json.dumps([asdict(i) for i in items], sort_keys=True, ensure_ascii=False).encode()
     ).hexdigest()
     if items:
-        event = audit.record_access(
+        event = audit.record_access_for(
             session,
+            caller,
             batcher=batcher,
-            session_key=caller.session_key,
-            actor=caller.actor,
             action=audit.ORDER_LISTED,
             study_uid="",
-            source_ip=caller.source_ip,
             object_type="order_feed",
             object_id=str(gateway.institution_id),
         )

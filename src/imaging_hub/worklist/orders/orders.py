@@ -689,14 +689,12 @@ def orders_for(
         limit=limit,
     )
     if found and batcher is not None:
-        event = audit.record_access(
+        event = audit.record_access_for(
             session,
+            caller,
             batcher=batcher,
-            session_key=caller.session_key,
-            actor=caller.actor,
             action=audit.ORDER_LISTED,
             study_uid="",
-            source_ip=caller.source_ip,
             object_type="orders",
             object_id=where.code if where is not None else "",
         )

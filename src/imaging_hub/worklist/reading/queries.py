@@ -272,14 +272,12 @@ def worklist(
     user = caller.user
     found = list_worklist(session, f, user=user, scope=study_scope(session, user), now=now)
     if found:
-        event = audit.record_access(
+        event = audit.record_access_for(
             session,
+            caller,
             batcher=batcher,
-            session_key=caller.session_key,
-            actor=caller.actor,
             action=audit.STUDY_LISTED,
             study_uid="",
-            source_ip=caller.source_ip,
             object_type="worklist",
         )
         if event is not None:

@@ -261,14 +261,12 @@ def pending_reports(
     ).all()
     items = [_item(report, study, patient) for report, study, patient in rows]
     if items:
-        event = audit.record_access(
+        event = audit.record_access_for(
             session,
+            caller,
             batcher=batcher,
-            session_key=caller.session_key,
-            actor=caller.actor,
             action=audit.STUDY_LISTED,
             study_uid="",
-            source_ip=caller.source_ip,
             object_type="gateway_reports",
         )
         if event is not None:

@@ -442,26 +442,22 @@ def get_chain(
     )
     if prior is not None:
         # Reading the prior report is a read of that study's signed text: audited like one.
-        audit.record_access(
+        audit.record_access_for(
             session,
+            caller,
             batcher=batcher,
-            session_key=caller.session_key,
-            actor=caller.actor,
             action=REPORT_READ,
             study_uid=prior.study.study_instance_uid,
-            source_ip=caller.source_ip,
             object_type="study",
             detail={"as_prior_of": study.study_instance_uid},
         )
     if signed:
-        audit.record_access(
+        audit.record_access_for(
             session,
+            caller,
             batcher=batcher,
-            session_key=caller.session_key,
-            actor=caller.actor,
             action=REPORT_READ,
             study_uid=study.study_instance_uid,
-            source_ip=caller.source_ip,
             object_type="study",
         )
     if signed or prior is not None:

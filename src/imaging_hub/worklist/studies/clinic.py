@@ -207,14 +207,12 @@ def clinic_studies(
     keyed.sort(key=lambda k: k[0], reverse=True)
     items = [k[3] for k in keyed]
     if items:
-        event = audit.record_access(
+        event = audit.record_access_for(
             session,
+            caller,
             batcher=batcher,
-            session_key=caller.session_key,
-            actor=caller.actor,
             action=audit.STUDY_LISTED,
             study_uid="",
-            source_ip=caller.source_ip,
             object_type="clinic_studies",
         )
         if event is not None:

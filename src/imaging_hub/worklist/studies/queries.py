@@ -65,14 +65,12 @@ def open_study(
     study = get_study_in_scope(
         session, principal=caller.user, study_instance_uid=study_instance_uid
     )
-    event = audit.record_access(
+    event = audit.record_access_for(
         session,
+        caller,
         batcher=batcher,
-        session_key=caller.session_key,
-        actor=caller.actor,
         action=audit.STUDY_OPENED,
         study_uid=study_instance_uid,
-        source_ip=caller.source_ip,
     )
     if event is not None:
         session.commit()

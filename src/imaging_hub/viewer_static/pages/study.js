@@ -267,7 +267,11 @@ const THUMB_ACCEPT = { Accept: "image/png, image/jpeg;q=0.9" };
 const CACHE_BYTES = 1024 * 1024 * 1024;
 const PREFETCH_BYTES = 768 * 1024 * 1024;
 const LAYOUTS = { "1x1": [1, 1], "1x2": [1, 2], "2x2": [2, 2] };
+// Thumbnails wait for the first image: at most THUMBS_AFTER_MS once its load has begun (the page's
+// bundle and the series' first headers come first), and THUMBS_LATEST_MS from the page's start
+// whatever happens (a layout whose series are all gone shows no image at all).
 const THUMBS_AFTER_MS = 1500;
+const THUMBS_LATEST_MS = 10000;
 const TOOL_KEYS = ["wl", "pan", "zoom", "length", "angle", "ellipse"];
 
 // CT windows in Hounsfield units (center, width).
@@ -654,14 +658,20 @@ async function renderStudy({ root, params, query, signal, user }) {
   disposers.push(mountReportPane(root.querySelector("[data-testid=report-pane-slot]"), { studyUid: uid, study: detail, user, signal, onChange: () => refreshDetail().then(() => renderClaim()) }));
 
   // ---- Series thumbnails (draggable into a viewport) with a progress bar each ----
-  // Thumbnails are asked for once the first image is on screen (or after THUMBS_AFTER_MS): the
-  // hub renders each from its series' pixels, which for a large radiograph costs as much as the
-  // first frame itself, and the two would share the hub and the link.
+  // Thumbnails are asked for once the first image is on screen or has failed (or THUMBS_AFTER_MS
+  // after its load began): the hub renders each from its series' pixels, which for a large
+  // radiograph costs as much as the first frame itself, and the two would share the hub and the link.
   const progressBars = new Map();
   let openThumbs = () => {};
   const thumbsGate = new Promise((resolve) => (openThumbs = resolve));
-  const thumbsTimer = setTimeout(() => openThumbs(), THUMBS_AFTER_MS);
-  disposers.push(() => clearTimeout(thumbsTimer));
+  const thumbsTimers = [setTimeout(() => openThumbs(), THUMBS_LATEST_MS)];
+  disposers.push(() => thumbsTimers.forEach(clearTimeout));
+  let thumbsClockStarted = false;
+  function startThumbsClock() {
+    if (thumbsClockStarted) return;
+    thumbsClockStarted = true;
+    thumbsTimers.push(setTimeout(() => openThumbs(), THUMBS_AFTER_MS));
+  }
   async function loadThumbnail(series, img) {
     await thumbsGate;
     if (signal.aborted) return;
@@ -961,6 +971,7 @@ async function renderStudy({ root, params, query, signal, user }) {
     if (early) {
       const part = await firstImages(info.study, seriesUid).catch(() => null);
       if (part && !wholeDone && opening === c.opening && viewer) {
+        startThumbsClock();
         await viewer.showSeries(id, info, part, 0, { voi: start.window || undefined });
         shownEarly = opening === c.opening;
       }
@@ -970,6 +981,7 @@ async function renderStudy({ root, params, query, signal, user }) {
       images = await whole;
     } catch (err) {
       if (err.name === "AbortError" || opening !== c.opening) return;
+      openThumbs(); // no image to wait for
       replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: err.message })));
       return;
     }
@@ -984,6 +996,7 @@ async function renderStudy({ root, params, query, signal, user }) {
       const s = viewer.state(id);
       index = s && s.index >= 0 ? s.index : index;
     } else {
+      startThumbsClock();
       await viewer.showSeries(id, info, images, index, { voi: start.window || undefined });
     }
     if (opening !== c.opening || !viewer) return;
@@ -1060,7 +1073,10 @@ async function renderStudy({ root, params, query, signal, user }) {
       for (const el of Object.values(c.overlay)) replaceChildren(el);
       if (!c.seriesUid && c.notFound) replaceChildren(c.message, messageBox("error", t("viewer.seriesNotFound")));
       else if (!c.seriesUid && !c.pending) replaceChildren(c.message, h("span", { class: "vp-empty" }, t("viewer.empty")));
-      else if (s && s.error) replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: s.error.message })));
+      else if (s && s.error) {
+        openThumbs(); // no image to wait for
+        replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: s.error.message })));
+      }
       if (cells[active] === c) updateToolbar(c, s);
       return;
     }
@@ -1101,9 +1117,11 @@ async function renderStudy({ root, params, query, signal, user }) {
     const wrongStudy = first(meta, TAG.StudyInstanceUID) !== expectedStudy || (expectedStudy !== uid && !prior);
     const wrongPatient = Boolean(prior) && first(meta, TAG.PatientID) !== item.patient_id;
     if (wrongStudy || wrongPatient) {
+      openThumbs(); // no image to wait for
       c.element.classList.add("vp-blank");
       replaceChildren(c.message, messageBox("error", t(wrongStudy ? "viewer.wrongStudy" : "viewer.wrongPatient")));
     } else if (s.error) {
+      openThumbs(); // no image to wait for
       replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: s.error.message })));
     } else if (!s.shown) {
       replaceChildren(c.message, h("span", { class: "loading" }, t("viewer.loading")));

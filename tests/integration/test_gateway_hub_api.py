@@ -128,6 +128,72 @@ def test_ingest_needs_a_gateway_token(hub_m: HubProcess) -> None:
     assert row(hub_m, sop) is None
 
 
+def put_trailed(
+    hub: HubProcess, sop_uid: str, body: bytes, *, header: str = "trailer", pieces: int = 7
+) -> httpx.Response:
+    """PUT with the digest at the end of the body (the gateway's streamed JPEG-LS), sent in
+    uneven chunks, so that the trailer is split across them."""
+    step = max(1, len(body) // pieces)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), step):
+            yield body[start : start + step]
+
+    return httpx.put(
+        f"{hub.url}/api/v1/ingest/instances/{sop_uid}",
+        content=chunks(),
+        headers={
+            "Authorization": f"Bearer {hub.gateway_tokens['clinic-a']}",
+            "Content-Type": "application/dicom",
+            "X-Content-SHA256": header,
+        },
+        timeout=30,
+    )
+
+
+def test_a_trailing_digest_is_checked_and_kept_out_of_the_stored_file(hub_m: HubProcess) -> None:
+    _, sop, data = instance()
+    digest = hashlib.sha256(data).hexdigest()
+    for pieces in (1, 7, len(data) // 50):  # the 64 digits in one chunk, or over two or more
+        stored = put_trailed(hub_m, sop, data + digest.encode(), pieces=pieces)
+        assert stored.status_code in (200, 201), stored.text
+        found = row(hub_m, sop)
+        assert found is not None and found[1] == digest
+        assert objects(hub_m)[found[0]] == data  # the file, without its trailer
+
+
+@pytest.mark.parametrize(
+    ("trailer", "status", "code"),
+    [
+        (hashlib.sha256(b"another file").hexdigest().encode(), 422, "checksum_mismatch"),
+        (b"", 422, "invalid_dicom"),  # no trailer: the file's own last bytes are not hex
+        (b"z" * 64, 422, "invalid_dicom"),
+        (b"0" * 63, 422, "invalid_dicom"),  # one digit short: a file byte is taken for one
+    ],
+    ids=["wrong-digest", "missing", "not-hex", "short"],
+)
+def test_a_bad_trailing_digest_stores_nothing(
+    hub_m: HubProcess, trailer: bytes, status: int, code: str
+) -> None:
+    _, sop, data = instance()
+    before = objects(hub_m)
+    refused = put_trailed(hub_m, sop, data + trailer)
+    assert refused.status_code == status, refused.text
+    assert refused.json()["code"] == code
+    assert row(hub_m, sop) is None
+    assert objects(hub_m) == before
+
+
+@pytest.mark.parametrize("header", ["Trailer", "TRAILER", "sha256", "0" * 63, ""])
+def test_an_unknown_digest_header_is_refused(hub_m: HubProcess, header: str) -> None:
+    _, sop, data = instance()
+    refused = put_trailed(
+        hub_m, sop, data + hashlib.sha256(data).hexdigest().encode(), header=header
+    )
+    assert refused.status_code == 422, refused.text
+    assert row(hub_m, sop) is None
+
+
 def beat(hub: HubProcess, clinic: str, **status: object) -> httpx.Response:
     return httpx.post(
         f"{hub.url}/api/v1/gateways/heartbeat",

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
+from pydicom.pixels.encoders.base import get_encoder
 from pydicom.pixels.utils import iter_pixels
 from pydicom.pixels.utils import pixel_array as pydicom_pixel_array
 from pydicom.tag import BaseTag, Tag
@@ -55,11 +57,16 @@ from imaging_hub.errors import InvalidDicomError
 __all__ = [
     "JPEG2000_LOSSLESS",
     "JPEG_LS_LOSSLESS",
+    "SHA256_TRAILER",
     "UNVERIFIED",
     "WAN_SYNTAXES",
+    "StreamHead",
     "TranscodeResult",
     "decode_frame",
+    "encode_codestream_for_wan",
     "encode_for_wan",
+    "encode_head_for_wan",
+    "join_streamed",
     "pixels_equal",
     "read_part10",
     "tolerant_reading",
@@ -285,13 +292,11 @@ def transcode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> Transco
 UNVERIFIED = "Not verified yet."
 
 
-def encode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> TranscodeResult:
-    """The first half of :func:`transcode_for_wan`: the encoded file, NOT yet verified
-    (``reason`` is :data:`UNVERIFIED`), or the original untouched with the reason why.
-
-    Never send an encoded result before :func:`verify_for_wan` accepted it.
-    """
-    target = UID(syntax)
+def _native_source(
+    data: bytes, target: UID
+) -> tuple[FileDataset, np.ndarray[Any, Any]] | TranscodeResult:
+    """The data set and its raw pixel array, if *target* can re-encode it losslessly;
+    otherwise the original untouched with the reason why."""
     if target not in WAN_SYNTAXES:
         raise ValueError(f"Transcoding to {target} is not supported; use JPEG-LS or JPEG 2000.")
     ds = read_part10(data)
@@ -329,13 +334,26 @@ def encode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> TranscodeR
             "The big endian data set has OW/OF/UN elements besides Pixel Data, "
             "which cannot be converted to little endian safely.",
         )
-
     try:
         with tolerant_reading():
             original = pydicom_pixel_array(ds, raw=True)
     except Exception as exc:
         return _untouched(data, ts, f"The native Pixel Data could not be decoded ({exc}).")
+    return ds, original
 
+
+def encode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> TranscodeResult:
+    """The first half of :func:`transcode_for_wan`: the encoded file, NOT yet verified
+    (``reason`` is :data:`UNVERIFIED`), or the original untouched with the reason why.
+
+    Never send an encoded result before :func:`verify_for_wan` accepted it.
+    """
+    target = UID(syntax)
+    source = _native_source(data, target)
+    if isinstance(source, TranscodeResult):
+        return source
+    ds, original = source
+    ts = UID(str(ds.file_meta.TransferSyntaxUID))
     buffer = io.BytesIO()
     try:
         with tolerant_reading():  # writing converts raw elements, which may warn
@@ -363,6 +381,182 @@ def encode_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> TranscodeR
         transcoded=True,
         original_size=len(data),
         size=len(encoded),
+        reason=UNVERIFIED,
+    )
+
+
+# ---- Streamed JPEG-LS: the first bytes leave before the whole image is encoded ----------------
+#
+# JPEG-LS (ITU-T T.87) codes the samples in raster order, each from its causal neighbours and
+# from context statistics gathered on the samples before it, never from a later line. So the
+# codestream of an image's first R lines, encoded as an image of its own with the same
+# parameters, is -- but for its height in the frame header and the last few bytes the encoder
+# pads at its end -- the first bytes of the whole image's codestream. The gateway sends those
+# (fragment 1) while a second process encodes the whole image; the rest of the codestream
+# (fragment 2) follows. A frame in more than one fragment is ordinary DICOM (PS3.5 A.4); the
+# codestream is one standard JPEG-LS scan, with no restart markers (which dcmtk 3.6.7 cannot
+# decode). join_streamed() refuses a whole codestream that does not begin with fragment 1, and
+# the joined file is verified like any other before the hub may keep it.
+
+#: Share of an image's lines encoded first, on their own: about 1/8 of the compressed bytes,
+#: which at 20 Mbit/s take longer to send than the whole image takes to encode.
+HEAD_FRACTION = 1 / 8
+#: Lines fewer than this are not worth a head of their own.
+MIN_STREAMED_ROWS = 64
+#: Bytes at the end of the head's own codestream that the whole one may not share: its end of
+#: image marker and the encoder's padding of its last bits (three bytes measured; margin kept).
+HEAD_TAIL_MARGIN = 16
+#: ``X-Content-SHA256`` of an upload whose SHA-256 (64 hex digits) ends its body instead: the
+#: gateway streams a file whose digest it cannot know before the last byte.
+SHA256_TRAILER = "trailer"
+SHA256_HEX_DIGITS = 64
+
+_ITEM = b"\xfe\xff\x00\xe0"
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_SOF55 = 0xF7
+_SOS = 0xDA
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """The start of an instance's JPEG-LS file, encoded from the image's first lines alone.
+
+    ``data`` is the Part-10 file from its preamble to the end of the first fragment of Pixel
+    Data (``fragment``): the first bytes of the whole image's codestream.
+    """
+
+    data: bytes
+    fragment: bytes
+    original_size: int
+
+
+def _item(value: bytes) -> bytes:
+    return _ITEM + struct.pack("<I", len(value)) + value
+
+
+def _with_height(codestream: bytes, rows: int) -> bytes:
+    """*codestream* with the number of lines in its JPEG-LS frame header (SOF55) set to *rows*."""
+    position = 2  # after SOI
+    while position + 4 <= len(codestream):
+        if codestream[position] != 0xFF:
+            break
+        marker = codestream[position + 1]
+        (length,) = struct.unpack_from(">H", codestream, position + 2)
+        if marker == _SOF55:
+            patched = bytearray(codestream)
+            patched[position + 5 : position + 7] = struct.pack(">H", rows)
+            return bytes(patched)
+        if marker == _SOS:
+            break
+        position += 2 + length
+    raise ValueError("The JPEG-LS codestream has no frame header.")
+
+
+def _jpegls_codestream(ds: Dataset, pixels: np.ndarray[Any, Any]) -> bytes:
+    """The JPEG-LS lossless codestream of *pixels* (lines of *ds*'s single grey frame)."""
+    encoder = get_encoder(JPEG_LS_LOSSLESS)
+    return bytes(
+        encoder.encode(
+            np.ascontiguousarray(pixels),
+            encoding_plugin=WAN_SYNTAXES[JPEG_LS_LOSSLESS],
+            rows=int(pixels.shape[0]),
+            columns=int(ds.Columns),
+            samples_per_pixel=1,
+            number_of_frames=1,
+            bits_allocated=int(ds.BitsAllocated),
+            bits_stored=int(ds.BitsStored),
+            pixel_representation=int(ds.get("PixelRepresentation", 0)),
+            photometric_interpretation=str(ds.PhotometricInterpretation),
+        )
+    )
+
+
+def _streamable(data: bytes, syntax: str) -> tuple[FileDataset, np.ndarray[Any, Any]] | None:
+    """The data set and pixels of an image the streamed encoding applies to, else None: a
+    single grey frame of at least 2 x MIN_STREAMED_ROWS lines, going to JPEG-LS, with nothing
+    after Pixel Data (the head ends inside it)."""
+    if UID(syntax) != JPEG_LS_LOSSLESS:
+        return None
+    try:
+        source = _native_source(data, JPEG_LS_LOSSLESS)
+    except InvalidDicomError:
+        return None
+    if isinstance(source, TranscodeResult):
+        return None
+    ds, pixels = source
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return None
+    if pixels.ndim != 2 or pixels.shape[0] < 2 * MIN_STREAMED_ROWS:
+        return None
+    if max(ds.keys()) != PIXEL_DATA:
+        return None
+    return ds, pixels
+
+
+def encode_head_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> StreamHead | None:
+    """The start of *data*'s JPEG-LS file, encoded from its first lines (HEAD_FRACTION), or
+    None when the streamed encoding does not apply (then use :func:`encode_for_wan`)."""
+    source = _streamable(data, syntax)
+    if source is None:
+        return None
+    ds, pixels = source
+    rows = int(pixels.shape[0])
+    head_rows = max(MIN_STREAMED_ROWS, round(rows * HEAD_FRACTION))
+    try:
+        with tolerant_reading():
+            own = _jpegls_codestream(ds, pixels[:head_rows])
+            keep = len(own) - HEAD_TAIL_MARGIN
+            fragment = _with_height(own, rows)[: keep - keep % 2]
+            ds.file_meta.TransferSyntaxUID = JPEG_LS_LOSSLESS
+            ds.PixelData = _item(b"") + _item(fragment)  # empty Basic Offset Table: one frame
+            ds["PixelData"].VR = "OB"
+            ds["PixelData"].is_undefined_length = True
+            buffer = io.BytesIO()
+            pydicom.dcmwrite(
+                buffer, ds, implicit_vr=False, little_endian=True, enforce_file_format=True
+            )
+    except Exception:  # the whole-file encoding will say why, if it fails too
+        logger.debug("no streamed head", exc_info=True)
+        return None
+    written = buffer.getvalue()
+    if not written.endswith(_SEQUENCE_DELIMITER) or len(fragment) < len(own) // 2:
+        return None
+    return StreamHead(written[: -len(_SEQUENCE_DELIMITER)], fragment, len(data))
+
+
+def encode_codestream_for_wan(data: bytes, *, syntax: str = JPEG_LS_LOSSLESS) -> bytes | None:
+    """The JPEG-LS codestream of *data*'s whole image (see :func:`encode_head_for_wan`), or
+    None when the streamed encoding does not apply."""
+    source = _streamable(data, syntax)
+    if source is None:
+        return None
+    ds, pixels = source
+    try:
+        with tolerant_reading():
+            return _jpegls_codestream(ds, pixels)
+    except Exception:
+        logger.debug("no streamed codestream", exc_info=True)
+        return None
+
+
+def join_streamed(head: StreamHead, codestream: bytes) -> TranscodeResult:
+    """The whole file: *head*, then the rest of *codestream* as the frame's second fragment.
+
+    Not verified (``reason`` is :data:`UNVERIFIED`). Raises ValueError when *codestream* does
+    not begin with the head's fragment (then the bytes already sent are not part of it).
+    """
+    if not codestream.startswith(head.fragment):
+        raise ValueError("The whole image's codestream does not begin with the streamed head.")
+    rest = codestream[len(head.fragment) :]
+    if len(rest) % 2:
+        rest += b"\x00"  # PS3.5 A.4: fragments have an even length; decoders ignore it
+    data = head.data + _item(rest) + _SEQUENCE_DELIMITER
+    return TranscodeResult(
+        data=data,
+        transfer_syntax_uid=JPEG_LS_LOSSLESS,
+        transcoded=True,
+        original_size=head.original_size,
+        size=len(data),
         reason=UNVERIFIED,
     )
 

@@ -88,7 +88,10 @@ class HubClient:
     def put_instance(
         self, sop_instance_uid: str, data: bytes | Iterator[bytes], sha256: str
     ) -> dict[str, Any]:
-        """Upload one instance; an iterator body is sent chunked (the bandwidth cap uses it)."""
+        """Upload one instance; an iterator body is sent chunked (the bandwidth cap uses it).
+
+        *sha256* is the body's digest, or SHA256_TRAILER when the iterator ends with it (a file
+        streamed while it is still being encoded)."""
         response = self._request(
             "PUT",
             f"/api/v1/ingest/instances/{sop_instance_uid}",

@@ -2,10 +2,13 @@
 
 Gateways authenticate with their clinic token; everything they send is stored under their own
 clinic's prefix, whatever the data claims. Bodies are streamed to a temp file with their SHA-256
-computed on the way and checked against ``X-Content-SHA256``.
+computed on the way and checked against ``X-Content-SHA256``: 64 hex digits, or ``trailer`` when
+the digest is the body's last 64 bytes (a gateway streaming a file it is still encoding; see
+docs/gateway.md). A body cut short, or whose digest differs, stores nothing.
 """
 
 import hashlib
+import re
 import tempfile
 from typing import Annotated
 
@@ -13,6 +16,7 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from imaging_hub.dicom.transcode import SHA256_HEX_DIGITS, SHA256_TRAILER
 from imaging_hub.dicom.uids import UID_PATTERN
 from imaging_hub.errors import InvalidDicomError
 from imaging_hub.worklist.db.models import Gateway
@@ -29,6 +33,7 @@ router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 
 UidPath = Annotated[str, Path(max_length=64, pattern=UID_PATTERN.pattern)]
 IngestingGateway = Annotated[Gateway, require("gateway.ingest")]
+_HEX_DIGEST = re.compile(rf"[0-9a-fA-F]{{{SHA256_HEX_DIGITS}}}")
 
 
 class CompleteIn(BaseModel):
@@ -50,7 +55,9 @@ async def put_instance(
     caller: CallerDep,
     session: SessionDep,
     state: StateDep,
-    x_content_sha256: Annotated[str, Header(pattern=r"^[0-9a-fA-F]{64}$")],
+    x_content_sha256: Annotated[
+        str, Header(pattern=rf"^([0-9a-fA-F]{{{SHA256_HEX_DIGITS}}}|{SHA256_TRAILER})$")
+    ],
 ) -> StoredInstance:
     limit = state.settings.max_instance_bytes
     declared = request.headers.get("content-length")
@@ -61,13 +68,28 @@ async def put_instance(
     )
     digest = hashlib.sha256()
     size = 0
+    trailing = x_content_sha256 == SHA256_TRAILER
+    held = b""  # with a trailing digest: the last bytes seen, which may be (part of) it
     try:
-        async for chunk in request.stream():
+        async for received in request.stream():
+            chunk = received
+            if trailing:
+                chunk = held + received
+                held = chunk[-SHA256_HEX_DIGITS:]
+                chunk = chunk[:-SHA256_HEX_DIGITS] if len(chunk) > SHA256_HEX_DIGITS else b""
             size += len(chunk)
             if size > limit:
                 raise InvalidDicomError("The instance is larger than the configured limit.")
             digest.update(chunk)
             body.write(chunk)
+        expected = x_content_sha256
+        if trailing:
+            expected = held.decode("ascii", "replace")
+            if not _HEX_DIGEST.fullmatch(expected):
+                raise InvalidDicomError(
+                    "The body does not end with its SHA-256 (64 hex digits), as "
+                    f"X-Content-SHA256: {SHA256_TRAILER} says it does."
+                )
         stored = await run_in_threadpool(
             ingest_instance,
             session,
@@ -76,7 +98,7 @@ async def put_instance(
             body=body,  # type: ignore[arg-type]
             size=size,
             sha256=digest.hexdigest(),
-            expected_sha256=x_content_sha256,
+            expected_sha256=expected,
             expected_sop_instance_uid=sop_instance_uid,
         )
     finally:

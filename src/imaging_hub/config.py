@@ -8,8 +8,9 @@ The hub reads variables ``IMAGING_HUB_<FIELD>``; the gateway ``IMAGING_HUB_GATEW
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +19,15 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "IMAGING_HUB_CONFIG"
+
+
+def _time_zone(name: str) -> str:
+    """*name* if it is an IANA time zone this machine knows (``Asia/Shanghai``), else ValueError."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not a known time zone (e.g. Asia/Shanghai).") from exc
+    return name
 
 
 class _TomlSettings(BaseSettings):
@@ -143,6 +153,7 @@ class HubSettings(_TomlSettings):
     timezone: str = Field(
         default="Asia/Shanghai", description="Time zone of the statistics' calendar days."
     )
+    _known_time_zone = field_validator("timezone")(_time_zone)
     gateway_silence_alarm_seconds: int = Field(
         default=300, description="A gateway silent this long raises an alarm in the admin view."
     )
@@ -372,6 +383,11 @@ class GatewaySettings(_TomlSettings):
     lan_page_host: str | None = Field(
         default=None, description="Address the LAN page binds; default: host."
     )
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        description="Time zone the LAN page shows times in (the box's own clock may be UTC).",
+    )
+    _known_time_zone = field_validator("timezone")(_time_zone)
     lan_page_tls_cert_file: Path | None = Field(
         default=None, description="PEM certificate to serve the LAN page over HTTPS."
     )

@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
+from zoneinfo import ZoneInfo
 
 import uvicorn
 from starlette.applications import Starlette
@@ -231,7 +232,13 @@ def dicom_date(da: str) -> str:
     return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
 
 
-def local_time(iso: str | None) -> str:
+#: The zone of GatewaySettings.timezone's default.
+DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def local_time(iso: str | None, zone: ZoneInfo) -> str:
+    """An ISO 8601 moment as the clinic's wall clock in *zone* (a moment without an offset is
+    shown as it is)."""
     if not iso:
         return ""
     try:
@@ -239,7 +246,7 @@ def local_time(iso: str | None) -> str:
     except ValueError:
         return iso[:32]
     if moment.tzinfo is not None:
-        moment = moment.astimezone()
+        moment = moment.astimezone(zone)
     return moment.strftime("%Y-%m-%d %H:%M")
 
 
@@ -316,9 +323,17 @@ class SecurityHeaders:
 class LanPage:
     """The LAN page app over a :class:`ReportStore`; ``app`` is the ASGI application."""
 
-    def __init__(self, store: ReportStore, *, clinic: str, secure_cookie: bool = False) -> None:
+    def __init__(
+        self,
+        store: ReportStore,
+        *,
+        clinic: str,
+        secure_cookie: bool = False,
+        zone: ZoneInfo = DEFAULT_ZONE,
+    ) -> None:
         self.store = store
         self.clinic = clinic
+        self.zone = zone
         self.verifier = StaffVerifier(store)
         self.secure_cookie = secure_cookie
         self._sessions: dict[str, LanSession] = {}
@@ -601,7 +616,7 @@ class LanPage:
             band = self._t(lang, "critical", category=r.critical_category or "—")
             status = f'<div><span class="band">{band}</span> '
             if r.acknowledged_at:
-                when = local_time(r.acknowledged_at)
+                when = local_time(r.acknowledged_at, self.zone)
                 status += (
                     f'<span class="acked" data-testid="lan-ack-status" '
                     f'data-acknowledged-via="{esc(r.acknowledged_via)}">'
@@ -642,7 +657,7 @@ class LanPage:
             f"{esc(r.patient_sex)} {esc(dicom_date(r.patient_birth_date))}</span></td>"
             f"<td>{esc(dicom_date(r.study_date))} {esc(r.modalities)}<br>"
             f'<span class="muted">{esc(r.study_description)} {esc(r.accession_number)}</span></td>'
-            f"<td>{esc(local_time(r.signed_at))}<br>"
+            f"<td>{esc(local_time(r.signed_at, self.zone))}<br>"
             f'<span class="muted">{esc(r.signer_name)}</span></td>'
             f'<td>{kind} · <a href="/reports/{r.id}/pdf" target="_blank" rel="noopener" '
             f'data-testid="lan-open-pdf">{self._t(lang, "print")}</a> · '

@@ -24,6 +24,7 @@ import threading
 import time
 from multiprocessing.process import BaseProcess
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from prometheus_client import start_http_server
 
@@ -231,6 +232,7 @@ class GatewayService:
                 self.reports,
                 clinic=settings.clinic,
                 secure_cookie=settings.lan_page_tls_cert_file is not None,
+                zone=ZoneInfo(settings.timezone),
             )
             self.lan_page = LanPageServer(
                 page,

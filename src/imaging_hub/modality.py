@@ -10,6 +10,8 @@ from pydicom import dcmread
 from pynetdicom import AE, StoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from imaging_hub.dicom.scu import reactor_parked
+
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +44,8 @@ def send_files(
     sent = failed = 0
     try:
         for ds in datasets:
-            status = assoc.send_c_store(ds)
+            with reactor_parked(assoc):
+                status = assoc.send_c_store(ds)
             if status and status.Status == 0x0000:
                 sent += 1
             else:
@@ -74,7 +77,8 @@ def echo(
     if not assoc.is_established:
         return False
     try:
-        status = assoc.send_c_echo()
+        with reactor_parked(assoc):
+            status = assoc.send_c_echo()
         return bool(status) and status.Status == 0x0000
     finally:
         assoc.release()

@@ -34,6 +34,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from imaging_hub.dicom.dimse import OUT_OF_RESOURCES, SUCCESS
+from imaging_hub.dicom.scu import reactor_parked
 from imaging_hub.dicom_gateway import scp
 from imaging_hub.dicom_gateway.reports import ReportStore
 from imaging_hub.dicom_gateway.spool import SpaceGuard, Spool
@@ -265,7 +266,8 @@ def send(port: int, ds: pydicom.Dataset) -> int:
     assoc = ae.associate("127.0.0.1", port, ae_title="FULLDISK")
     assert assoc.is_established
     try:
-        answer = assoc.send_c_store(ds)
+        with reactor_parked(assoc):
+            answer = assoc.send_c_store(ds)
         return int(answer.Status) if answer and "Status" in answer else -1
     finally:
         assoc.release()

@@ -22,6 +22,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from imaging_hub.dicom.dimse import COMMAND_LAST
+from imaging_hub.dicom.scu import reactor_parked
 from imaging_hub.dicom_gateway import scp
 from imaging_hub.dicom_gateway.lean.store import STATUS_HANDLER_FAILED
 from imaging_hub.dicom_gateway.spool import Spool
@@ -97,8 +98,10 @@ def test_store_requests_are_served_on_the_dul_thread_between_echoes(tmp_path: Pa
         sent = [ct_instance() for _ in range(3)]
         statuses = []
         for ds in sent:
-            statuses.append(assoc.send_c_store(ds).Status)
-            assert assoc.send_c_echo().Status == 0x0000  # pynetdicom's path, in between
+            with reactor_parked(assoc):
+                statuses.append(assoc.send_c_store(ds).Status)
+            with reactor_parked(assoc):
+                assert assoc.send_c_echo().Status == 0x0000  # pynetdicom's path, in between
         assoc.release()
         assert statuses == [0x0000] * 3
         assert handler.stores == [(ds.SOPInstanceUID, True) for ds in sent]
@@ -116,7 +119,8 @@ def test_a_command_in_several_fragments_goes_through_pynetdicom(tmp_path: Path) 
     with scp_and_requestor(tmp_path, acceptor_max_pdu=64) as (handler, requestor, port):
         assoc = requestor.associate("127.0.0.1", port, ae_title="LEAN")
         ds = ct_instance()
-        assert assoc.send_c_store(ds).Status == 0x0000
+        with reactor_parked(assoc):
+            assert assoc.send_c_store(ds).Status == 0x0000
         assoc.release()
         assert handler.events == 1
         assert handler.stores == [(ds.SOPInstanceUID, False)]
@@ -131,7 +135,8 @@ def test_debug_logging_handlers_take_pynetdicoms_path(tmp_path: Path) -> None:
         # Bound on the acceptor's association, as pynetdicom's debug logging does.
         wait_until(lambda: handler_assoc(handler) or None, timeout=5)
         handler_assoc(handler).bind(evt.EVT_DIMSE_RECV, seen.append)
-        assert assoc.send_c_store(ds).Status == 0x0000
+        with reactor_parked(assoc):
+            assert assoc.send_c_store(ds).Status == 0x0000
         assoc.release()
         assert seen and handler.events == 1
         assert handler.stores == [(ds.SOPInstanceUID, False)]
@@ -152,8 +157,10 @@ def test_a_handler_that_raises_is_answered_c211_and_the_association_goes_on(
         assoc = requestor.associate("127.0.0.1", port, ae_title="LEAN")
         handler.fail_next = True
         first, second = ct_instance(), ct_instance()
-        assert assoc.send_c_store(first).Status == STATUS_HANDLER_FAILED
-        assert assoc.send_c_store(second).Status == 0x0000
+        with reactor_parked(assoc):
+            assert assoc.send_c_store(first).Status == STATUS_HANDLER_FAILED
+        with reactor_parked(assoc):
+            assert assoc.send_c_store(second).Status == 0x0000
         assoc.release()
         assert set(spooled(tmp_path)) == {second.SOPInstanceUID}
 
@@ -163,8 +170,10 @@ def test_an_oversized_data_set_is_dropped_as_it_arrives_and_refused(tmp_path: Pa
         requestor.maximum_pdu_size = 16382
         assoc = requestor.associate("127.0.0.1", port, ae_title="LEAN")
         big, small = ct_instance(pixel_bytes=1_000_000), ct_instance()
-        assert assoc.send_c_store(big).Status == scp.STATUS_OUT_OF_RESOURCES
-        assert assoc.send_c_store(small).Status == 0x0000
+        with reactor_parked(assoc):
+            assert assoc.send_c_store(big).Status == scp.STATUS_OUT_OF_RESOURCES
+        with reactor_parked(assoc):
+            assert assoc.send_c_store(small).Status == 0x0000
         assoc.release()
         # The big one never reached store(): it was refused on its size alone.
         assert handler.stores == [(small.SOPInstanceUID, True)]

@@ -24,6 +24,7 @@ import pytest
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from imaging_hub.dicom.scu import reactor_parked
 from imaging_hub.dicom_gateway import lean, scp
 from imaging_hub.dicom_gateway.lean import dul as lean_dul
 from imaging_hub.dicom_gateway.lean import reactors
@@ -329,7 +330,8 @@ def test_other_pdus_take_pynetdicoms_path(tmp_path: Path) -> None:
     with _associated(tmp_path, "OTHER") as (assoc, handler, port):
         acceptor = _acceptor(port)
         acceptor.bind(evt.EVT_DATA_RECV, lambda event: seen.append(event.data))
-        assert assoc.send_c_echo().Status == 0x0000
+        with reactor_parked(assoc):
+            assert assoc.send_c_echo().Status == 0x0000
         assert seen and handler.received == 0
         assoc.release()
         assert assoc.is_released

@@ -14,6 +14,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, _config
 
+from imaging_hub.dicom.scu import reactor_parked
+
 
 @contextmanager
 def chunked_sending() -> Iterator[None]:
@@ -71,7 +73,8 @@ def send_files(
                 if not assoc.is_established:
                     statuses.append(None)
                     continue
-                answer = assoc.send_c_store(path)
+                with reactor_parked(assoc):
+                    answer = assoc.send_c_store(path)
                 status = int(answer.Status) if answer and "Status" in answer else None
                 statuses.append(status)
                 if callable(on_status):

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pynetdicom import AE
 
+from imaging_hub.dicom.scu import reactor_parked
 from imaging_hub.errors import ForwardError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ def send_instance(path: Path, node: DicomNode, *, calling_ae: str, timeout: floa
         if not assoc.is_established:
             raise ForwardError(f"{node} refused the association (or did not answer).")
         try:
-            status = assoc.send_c_store(ds)
+            with reactor_parked(assoc):
+                status = assoc.send_c_store(ds)
         finally:
             if assoc.is_established:
                 assoc.release()

@@ -1,0 +1,56 @@
+"""Requests sent with pynetdicom as the SCU (the gateway's report sender, the demo modality, the
+test peers), safe from a race in pynetdicom 3.0's association reactor.
+
+Each ``Association.send_*()`` pauses the association's reactor thread, so that the response is
+read by the send and not by the reactor: it clears the reactor's checkpoint and waits until the
+reactor says it is paused (``_is_paused``). That flag may still be set from the reactor's
+previous turn, when it has just been let through the checkpoint by the previous send: the send
+then goes on, and the reactor, once it runs again, can take the response off the queue itself,
+logs "Received unexpected C-ECHO service message" (or C-STORE, N-SET, ...; pynetdicom issue
+#875) and drops it, and the send waits out its DIMSE timeout and aborts the association. It
+takes a reactor thread held up at that instant (a loaded machine; seen in this project's CI).
+
+:func:`reactor_parked` resets the flag before the send and waits for the reactor's next turn,
+which parks it for real (a reactor that ended is not waited for; one that takes longer than
+``timeout`` is given up on), and lets it go again afterwards, whatever happened. pynetdicom is
+pinned (``>=3.0.4,<3.1``).
+"""
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+#: Longest :func:`reactor_parked` waits for the reactor's next turn (about 1 ms normally; a
+#: reactor held up that long is the case this exists for).
+PARK_TIMEOUT = 10.0
+
+
+def _waiting_at(checkpoint: threading.Event) -> bool:
+    """Whether a thread waits at *checkpoint* (only the reactor ever does): CPython's Event
+    waits on a Condition, whose waiters are listed."""
+    return bool(getattr(getattr(checkpoint, "_cond", None), "_waiters", None))
+
+
+@contextmanager
+def reactor_parked(assoc: Any, timeout: float = PARK_TIMEOUT) -> Iterator[None]:
+    """Run one pynetdicom ``send_*()`` call on *assoc* (an established requestor association)
+    with its reactor parked for real; see the module docstring."""
+    checkpoint = assoc._reactor_checkpoint
+    checkpoint.clear()
+    assoc._is_paused = False
+    deadline = time.monotonic() + timeout
+    # Parked: the reactor said so after the flag was reset, or it waits at the checkpoint (it
+    # may have said so just before the reset).
+    while not (assoc._is_paused or _waiting_at(checkpoint)):
+        if not assoc.is_alive() or time.monotonic() > deadline:
+            break
+        time.sleep(0.0002)
+    # Parked, ended, or too slow: what pynetdicom's own wait then finds (it must not spin
+    # forever on a reactor that ended).
+    assoc._is_paused = True
+    try:
+        yield
+    finally:
+        checkpoint.set()

@@ -10,7 +10,7 @@ from pydicom import dcmread
 from pynetdicom import AE, StoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from imaging_hub.dicom.scu import reactor_parked
+from imaging_hub.dicom.scu import send_parked
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ def send_files(
     sent = failed = 0
     try:
         for ds in datasets:
-            with reactor_parked(assoc):
-                status = assoc.send_c_store(ds)
+            status = send_parked(assoc, assoc.send_c_store, ds)
             if status and status.Status == 0x0000:
                 sent += 1
             else:
@@ -77,8 +76,7 @@ def echo(
     if not assoc.is_established:
         return False
     try:
-        with reactor_parked(assoc):
-            status = assoc.send_c_echo()
-        return bool(status) and status.Status == 0x0000
+        status = send_parked(assoc, assoc.send_c_echo)
+        return status is not None and bool(status) and status.Status == 0x0000
     finally:
         assoc.release()

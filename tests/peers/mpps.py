@@ -17,7 +17,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from imaging_hub.dicom.samples import __file__ as samples_init
-from imaging_hub.dicom.scu import reactor_parked
+from imaging_hub.dicom.scu import send_parked
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 VERIFICATION = "1.2.840.10008.1.1"
@@ -145,24 +145,22 @@ class Modality:
 
     def create(self, uid: str | None, attributes: Dataset) -> tuple[int, Dataset | None]:
         """N-CREATE; (status, the response's status data set with Error Comment/ID)."""
-        with reactor_parked(self.assoc):
-            status, _ = self.assoc.send_n_create(attributes, MPPS, uid)
+        answer = send_parked(self.assoc, self.assoc.send_n_create, attributes, MPPS, uid)
+        status = answer[0] if answer else None
         return int(status.Status) if status else -1, status
 
     def set(self, uid: str, changes: Dataset) -> tuple[int, Dataset | None]:
-        with reactor_parked(self.assoc):
-            status, _ = self.assoc.send_n_set(changes, MPPS, uid)
+        answer = send_parked(self.assoc, self.assoc.send_n_set, changes, MPPS, uid)
+        status = answer[0] if answer else None
         return int(status.Status) if status else -1, status
 
     def store(self, instance: Instance) -> int:
         ds = pydicom.dcmread(io.BytesIO(instance.data))
-        with reactor_parked(self.assoc):
-            answer = self.assoc.send_c_store(ds)
+        answer = send_parked(self.assoc, self.assoc.send_c_store, ds)
         return int(answer.Status) if answer and "Status" in answer else -1
 
     def echo(self) -> int:
-        with reactor_parked(self.assoc):
-            answer = self.assoc.send_c_echo()
+        answer = send_parked(self.assoc, self.assoc.send_c_echo)
         return int(answer.Status) if answer and "Status" in answer else -1
 
 

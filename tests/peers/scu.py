@@ -14,7 +14,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, _config
 
-from imaging_hub.dicom.scu import reactor_parked
+from imaging_hub.dicom.scu import send_parked
 
 
 @contextmanager
@@ -73,8 +73,7 @@ def send_files(
                 if not assoc.is_established:
                     statuses.append(None)
                     continue
-                with reactor_parked(assoc):
-                    answer = assoc.send_c_store(path)
+                answer = send_parked(assoc, assoc.send_c_store, path)
                 status = int(answer.Status) if answer and "Status" in answer else None
                 statuses.append(status)
                 if callable(on_status):

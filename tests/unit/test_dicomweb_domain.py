@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from pydicom.encaps import get_frame
 
 from imaging_hub.dicom import render
 from imaging_hub.dicom.attributes import InstanceInfo, parse_instance
@@ -17,6 +18,11 @@ from imaging_hub.dicom.dicomjson import attributes_to_json, dataset_to_json, sto
 from imaging_hub.dicom.frames import FrameLayoutCache, can_convert, convert_instance, read_frames
 from imaging_hub.dicom.from_json import BulkData, part10_from_json
 from imaging_hub.dicom.qido import DateRange, Text, UidList, ValueList, like_pattern, parse_query
+from imaging_hub.dicom.transcode import (
+    encode_codestream_for_wan,
+    encode_head_for_wan,
+    join_streamed,
+)
 from imaging_hub.errors import InvalidDicomError, InvalidRequest, NotAcceptable, NotFound
 from imaging_hub.storage.filesystem import FilesystemStore
 from imaging_hub.worklist.dicomweb import retrieve
@@ -28,6 +34,7 @@ from imaging_hub.worklist.dicomweb.multipart import (
 )
 from imaging_hub.worklist.dicomweb.search import InstanceRef
 from tests.conftest import SAMPLES, sample_rows
+from tests.image_support import radiograph
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -294,6 +301,30 @@ def test_frames_by_cached_layout_equal_the_general_read_for_every_sample(tmp_pat
             assert store.ranged == ranged + len(numbers)
             by_range += 1
     assert by_range > 40  # native and one-fragment-per-frame samples
+
+
+def test_a_streamed_single_frame_in_two_fragments_is_read_by_range(tmp_path: Path) -> None:
+    """What a gateway streams (a radiograph as one frame in two fragments) is served from the
+    cached layout by one ranged read, the item header between the fragments cut out."""
+    original = radiograph(600, 400, seed=5)
+    head, codestream = encode_head_for_wan(original), encode_codestream_for_wan(original)
+    assert head is not None and codestream is not None
+    data = join_streamed(head, codestream).data
+    store = CountingStore(tmp_path / "objects")
+    store.put("clinic-a/dx.dcm", data)
+    info = parse_instance(data)
+    ref = _ref("clinic-a/dx.dcm", info, hashlib.sha256(data).hexdigest())
+    layouts = FrameLayoutCache()
+    first = retrieve.read_frames(store, ref, [1], decode=False, layouts=layouts)
+    opens, ranged = store.opens, store.ranged
+    again = retrieve.read_frames(store, ref, [1], decode=False, layouts=layouts)
+    assert (store.opens, store.ranged) == (opens, ranged + 1)  # one ranged read, no header
+    ds = pydicom.dcmread(io.BytesIO(data))
+    expected = get_frame(ds.PixelData, 0, number_of_frames=1)
+    assert first.frames == again.frames == [expected]
+    assert expected.startswith(head.fragment) and expected.rstrip(b"\x00").endswith(b"\xff\xd9")
+    with store.open("clinic-a/dx.dcm") as f:
+        assert read_frames(f, [1], decode=False) == again  # the general read agrees
 
 
 def test_frame_layout_cache_is_bounded_and_keyed_by_content(tmp_path: Path) -> None:

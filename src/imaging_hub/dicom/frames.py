@@ -262,14 +262,24 @@ class FrameLayout:
 
     *ranges* holds (offset, length) of each frame as stored: native little endian frames
     (Explicit or Implicit VR, 8/16/32-bit) at ``value offset + n x frame size``; encapsulated
-    frames when Pixel Data holds exactly one fragment per frame (PS3.5 A.4). ``None`` when
-    frames cannot be cut out by range (big endian, deflated, 1-bit, several fragments per
-    frame): :func:`read_frames` reads those the general way.
+    frames when Pixel Data holds exactly one fragment per frame (PS3.5 A.4), or the one frame
+    of a single-frame image in several fragments (a radiograph the gateway streamed): then its
+    range spans them all and *pieces* holds each fragment's (offset, length) within that span,
+    which :meth:`join` keeps (dropping the item headers between them). ``None`` when frames
+    cannot be cut out by range (big endian, deflated, 1-bit, several fragments per frame of a
+    multi-frame image): :func:`read_frames` reads those the general way.
     """
 
     transfer_syntax_uid: str
     count: int
     ranges: tuple[tuple[int, int], ...] | None
+    pieces: tuple[tuple[int, int], ...] | None = None
+
+    def join(self, span: bytes) -> bytes:
+        """The frame's bytes from what its range read (its fragments' values, joined)."""
+        if self.pieces is None:
+            return span
+        return b"".join(span[offset : offset + length] for offset, length in self.pieces)
 
     @property
     def native(self) -> bool:
@@ -297,8 +307,24 @@ def _native_ranges(ds: Dataset, raw: Any, count: int) -> tuple[tuple[int, int], 
     return tuple((start + n * size, size) for n in range(count))
 
 
-def _fragment_ranges(fp: BinaryIO, start: int, count: int) -> tuple[tuple[int, int], ...] | None:
-    """(offset, length) of each fragment after the Basic Offset Table, if one per frame."""
+def _fragment_layout(
+    fp: BinaryIO, start: int, count: int
+) -> tuple[tuple[tuple[int, int], ...] | None, tuple[tuple[int, int], ...] | None]:
+    """(ranges, pieces) of :class:`FrameLayout` for encapsulated Pixel Data at *start*."""
+    fragments = _fragments_after_table(fp, start)
+    if fragments is None or not fragments:
+        return None, None
+    if len(fragments) == count:
+        return fragments, None
+    if count != 1:
+        return None, None
+    first = fragments[0][0]
+    end = fragments[-1][0] + fragments[-1][1]
+    return ((first, end - first),), tuple((offset - first, size) for offset, size in fragments)
+
+
+def _fragments_after_table(fp: BinaryIO, start: int) -> tuple[tuple[int, int], ...] | None:
+    """(offset, length) of each fragment after the Basic Offset Table."""
     fp.seek(start)
     items: list[tuple[int, int]] = []
     while len(items) <= MAX_INDEXED_ITEMS:
@@ -314,8 +340,7 @@ def _fragment_ranges(fp: BinaryIO, start: int, count: int) -> tuple[tuple[int, i
         fp.seek(length, io.SEEK_CUR)
     else:
         return None
-    fragments = tuple(items[1:])  # items[0] is the Basic Offset Table, possibly empty
-    return fragments if len(fragments) == count else None
+    return tuple(items[1:])  # items[0] is the Basic Offset Table, possibly empty
 
 
 def frame_layout(stream: BinaryIO) -> FrameLayout:
@@ -331,11 +356,12 @@ def frame_layout(stream: BinaryIO) -> FrameLayout:
         raise InvalidDicomError("The instance has no Pixel Data, so it has no frames.")
     count = _frame_count(ds)
     ranges: tuple[tuple[int, int], ...] | None = None
+    pieces: tuple[tuple[int, int], ...] | None = None
     if ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
         ranges = _native_ranges(ds, raw, count)
     elif ts not in UNCOMPRESSED and (value_tell := getattr(raw, "value_tell", None)) is not None:
-        ranges = _fragment_ranges(fp, int(value_tell), count)
-    return FrameLayout(ts, count, ranges)
+        ranges, pieces = _fragment_layout(fp, int(value_tell), count)
+    return FrameLayout(ts, count, ranges, pieces)
 
 
 class FrameLayoutCache:

@@ -18,9 +18,11 @@ pinned (``>=3.0.4,<3.1``).
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: Longest :func:`reactor_parked` waits for the reactor's next turn (about 1 ms normally; a
 #: reactor held up that long is the case this exists for).
@@ -54,3 +56,13 @@ def reactor_parked(assoc: Any, timeout: float = PARK_TIMEOUT) -> Iterator[None]:
         yield
     finally:
         checkpoint.set()
+
+
+def send_parked(assoc: Any, send: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``send(*args, **kwargs)`` (one of *assoc*'s ``send_*()`` methods) with the reactor parked
+    for real, or None if the association ended meanwhile (a peer that went away: parking waits
+    for the reactor, which is the thread that notices it; parked, it can no longer change that)."""
+    with reactor_parked(assoc):
+        if not assoc.is_established:
+            return None
+        return send(*args, **kwargs)

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pynetdicom import AE
 
-from imaging_hub.dicom.scu import reactor_parked
+from imaging_hub.dicom.scu import send_parked
 from imaging_hub.errors import ForwardError
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,7 @@ def send_instance(path: Path, node: DicomNode, *, calling_ae: str, timeout: floa
         if not assoc.is_established:
             raise ForwardError(f"{node} refused the association (or did not answer).")
         try:
-            with reactor_parked(assoc):
-                status = assoc.send_c_store(ds)
+            status = send_parked(assoc, assoc.send_c_store, ds)
         finally:
             if assoc.is_established:
                 assoc.release()

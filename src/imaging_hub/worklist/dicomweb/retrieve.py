@@ -192,8 +192,9 @@ def read_frames(
     """Frames *numbers* of a stored instance (see :func:`imaging_hub.dicom.frames.read_frames`).
 
     When the cached layout locates them (native frames; compressed frames asked for as
-    stored, one fragment each), each frame is one ranged read of the object and the header
-    is not read again; otherwise the file is read the general way.
+    stored, one fragment each, or the fragments of a single frame), each frame is one ranged
+    read of the object and the header is not read again; otherwise the file is read the
+    general way.
     """
     layout = layout_of(store, ref, layouts)
     if layout.ranges is not None and (layout.native or not decode):
@@ -203,7 +204,7 @@ def read_frames(
             frame = store.read_range(ref.object_key, offset, length)
             if len(frame) != length:
                 raise InvalidDicomError("The stored Pixel Data is shorter than its header says.")
-            frames.append(frame)
+            frames.append(layout.join(frame))
         syntax = DEFAULT_SYNTAX if layout.native else layout.transfer_syntax_uid
         return FrameSet(frames, syntax)
     with store.open(ref.object_key) as stream:

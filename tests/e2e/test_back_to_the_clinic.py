@@ -454,6 +454,8 @@ def _chain(
         0.5,
     )
     expect(row).to_have_attribute("data-status", "delivered")
+    # The refreshes above may still be replacing the list: click in the settled one.
+    expect(page.locator(".table-wrap")).not_to_have_attribute("aria-busy", "true")
     with page.expect_download() as download:
         row.locator("[data-testid=report-download]").click()
     assert Path(download.value.path()).read_bytes() == hub_pdf.content

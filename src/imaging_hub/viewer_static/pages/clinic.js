@@ -618,6 +618,7 @@ registerRoute({
     async function load() {
       setQuery({ patient: search.trim(), offset: offset || undefined });
       loading = true;
+      wrap.setAttribute("aria-busy", "true"); // the list is being replaced (screen readers wait)
       const mine = ++seq;
       try {
         const [page, catalogue] = await Promise.all([
@@ -649,7 +650,10 @@ registerRoute({
       } catch (err) {
         if (mine === seq) fail(err);
       } finally {
-        if (mine === seq) loading = false;
+        if (mine === seq) {
+          loading = false;
+          wrap.removeAttribute("aria-busy");
+        }
       }
     }
 

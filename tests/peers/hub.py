@@ -9,6 +9,7 @@
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imaging_hub.worklist.admin.seed import create_demo_network
 from imaging_hub.worklist.db.migrate import upgrade
 from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
-from tests.peers.net import free_port, stop_process, wait_for_port
+from tests.peers.net import free_port, stop_process, wait_for_port, wait_for_port_closed
 
 CLI = [sys.executable, "-m", "imaging_hub"]
 # Generous: several uvicorn workers importing the app on a loaded 2-core machine take a while.
@@ -150,14 +151,28 @@ def hub(tmp_path: Path) -> Iterator[HubProcess]:
 
 
 def _association_answered(port: int, called_ae: str) -> bool:
-    """Whether an SCP on *port* answers an association request (accepts or rejects it)."""
+    """Whether an SCP on *port* answers an association request (accepts or rejects it).
+
+    A refused connection is found with a plain socket first: pynetdicom drops the socket of a
+    refused connect unclosed (a ResourceWarning, an error here) — seen when a restarted
+    gateway's port briefly answered for its killed predecessor's workers, then refused.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+    except OSError:
+        return False
     ae = AE(ae_title="READYCHECK")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+    raw = assoc.dul.socket.socket if assoc.dul.socket is not None else None
     answered = bool(assoc.is_established or assoc.is_rejected)
     if assoc.is_established:
         assoc.release()
+    assoc.join(5)
+    if raw is not None and not assoc.is_alive():
+        raw.close()  # pynetdicom leaves it open when the peer went away mid-association
     return answered
 
 
@@ -193,11 +208,13 @@ class GatewayProcess:
             self.proc = None
 
     def kill(self) -> None:
-        """kill -9, as a crash or a power cut would."""
+        """kill -9, as a crash or a power cut would; returns once its SCP workers (which die
+        with it) no longer hold the port, so a restart's readiness check meets the new one."""
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(10)
             self.proc = None
+            wait_for_port_closed(self.port)
 
     def status(self) -> str:
         out = subprocess.run(

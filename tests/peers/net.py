@@ -24,6 +24,19 @@ def wait_for_port(port: int, *, timeout: float = 30.0, host: str = "127.0.0.1") 
     raise TimeoutError(f"Nothing listened on {host}:{port} within {timeout} s.")
 
 
+def wait_for_port_closed(port: int, *, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    """Wait until nothing accepts on *port* (a killed service's child processes are gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                pass
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} still accepted connections after {timeout} s.")
+
+
 def wait_until(predicate: "object", *, timeout: float = 30.0, interval: float = 0.1) -> object:
     """Poll *predicate* (a callable) until it returns a truthy value; return that value."""
     deadline = time.monotonic() + timeout

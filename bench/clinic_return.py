@@ -72,6 +72,7 @@ from bench.wan import (
     shaped_namespace,
 )
 from imaging_hub.dicom.samples import __file__ as samples_init
+from imaging_hub.dicom.scu import association, send_parked
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 STABILITY_SECONDS = "600"
@@ -207,14 +208,18 @@ def hub_status(db: sqlite3.Connection, study_uid: str) -> str | None:
 # --- (a) MPPS COMPLETED -> unread ---------------------------------------------------------------
 
 
-def mpps_association(port: int) -> Any:
+def mpps_send(port: int, what: str, send: Callable[[Any], Any]) -> None:
+    """*send*(association) on an MPPS association of its own; SystemExit unless Success."""
     ae = AE(ae_title="CT_ROOM1")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
     ae.add_requested_context(MPPS, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate("127.0.0.1", port, ae_title="CLINIC_A")
-    if not assoc.is_established:
-        raise SystemExit("the gateway refused the MPPS association")
-    return assoc
+    with association(ae, "127.0.0.1", port, called_ae="CLINIC_A", timeout=60) as assoc:
+        if not assoc.is_established:
+            raise SystemExit("the gateway refused the MPPS association")
+        answer = send_parked(assoc, send, assoc)
+    status = answer[0] if answer else None
+    if status is None or int(status.Status) != 0:
+        raise SystemExit(f"MPPS {what} refused: {status}")
 
 
 def n_create(port: int, mpps_uid: str, study_uid: str, modality: str) -> None:
@@ -249,13 +254,7 @@ def n_create(port: int, mpps_uid: str, study_uid: str, modality: str) -> None:
     ds.StudyID = ""
     ds.PerformedProtocolCodeSequence = []
     ds.PerformedSeriesSequence = []
-    assoc = mpps_association(port)
-    try:
-        status, _ = assoc.send_n_create(ds, MPPS, mpps_uid)
-        if status is None or int(status.Status) != 0:
-            raise SystemExit(f"MPPS N-CREATE refused: {status}")
-    finally:
-        assoc.release()
+    mpps_send(port, "N-CREATE", lambda assoc: assoc.send_n_create(ds, MPPS, mpps_uid))
 
 
 def n_set_completed(port: int, mpps_uid: str, files: Sequence[Path]) -> None:
@@ -289,13 +288,7 @@ def n_set_completed(port: int, mpps_uid: str, files: Sequence[Path]) -> None:
         item.ReferencedNonImageCompositeSOPInstanceSequence = []
         items.append(item)
     changes.PerformedSeriesSequence = items
-    assoc = mpps_association(port)
-    try:
-        status, _ = assoc.send_n_set(changes, MPPS, mpps_uid)
-        if status is None or int(status.Status) != 0:
-            raise SystemExit(f"MPPS N-SET refused: {status}")
-    finally:
-        assoc.release()
+    mpps_send(port, "N-SET", lambda assoc: assoc.send_n_set(changes, MPPS, mpps_uid))
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """A DICOM sender (C-STORE and C-ECHO SCU) used by the demo to play the part of an X-ray machine."""
 
 import logging
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from pydicom import dcmread
 from pynetdicom import AE, StoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from imaging_hub.dicom.scu import send_parked
+from imaging_hub.dicom.scu import association, send_parked
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +37,16 @@ def send_files(
             ae.add_requested_context(pair[0], pair[1])
     if not proposed:
         ae.requested_contexts = StoragePresentationContexts[:1]
-    assoc = ae.associate(host, port, ae_title=called_ae)
-    if not assoc.is_established:
-        raise ConnectionError(f"Association with {called_ae} at {host}:{port} failed.")
     sent = failed = 0
-    try:
+    with association(ae, host, port, called_ae=called_ae, timeout=60, probe=True) as assoc:
+        if not assoc.is_established:
+            raise ConnectionError(f"Association with {called_ae} at {host}:{port} failed.")
         for ds in datasets:
             status = send_parked(assoc, assoc.send_c_store, ds)
             if status and status.Status == 0x0000:
                 sent += 1
             else:
                 failed += 1
-    finally:
-        assoc.release()
     return SendResult(sent=sent, failed=failed)
 
 
@@ -59,24 +55,16 @@ def echo(
 ) -> bool:
     """Whether the DICOM node at (host, port) answers a C-ECHO with Success.
 
-    A plain TCP connect comes first: a port nobody listens on is answered False without
-    pynetdicom, which logs two ERROR lines (and leaks its socket) for a refused connection —
-    noise while a caller waits for a node to come up."""
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError:
-        return False
+    A node nobody listens on is answered False without pynetdicom, which logs two ERROR lines
+    (and leaks its socket) for a refused connection — noise while a caller waits for a node."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
     try:
-        assoc = ae.associate(host, port, ae_title=called_ae)
+        with association(ae, host, port, called_ae=called_ae, timeout=timeout, probe=True) as assoc:
+            if not assoc.is_established:
+                return False
+            status = send_parked(assoc, assoc.send_c_echo)
+            return status is not None and bool(status) and status.Status == 0x0000
     except OSError:
         return False
-    if not assoc.is_established:
-        return False
-    try:
-        status = send_parked(assoc, assoc.send_c_echo)
-        return status is not None and bool(status) and status.Status == 0x0000
-    finally:
-        assoc.release()

@@ -28,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE, dsutils
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
+from imaging_hub.dicom.scu import association
 from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.mwl import OrderCache
 from imaging_hub.errors import ForwardError
@@ -201,23 +202,15 @@ def c_find(
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
     ae.add_requested_context(ModalityWorklistInformationFind, ImplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", port, ae_title=CALLED)
-    assert assoc.is_established
-    raw = assoc.dul.socket.socket if assoc.dul.socket is not None else None
     results: list[list[tuple[int, Dataset | None]]] = []
-    try:
+    with association(ae, "127.0.0.1", port, called_ae=CALLED, timeout=15) as assoc:
+        assert assoc.is_established
         for query in queries:
             answers = []
             for status, identifier in assoc.send_c_find(query, ModalityWorklistInformationFind):
                 assert status is not None and "Status" in status, "no answer from the gateway"
                 answers.append((int(status.Status), identifier))
             results.append(answers)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-        assoc.join(15)
-        if raw is not None and not assoc.is_alive():
-            raw.close()
     return results
 
 

@@ -9,7 +9,6 @@
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from imaging_hub.dicom.scu import association
 from imaging_hub.worklist.admin.seed import create_demo_network
 from imaging_hub.worklist.db.migrate import upgrade
 from imaging_hub.worklist.db.session import make_engine, make_session_factory, session_scope
@@ -151,29 +151,15 @@ def hub(tmp_path: Path) -> Iterator[HubProcess]:
 
 
 def _association_answered(port: int, called_ae: str) -> bool:
-    """Whether an SCP on *port* answers an association request (accepts or rejects it).
-
-    A refused connection is found with a plain socket first: pynetdicom drops the socket of a
-    refused connect unclosed (a ResourceWarning, an error here) — seen when a restarted
-    gateway's port briefly answered for its killed predecessor's workers, then refused.
-    """
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            pass
-    except OSError:
-        return False
+    """Whether an SCP on *port* answers an association request (accepts or rejects it)."""
     ae = AE(ae_title="READYCHECK")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
     ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
-    raw = assoc.dul.socket.socket if assoc.dul.socket is not None else None
-    answered = bool(assoc.is_established or assoc.is_rejected)
-    if assoc.is_established:
-        assoc.release()
-    assoc.join(5)
-    if raw is not None and not assoc.is_alive():
-        raw.close()  # pynetdicom leaves it open when the peer went away mid-association
-    return answered
+    try:
+        with association(ae, "127.0.0.1", port, called_ae=called_ae, timeout=5, probe=True) as a:
+            return bool(a.is_established or a.is_rejected)
+    except OSError:
+        return False
 
 
 @dataclass

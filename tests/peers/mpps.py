@@ -17,7 +17,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from imaging_hub.dicom.samples import __file__ as samples_init
-from imaging_hub.dicom.scu import send_parked
+from imaging_hub.dicom.scu import association, send_parked
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 VERIFICATION = "1.2.840.10008.1.1"
@@ -172,14 +172,7 @@ def modality(port: int, *, called_ae: str = "CLINIC_A", timeout: float = 20) -> 
     syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     for abstract in (MPPS, CT_IMAGE, VERIFICATION):
         ae.add_requested_context(abstract, syntaxes)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
-    if not assoc.is_established:
-        raise ConnectionError("The association was not established.")
-    raw = assoc.dul.socket.socket if assoc.dul.socket is not None else None
-    try:
+    with association(ae, "127.0.0.1", port, called_ae=called_ae, timeout=timeout) as assoc:
+        if not assoc.is_established:
+            raise ConnectionError("The association was not established.")
         yield Modality(assoc)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-        if raw is not None:
-            raw.close()

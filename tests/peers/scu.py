@@ -14,7 +14,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, _config
 
-from imaging_hub.dicom.scu import send_parked
+from imaging_hub.dicom.scu import association, send_parked
 
 
 @contextmanager
@@ -61,27 +61,19 @@ def send_files(
     for sop_class, ts in dict.fromkeys(contexts):
         ae.add_requested_context(sop_class, ts)
     statuses: list[int | None] = []
-    with chunked_sending():
-        assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+    with (
+        chunked_sending(),
+        association(ae, "127.0.0.1", port, called_ae=called_ae, timeout=timeout) as assoc,
+    ):
         if not assoc.is_established:
             raise ConnectionError("The association was not established.")
-        # pynetdicom closes its socket only if shutdown() succeeds, which fails once the peer
-        # is gone (a killed gateway): closed here when the association has ended.
-        raw = assoc.dul.socket.socket if assoc.dul.socket is not None else None
-        try:
-            for path in files:
-                if not assoc.is_established:
-                    statuses.append(None)
-                    continue
-                answer = send_parked(assoc, assoc.send_c_store, path)
-                status = int(answer.Status) if answer and "Status" in answer else None
-                statuses.append(status)
-                if callable(on_status):
-                    on_status(path, status)
-        finally:
-            if assoc.is_established:
-                assoc.release()
-            assoc.join(timeout)
-            if raw is not None and not assoc.is_alive():
-                raw.close()
+        for path in files:
+            if not assoc.is_established:
+                statuses.append(None)
+                continue
+            answer = send_parked(assoc, assoc.send_c_store, path)
+            status = int(answer.Status) if answer and "Status" in answer else None
+            statuses.append(status)
+            if callable(on_status):
+                on_status(path, status)
     return statuses

@@ -1,5 +1,11 @@
 """Requests sent with pynetdicom as the SCU (the gateway's report sender, the demo modality, the
-test peers), safe from a race in pynetdicom 3.0's association reactor.
+test peers): associations that leave no socket behind, and sends safe from a race in pynetdicom
+3.0's association reactor.
+
+:func:`association` requests an association and, whatever becomes of it, closes its socket
+afterwards: pynetdicom drops the socket of a refused connection unclosed, and closes an
+association's socket only when ``shutdown()`` succeeds, which fails once the peer has gone (a
+killed or unplugged node). Left to the garbage collector, each is a ResourceWarning.
 
 Each ``Association.send_*()`` pauses the association's reactor thread, so that the response is
 read by the send and not by the reactor: it clears the reactor's checkpoint and waits until the
@@ -16,11 +22,15 @@ which parks it for real (a reactor that ended is not waited for; one that takes 
 pinned (``>=3.0.4,<3.1``).
 """
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from pynetdicom import AE
+from pynetdicom.association import Association
 
 T = TypeVar("T")
 
@@ -66,3 +76,30 @@ def send_parked(assoc: Any, send: Callable[..., T], *args: Any, **kwargs: Any) -
         if not assoc.is_established:
             return None
         return send(*args, **kwargs)
+
+
+@contextmanager
+def association(
+    ae: AE, host: str, port: int, *, called_ae: str, timeout: float, probe: bool = False
+) -> Iterator[Association]:
+    """The association *ae* requests of *called_ae* at (*host*, *port*), established or not (the
+    caller looks: rejected, aborted, unanswered); on exit released if still established, its
+    reactor joined (at most *timeout*) and its socket closed.
+
+    With *probe*, a plain TCP connection is tried first and its OSError raised: for a node that
+    may be down (pynetdicom logs two ERROR lines and leaks the socket of a refused connect).
+    """
+    if probe:
+        socket.create_connection((host, port), timeout=timeout).close()
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    transport = assoc.dul.socket
+    raw = transport.socket if transport is not None else None
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        if assoc.ident is not None:  # its reactor never started when the connect failed
+            assoc.join(timeout)
+        if raw is not None and not assoc.is_alive():
+            raw.close()

@@ -8,14 +8,13 @@ back-off.
 
 import logging
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pynetdicom import AE
 
-from imaging_hub.dicom.scu import send_parked
+from imaging_hub.dicom.scu import association, send_parked
 from imaging_hub.errors import ForwardError
 
 log = logging.getLogger(__name__)
@@ -59,32 +58,15 @@ def send_instance(path: Path, node: DicomNode, *, calling_ae: str, timeout: floa
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.connection_timeout = timeout
     ae.add_requested_context(sop_class, str(ds.file_meta.TransferSyntaxUID))
-    # A node that is down is found out here: pynetdicom leaks its socket when the connection is
-    # refused (it closes it only after a successful shutdown()).
     try:
-        socket.create_connection((node.host, node.port), timeout=timeout).close()
-        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+        with association(
+            ae, node.host, node.port, called_ae=node.ae_title, timeout=timeout, probe=True
+        ) as assoc:
+            if not assoc.is_established:
+                raise ForwardError(f"{node} refused the association (or did not answer).")
+            status = send_parked(assoc, assoc.send_c_store, ds)
     except OSError as exc:
         raise ForwardError(f"{node} could not be reached ({type(exc).__name__}).") from exc
-    # pynetdicom closes its socket only when shutdown() succeeds, which fails once the peer is
-    # gone (or never came): closed here when the association has ended.
-    transport = assoc.dul.socket
-    raw = transport.socket if transport is not None else None
-    try:
-        if not assoc.is_established:
-            raise ForwardError(f"{node} refused the association (or did not answer).")
-        try:
-            status = send_parked(assoc, assoc.send_c_store, ds)
-        finally:
-            if assoc.is_established:
-                assoc.release()
-            else:
-                assoc.abort()
-    finally:
-        if assoc.ident is not None:  # not started when the connection was refused
-            assoc.join(timeout)
-        if raw is not None and not assoc.is_alive():
-            raw.close()
     code = int(status.Status) if status and "Status" in status else None
     if code is None:
         raise ForwardError(f"{node} sent no C-STORE response (timeout or aborted).")

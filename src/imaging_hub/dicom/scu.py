@@ -29,9 +29,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from pynetdicom import AE
-from pynetdicom.association import Association
-
 T = TypeVar("T")
 
 #: Longest :func:`reactor_parked` waits for the reactor's next turn (about 1 ms normally; a
@@ -80,11 +77,12 @@ def send_parked(assoc: Any, send: Callable[..., T], *args: Any, **kwargs: Any) -
 
 @contextmanager
 def association(
-    ae: AE, host: str, port: int, *, called_ae: str, timeout: float, probe: bool = False
-) -> Iterator[Association]:
-    """The association *ae* requests of *called_ae* at (*host*, *port*), established or not (the
-    caller looks: rejected, aborted, unanswered); on exit released if still established, its
-    reactor joined (at most *timeout*) and its socket closed.
+    ae: Any, host: str, port: int, *, called_ae: str, timeout: float, probe: bool = False
+) -> Iterator[Any]:
+    """The association *ae* (a pynetdicom ``AE``: its callers import pynetdicom) requests of
+    *called_ae* at (*host*, *port*), established or not (the caller looks: rejected, aborted,
+    unanswered); on exit released if still established, its reactor joined (at most *timeout*)
+    and its socket closed.
 
     With *probe*, a plain TCP connection is tried first and its OSError raised: for a node that
     may be down (pynetdicom logs two ERROR lines and leaks the socket of a refused connect).

@@ -22,6 +22,12 @@ from imaging_hub.worklist.http.problems import HTTP_CODES, PROBLEM_JSON, problem
 
 DEFAULT_MAX_HEADER_BYTES = 65536
 
+#: How long uvicorn's supervisor waits for a worker process to answer its health ping before it
+#: kills and replaces it (uvicorn's default is 5 s). The answer comes from a thread of the worker,
+#: which needs the GIL: a worker busy rendering and signing a report on a loaded machine can take
+#: longer than 5 s, and killing it would cut every request it serves. Only a hung worker is meant.
+WORKER_HEALTHCHECK_SECONDS = 60
+
 
 class _HeadersTooLarge(Exception):
     """Raised in a parser callback: httptools turns it into a parser error, which uvicorn
@@ -108,7 +114,8 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
 
 def server_options(settings: HubSettings) -> dict[str, Any]:
     """uvicorn options for the hub: the header limit, no server header, our own access log
-    (without query strings, which may carry names), TLS when configured."""
+    (without query strings, which may carry names), a patient worker health check, TLS when
+    configured."""
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -116,6 +123,7 @@ def server_options(settings: HubSettings) -> dict[str, Any]:
         "server_header": False,
         "http": HeaderLimitedProtocol,
         "h11_max_incomplete_event_size": settings.max_request_header_bytes,
+        "timeout_worker_healthcheck": WORKER_HEALTHCHECK_SECONDS,
     }
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         options["ssl_certfile"] = str(settings.tls_cert_file)

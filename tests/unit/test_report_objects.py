@@ -47,6 +47,7 @@ def test_the_encapsulated_pdf_round_trips_byte_for_byte(source: Dataset, extra: 
     assert back.SpecificCharacterSet == "ISO_IR 192"
     assert str(back.PatientName) == str(source.PatientName)  # GB18030 in, UTF-8 out, same name
     assert back.DocumentTitle == "影像诊断报告"
+    assert back.SeriesDescription == "影像诊断报告 Signed report (PDF)"  # Chinese first, UTF-8
 
 
 def test_patient_and_study_from_a_mapping() -> None:
@@ -95,6 +96,7 @@ def test_the_sr_follows_tid_2000_with_chinese_intact(source: Dataset) -> None:
     assert ("HAS OBS CONTEXT", "121008") in kinds  # person observer name
     assert plain.StudyInstanceUID == source.StudyInstanceUID
     assert plain.SeriesInstanceUID != source.SeriesInstanceUID
+    assert plain.SeriesDescription == "影像诊断报告 Signed report (SR)"
     assert "PredecessorDocumentsSequence" not in plain
 
 

@@ -30,6 +30,10 @@ from imaging_hub.dicom.uids import new_uid, validate_uid
 ENCAPSULATED_PDF_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"
 ENHANCED_SR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.22"
 UTF8 = "ISO_IR 192"
+#: Series descriptions of the report objects: Chinese first (what the clinic's staff and the
+#: radiologists read, in the viewer's series list and in a clinic PACS), English after it.
+PDF_SERIES_DESCRIPTION = "影像诊断报告 Signed report (PDF)"
+SR_SERIES_DESCRIPTION = "影像诊断报告 Signed report (SR)"
 
 #: Attributes of the Patient and General Study modules copied into each report object.
 PATIENT_STUDY_KEYWORDS = (
@@ -130,7 +134,7 @@ def build_encapsulated_pdf(
     ds.Modality = "DOC"
     ds.SeriesInstanceUID = series_instance_uid or new_uid()
     ds.SeriesNumber = series_number
-    ds.SeriesDescription = "Signed report (PDF)"
+    ds.SeriesDescription = PDF_SERIES_DESCRIPTION
     ds.Manufacturer = manufacturer
     if institution_name:
         ds.InstitutionName = institution_name
@@ -265,7 +269,7 @@ def build_report_sr(
         verifying_organization=organization,
         previous_versions=list(predecessors) or None,
         specific_character_set=UTF8,
-        series_description="Signed report (SR)",
+        series_description=SR_SERIES_DESCRIPTION,
         content_date=date,
         content_time=time,
     )

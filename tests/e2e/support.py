@@ -83,3 +83,17 @@ def me_status(hub: HubProcess, session_cookie: str) -> int:
         f"{hub.url}/api/v1/auth/me", cookies={"ih_session": session_cookie}, timeout=10
     )
     return response.status_code
+
+
+def claim_and_sign(client: httpx.Client, password: str, uid: str, **draft: object) -> dict:
+    """Through the API as a radiologist (*client*): claim study *uid*, write the report
+    (*draft*: findings, impression, ...) and sign it with *password*; the signed report."""
+    assert client.post(f"/api/v1/studies/{uid}/claim").status_code == 200
+    drafted = client.put(f"/api/v1/studies/{uid}/report", json=draft)
+    assert drafted.status_code == 200, drafted.text
+    signed = client.post(
+        f"/api/v1/reports/{drafted.json()['id']}/sign", json={"password": password}
+    )
+    assert signed.status_code == 200, signed.text
+    body: dict = signed.json()
+    return body

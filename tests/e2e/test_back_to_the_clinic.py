@@ -37,7 +37,7 @@ from sqlalchemy import select
 from imaging_hub.dicom_gateway.mwl import OrderCache
 from imaging_hub.dicom_gateway.reports import ReportStore
 from imaging_hub.worklist.db.models import Study
-from tests.e2e.support import BUNDLED, login
+from tests.e2e.support import BUNDLED, claim_and_sign, login
 from tests.integration.test_gateway_mwl import wire_elements, worklist_item, write_part10
 from tests.peers.browser import BrowserPage, OpenPage
 from tests.peers.dcmtk import findscu, storescu, wlmscpfs
@@ -409,18 +409,15 @@ def _chain(
         (item,) = [i for i in listed if i["study_instance_uid"] == uid]
         assert item["priority"] == "urgent" and item["status"] == "unread"
         assert item["clinical_question"] == "头痛三天，排除颅内出血"
-        assert rad.post(f"/api/v1/studies/{uid}/claim").status_code == 200
-        draft = rad.put(
-            f"/api/v1/studies/{uid}/report",
-            json={"findings": "颅内未见出血。", "impression": "头颅 CT 平扫未见异常。"},
+        signed = claim_and_sign(
+            rad,
+            hub.passwords["rad1"],
+            uid,
+            findings="颅内未见出血。",
+            impression="头颅 CT 平扫未见异常。",
         )
-        assert draft.status_code == 200, draft.text
-        signed = rad.post(
-            f"/api/v1/reports/{draft.json()['id']}/sign", json={"password": hub.passwords["rad1"]}
-        )
-        assert signed.status_code == 200, signed.text
     signed_at = time.monotonic()
-    report_id = int(signed.json()["id"])
+    report_id = int(signed["id"])
     with hub.client("staff-a") as staff:
         hub_pdf = staff.get(f"/api/v1/reports/{report_id}/pdf")
     assert hub_pdf.status_code == 200 and hub_pdf.content.startswith(b"%PDF")

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from pydicom.uid import generate_uid
 
-from tests.e2e.support import BUNDLED, ingest, login, make_instance
+from tests.e2e.support import BUNDLED, claim_and_sign, ingest, login, make_instance
 from tests.peers.browser import OpenPage
 from tests.peers.hub import HubProcess, start_hub_process
 
@@ -282,16 +282,13 @@ def test_the_patients_prior_report_beside_the_pane(
 
     earlier = study_of_r2("20230105")
     with api(hub, "rad2") as client:
-        assert client.post(f"/api/v1/studies/{earlier}/claim").status_code == 200
-        draft = client.put(
-            f"/api/v1/studies/{earlier}/report",
-            json={"findings": f"脑实质未见异常。{HOSTILE}", "impression": "头颅CT平扫未见异常。"},
+        claim_and_sign(
+            client,
+            hub.passwords["rad2"],
+            earlier,
+            findings=f"脑实质未见异常。{HOSTILE}",
+            impression="头颅CT平扫未见异常。",
         )
-        assert draft.status_code == 200, draft.text
-        signed = client.post(
-            f"/api/v1/reports/{draft.json()['id']}/sign", json={"password": hub.passwords["rad2"]}
-        )
-        assert signed.status_code == 200, signed.text
     later = study_of_r2("20240105")
 
     staff = open_page(hub.url)
@@ -315,3 +312,58 @@ def test_the_patients_prior_report_beside_the_pane(
     assert staff.problems() == []
     with api(hub, "staff-b") as client:
         assert client.get(f"/api/v1/studies/{later}/report").status_code == 404
+
+
+def test_a_report_series_in_a_viewport_says_it_has_no_images(
+    report_hub: tuple[HubProcess, str], open_page: OpenPage, tmp_path: Path
+) -> None:
+    """The signed report's own series (the Encapsulated PDF, the SR) are listed with the study's
+    images; opened in a viewport they say they hold no images — not "loading" for ever — and the
+    viewport shows images again when an image series is opened in it."""
+    hub, _ = report_hub
+    study = ingest(
+        hub,
+        "clinic-a",
+        make_instance(
+            BUNDLED / "CT_small.dcm",
+            SpecificCharacterSet="ISO_IR 192",
+            PatientName="王^芳",
+            PatientID="R-3",
+            BodyPartExamined="HEAD",
+        ),
+    )
+    with api(hub, "rad2") as client:
+        claim_and_sign(
+            client,
+            hub.passwords["rad2"],
+            study,
+            findings="脑实质未见异常。",
+            impression="头颅CT平扫未见异常。",
+        )
+
+    rad = open_page(hub.url)
+    page = rad.page
+    login(rad, hub, "rad2")
+    expect(page.locator("#worklist-table")).to_be_visible()  # signed in: the worklist first
+    page.goto(f"/#/study/{study}")
+    expect(page).to_have_url(f"{hub.url}/#/study/{study}")
+    viewport = page.locator("[data-testid=viewport]")
+    expect(viewport).to_have_attribute("data-image-index", "1", timeout=30_000)
+    items = page.locator("#series-list .series-item")
+    expect(items).to_have_count(3)
+    pdf_series = items.filter(has_text="DOC")
+    expect(pdf_series.locator(".series-desc")).to_have_text("影像诊断报告 Signed report (PDF)")
+    expect(items.filter(has_text="SR").locator(".series-desc")).to_have_text(
+        "影像诊断报告 Signed report (SR)"
+    )
+
+    pdf_series.click()
+    message = page.locator(".vp-cell.active .vp-message .message-info")
+    expect(message).to_contain_text("此序列没有图像", timeout=30_000)
+    expect(viewport).not_to_have_attribute("data-image-index", "1")
+    shot(page, tmp_path, "10-report-series")
+
+    items.filter(has_text="CT").click()
+    expect(viewport).to_have_attribute("data-image-index", "1", timeout=30_000)
+    expect(message).to_have_count(0)
+    assert rad.problems() == []

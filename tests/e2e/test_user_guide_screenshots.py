@@ -33,7 +33,7 @@ from pydicom.uid import generate_uid
 from imaging_hub.dicom_gateway.hub_client import HubClient
 from imaging_hub.dicom_gateway.lan_page import LanPage, LanPageServer
 from imaging_hub.dicom_gateway.reports import ReportPuller, ReportStore
-from tests.e2e.support import BUNDLED, ingest, login, make_instance
+from tests.e2e.support import BUNDLED, claim_and_sign, ingest, login, make_instance
 from tests.e2e.test_viewer import wait_drawn
 from tests.integration.test_gateway_reports import pull_until
 from tests.peers.browser import BrowserPage, OpenPage
@@ -237,14 +237,7 @@ def ct_study(hub: HubProcess, clinic: str, study: str | None = None, **attrs: ob
 
 
 def sign(client: httpx.Client, hub: HubProcess, user: str, uid: str, **draft: object) -> int:
-    assert client.post(f"/api/v1/studies/{uid}/claim").status_code == 200
-    drafted = client.put(f"/api/v1/studies/{uid}/report", json=draft)
-    assert drafted.status_code == 200, drafted.text
-    signed = client.post(
-        f"/api/v1/reports/{drafted.json()['id']}/sign", json={"password": hub.passwords[user]}
-    )
-    assert signed.status_code == 200, signed.text
-    return int(signed.json()["id"])
+    return int(claim_and_sign(client, hub.passwords[user], uid, **draft)["id"])
 
 
 @pytest.fixture(scope="module", params=LANGS)

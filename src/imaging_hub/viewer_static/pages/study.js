@@ -101,6 +101,7 @@ addStrings({
     "viewer.decodeFailed": "此图像无法解码或显示：{message}",
     "viewer.wrongStudy": "此图像不属于本检查，已拒绝显示。",
     "viewer.empty": "将左侧序列拖到此处",
+    "viewer.noImages": "此序列没有图像（例如报告文档 PDF 或结构化报告）。报告在右侧报告栏查看。",
     "viewer.tools": "工具",
     "viewer.tool.wl": "窗宽窗位",
     "viewer.tool.pan": "平移",
@@ -183,6 +184,7 @@ addStrings({
     "viewer.decodeFailed": "This image cannot be decoded or shown: {message}",
     "viewer.wrongStudy": "This image does not belong to this study; it is not shown.",
     "viewer.empty": "Drag a series here",
+    "viewer.noImages": "This series has no images (a report document, PDF or structured report, for example). Reports are read in the report pane.",
     "viewer.tools": "Tools",
     "viewer.tool.wl": "Window/level",
     "viewer.tool.pan": "Pan",
@@ -1076,6 +1078,11 @@ async function renderStudy({ root, params, query, signal, user }) {
       else if (s && s.error) {
         openThumbs(); // no image to wait for
         replaceChildren(c.message, messageBox("error", t("viewer.decodeFailed", { message: s.error.message })));
+      } else if (s && s.images === 0 && s.series && s.series.uid === c.seriesUid) {
+        // Shown and nothing to show: the series' instances have no pixels (an Encapsulated PDF,
+        // an SR) — said so, instead of "loading" for ever.
+        openThumbs();
+        replaceChildren(c.message, messageBox("info", t("viewer.noImages")));
       }
       if (cells[active] === c) updateToolbar(c, s);
       return;

@@ -343,6 +343,8 @@ def test_a_report_series_in_a_viewport_says_it_has_no_images(
 
     rad = open_page(hub.url)
     page = rad.page
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     login(rad, hub, "rad2")
     expect(page.locator("#worklist-table")).to_be_visible()  # signed in: the worklist first
     page.goto(f"/#/study/{study}")
@@ -353,17 +355,27 @@ def test_a_report_series_in_a_viewport_says_it_has_no_images(
     expect(items).to_have_count(3)
     pdf_series = items.filter(has_text="DOC")
     expect(pdf_series.locator(".series-desc")).to_have_text("影像诊断报告 Signed report (PDF)")
-    expect(items.filter(has_text="SR").locator(".series-desc")).to_have_text(
-        "影像诊断报告 Signed report (SR)"
+    sr_series = items.filter(has_text="SR")
+    expect(sr_series.locator(".series-desc")).to_have_text("影像诊断报告 Signed report (SR)")
+    # No pixels, so no thumbnail asked for: a label in its place.
+    expect(pdf_series.locator(".thumb-doc")).to_have_text("PDF")
+    expect(sr_series.locator(".thumb-doc")).to_have_text("SR")
+    expect(items.filter(has_text="CT").locator("img.thumb")).to_have_attribute(
+        "src", re.compile("^blob:"), timeout=30_000
     )
+    for item in (pdf_series, sr_series):
+        series_uid = item.get_attribute("data-uid")
+        assert series_uid and not [u for u in requested if f"{series_uid}/thumbnail" in u]
 
     pdf_series.click()
     message = page.locator(".vp-cell.active .vp-message .message-info")
     expect(message).to_contain_text("此序列没有图像", timeout=30_000)
     expect(viewport).not_to_have_attribute("data-image-index", "1")
+    expect(page.locator("#window-center")).to_have_value("")  # not the CT image's window
     shot(page, tmp_path, "10-report-series")
 
     items.filter(has_text="CT").click()
     expect(viewport).to_have_attribute("data-image-index", "1", timeout=30_000)
     expect(message).to_have_count(0)
+    expect(page.locator("#window-center")).not_to_have_value("")
     assert rad.problems() == []

@@ -264,6 +264,7 @@ addStrings({
 
 const DICOM_JSON = { Accept: "application/dicom+json" };
 const THUMB_ACCEPT = { Accept: "image/png, image/jpeg;q=0.9" };
+const DOCUMENT_MODALITIES = new Map([["DOC", "PDF"], ["SR", "SR"], ["KO", "KO"], ["PR", "PR"]]); // no pixels: a label for a thumbnail
 // Decoded pixels kept in the browser (Cornerstone's cache evicts the least recently used images
 // beyond it); prefetching stops at the budget, so a huge series never fills the tab's memory.
 const CACHE_BYTES = 1024 * 1024 * 1024;
@@ -687,7 +688,12 @@ async function renderStudy({ root, params, query, signal, user }) {
     }
   }
   function seriesButton(series) {
-    const thumb = h("img", { class: "thumb", alt: "", draggable: "false" });
+    // A series of documents (the report's PDF, an SR, ...) has no pixels to draw: a label in
+    // place of the thumbnail, and no request for one.
+    const documents = DOCUMENT_MODALITIES.get(series.modality);
+    const thumb = documents
+      ? h("span", { class: ["thumb", "thumb-doc"], "aria-hidden": "true" }, documents)
+      : h("img", { class: "thumb", alt: "", draggable: "false" });
     const bar = h("progress", { class: "series-progress", max: "1", value: "0", hidden: true });
     progressBars.set(series.uid, bar);
     const item = h(
@@ -714,7 +720,7 @@ async function renderStudy({ root, params, query, signal, user }) {
         bar,
       ),
     );
-    loadThumbnail(series, thumb);
+    if (!documents) loadThumbnail(series, thumb);
     return item;
   }
   for (const series of seriesList) seriesNav.appendChild(seriesButton(series));
@@ -1157,6 +1163,9 @@ async function renderStudy({ root, params, query, signal, user }) {
       lastVoiText = voiText;
       centerInput.value = String(Math.round(s.voi[0] * 100) / 100);
       widthInput.value = String(Math.round(s.voi[1] * 100) / 100);
+    } else if (s && s.series && s.images === 0 && lastVoiText) {
+      lastVoiText = ""; // a series without images has no window: not the last image's
+      centerInput.value = widthInput.value = "";
     }
     const modality = image ? first(image.meta, TAG.Modality) : "";
     const own = s && s.defaultVoi;

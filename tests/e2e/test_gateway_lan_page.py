@@ -63,6 +63,9 @@ def test_clinic_staff_acknowledge_a_critical_report_on_the_lan_page_while_the_wa
         page.get_by_test_id("lan-login-password").fill(password)
         page.get_by_test_id("lan-login-submit").click()
 
+        # The clinic's name (synced from the hub with the staff list), not its code.
+        expect(page.locator("header h1")).to_contain_text("A镇卫生院 Township Health Centre A")
+        expect(page.locator("header h1")).not_to_contain_text("clinic-a")
         row = page.locator(f'[data-testid="lan-report-row"][data-report-id="{report_id}"]')
         expect(row).to_have_attribute("data-critical", "true")
         expect(row).to_have_attribute("data-acknowledged", "false")

@@ -367,6 +367,10 @@ def test_the_lan_page_lists_serves_and_acknowledges_while_the_hub_is_down(
         assert "default-src 'none'" in listing.headers["content-security-policy"]
         assert listing.headers["x-frame-options"] == "DENY"
         assert "王 小明" in listing.text
+        # The header names the clinic as the hub does (synced with the staff list), not its code;
+        # the patient's sex in words (CT_small's is "O").
+        assert "<h1>检查报告 · A镇卫生院 Township Health Centre A</h1>" in listing.text
+        assert re.search(r'<span class="muted">P-[0-9]+ 其他 ', listing.text)
         row = re.search(
             rf'<tr class="critical-open"[^>]*data-report-id="{report_id}"', listing.text
         )
@@ -374,6 +378,7 @@ def test_the_lan_page_lists_serves_and_acknowledges_while_the_hub_is_down(
         assert "未确认" in listing.text
         english = browser.get("/?lang=en")
         assert "not acknowledged" in english.text and 'lang="en"' in english.text
+        assert re.search(r'<span class="muted">P-[0-9]+ Other ', english.text)
         browser.get("/?lang=zh-CN")
 
         found = browser.get("/", params={"q": "王^小"})

@@ -566,13 +566,14 @@ def test_staff_are_the_active_clinic_users_of_the_gateways_clinic(hub_app: HubAp
     first = gateway_a.staff()
     assert first.status_code == 200, first.text
     assert first.json() == {
+        "clinic_name": "A镇卫生院 Township Health Centre A",  # the LAN page's header
         "staff": [
             {
                 "username": "staff-a",
                 "display_name": "A镇技师 Technician A",
                 "password_hash": hash_a,
             }
-        ]
+        ],
     }
     assert hash_a.startswith("$argon2")
     assert [s["username"] for s in gateway_b.staff().json()["staff"]] == ["staff-b"]
@@ -586,7 +587,15 @@ def test_staff_are_the_active_clinic_users_of_the_gateways_clinic(hub_app: HubAp
         user.is_active = False
         session.commit()
     gone = gateway_a.staff(**{"If-None-Match": etag})
-    assert gone.status_code == 200 and gone.json() == {"staff": []}
+    assert gone.status_code == 200
+    assert gone.json() == {"clinic_name": "A镇卫生院 Township Health Centre A", "staff": []}
+    # A renamed clinic is a new list: the gateway's header follows.
+    with hub_app.sessions() as session:
+        clinic = session.scalars(select(Institution).where(Institution.code == "clinic-a")).one()
+        clinic.name = "A镇中心卫生院"
+        session.commit()
+    renamed = gateway_a.staff(**{"If-None-Match": gone.headers["etag"]})
+    assert renamed.status_code == 200 and renamed.json()["clinic_name"] == "A镇中心卫生院"
 
 
 # --- isolation and refusals -----------------------------------------------------------------

@@ -123,8 +123,11 @@ def test_staff_verifiers_replace_the_list_and_verify_offline(store: ReportStore)
             {"display_name": "no name"},
         ],
         etag='"v1"',
+        clinic_name="A镇卫生院\x1b[2J Township\u202e Health Centre A\n",
     )
     assert kept == 1 and store.meta("staff_etag") == '"v1"'
+    # The clinic's name for the LAN page's header, without control or bidi-override characters.
+    assert store.meta("clinic_name") == "A镇卫生院[2J Township Health Centre A"
     verifier = StaffVerifier(store)
     assert verifier.verify("a", "pw-a") is not None
     assert verifier.verify("a", "wrong") is None
@@ -270,7 +273,7 @@ class ScriptedHub(HubClient):
         self.asked.append(list(report_ids))
         return list(self.ack_answers)
 
-    def staff(self, etag: str = "") -> tuple[list[dict[str, Any]] | None, str]:
+    def staff(self, etag: str = "") -> tuple[dict[str, Any] | None, str]:
         return None, etag
 
 

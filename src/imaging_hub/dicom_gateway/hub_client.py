@@ -219,9 +219,10 @@ class HubClient:
             raise ForwardError("The hub's acknowledgement list is malformed.", retryable=True)
         return [item for item in found if isinstance(item, dict)]
 
-    def staff(self, etag: str = "") -> tuple[list[dict[str, Any]] | None, str]:
-        """The clinic's active staff (user name, display name, argon2id password hash) and the
-        list's ETag; ``None`` when it is unchanged since *etag* (304)."""
+    def staff(self, etag: str = "") -> tuple[dict[str, Any] | None, str]:
+        """The hub's staff list for the LAN page — ``{"clinic_name": ..., "staff": [...]}``
+        (user name, display name, argon2id password hash of each active clinic user) — and its
+        ETag; ``None`` when it is unchanged since *etag* (304)."""
         headers = {"If-None-Match": etag} if etag else {}
         response = self._request("GET", "/api/v1/gateway/staff", headers=headers)
         new_etag = response.headers.get("ETag", "")[:200]
@@ -231,4 +232,8 @@ class HubClient:
         staff = body.get("staff") if isinstance(body, dict) else None
         if not isinstance(staff, list):
             raise ForwardError("The hub's staff list is malformed.", retryable=True)
-        return [item for item in staff if isinstance(item, dict)], new_etag
+        name = body.get("clinic_name")
+        return {
+            "clinic_name": name if isinstance(name, str) else "",
+            "staff": [item for item in staff if isinstance(item, dict)],
+        }, new_etag

@@ -86,6 +86,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "logout": "退出",
         "search": "患者姓名、ID 或检查号",
         "find": "查找",
+        "sex.M": "男",
+        "sex.F": "女",
+        "sex.O": "其他",
         "empty": "没有报告。",
         "patient": "患者",
         "study": "检查",
@@ -178,6 +181,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "signed_in_as": "{name}",
         "open_criticals": "{n} critical result(s) not yet acknowledged.",
         "intro": "Your clinic's reports held by this gateway (also while the WAN is down).",
+        "sex.M": "M",
+        "sex.F": "F",
+        "sex.O": "Other",
         "lang_other": "中文",
     },
 }
@@ -211,6 +217,9 @@ input[type=text], input[type=password], input[type=search], select, textarea { w
 button.primary { margin-top: 1rem; padding: .5rem 1.2rem; font: inherit; background: #1f5fbf;
   color: #fff; border: 0; border-radius: 4px; cursor: pointer; }
 .muted { color: #666; font-size: .9rem; }
+form[role=search] { display: flex; gap: .5rem; max-width: 40rem; margin-bottom: 1rem; }
+form[role=search] button { padding: .4rem 1.2rem; font: inherit; background: #1f5fbf;
+  color: #fff; border: 0; border-radius: 4px; cursor: pointer; white-space: nowrap; }
 """
 
 
@@ -373,6 +382,8 @@ class LanPage:
         status: int = 200,
     ) -> HTMLResponse:
         other = "en" if lang == "zh-CN" else "zh-CN"
+        # The clinic's name from the hub (synced with the staff list); its code until then.
+        clinic = self.store.meta("clinic_name") or self.clinic
         query = dict(request.query_params)
         query["lang"] = other
         switch = (
@@ -392,9 +403,9 @@ class LanPage:
         document = (
             f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{self._t(lang, 'title')} — {esc(self.clinic)}</title>"
+            f"<title>{self._t(lang, 'title')} — {esc(clinic)}</title>"
             '<link rel="stylesheet" href="/lan.css"></head><body>'
-            f"<header><h1>{self._t(lang, 'title')} · {esc(self.clinic)}</h1>{user}{switch}</header>"
+            f"<header><h1>{self._t(lang, 'title')} · {esc(clinic)}</h1>{user}{switch}</header>"
             f"<main>{body}</main></body></html>"
         )
         response = HTMLResponse(document, status_code=status)
@@ -605,7 +616,7 @@ class LanPage:
             f'<input type="search" name="q" maxlength="64" value="{esc(search)}" '
             f'placeholder="{self._t(lang, "search")}" aria-label="{self._t(lang, "search")}" '
             f'data-testid="lan-search"> <button type="submit">{self._t(lang, "find")}</button>'
-            f"</form><br>{table}"
+            f"</form>{table}"
         )
         return self._page(request, lang, body, session=session)
 
@@ -654,7 +665,8 @@ class LanPage:
             f'data-critical="{str(r.critical).lower()}" '
             f'data-acknowledged="{str(bool(r.acknowledged_at)).lower()}">'
             f'<td><strong>{esc(patient)}</strong><br><span class="muted">{esc(r.patient_id)} '
-            f"{esc(r.patient_sex)} {esc(dicom_date(r.patient_birth_date))}</span></td>"
+            f"{esc(TEXTS[lang].get('sex.' + r.patient_sex, r.patient_sex))} "
+            f"{esc(dicom_date(r.patient_birth_date))}</span></td>"
             f"<td>{esc(dicom_date(r.study_date))} {esc(r.modalities)}<br>"
             f'<span class="muted">{esc(r.study_description)} {esc(r.accession_number)}</span></td>'
             f"<td>{esc(local_time(r.signed_at, self.zone))}<br>"

@@ -132,6 +132,11 @@ def _text(item: Mapping[str, Any], key: str, limit: int = 256) -> str:
     return str(value)[:limit]
 
 
+def _printable(text: str, limit: int) -> str:
+    """*text* without control characters, at most *limit* characters (a name for a header)."""
+    return "".join(c for c in text if c.isprintable())[:limit].strip()
+
+
 def _report_id(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**62:
         raise ValueError("a report id must be a positive integer")
@@ -643,8 +648,11 @@ class ReportStore:
         rows = self._rows("SELECT value FROM meta WHERE key = ?", key)
         return str(rows[0]["value"]) if rows else ""
 
-    def replace_staff(self, staff: Sequence[Mapping[str, Any]], *, etag: str = "") -> int:
-        """Replace the verifiers with the hub's list (one transaction); how many are kept."""
+    def replace_staff(
+        self, staff: Sequence[Mapping[str, Any]], *, etag: str = "", clinic_name: str = ""
+    ) -> int:
+        """Replace the verifiers with the hub's list (one transaction); how many are kept. The
+        clinic's name comes with it (``meta("clinic_name")``, the LAN page's header)."""
         rows: dict[str, tuple[str, str, str]] = {}
         for item in staff:
             username = _text(item, "username", 64)
@@ -659,7 +667,11 @@ class ReportStore:
             )
             db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                [("staff_synced_at", str(time.time())), ("staff_etag", etag)],
+                [
+                    ("staff_synced_at", str(time.time())),
+                    ("staff_etag", etag),
+                    ("clinic_name", _printable(clinic_name, 200)),
+                ],
             )
         return len(rows)
 
@@ -1055,11 +1067,11 @@ class ReportPuller:
 
     def sync_staff(self) -> int | None:
         """Replace the staff verifiers with the hub's list; None if it is unchanged (ETag)."""
-        staff, etag = self.client.staff(self.store.meta("staff_etag"))
+        found, etag = self.client.staff(self.store.meta("staff_etag"))
         self._staff_synced_at = time.monotonic()
-        if staff is None:
+        if found is None:
             return None
-        kept = self.store.replace_staff(staff, etag=etag)
+        kept = self.store.replace_staff(found["staff"], etag=etag, clinic_name=found["clinic_name"])
         log.debug("staff verifiers synced: %d", kept)
         return kept
 

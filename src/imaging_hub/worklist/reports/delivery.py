@@ -49,6 +49,7 @@ from imaging_hub.worklist.db.models import (
     AuditHead,
     Gateway,
     Instance,
+    Institution,
     Patient,
     Report,
     ReportKind,
@@ -182,6 +183,8 @@ class StaffList:
     etag: str
     #: The gateway holds this list already (its If-None-Match): nothing sent, nothing audited.
     unchanged: bool = False
+    #: The clinic's name as the hub's pages show it (the gateway's LAN page shows it too).
+    clinic_name: str = ""
 
 
 # --- who is asking ---------------------------------------------------------------------------
@@ -624,9 +627,9 @@ def acknowledgements(
 # --- staff credentials for the LAN page ------------------------------------------------------
 
 
-def _staff_etag(staff: tuple[StaffAccount, ...]) -> str:
+def _staff_etag(clinic_name: str, staff: tuple[StaffAccount, ...]) -> str:
     canonical = json.dumps(
-        [[s.username, s.display_name, s.password_hash] for s in staff],
+        [clinic_name, [[s.username, s.display_name, s.password_hash] for s in staff]],
         ensure_ascii=False,
         separators=(",", ":"),
     )
@@ -637,10 +640,13 @@ def staff_credentials(
     session: Session, caller: Caller, *, if_none_match: str | None = None
 ) -> StaffList:
     """The active clinic users of the gateway's clinic (never other clinics', never hub staff)
-    with their argon2 hashes as stored, for the LAN page's offline sign-in. ``unchanged`` (no
-    accounts) when the gateway holds this list already (*if_none_match* is its ETag): nothing
-    sent, nothing audited. Sending hashes is audited (``gateway.staff_fetched``); commits."""
+    with their argon2 hashes as stored, for the LAN page's offline sign-in, and the clinic's
+    name (the page's header). ``unchanged`` (no accounts) when the gateway holds this list
+    already (*if_none_match* is its ETag): nothing sent, nothing audited. Sending hashes is
+    audited (``gateway.staff_fetched``); commits."""
     gateway = _gateway_of(caller)
+    clinic = session.get(Institution, gateway.institution_id)
+    clinic_name = clinic.name if clinic is not None else ""
     users = session.scalars(
         select(User)
         .where(
@@ -656,10 +662,10 @@ def staff_credentials(
         )
         for u in users
     )
-    etag = _staff_etag(staff)
+    etag = _staff_etag(clinic_name, staff)
     if if_none_match is not None and etag in _etags(if_none_match):
         session.rollback()
-        return StaffList(staff=(), etag=etag, unchanged=True)
+        return StaffList(staff=(), etag=etag, unchanged=True, clinic_name=clinic_name)
     audit.record_for(
         session,
         caller,
@@ -669,7 +675,7 @@ def staff_credentials(
         detail={"accounts": len(staff), "usernames": [s.username for s in staff][:200]},
     )
     session.commit()
-    return StaffList(staff=staff, etag=etag)
+    return StaffList(staff=staff, etag=etag, clinic_name=clinic_name)
 
 
 def _etags(header: str) -> set[str]:

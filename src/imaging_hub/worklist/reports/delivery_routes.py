@@ -85,6 +85,7 @@ class StaffAccountOut(BaseModel):
 
 
 class StaffOut(BaseModel):
+    clinic_name: str = Field(description="The clinic's name, as the hub's pages show it.")
     staff: list[StaffAccountOut]
 
 
@@ -249,7 +250,9 @@ def get_gateway_staff(
     headers = {"ETag": f'"{found.etag}"', "Cache-Control": "private, no-store"}
     if found.unchanged:
         return Response(status_code=304, headers=headers)
-    body = StaffOut(staff=[StaffAccountOut(**vars(s)) for s in found.staff])
+    body = StaffOut(
+        clinic_name=found.clinic_name, staff=[StaffAccountOut(**vars(s)) for s in found.staff]
+    )
     return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 

@@ -60,6 +60,7 @@ def app_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
             PatientSex="M",
             PatientBirthDate="19580301",
             StudyDate="20261101",
+            BodyPartExamined="CHEST",
         )
         ingest(hub, "clinic-a", ct)
         mr = make_instance(
@@ -125,6 +126,9 @@ def test_login_in_chinese_shows_worklist_with_gb18030_name(
     expect(stat_row.locator(".col-clinic")).to_contain_text("B镇卫生院")
     ct_row = page.locator("#worklist-table tbody tr", has_text="赵建国")
     expect(ct_row.locator(".col-sexAge")).to_have_text("男 / 68岁")
+    # The DICOM body part code by name (the code stays in the title and data-code).
+    expect(ct_row.locator(".col-bodyPart")).to_have_text("胸部")
+    expect(ct_row.locator(".col-bodyPart span")).to_have_attribute("data-code", "CHEST")
     expect(ct_row.locator(".col-studyDate")).to_have_text("2026/11/01")
     # Local time: the browser runs in Asia/Shanghai; the hub stores UTC.
     received = ct_row.locator(".col-received").inner_text()
@@ -161,6 +165,8 @@ def test_english_login_language_persists_and_logout(
     expect(page.locator("#nav a.active")).to_have_text("Worklist")
     header = page.locator("#worklist-table thead").inner_text()
     assert "Patient name" in header and "Due" in header
+    ct_row = page.locator("#worklist-table tbody tr", has_text="赵建国")
+    expect(ct_row.locator(".col-bodyPart")).to_have_text("Chest")
     page.reload()
     wait_rows(bp, 4)
     expect(page.locator("#nav a.active")).to_have_text("Worklist")

@@ -1,4 +1,5 @@
-// Display helpers shared by pages: DICOM person names, sex/age, study status and priority.
+// Display helpers shared by pages: DICOM person names, sex/age, body parts, study status and
+// priority.
 
 import { addStrings, getLanguage, hasString, t } from "./i18n.js";
 
@@ -59,6 +60,56 @@ function formatGroup(group) {
   return `${family}, ${[given, middle].filter(Boolean).join(" ")}`;
 }
 
+// DICOM Body Part Examined codes (the exam catalogue's and the common ones), by name.
+addStrings({
+  "zh-CN": {
+    "bodyPart.ABDOMEN": "腹部",
+    "bodyPart.ANKLE": "踝关节",
+    "bodyPart.CHEST": "胸部",
+    "bodyPart.CSPINE": "颈椎",
+    "bodyPart.HAND": "手",
+    "bodyPart.HEAD": "头部",
+    "bodyPart.KNEE": "膝关节",
+    "bodyPart.LSPINE": "腰椎",
+    "bodyPart.PELVIS": "骨盆",
+    "bodyPart.SKULL": "颅骨",
+    "bodyPart.THYROID": "甲状腺",
+    "bodyPart.TSPINE": "胸椎",
+    "bodyPart.SHOULDER": "肩关节",
+    "bodyPart.ELBOW": "肘关节",
+    "bodyPart.WRIST": "腕关节",
+    "bodyPart.HIP": "髋关节",
+    "bodyPart.FOOT": "足",
+    "bodyPart.BREAST": "乳腺",
+    "bodyPart.NECK": "颈部",
+    "bodyPart.HEART": "心脏",
+    "bodyPart.EXTREMITY": "四肢",
+  },
+  en: {
+    "bodyPart.ABDOMEN": "Abdomen",
+    "bodyPart.ANKLE": "Ankle",
+    "bodyPart.CHEST": "Chest",
+    "bodyPart.CSPINE": "C-spine",
+    "bodyPart.HAND": "Hand",
+    "bodyPart.HEAD": "Head",
+    "bodyPart.KNEE": "Knee",
+    "bodyPart.LSPINE": "L-spine",
+    "bodyPart.PELVIS": "Pelvis",
+    "bodyPart.SKULL": "Skull",
+    "bodyPart.THYROID": "Thyroid",
+    "bodyPart.TSPINE": "T-spine",
+    "bodyPart.SHOULDER": "Shoulder",
+    "bodyPart.ELBOW": "Elbow",
+    "bodyPart.WRIST": "Wrist",
+    "bodyPart.HIP": "Hip",
+    "bodyPart.FOOT": "Foot",
+    "bodyPart.BREAST": "Breast",
+    "bodyPart.NECK": "Neck",
+    "bodyPart.HEART": "Heart",
+    "bodyPart.EXTREMITY": "Extremity",
+  },
+});
+
 /**
  * A DICOM PN value for display. Component groups (alphabetic=ideographic=phonetic) are shown as
  * "ideographic (alphabetic)" when both exist. The raw value is never interpreted as markup.
@@ -100,6 +151,13 @@ export function formatSex(sex) {
 /** "男 / 45岁" */
 export function formatSexAge(sex, birthDa, studyDa) {
   return [formatSex(sex), formatAge(birthDa, studyDa)].filter(Boolean).join(" / ");
+}
+
+/** A DICOM Body Part Examined code by name in the user's language ("CHEST" → "胸部"); a code
+ * without a name as it is. */
+export function bodyPartName(code) {
+  const key = `bodyPart.${String(code || "").toUpperCase()}`;
+  return code ? (hasString(key) ? t(key) : String(code)) : "";
 }
 
 export function statusLabel(status) {

@@ -14,7 +14,7 @@
 import { addStrings, getLanguage, hasString, t } from "../i18n.js";
 import { apiGet, apiPost } from "../api.js";
 import { h, messageBox, replaceChildren } from "../dom.js";
-import { priorityLabel } from "../format.js";
+import { bodyPartName, priorityLabel } from "../format.js";
 import { onUserChange } from "../router.js";
 
 addStrings({
@@ -123,56 +123,6 @@ addStrings({
   },
 });
 
-// DICOM Body Part Examined codes of the catalogue, by name (a code without a name shows as is).
-addStrings({
-  "zh-CN": {
-    "bodyPart.ABDOMEN": "腹部",
-    "bodyPart.ANKLE": "踝关节",
-    "bodyPart.CHEST": "胸部",
-    "bodyPart.CSPINE": "颈椎",
-    "bodyPart.HAND": "手",
-    "bodyPart.HEAD": "头部",
-    "bodyPart.KNEE": "膝关节",
-    "bodyPart.LSPINE": "腰椎",
-    "bodyPart.PELVIS": "骨盆",
-    "bodyPart.SKULL": "颅骨",
-    "bodyPart.THYROID": "甲状腺",
-    "bodyPart.TSPINE": "胸椎",
-    "bodyPart.SHOULDER": "肩关节",
-    "bodyPart.ELBOW": "肘关节",
-    "bodyPart.WRIST": "腕关节",
-    "bodyPart.HIP": "髋关节",
-    "bodyPart.FOOT": "足",
-    "bodyPart.BREAST": "乳腺",
-    "bodyPart.NECK": "颈部",
-    "bodyPart.HEART": "心脏",
-    "bodyPart.EXTREMITY": "四肢",
-  },
-  en: {
-    "bodyPart.ABDOMEN": "Abdomen",
-    "bodyPart.ANKLE": "Ankle",
-    "bodyPart.CHEST": "Chest",
-    "bodyPart.CSPINE": "C-spine",
-    "bodyPart.HAND": "Hand",
-    "bodyPart.HEAD": "Head",
-    "bodyPart.KNEE": "Knee",
-    "bodyPart.LSPINE": "L-spine",
-    "bodyPart.PELVIS": "Pelvis",
-    "bodyPart.SKULL": "Skull",
-    "bodyPart.THYROID": "Thyroid",
-    "bodyPart.TSPINE": "T-spine",
-    "bodyPart.SHOULDER": "Shoulder",
-    "bodyPart.ELBOW": "Elbow",
-    "bodyPart.WRIST": "Wrist",
-    "bodyPart.HIP": "Hip",
-    "bodyPart.FOOT": "Foot",
-    "bodyPart.BREAST": "Breast",
-    "bodyPart.NECK": "Neck",
-    "bodyPart.HEART": "Heart",
-    "bodyPart.EXTREMITY": "Extremity",
-  },
-});
-
 const FIELDS = [
   "patient_name",
   "patient_name_pinyin",
@@ -219,9 +169,7 @@ export function examTypeName(item) {
 /** "DX · 胸部" — an exam type's modality and body part (named in the user's language). */
 export function examTypeDetail(item) {
   if (!item) return "";
-  const code = item.body_part || item.body_part_examined || "";
-  const part = code && hasString(`bodyPart.${code}`) ? t(`bodyPart.${code}`) : code;
-  return [item.modality, part].filter(Boolean).join(" · ");
+  return [item.modality, bodyPartName(item.body_part || item.body_part_examined)].filter(Boolean).join(" · ");
 }
 
 let catalogue = null; // the promise of the catalogue, once per page load

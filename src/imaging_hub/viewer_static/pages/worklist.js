@@ -4,7 +4,7 @@
 import { addStrings, formatDateTime, formatDicomDate, minutesUntil, t } from "../i18n.js";
 import { apiGet, apiPost } from "../api.js";
 import { clear, h, messageBox, replaceChildren } from "../dom.js";
-import { formatNumber, formatPersonName, formatSexAge, priorityLabel, statusLabel } from "../format.js";
+import { bodyPartName, formatNumber, formatPersonName, formatSexAge, priorityLabel, statusLabel } from "../format.js";
 import { can, navigate, registerRoute, setQuery } from "../router.js";
 import { loadInstitutions } from "../institutions.js";
 
@@ -124,7 +124,8 @@ const COLUMNS = [
   ["sexAge", "worklist.col.sexAge", null, (i) =>
     formatSexAge(i.patient_sex, i.patient_birth_date, i.study_date)],
   ["modality", "worklist.col.modality", null, (i) => i.modalities],
-  ["bodyPart", "worklist.col.bodyPart", null, (i) => i.body_part_examined],
+  ["bodyPart", "worklist.col.bodyPart", null, (i) =>
+    h("span", { title: i.body_part_examined || "", "data-code": i.body_part_examined || "" }, bodyPartName(i.body_part_examined))],
   ["studyDate", "worklist.col.studyDate", "study_date", (i) => formatDicomDate(i.study_date)],
   ["clinic", "worklist.col.clinic", "clinic", (i) =>
     h("span", { title: i.clinic_name ? `${i.clinic_name} (${i.clinic})` : i.clinic, "data-code": i.clinic }, i.clinic_name || i.clinic)],

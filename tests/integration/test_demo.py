@@ -7,7 +7,6 @@ or the demo killed outright).
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,20 +16,7 @@ import httpx
 import pytest
 
 from imaging_hub.dicom.samples import sample_studies
-from tests.peers.net import free_port, wait_for_port, wait_until
-
-
-def free_port_pair() -> int:
-    """A port P such that P and P + 1 were both free a moment ago (clinic-b listens on P + 1)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("No two adjacent free ports were found on 127.0.0.1.")
+from tests.peers.net import free_port_block, wait_for_port, wait_until
 
 
 def start_demo(tmp_path: Path, port: int, dicom_port: int) -> subprocess.Popen[bytes]:
@@ -70,7 +56,7 @@ def running(pid: int) -> bool:
 
 
 def test_demo_lists_the_sample_studies_within_30_seconds(tmp_path: Path) -> None:
-    port, dicom_port = free_port(), free_port_pair()
+    port, dicom_port = free_port_block(3), free_port_block(2)
     proc = start_demo(tmp_path, port, dicom_port)
     try:
         wait_for_port(port, timeout=30)
@@ -123,7 +109,7 @@ def test_demo_lists_the_sample_studies_within_30_seconds(tmp_path: Path) -> None
 def test_the_gateways_run_in_their_own_processes_and_stop_with_the_demo(
     tmp_path: Path, stop: signal.Signals
 ) -> None:
-    port, dicom_port = free_port(), free_port_pair()
+    port, dicom_port = free_port_block(3), free_port_block(2)
     proc = start_demo(tmp_path, port, dicom_port)
     try:
         pids = wait_until(lambda: gateway_pids(tmp_path) or None, timeout=60, interval=0.2)

@@ -1,16 +1,48 @@
 """Small helpers shared by the peer fixtures: free ports, waiting for a listener."""
 
+import random
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free on 127.0.0.1 a moment ago (see :func:`free_port_block`)."""
+    return free_port_block(1)
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections' local ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(count: int) -> int:
+    """A port P such that P … P + count - 1 are free on 127.0.0.1, chosen at random below the
+    kernel's range for outgoing connections: a service that binds them seconds later (a hub or
+    gateway process, the demo) cannot lose one to another test's client socket, which takes its
+    local port from that range — seen in CI as "Address already in use" for the demo's second
+    gateway, on a port the kernel had handed out as free a moment before."""
+    high = _ephemeral_low() - count
+    rng = random.SystemRandom()
+    for _ in range(200):
+        start = rng.randrange(10000, high)
+        if all(_bindable(port) for port in range(start, start + count)):
+            return start
+    raise RuntimeError(f"No {count} adjacent free ports were found on 127.0.0.1.")
 
 
 def wait_for_port(port: int, *, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
